@@ -1,0 +1,83 @@
+/*
+ * vpeft: the command-line entry point. Dispatches to subcommands; every
+ * error is one line on stderr and a non-zero exit status.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vpeft/version.h>
+
+#include "cli/cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"devices", vp_cli_devices, "list Vulkan devices and the features vpeft uses on each"},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vpeft <command> [options]\n"
+               "       vpeft <command> --help\n\n"
+               "Parameter-efficient fine-tuning of vision transformers on any Vulkan device.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\noptions:\n"
+               "  -h, --help     show this help\n"
+               "  -V, --version  print the version and the plugin ABI version\n\n"
+               "environment:\n"
+               "  VPEFT_DEVICE      device to use: an index or a name substring from\n"
+               "                    `vpeft devices` (default: discrete > integrated GPU >\n"
+               "                    virtual > CPU)\n"
+               "  VPEFT_PROFILE=1   print GPU time per kernel when the device is released\n"
+               "  VPEFT_VALIDATION=1  run under VK_LAYER_KHRONOS_validation if installed\n"
+               "  VPEFT_LOG         debug, info (default), warn or error\n"
+               "  XDG_CACHE_HOME    pipeline cache goes to $XDG_CACHE_HOME/vpeft\n"
+               "                    (default ~/.cache/vpeft)\n");
+}
+
+bool vp_env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+vp_status vp_cli_instance(vp_instance **inst)
+{
+    vp_instance_opts o = {.validation = vp_env_flag("VPEFT_VALIDATION")};
+    vp_status st = vp_instance_create(&o, inst);
+    if (st)
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    return st;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        printf("vpeft %s (plugin ABI %d.%d)\n", VP_VERSION_STRING, VP_ABI_MAJOR, VP_ABI_MINOR);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(cmd, commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "vpeft: unknown command '%s'; commands:", cmd);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(stderr, " %s", commands[i].name);
+    fprintf(stderr, " (see vpeft --help)\n");
+    return 2;
+}

@@ -1,0 +1,94 @@
+/*
+ * Elementwise ops: fill, scale (unary.comp), add and mul with trailing
+ * broadcast (binary.comp). One invocation per element over a 2D grid of
+ * workgroups so that any element count fits the device's limits.
+ */
+#include <string.h>
+
+#include "ops/ops.h"
+#include "ops/util.h"
+
+static const vp_kernel k_fill = {"fill", 1, 0x1, 8};
+static const vp_kernel k_unary = {"unary", 2, 0x2, 8};
+static const vp_kernel k_binary = {"binary", 3, 0x4, 8};
+
+/* Spec constants: local size, then the op code. */
+static vp_status elementwise(vp_cmd *cmd, const vp_kernel *k, uint32_t op, const vp_range *bind,
+                             const void *push, uint32_t n)
+{
+    vp_device *dev = vp_cmd_device(cmd);
+    uint32_t spec[4] = {VP_EW_LOCAL, 1, 1, op}, gx, gy;
+    vp_pipeline *p;
+    vp_status st = vp_pipeline_get(dev, k, spec, 4, &p);
+    if (st)
+        return st;
+    vp_grid_1d(vp_device_get_info(dev), n, VP_EW_LOCAL, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+}
+
+vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value)
+{
+    vp_status st = vp_check_f32("fill", out);
+    if (st)
+        return st;
+    struct { uint32_t n; float value; } push = {(uint32_t)vp_tensor_nelem(out), value};
+    vp_range r = vp_tensor_range(out);
+    return elementwise(cmd, &k_fill, 0, &r, &push, push.n);
+}
+
+vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *out)
+{
+    vp_status st = vp_check_f32("scale", a);
+    if (!st)
+        st = vp_check_f32("scale", out);
+    if (!st)
+        st = vp_check_same_shape("scale", a, out);
+    if (st)
+        return st;
+    struct { uint32_t n; float alpha; } push = {(uint32_t)vp_tensor_nelem(a), alpha};
+    vp_range r[2] = {vp_tensor_range(a), vp_tensor_range(out)};
+    return elementwise(cmd, &k_unary, 0, r, &push, push.n);
+}
+
+static vp_status binary(vp_cmd *cmd, const char *name, uint32_t op, const vp_tensor *a,
+                        const vp_tensor *b, vp_tensor *out)
+{
+    vp_status st = vp_check_f32(name, a);
+    if (!st)
+        st = vp_check_f32(name, b);
+    if (!st)
+        st = vp_check_f32(name, out);
+    if (!st)
+        st = vp_check_same_shape(name, a, out);
+    if (st)
+        return st;
+    /* b: a's shape, or a's trailing b->ndim dimensions. */
+    bool ok = b->ndim <= a->ndim;
+    for (int i = 0; ok && i < b->ndim; i++)
+        ok = b->shape[b->ndim - 1 - i] == a->shape[a->ndim - 1 - i];
+    if (!ok) {
+        char sa[64], sb[64];
+        vp_shape_str(a, sa, sizeof sa);
+        vp_shape_str(b, sb, sizeof sb);
+        return vp_error_set(VP_ERR_SHAPE, "%s: %s %s does not broadcast to %s %s: it must have "
+                            "the shape of %s's trailing dimensions", name, b->name, sb, a->name,
+                            sa, a->name);
+    }
+    vp_range ro = vp_tensor_range(out), rb = vp_tensor_range(b);
+    if (vp_tensor_nelem(b) != vp_tensor_nelem(a) && vp_ranges_overlap(ro, rb))
+        return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps the broadcast operand %s",
+                            name, out->name, b->name);
+    struct { uint32_t n, nb; } push = {(uint32_t)vp_tensor_nelem(a), (uint32_t)vp_tensor_nelem(b)};
+    vp_range r[3] = {vp_tensor_range(a), rb, ro};
+    return elementwise(cmd, &k_binary, op, r, &push, push.n);
+}
+
+vp_status vp_op_add(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out)
+{
+    return binary(cmd, "add", 0, a, b, out);
+}
+
+vp_status vp_op_mul(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out)
+{
+    return binary(cmd, "mul", 1, a, b, out);
+}

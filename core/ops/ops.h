@@ -1,0 +1,55 @@
+/*
+ * Ops recorded into a command buffer. Each op checks shapes and dtypes (an
+ * error names the tensors and both shapes), picks its pipeline for the
+ * device, and records one dispatch; nothing runs until vp_cmd_submit().
+ * Each op has a CPU reference in core/ref with the same semantics.
+ *
+ *     vp_op_matmul(cmd, x, false, w, true, y);   // y = x w^T
+ *     vp_op_add(cmd, y, bias, y);                // bias broadcast over rows
+ *     vp_cmd_submit(cmd);
+ */
+#ifndef VP_OPS_H
+#define VP_OPS_H
+
+#include "runtime/runtime.h"
+
+/* c = op(a) op(b), batched.
+ *   a: (..., M, K), or (..., K, M) when trans_a
+ *   b: (..., K, N), or (..., N, K) when trans_b
+ *   c: (..., M, N)
+ * The leading (batch) dimensions of a and b each either equal c's or are
+ * all 1 (broadcast). c must not overlap a or b. */
+vp_status vp_op_matmul(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_tensor *b,
+                       bool trans_b, vp_tensor *c);
+
+/* Kernel choice for matmul; vp_op_matmul uses vp_matmul_default_cfg(). */
+typedef enum vp_matmul_kernel {
+    VP_MATMUL_TILED = 0,  /* register tiles, vec4 loads where shapes allow */
+    VP_MATMUL_NAIVE = 1   /* one output per invocation: a baseline for benchmarks */
+} vp_matmul_kernel;
+
+typedef struct vp_matmul_cfg {
+    vp_matmul_kernel kernel;
+    uint32_t wg_x, wg_y;  /* local size */
+    uint32_t tm, tn;      /* outputs per invocation, multiples of 4 (tiled only) */
+    bool no_vec4;         /* force the scalar-load path (tiled only) */
+} vp_matmul_cfg;
+
+/* The tile sizes vpeft picks for this device (by type and subgroup size). */
+vp_matmul_cfg vp_matmul_default_cfg(const vp_device_info *d);
+vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_tensor *b,
+                          bool trans_b, vp_tensor *c, const vp_matmul_cfg *cfg);
+
+/* out = a + b and out = a * b. b has a's shape, or the shape of a's
+ * trailing dimensions (then it repeats over the leading ones: a bias).
+ * out has a's shape and may be a itself (or b when b has a's shape). */
+vp_status vp_op_add(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out);
+vp_status vp_op_mul(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out);
+
+/* out = alpha * a; out has a's shape and may be a. */
+vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *out);
+
+/* Every element of out = value. */
+vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value);
+
+#endif

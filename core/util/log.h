@@ -1,0 +1,25 @@
+/*
+ * Diagnostics to stderr with a level filter. VPEFT_LOG=debug|info|warn|error
+ * sets the level (default info). Messages are single lines prefixed "vpeft:".
+ */
+#ifndef VP_UTIL_LOG_H
+#define VP_UTIL_LOG_H
+
+#include "util/error.h"
+
+typedef enum vp_log_level {
+    VP_LOG_DEBUG = 0,
+    VP_LOG_INFO = 1,
+    VP_LOG_WARN = 2,
+    VP_LOG_ERROR = 3
+} vp_log_level;
+
+void vp_log(vp_log_level level, const char *fmt, ...) VP_PRINTF(2, 3);
+vp_log_level vp_log_get_level(void);
+void vp_log_set_level(vp_log_level level);
+
+#define vp_debug(...) vp_log(VP_LOG_DEBUG, __VA_ARGS__)
+#define vp_info(...) vp_log(VP_LOG_INFO, __VA_ARGS__)
+#define vp_warn(...) vp_log(VP_LOG_WARN, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,38 @@
+/*
+ * vpeft/status.h - the status codes every fallible call returns.
+ *
+ *     vp_status st = vp_tensor_upload(t, host, bytes);
+ *     if (st != VP_OK)
+ *         fprintf(stderr, "vpeft: %s\n", vp_error_last());
+ *
+ * 0 is success, every error is negative. A call that fails also leaves a
+ * one-line message naming the file, key or tensor at fault in the calling
+ * thread's last-error buffer (vp_error_last(), declared by the host library).
+ * Codes are only ever appended.
+ */
+#ifndef VPEFT_STATUS_H
+#define VPEFT_STATUS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vp_status {
+    VP_OK = 0,
+    VP_ERR_INVALID = -1,     /* bad argument or bad input data */
+    VP_ERR_NOMEM = -2,       /* host or device memory exhausted */
+    VP_ERR_IO = -3,          /* a file could not be read or written */
+    VP_ERR_VULKAN = -4,      /* a Vulkan call failed */
+    VP_ERR_UNSUPPORTED = -5, /* the device lacks a required feature */
+    VP_ERR_NOT_FOUND = -6,   /* no such device, file, plugin or key */
+    VP_ERR_SHAPE = -7,       /* tensor shapes do not fit together */
+    VP_ERR_ABI = -8,         /* plugin ABI mismatch (ABI 1.0) */
+    VP_ERR_FORMAT = -9,      /* malformed file contents */
+    VP_ERR_INTERNAL = -10    /* a bug in vpeft: please report it */
+} vp_status;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VPEFT_STATUS_H */

@@ -1,0 +1,24 @@
+#version 450
+// Elementwise unary ops.   a, out: (n)
+//   OP 0 scale: out = alpha * a
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+LOCAL_SIZE_FROM_SPEC;
+layout(constant_id = 3) const uint OP = 0;
+
+layout(push_constant) uniform Push { uint n; float alpha; } p;
+layout(binding = 0) readonly buffer A { float a[]; };
+layout(binding = 1) writeonly buffer Out { float o[]; };
+
+void main()
+{
+    uint i = flat_index();
+    if (i >= p.n)
+        return;
+    float x = a[i];
+    float y = x;
+    if (OP == 0)
+        y = p.alpha * x;
+    o[i] = y;
+}

@@ -1,0 +1,300 @@
+/*
+ * Op suite: every op on every device under test against its CPU reference,
+ * on random inputs in [-1, 1] with outputs poisoned (NaN) beforehand so an
+ * unwritten element fails. Shapes include 1, 7, 33, 257 and sizes that are
+ * not multiples of any tile. NMSE bound 1e-7 unless an op says otherwise.
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-7
+
+/* ---- matmul ------------------------------------------------------------ */
+
+typedef struct mm_case {
+    int64_t batch_a, batch_b, batch; /* batch_a/b: 1 broadcasts */
+    int64_t M, N, K;
+} mm_case;
+
+static const mm_case mm_cases[] = {
+    {1, 1, 1, 1, 1, 1},      {1, 1, 1, 7, 33, 257},   {1, 1, 1, 257, 7, 33},
+    {1, 1, 1, 33, 257, 7},   {1, 1, 1, 64, 64, 64},   {1, 1, 1, 36, 20, 12},
+    {1, 1, 1, 1, 257, 33},   {1, 1, 1, 100, 1, 16},   {3, 3, 3, 17, 9, 5},
+    {4, 1, 4, 16, 24, 8},    {1, 5, 5, 7, 12, 32},    {2, 2, 2, 40, 44, 36},
+};
+
+/* Kernel configurations every device runs: its own default, both built-in
+ * tile shapes (so the CPU tiles are tested on GPUs and the other way round),
+ * the scalar-load path, and the naive baseline. */
+static int mm_cfgs(const vp_device_info *d, vp_matmul_cfg *out)
+{
+    int n = 0;
+    out[n++] = vp_matmul_default_cfg(d);
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 16, 8, 4, 4, false};
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 1, 16, 16, false};
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 2, 8, 12, true};
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_NAIVE, 8, 8, 0, 0, false};
+    return n;
+}
+
+static void run_mm(uint32_t d, const mm_case *c, bool ta, bool tb, const vp_matmul_cfg *cfg)
+{
+    vp_device *dev = vt_device(d);
+    int64_t M = c->M, N = c->N, K = c->K;
+    int64_t sa[3] = {c->batch_a, ta ? K : M, ta ? M : K};
+    int64_t sb[3] = {c->batch_b, tb ? N : K, tb ? K : N};
+    int64_t sc[3] = {c->batch, M, N};
+    size_t na = (size_t)(c->batch_a * M * K), nb = (size_t)(c->batch_b * K * N);
+    size_t nc = (size_t)(c->batch * M * N);
+    float *ha = malloc(na * 4), *hb = malloc(nb * 4), *want = malloc(nc * 4);
+    vt_rand(ha, na, (uint64_t)(M * 131 + N * 7 + K));
+    vt_rand(hb, nb, (uint64_t)(M + N * 17 + K * 3 + 1));
+    vp_ref_matmul(ha, ta, hb, tb, want, c->batch, M, N, K, c->batch_a == 1 ? 0 : M * K,
+                  c->batch_b == 1 ? 0 : K * N, M * N);
+    vp_tensor *a = vt_tensor(dev, "a", 3, sa, ha), *b = vt_tensor(dev, "b", 3, sb, hb);
+    vp_tensor *out = vt_tensor(dev, "c", 3, sc, NULL);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    vt_ok(vp_op_matmul_ex(cmd, a, ta, b, tb, out, cfg));
+    vt_ok(vp_cmd_submit(cmd));
+    float *got = vt_download(out);
+    vt_assert_close(got, want, nc, TOL,
+                    "%s: matmul batch %lld/%lld/%lld M %lld N %lld K %lld ta %d tb %d, kernel %s "
+                    "wg %ux%u tile %ux%u%s", vt_device_info(d)->name, (long long)c->batch_a,
+                    (long long)c->batch_b, (long long)c->batch, (long long)M, (long long)N,
+                    (long long)K, ta, tb, cfg->kernel == VP_MATMUL_NAIVE ? "naive" : "tiled",
+                    cfg->wg_x, cfg->wg_y, cfg->tm, cfg->tn, cfg->no_vec4 ? " scalar" : "");
+    free(got);
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(a);
+    vp_tensor_destroy(b);
+    vp_tensor_destroy(out);
+    free(ha);
+    free(hb);
+    free(want);
+}
+
+START_TEST(test_matmul)
+{
+    vp_matmul_cfg cfgs[8];
+    int nc = mm_cfgs(vt_device_info((uint32_t)_i), cfgs);
+    for (size_t c = 0; c < sizeof mm_cases / sizeof mm_cases[0]; c++)
+        for (int t = 0; t < 4; t++)
+            for (int k = 0; k < nc; k++)
+                run_mm((uint32_t)_i, &mm_cases[c], t & 1, t & 2, &cfgs[k]);
+}
+END_TEST
+
+/* 2-D inputs broadcast against a batched output, and a 4-D batch. */
+START_TEST(test_matmul_shapes)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    float ha[5 * 3], hb[2 * 3 * 3 * 4], want[2 * 3 * 5 * 4];
+    vt_rand(ha, 15, 1);
+    vt_rand(hb, 72, 2);
+    vp_tensor *a = vt_tensor(dev, "a", 2, (int64_t[]){5, 3}, ha);
+    vp_tensor *b = vt_tensor(dev, "b", 4, (int64_t[]){2, 3, 3, 4}, hb);
+    vp_tensor *c = vt_tensor(dev, "c", 4, (int64_t[]){2, 3, 5, 4}, NULL);
+    vp_ref_matmul(ha, false, hb, false, want, 6, 5, 4, 3, 0, 12, 20);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    vt_ok(vp_op_matmul(cmd, a, false, b, false, c));
+    vt_ok(vp_cmd_submit(cmd));
+    float *got = vt_download(c);
+    vt_assert_close(got, want, 120, TOL, "matmul (5,3) x (2,3,3,4)");
+    free(got);
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(a);
+    vp_tensor_destroy(b);
+    vp_tensor_destroy(c);
+}
+END_TEST
+
+START_TEST(test_matmul_errors)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_tensor *a = vt_tensor(dev, "x", 2, (int64_t[]){4, 3}, NULL);
+    vp_tensor *b = vt_tensor(dev, "w", 2, (int64_t[]){5, 4}, NULL);
+    vp_tensor *c = vt_tensor(dev, "y", 2, (int64_t[]){4, 5}, NULL);
+    vp_tensor *c3 = vt_tensor(dev, "y3", 3, (int64_t[]){2, 4, 5}, NULL);
+    vp_tensor *b3 = vt_tensor(dev, "w3", 3, (int64_t[]){3, 3, 5}, NULL);
+    vp_tensor *sq = vt_tensor(dev, "s", 2, (int64_t[]){4, 4}, NULL);
+    vp_tensor *sq2 = vt_tensor(dev, "s2", 2, (int64_t[]){4, 4}, NULL);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    ck_assert_int_eq(vp_op_matmul(cmd, a, false, b, false, c), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(),
+                     "matmul: x (4, 3) x w (5, 4) -> y (4, 5): inner dimensions differ");
+    ck_assert_int_eq(vp_op_matmul(cmd, a, false, b, true, c), VP_ERR_SHAPE); /* K 3 vs 4 */
+    ck_assert_int_eq(vp_op_matmul(cmd, a, true, b, false, c), VP_ERR_SHAPE); /* out (3,4)? */
+    ck_assert_str_eq(vp_error_last(),
+                     "matmul: x (4, 3)^T x w (5, 4) -> y (4, 5): inner dimensions differ");
+    ck_assert_int_eq(vp_op_matmul(cmd, a, false, b3, false, c3), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), "matmul: x (4, 3) x w3 (3, 3, 5) -> y3 (2, 4, 5): batch "
+                                      "dimensions do not broadcast");
+    ck_assert_int_eq(vp_op_matmul(cmd, sq, false, sq2, false, sq), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), "matmul: output s overlaps an input");
+    vp_cmd_stats s = vp_cmd_get_stats(cmd);
+    ck_assert_uint_eq(s.dispatches, 0);
+    vt_ok(vp_cmd_submit(cmd));
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(a);
+    vp_tensor_destroy(b);
+    vp_tensor_destroy(c);
+    vp_tensor_destroy(c3);
+    vp_tensor_destroy(b3);
+    vp_tensor_destroy(sq);
+    vp_tensor_destroy(sq2);
+}
+END_TEST
+
+/* ---- elementwise ------------------------------------------------------- */
+
+static const int64_t ew_sizes[] = {1, 7, 33, 257, 1000, 4099};
+
+typedef enum { EW_ADD, EW_MUL, EW_SCALE, EW_FILL } ew_op;
+
+static void run_ew(uint32_t d, ew_op op, int64_t rows, int64_t cols, bool bcast, bool inplace)
+{
+    vp_device *dev = vt_device(d);
+    size_t n = (size_t)(rows * cols), nb = bcast ? (size_t)cols : n;
+    float *ha = malloc(n * 4), *hb = malloc(nb * 4), *want = malloc(n * 4);
+    vt_rand(ha, n, (uint64_t)(rows * 3 + cols));
+    vt_rand(hb, nb, (uint64_t)(rows + cols * 5));
+    int64_t sa[2] = {rows, cols}, sb1[1] = {cols};
+    vp_tensor *a = vt_tensor(dev, "a", 2, sa, ha);
+    vp_tensor *b = bcast ? vt_tensor(dev, "b", 1, sb1, hb) : vt_tensor(dev, "b", 2, sa, hb);
+    vp_tensor *out = inplace ? a : vt_tensor(dev, "out", 2, sa, NULL);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    const char *name = "";
+    switch (op) {
+    case EW_ADD:
+        name = "add";
+        vp_ref_add(ha, hb, want, (int64_t)n, (int64_t)nb);
+        vt_ok(vp_op_add(cmd, a, b, out));
+        break;
+    case EW_MUL:
+        name = "mul";
+        vp_ref_mul(ha, hb, want, (int64_t)n, (int64_t)nb);
+        vt_ok(vp_op_mul(cmd, a, b, out));
+        break;
+    case EW_SCALE:
+        name = "scale";
+        vp_ref_scale(ha, -1.75f, want, (int64_t)n);
+        vt_ok(vp_op_scale(cmd, a, -1.75f, out));
+        break;
+    case EW_FILL:
+        name = "fill";
+        vp_ref_fill(want, 0.625f, (int64_t)n);
+        vt_ok(vp_op_fill(cmd, out, 0.625f));
+        break;
+    }
+    vt_ok(vp_cmd_submit(cmd));
+    float *got = vt_download(out);
+    vt_assert_close(got, want, n, TOL, "%s: %s (%lld, %lld)%s%s", vt_device_info(d)->name, name,
+                    (long long)rows, (long long)cols, bcast ? " broadcast" : "",
+                    inplace ? " in place" : "");
+    free(got);
+    vp_cmd_destroy(cmd);
+    if (!inplace)
+        vp_tensor_destroy(out);
+    vp_tensor_destroy(a);
+    vp_tensor_destroy(b);
+    free(ha);
+    free(hb);
+    free(want);
+}
+
+START_TEST(test_elementwise)
+{
+    size_t ns = sizeof ew_sizes / sizeof ew_sizes[0];
+    for (ew_op op = EW_ADD; op <= EW_FILL; op++)
+        for (size_t r = 0; r < ns; r += 2)
+            for (size_t c = 0; c < ns; c++) {
+                int64_t rows = ew_sizes[r] > 300 ? 3 : ew_sizes[r];
+                run_ew((uint32_t)_i, op, rows, ew_sizes[c], false, false);
+                run_ew((uint32_t)_i, op, rows, ew_sizes[c], false, true);
+                if (op <= EW_MUL)
+                    run_ew((uint32_t)_i, op, rows, ew_sizes[c], true, false);
+            }
+}
+END_TEST
+
+/* More workgroups than one grid dimension allows: the 2-D grid path. */
+START_TEST(test_fill_large)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    const vp_device_info *d = vt_device_info((uint32_t)_i);
+    uint64_t n = (uint64_t)d->max_wg_count[0] * 256 + 1000;
+    if (n * 4 > d->max_storage_range) {
+        vt_skip("test_fill_large", d->name, "the 2-D grid needs a buffer above maxStorageBufferRange");
+        return;
+    }
+    vp_tensor *t = vt_tensor(dev, "big", 1, (int64_t[]){(int64_t)n}, NULL);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    vt_ok(vp_op_fill(cmd, t, 3.0f));
+    vt_ok(vp_cmd_submit(cmd));
+    float *got = vt_download(t);
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < n; i++)
+        bad += got[i] != 3.0f;
+    ck_assert_msg(bad == 0, "%llu of %llu elements not filled", (unsigned long long)bad,
+                  (unsigned long long)n);
+    free(got);
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(t);
+}
+END_TEST
+
+START_TEST(test_elementwise_errors)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_tensor *a = vt_tensor(dev, "a", 2, (int64_t[]){3, 4}, NULL);
+    vp_tensor *b = vt_tensor(dev, "bias", 1, (int64_t[]){3}, NULL);
+    vp_tensor *o = vt_tensor(dev, "o", 2, (int64_t[]){4, 3}, NULL);
+    vp_tensor *i;
+    vt_ok(vp_tensor_create(dev, VP_I32, 2, (int64_t[]){3, 4}, "idx", &i));
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    ck_assert_int_eq(vp_op_add(cmd, a, b, a), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), "add: bias (3) does not broadcast to a (3, 4): it must "
+                                      "have the shape of a's trailing dimensions");
+    ck_assert_int_eq(vp_op_scale(cmd, a, 2.0f, o), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), "scale: a (3, 4) and o (4, 3) must have the same shape");
+    ck_assert_int_eq(vp_op_mul(cmd, a, i, a), VP_ERR_UNSUPPORTED);
+    ck_assert_str_eq(vp_error_last(), "mul: tensor idx is i32; this op takes f32");
+    vt_ok(vp_cmd_submit(cmd));
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(a);
+    vp_tensor_destroy(b);
+    vp_tensor_destroy(o);
+    vp_tensor_destroy(i);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *tc = vt_tcase("matmul");
+    vt_add_per_device(tc, test_matmul, NULL);
+    vt_add_per_device(tc, test_matmul_shapes, NULL);
+    vt_add_per_device(tc, test_matmul_errors, NULL);
+    suite_add_tcase(s, tc);
+    tc = vt_tcase("elementwise");
+    vt_add_per_device(tc, test_elementwise, NULL);
+    vt_add_per_device(tc, test_fill_large, NULL);
+    vt_add_per_device(tc, test_elementwise_errors, NULL);
+    suite_add_tcase(s, tc);
+    return vt_run(s);
+}

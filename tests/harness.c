@@ -1,0 +1,164 @@
+/*
+ * Test harness shared by the Check suites (see harness.h).
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEV 16
+
+static vp_instance *inst;
+static uint32_t n_dev, dev_index[MAX_DEV];
+static vp_device *devs[MAX_DEV];
+static uint64_t val_before;
+static unsigned n_skips;
+
+vp_instance *vt_instance(void)
+{
+    if (inst)
+        return inst;
+    vp_instance_opts o = {.validation = true};
+    vp_status st = vp_instance_create(&o, &inst);
+    if (st) {
+        fprintf(stderr, "test harness: %s\n", vp_error_last());
+        exit(1);
+    }
+    const char *spec = getenv("VPEFT_DEVICE");
+    if (spec && *spec) {
+        uint32_t i;
+        if (vp_instance_pick(inst, spec, &i)) {
+            fprintf(stderr, "test harness: %s\n", vp_error_last());
+            exit(1);
+        }
+        dev_index[n_dev++] = i;
+    } else {
+        for (uint32_t i = 0; i < vp_instance_device_count(inst) && n_dev < MAX_DEV; i++)
+            if (vp_instance_device_info(inst, i)->usable)
+                dev_index[n_dev++] = i;
+    }
+    if (!vp_instance_validation_enabled(inst))
+        printf("note: VK_LAYER_KHRONOS_validation is not installed; tests run without it\n");
+    return inst;
+}
+
+uint32_t vt_device_count(void)
+{
+    vt_instance();
+    return n_dev;
+}
+
+const vp_device_info *vt_device_info(uint32_t i)
+{
+    return vp_instance_device_info(vt_instance(), dev_index[i]);
+}
+
+vp_device *vt_device(uint32_t i)
+{
+    ck_assert_uint_lt(i, vt_device_count());
+    if (!devs[i]) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/vpeft-test-cache", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        vp_device_opts o = {.profile = 0, .cache_dir = dir};
+        vt_ok(vp_device_create(vt_instance(), dev_index[i], &o, &devs[i]));
+    }
+    return devs[i];
+}
+
+void vt_skip(const char *test, const char *device, const char *reason)
+{
+    n_skips++;
+    printf("SKIP: %s on %s: %s\n", test, device, reason);
+}
+
+void vt_add_per_device_(TCase *tc, const TTest *test, const char *name, vt_needs needs)
+{
+    for (uint32_t d = 0; d < vt_device_count(); d++) {
+        const char *why = needs ? needs(vt_device_info(d)) : NULL;
+        if (why)
+            vt_skip(name, vt_device_info(d)->name, why);
+        else
+            tcase_add_loop_test(tc, test, (int)d, (int)d + 1);
+    }
+}
+
+static void val_setup(void) { val_before = vp_instance_validation_errors(vt_instance()); }
+
+static void val_teardown(void)
+{
+    uint64_t now = vp_instance_validation_errors(vt_instance());
+    ck_assert_msg(now == val_before, "the validation layer reported %llu error(s) (printed above)",
+                  (unsigned long long)(now - val_before));
+}
+
+TCase *vt_tcase(const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, val_setup, val_teardown);
+    tcase_set_timeout(tc, 300);
+    return tc;
+}
+
+void vt_rand(float *x, size_t n, uint64_t seed)
+{
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        x[i] = (float)((double)(s >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+    }
+}
+
+void vt_poison(vp_tensor *t)
+{
+    size_t n = (size_t)vp_tensor_nelem(t);
+    float *p = malloc(n * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+    vt_ok(vp_tensor_upload(t, p, n * sizeof *p));
+    free(p);
+}
+
+vp_tensor *vt_tensor(vp_device *dev, const char *name, int ndim, const int64_t *shape,
+                     const float *data)
+{
+    vp_tensor *t;
+    vt_ok(vp_tensor_create(dev, VP_F32, ndim, shape, name, &t));
+    if (data)
+        vt_ok(vp_tensor_upload(t, data, vp_tensor_nbytes(t)));
+    else
+        vt_poison(t);
+    return t;
+}
+
+float *vt_download(const vp_tensor *t)
+{
+    float *p = malloc(vp_tensor_nbytes(t));
+    ck_assert_ptr_nonnull(p);
+    vt_ok(vp_tensor_download(t, p, vp_tensor_nbytes(t)));
+    return p;
+}
+
+int vt_run(Suite *s)
+{
+    vt_instance();
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    for (uint32_t i = 0; i < MAX_DEV; i++)
+        vp_device_destroy(devs[i]);
+    uint64_t val = vp_instance_validation_errors(inst);
+    vp_instance_destroy(inst);
+    printf("skipped: %u\n", n_skips);
+    if (val) {
+        printf("validation errors: %llu\n", (unsigned long long)val);
+        failed++;
+    }
+    return failed ? 1 : 0;
+}

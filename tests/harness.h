@@ -1,0 +1,79 @@
+/*
+ * Shared test harness for the Check suites: one Vulkan instance with the
+ * validation layer when installed, the devices under test (every usable
+ * device, or the one VPEFT_DEVICE names), random inputs, poisoned outputs,
+ * NMSE checks, and skips that are reported as skips, not passes.
+ *
+ *     static void t_fill(int d) { vp_device *dev = vt_device(d); ... }
+ *     START_TEST(test_fill) { t_fill(_i); } END_TEST
+ *     vt_add_per_device(tc, test_fill, NULL);    // on every device
+ *     return vt_run(suite);                              // from main()
+ */
+#ifndef VP_TEST_HARNESS_H
+#define VP_TEST_HARNESS_H
+
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ops/ops.h"
+#include "ref/ref.h"
+#include "runtime/runtime.h"
+
+/* The shared instance (created on first use, validation on when present). */
+vp_instance *vt_instance(void);
+/* Devices under test; vt_device(i) is created on first use and cached. */
+uint32_t vt_device_count(void);
+vp_device *vt_device(uint32_t i);
+const vp_device_info *vt_device_info(uint32_t i);
+
+/* Predicate for vt_add_per_device: NULL when device i can run the test,
+ * else the reason it cannot (a static string). */
+typedef const char *(*vt_needs)(const vp_device_info *d);
+
+/* Register a loop test once per device under test (_i = device number).
+ * Where needs() gives a reason the test is not registered for that device
+ * and a skip is recorded and printed instead. */
+#define vt_add_per_device(tc, fn, needs) vt_add_per_device_(tc, fn, #fn, needs)
+void vt_add_per_device_(TCase *tc, const TTest *test, const char *name, vt_needs needs);
+/* Record a skip decided inside a test (reported, not counted as a pass by
+ * tests/run.sh). */
+void vt_skip(const char *test, const char *device, const char *reason);
+
+/* Checked fixture: fails the test if the validation layer reported an
+ * error while it ran. Added by vt_tcase(). */
+TCase *vt_tcase(const char *name);
+
+/* Deterministic uniform values in [-1, 1). */
+void vt_rand(float *x, size_t n, uint64_t seed);
+/* A tensor holding host data (NULL: poisoned with NaN). */
+vp_tensor *vt_tensor(vp_device *dev, const char *name, int ndim, const int64_t *shape,
+                     const float *data);
+void vt_poison(vp_tensor *t);
+/* Download into a new malloc'd buffer. */
+float *vt_download(const vp_tensor *t);
+
+/* Assert (with context) that got matches want: NMSE < tol, no NaN. */
+#define vt_assert_close(got, want, n, tol, ...)                                                \
+    do {                                                                                        \
+        double nmse_ = vp_ref_nmse((got), (want), (n));                                         \
+        if (!(nmse_ < (tol))) {                                                                 \
+            char ctx_[512];                                                                     \
+            snprintf(ctx_, sizeof ctx_, __VA_ARGS__);                                           \
+            ck_abort_msg("%s: NMSE %g >= %g", ctx_, nmse_, (double)(tol));                      \
+        }                                                                                       \
+    } while (0)
+
+/* Assert a vp_status is VP_OK, printing vp_error_last() otherwise. */
+#define vt_ok(expr)                                                                             \
+    do {                                                                                        \
+        vp_status st_ = (expr);                                                                 \
+        ck_assert_msg(st_ == VP_OK, "%s -> %d: %s", #expr, (int)st_, vp_error_last());           \
+    } while (0)
+
+/* Run the suite without forking (Vulkan state does not survive fork),
+ * release devices, print the skip count for tests/run.sh, return the exit
+ * status. */
+int vt_run(Suite *s);
+
+#endif
