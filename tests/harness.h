@@ -43,6 +43,8 @@ void vt_skip(const char *test, const char *device, const char *reason);
 /* Checked fixture: fails the test if the validation layer reported an
  * error while it ran. Added by vt_tcase(). */
 TCase *vt_tcase(const char *name);
+/* A test that provokes validation errors on purpose declares how many. */
+void vt_expect_validation_errors(uint64_t n);
 
 /* Deterministic uniform values in [-1, 1). */
 void vt_rand(float *x, size_t n, uint64_t seed);

@@ -4,13 +4,14 @@
 # Each suite runs with a private pipeline-cache directory so that tests never
 # touch the user's ~/.cache.
 set -u
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vpeft-check.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 fail=0 skipped=0 start=$(date +%s)
 for t in "$@"; do
     name=$(basename "$t")
     s0=$(date +%s)
-    if XDG_CACHE_HOME="$tmp/cache" TMPDIR="$tmp" VPEFT_BIN="$PWD/vpeft" ./"$t" >"$tmp/$name.log" 2>&1; then
+    if XDG_CACHE_HOME="$tmp/cache" TMPDIR="$tmp" VPEFT_BIN="$PWD/vpeft" VPEFT_SRCDIR="$srcdir" ./"$t" >"$tmp/$name.log" 2>&1; then
         status=ok
     else
         status=FAILED; fail=1

@@ -187,6 +187,7 @@ vp_status vp_device_create(vp_instance *inst, uint32_t index, const vp_device_op
     dev->phys = inst->phys[index];
     dev->push_desc = dev->info->feat.push_descriptor && !o.no_push_descriptors;
     dev->block_size = o.block_size ? o.block_size : (64u << 20);
+    snprintf(dev->cache_state, sizeof dev->cache_state, "disabled");
     if (o.profile < 0) {
         const char *p = getenv("VPEFT_PROFILE");
         dev->profiling = p && *p && strcmp(p, "0") != 0;
@@ -261,3 +262,8 @@ const vp_device_info *vp_device_get_info(const vp_device *dev) { return dev->inf
 bool vp_device_uses_push_descriptors(const vp_device *dev) { return dev->push_desc; }
 bool vp_device_uses_staging(const vp_device *dev) { return !dev->mapped; }
 bool vp_device_profiling(const vp_device *dev) { return dev->profiling; }
+const char *vp_device_cache_path(const vp_device *dev)
+{
+    return dev->cache_path[0] ? dev->cache_path : NULL;
+}
+const char *vp_device_cache_state(const vp_device *dev) { return dev->cache_state; }

@@ -71,6 +71,7 @@ struct vp_device {
     PFN_vkCmdPushDescriptorSetKHR push_fn;
     VkPipelineCache cache;
     char cache_path[1024];
+    char cache_state[160];    /* what happened to the cache file at start */
     bool cache_dirty;
     vp_pipeline **pipes;
     uint32_t n_pipes, cap_pipes;

@@ -210,6 +210,7 @@ vp_status vp_pipecache_load(vp_device *dev, const char *dir)
     uint8_t *buf = NULL;
     size_t n = 0;
     FILE *f = fopen(dev->cache_path, "rb");
+    bool exists = f != NULL;
     if (f) {
         struct stat sb;
         if (fstat(fileno(f), &sb) == 0 && sb.st_size > 0 && sb.st_size < (1 << 30)) {
@@ -219,9 +220,16 @@ vp_status vp_pipecache_load(vp_device *dev, const char *dir)
         }
         fclose(f);
     }
-    const char *why = buf ? cache_reject(d, buf, n) : NULL;
+    const char *why = buf ? cache_reject(d, buf, n) : exists ? "empty or unreadable" : NULL;
     if (why)
         vp_warn("ignoring pipeline cache %s: %s", dev->cache_path, why);
+    if (!exists)
+        snprintf(dev->cache_state, sizeof dev->cache_state, "absent");
+    else if (why)
+        snprintf(dev->cache_state, sizeof dev->cache_state, "ignored: %s", why);
+    else
+        snprintf(dev->cache_state, sizeof dev->cache_state, "loaded %zu bytes",
+                 n - sizeof(cache_header));
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
     if (buf && !why) {
         ci.initialDataSize = n - sizeof(cache_header);
@@ -229,6 +237,7 @@ vp_status vp_pipecache_load(vp_device *dev, const char *dir)
     }
     VkResult r = vkCreatePipelineCache(dev->vk, &ci, NULL, &dev->cache);
     if (r != VK_SUCCESS && ci.initialDataSize) { /* the driver refused it: start empty */
+        snprintf(dev->cache_state, sizeof dev->cache_state, "ignored: refused by the driver");
         ci.initialDataSize = 0;
         ci.pInitialData = NULL;
         r = vkCreatePipelineCache(dev->vk, &ci, NULL, &dev->cache);

@@ -128,6 +128,10 @@ const vp_device_info *vp_device_get_info(const vp_device *dev);
 bool vp_device_uses_push_descriptors(const vp_device *dev);
 bool vp_device_uses_staging(const vp_device *dev);
 bool vp_device_profiling(const vp_device *dev);
+/* The pipeline cache file (NULL when none is used) and what became of it at
+ * vp_device_create(): "absent", "loaded N bytes", or "ignored: <reason>". */
+const char *vp_device_cache_path(const vp_device *dev);
+const char *vp_device_cache_state(const vp_device *dev);
 
 /* ---- memory (memory.c) --------------------------------------------------- */
 

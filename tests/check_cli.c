@@ -1,0 +1,169 @@
+/*
+ * CLI and build suite: runs the real `vpeft` binary and the real configure
+ * script and checks exit status and messages, including the no-device,
+ * bad-VPEFT_DEVICE and missing-dependency paths.
+ */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char out[1 << 16], err[1 << 16];
+
+static void slurp(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
+    buf[got] = '\0';
+    if (f)
+        fclose(f);
+}
+
+/* Run `sh -c cmd` with stdout and stderr captured; return the exit status. */
+static int run(const char *fmt, ...)
+{
+    char cmd[4096], full[4600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(full, sizeof full, "(%s) >%s/cli.out 2>%s/cli.err", cmd, tmp, tmp);
+    int st = system(full);
+    char p[512];
+    snprintf(p, sizeof p, "%s/cli.out", tmp);
+    slurp(p, out, sizeof out);
+    snprintf(p, sizeof p, "%s/cli.err", tmp);
+    slurp(p, err, sizeof err);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static const char *bin(void)
+{
+    const char *b = getenv("VPEFT_BIN");
+    ck_assert_msg(b != NULL, "VPEFT_BIN is not set (run through make check)");
+    return b;
+}
+
+static const char *srcdir(void)
+{
+    const char *s = getenv("VPEFT_SRCDIR");
+    ck_assert_msg(s != NULL, "VPEFT_SRCDIR is not set (run through make check)");
+    return s;
+}
+
+#define assert_has(buf, s) ck_assert_msg(strstr((buf), (s)) != NULL, "expected '%s' in:\n%s", (s), (buf))
+
+START_TEST(test_help_version)
+{
+    ck_assert_int_eq(run("%s --help", bin()), 0);
+    assert_has(out, "usage: vpeft <command>");
+    assert_has(out, "devices");
+    assert_has(out, "VPEFT_DEVICE");
+    ck_assert_int_eq(run("%s --version", bin()), 0);
+    assert_has(out, "vpeft 0.1.0 (plugin ABI 1.0)");
+    ck_assert_int_eq(run("%s", bin()), 2);
+    assert_has(err, "usage: vpeft");
+    ck_assert_int_eq(run("%s frobnicate", bin()), 2);
+    ck_assert_str_eq(err, "vpeft: unknown command 'frobnicate'; commands: devices (see vpeft --help)\n");
+    ck_assert_int_eq(run("%s devices --help", bin()), 0);
+    assert_has(out, "usage: vpeft devices");
+    ck_assert_int_eq(run("%s devices --bogus", bin()), 2);
+    ck_assert_str_eq(err, "vpeft devices: unknown option '--bogus' (see vpeft devices --help)\n");
+}
+END_TEST
+
+START_TEST(test_devices)
+{
+    ck_assert_int_eq(run("unset VPEFT_DEVICE; %s devices", bin()), 0);
+    vp_instance *inst = vt_instance();
+    uint32_t def = vp_instance_default_device(inst);
+    char line[512];
+    snprintf(line, sizeof line, "* %u: %s  [default]\n", def, vp_instance_device_info(inst, def)->name);
+    assert_has(out, line);
+    for (const char *k = "type|vendor|driver|vulkan|memory heap 0|subgroup size|shared memory|fp16|"
+                         "float atomics|coop. matrix|push descriptors|timestamps";
+         *k;) {
+        const char *bar = strchr(k, '|');
+        size_t n = bar ? (size_t)(bar - k) : strlen(k);
+        char key[64];
+        snprintf(key, sizeof key, "    %.*s ", (int)n, k);
+        assert_has(out, key);
+        k += n + (bar ? 1 : 0);
+    }
+    ck_assert_str_eq(err, "");
+
+    ck_assert_int_eq(run("VPEFT_DEVICE=%u %s devices", def, bin()), 0);
+    assert_has(out, "[default]  [VPEFT_DEVICE]");
+
+    ck_assert_int_eq(run("VPEFT_DEVICE=nothing-like-this %s devices", bin()), 1);
+    assert_has(err, "vpeft: VPEFT_DEVICE=nothing-like-this matches no Vulkan device; devices: 0: ");
+    ck_assert_ptr_eq(strchr(err, '\n'), err + strlen(err) - 1); /* one line */
+}
+END_TEST
+
+/* No driver at all: the loader finds no ICD. */
+START_TEST(test_no_device)
+{
+    ck_assert_int_eq(run("VK_DRIVER_FILES=/nonexistent/icd.json VK_ICD_FILENAMES=/nonexistent/icd.json "
+                         "%s devices", bin()), 1);
+    assert_has(err, "vpeft: no Vulkan device found");
+    assert_has(err, "apt-get install mesa-vulkan-drivers");
+    ck_assert_str_eq(out, "");
+}
+END_TEST
+
+START_TEST(test_configure)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cfg-%d", tmp, (int)getpid());
+    ck_assert_int_eq(run("mkdir -p %s", dir), 0);
+
+    ck_assert_int_eq(run("cd %s && %s/configure --help", dir, srcdir()), 0);
+    assert_has(out, "--enable-sanitize");
+    assert_has(out, "--prefix=DIR");
+
+    ck_assert_int_eq(run("cd %s && %s/configure --enable-frobs", dir, srcdir()), 1);
+    ck_assert_str_eq(err, "configure: error: unknown option '--enable-frobs' (see ./configure --help)\n");
+    ck_assert_int_eq(run("cd %s && %s/configure --prefix=relative", dir, srcdir()), 1);
+    assert_has(err, "--prefix must be an absolute path");
+
+    /* pkg-config that knows no packages: the Vulkan probe fails first and
+     * names the packages to install; config.log holds the failed probe. */
+    ck_assert_int_eq(run("cd %s && PKG_CONFIG_LIBDIR=/nonexistent PKG_CONFIG_PATH= %s/configure",
+                         dir, srcdir()), 1);
+    assert_has(err, "configure: error: the Vulkan loader and headers (pkg-config vulkan) not found: "
+                    "install libvulkan-dev (Debian/Ubuntu)");
+    ck_assert_int_eq(run("grep -c '### failed: pkg-config --exists vulkan' %s/config.log", dir), 0);
+
+    ck_assert_int_eq(run("cd %s && %s/configure GLSLANG=/nonexistent/glslangValidator", dir,
+                         srcdir()), 1);
+    assert_has(err, "glslangValidator not found: install glslang-tools (Debian/Ubuntu)");
+
+    ck_assert_int_eq(run("cd %s && %s/configure CC=/nonexistent/cc", dir, srcdir()), 1);
+    assert_has(err, "cannot compile C11");
+
+    /* A good configure writes the four files, marked as generated. */
+    ck_assert_int_eq(run("cd %s && %s/configure --prefix=/opt/vp --enable-debug", dir, srcdir()), 0);
+    ck_assert_int_eq(run("grep -q '^prefix = /opt/vp$' %s/config.mk && grep -q 'generated by configure' "
+                         "%s/config.h && grep -q '^include config.mk$' %s/Makefile && "
+                         "grep -q 'enable-debug' %s/config.status", dir, dir, dir, dir), 0);
+    run("rm -rf %s", dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = vt_tcase("cli");
+    tcase_add_test(tc, test_help_version);
+    tcase_add_test(tc, test_devices);
+    tcase_add_test(tc, test_no_device);
+    tcase_add_test(tc, test_configure);
+    suite_add_tcase(s, tc);
+    return vt_run(s);
+}
