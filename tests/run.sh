@@ -8,6 +8,16 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vpeft-check.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 fail=0 skipped=0 start=$(date +%s)
+# Sanitizer builds: keep shared objects mapped until exit (tests/keep_loaded.c)
+# so LeakSanitizer does not report what unloaded drivers' globals still hold.
+# The preload goes before the ASan runtime, hence verify_asan_link_order=0;
+# programs without ASan (sh, sed) only get a dlclose that does nothing.
+if [ "${SANITIZE:-0}" = 1 ]; then
+    LD_PRELOAD="$PWD/obj/tests/keep-loaded.so${LD_PRELOAD:+ $LD_PRELOAD}"
+    ASAN_OPTIONS="verify_asan_link_order=0:detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+    export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+fi
 for t in "$@"; do
     name=$(basename "$t")
     s0=$(date +%s)
