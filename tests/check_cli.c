@@ -96,6 +96,14 @@ START_TEST(test_devices)
     }
     ck_assert_str_eq(err, "");
 
+    ck_assert_int_eq(run("%s devices --brief", bin()), 0);
+    snprintf(line, sizeof line, "%u\t%s\t%s\tusable\tdefault\n", def,
+             vp_instance_device_info(inst, def)->name,
+             vp_device_type_str(vp_instance_device_info(inst, def)->type));
+    assert_has(out, line);
+    ck_assert_int_eq(run("%s devices --brief | wc -l | grep -qx ' *%u'", bin(),
+                         vp_instance_device_count(inst)), 0);
+
     ck_assert_int_eq(run("VPEFT_DEVICE=%u %s devices", def, bin()), 0);
     assert_has(out, "[default]  [VPEFT_DEVICE]");
 
@@ -156,6 +164,45 @@ START_TEST(test_configure)
 }
 END_TEST
 
+/* Run in the build directory by run.sh: make's own view of dependencies. */
+#define MAKE "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make --no-print-directory"
+
+/* A changed include rebuilds every shader that includes it; a changed
+ * shader only itself; nothing changed, nothing to do. */
+START_TEST(test_shader_deps)
+{
+    ck_assert_int_eq(run(MAKE " -q libvpeft.so"), 0);
+    ck_assert_int_eq(run(MAKE " -n -W %s/shaders/common.glsl libvpeft.so", srcdir()), 0);
+    assert_has(out, "--vn vp_spv_matmul ");
+    assert_has(out, "--vn vp_spv_fill ");
+    assert_has(out, "--vn vp_spv_binary ");
+    ck_assert_int_eq(run(MAKE " -n -W %s/shaders/fill.comp libvpeft.so", srcdir()), 0);
+    assert_has(out, "--vn vp_spv_fill ");
+    ck_assert_ptr_null(strstr(out, "--vn vp_spv_matmul "));
+}
+END_TEST
+
+/* make install honours DESTDIR and PREFIX; the installed command runs. */
+START_TEST(test_install)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char dest[512];
+    snprintf(dest, sizeof dest, "%s/dest-%d", tmp, (int)getpid());
+    ck_assert_int_eq(run(MAKE " -s install DESTDIR=%s PREFIX=/opt/vpeft", dest), 0);
+    ck_assert_int_eq(run("test -x %s/opt/vpeft/bin/vpeft && test -f %s/opt/vpeft/lib/libvpeft.so && "
+                         "test -f %s/opt/vpeft/include/vpeft/status.h && "
+                         "test -d %s/opt/vpeft/lib/vpeft/plugins", dest, dest, dest, dest), 0);
+    /* Found through $ORIGIN/../lib, not the build tree. */
+    ck_assert_int_eq(run("env -u LD_LIBRARY_PATH %s/opt/vpeft/bin/vpeft --version", dest), 0);
+    assert_has(out, "vpeft 0.1.0");
+    ck_assert_int_eq(run("ldd %s/opt/vpeft/bin/vpeft | grep libvpeft", dest), 0);
+    assert_has(out, dest);
+    ck_assert_int_eq(run(MAKE " -s uninstall DESTDIR=%s PREFIX=/opt/vpeft", dest), 0);
+    ck_assert_int_eq(run("test -e %s/opt/vpeft/bin/vpeft", dest), 1);
+    run("rm -rf %s", dest);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
@@ -164,6 +211,8 @@ int main(void)
     tcase_add_test(tc, test_devices);
     tcase_add_test(tc, test_no_device);
     tcase_add_test(tc, test_configure);
+    tcase_add_test(tc, test_shader_deps);
+    tcase_add_test(tc, test_install);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -53,15 +53,22 @@ static void print_device(const vp_device_info *d, bool is_default, bool is_selec
 
 int vp_cli_devices(int argc, char **argv)
 {
+    bool brief = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: vpeft devices\n\n"
+            printf("usage: vpeft devices [--brief]\n\n"
                    "Lists every Vulkan device: index, name, type, vendor, driver, Vulkan\n"
                    "version, memory heaps, subgroup size, shared memory and the optional\n"
                    "features vpeft uses. '*' marks the default device; VPEFT_DEVICE (an\n"
                    "index or a name substring) selects another. Exit status 1 when there\n"
-                   "is no device, or when VPEFT_DEVICE matches none.\n");
+                   "is no device, or when VPEFT_DEVICE matches none.\n\n"
+                   "  --brief   one tab-separated line per device, for scripts:\n"
+                   "            index, name, type, usable|unusable, default|-\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--brief")) {
+            brief = true;
+            continue;
         }
         fprintf(stderr, "vpeft devices: unknown option '%s' (see vpeft devices --help)\n",
                 argv[i]);
@@ -76,9 +83,16 @@ int vp_cli_devices(int argc, char **argv)
     if (spec && *spec)
         st = vp_instance_pick(inst, spec, &sel);
     uint32_t n = vp_instance_device_count(inst);
-    printf("%u Vulkan device%s:\n", n, n == 1 ? "" : "s");
-    for (uint32_t i = 0; i < n; i++)
-        print_device(vp_instance_device_info(inst, i), i == def, i == sel);
+    if (!brief)
+        printf("%u Vulkan device%s:\n", n, n == 1 ? "" : "s");
+    for (uint32_t i = 0; i < n; i++) {
+        const vp_device_info *d = vp_instance_device_info(inst, i);
+        if (brief)
+            printf("%u\t%s\t%s\t%s\t%s\n", i, d->name, vp_device_type_str(d->type),
+                   d->usable ? "usable" : "unusable", i == def ? "default" : "-");
+        else
+            print_device(d, i == def, i == sel);
+    }
     int rc = 0;
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
