@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "runtime/internal.h"
+#include "util/array.h"
 
 #define POOL_SETS 128
 #define QUERY_POOL_SIZE 512
@@ -28,9 +29,9 @@ struct vp_cmd {
     cmd_state state;
     range_list reads, writes;   /* pending since the last barrier */
     VkDescriptorPool *pools;
-    uint32_t n_pools, cur_pool;
+    uint32_t n_pools, cap_pools, cur_pool;
     VkQueryPool *qpools;
-    uint32_t n_qpools;
+    uint32_t n_qpools, cap_qpools;
     uint32_t *qrow;             /* profile row of each timed dispatch */
     uint32_t n_timed, cap_timed;
     vp_cmd_stats stats;
@@ -38,14 +39,9 @@ struct vp_cmd {
 
 static vp_status list_push(range_list *l, vp_range r)
 {
-    if (l->n == l->cap) {
-        uint32_t cap = l->cap ? l->cap * 2 : 32;
-        vp_range *nv = realloc(l->v, cap * sizeof *nv);
-        if (!nv)
-            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        l->v = nv;
-        l->cap = cap;
-    }
+    vp_status st = VP_RESERVE(l->v, l->cap, l->n + 1);
+    if (st)
+        return st;
     l->v[l->n++] = r;
     return VP_OK;
 }
@@ -167,17 +163,16 @@ static vp_status alloc_set(vp_cmd *c, VkDescriptorSet *set)
             return vp_vk_check(r, "vkAllocateDescriptorSets");
         c->cur_pool++;
     }
-    VkDescriptorPool *np = realloc(c->pools, (c->n_pools + 1) * sizeof *np);
-    if (!np)
-        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
-    c->pools = np;
+    vp_status st = VP_RESERVE(c->pools, c->cap_pools, c->n_pools + 1);
+    if (st)
+        return st;
     VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, POOL_SETS * VP_MAX_BINDINGS};
     VkDescriptorPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                      .maxSets = POOL_SETS,
                                      .poolSizeCount = 1,
                                      .pPoolSizes = &ps};
-    vp_status st = vp_vk_check(vkCreateDescriptorPool(dev->vk, &pi, NULL, &c->pools[c->n_pools]),
-                               "vkCreateDescriptorPool");
+    st = vp_vk_check(vkCreateDescriptorPool(dev->vk, &pi, NULL, &c->pools[c->n_pools]),
+                     "vkCreateDescriptorPool");
     if (st)
         return st;
     c->cur_pool = c->n_pools++;
@@ -189,29 +184,22 @@ static vp_status alloc_set(vp_cmd *c, VkDescriptorSet *set)
 static vp_status timestamp_slot(vp_cmd *c, uint32_t row, VkQueryPool *pool, uint32_t *q)
 {
     uint32_t idx = c->n_timed * 2;
+    vp_status st;
     if (idx / QUERY_POOL_SIZE >= c->n_qpools) {
-        VkQueryPool *np = realloc(c->qpools, (c->n_qpools + 1) * sizeof *np);
-        if (!np)
-            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        c->qpools = np;
+        if ((st = VP_RESERVE(c->qpools, c->cap_qpools, c->n_qpools + 1)))
+            return st;
         VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                     .queryType = VK_QUERY_TYPE_TIMESTAMP,
                                     .queryCount = QUERY_POOL_SIZE};
-        vp_status st = vp_vk_check(
-            vkCreateQueryPool(c->dev->vk, &qi, NULL, &c->qpools[c->n_qpools]), "vkCreateQueryPool");
+        st = vp_vk_check(vkCreateQueryPool(c->dev->vk, &qi, NULL, &c->qpools[c->n_qpools]),
+                         "vkCreateQueryPool");
         if (st)
             return st;
         vkCmdResetQueryPool(c->cb, c->qpools[c->n_qpools], 0, QUERY_POOL_SIZE);
         c->n_qpools++;
     }
-    if (c->n_timed == c->cap_timed) {
-        uint32_t cap = c->cap_timed ? c->cap_timed * 2 : 64;
-        uint32_t *nr = realloc(c->qrow, cap * sizeof *nr);
-        if (!nr)
-            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        c->qrow = nr;
-        c->cap_timed = cap;
-    }
+    if ((st = VP_RESERVE(c->qrow, c->cap_timed, c->n_timed + 1)))
+        return st;
     c->qrow[c->n_timed++] = row;
     *pool = c->qpools[idx / QUERY_POOL_SIZE];
     *q = idx % QUERY_POOL_SIZE;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "runtime/internal.h"
+#include "util/array.h"
 
 #define STAGING_MAX (32u << 20)
 
@@ -73,14 +74,8 @@ static vp_status block_create(vp_device *dev, VkDeviceSize size, vp_block **out)
     if (!st && dev->mapped)
         st = vp_vk_check(vkMapMemory(dev->vk, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped),
                          "vkMapMemory");
-    if (!st) {
-        b->cap_free = 8;
-        b->free = malloc(b->cap_free * sizeof *b->free);
-        if (!b->free)
-            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        else
-            b->free[b->n_free++] = (vp_free_range){0, size};
-    }
+    if (!st && !(st = VP_RESERVE(b->free, b->cap_free, 1)))
+        b->free[b->n_free++] = (vp_free_range){0, size};
     if (st) {
         block_destroy(dev, b);
         return st;
@@ -118,16 +113,11 @@ vp_status vp_mem_alloc(vp_device *dev, VkDeviceSize size, vp_alloc *out)
             goto done;
         }
     }
-    if (dev->n_blocks == dev->cap_blocks) {
-        uint32_t cap = dev->cap_blocks ? dev->cap_blocks * 2 : 8;
-        vp_block **nb = realloc(dev->blocks, cap * sizeof *nb);
-        if (!nb)
-            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        dev->blocks = nb;
-        dev->cap_blocks = cap;
-    }
+    vp_status st = VP_RESERVE(dev->blocks, dev->cap_blocks, dev->n_blocks + 1);
+    if (st)
+        return st;
     vp_block *b = NULL;
-    vp_status st = block_create(dev, sz > dev->block_size ? sz : dev->block_size, &b);
+    st = block_create(dev, sz > dev->block_size ? sz : dev->block_size, &b);
     if (st)
         return st;
     dev->blocks[dev->n_blocks++] = b;
@@ -162,11 +152,12 @@ void vp_mem_free(vp_device *dev, vp_alloc *a)
         b->free[i].offset = a->offset;
         b->free[i].size += a->size;
     } else {
-        if (b->n_free == b->cap_free) {
-            vp_free_range *nf = realloc(b->free, 2 * b->cap_free * sizeof *nf);
-            VP_ASSERT(nf); /* a free list that cannot grow loses memory, nothing worse */
-            b->free = nf;
-            b->cap_free *= 2;
+        if (VP_RESERVE(b->free, b->cap_free, b->n_free + 1)) {
+            /* The range is lost to this block until it is destroyed; the
+             * device keeps working. */
+            dev->stats.used -= a->size;
+            memset(a, 0, sizeof *a);
+            return;
         }
         memmove(&b->free[i + 1], &b->free[i], (b->n_free - i) * sizeof *b->free);
         b->free[i] = (vp_free_range){a->offset, a->size};

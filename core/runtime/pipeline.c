@@ -18,6 +18,7 @@
 
 #include "runtime/internal.h"
 #include "shaders.h"
+#include "util/array.h"
 #include "util/log.h"
 
 const uint32_t *vp_shader_code(const char *name, size_t *bytes)
@@ -119,16 +120,11 @@ vp_status vp_pipeline_get(vp_device *dev, const vp_kernel *k, const uint32_t *sp
             return VP_OK;
         }
     }
-    if (dev->n_pipes == dev->cap_pipes) {
-        uint32_t cap = dev->cap_pipes ? dev->cap_pipes * 2 : 16;
-        vp_pipeline **np = realloc(dev->pipes, cap * sizeof *np);
-        if (!np)
-            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        dev->pipes = np;
-        dev->cap_pipes = cap;
-    }
+    vp_status st = VP_RESERVE(dev->pipes, dev->cap_pipes, dev->n_pipes + 1);
+    if (st)
+        return st;
     vp_pipeline *p;
-    vp_status st = pipeline_build(dev, k, spec, n_spec, &p);
+    st = pipeline_build(dev, k, spec, n_spec, &p);
     if (st)
         return st;
     dev->pipes[dev->n_pipes++] = p;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "runtime/internal.h"
+#include "util/array.h"
 
 uint32_t vp_profile_row_for(vp_device *dev, const char *kernel)
 {
@@ -15,13 +16,8 @@ uint32_t vp_profile_row_for(vp_device *dev, const char *kernel)
     for (uint32_t i = 0; i < p->n; i++)
         if (!strcmp(p->rows[i].kernel, kernel))
             return i;
-    if (p->n == p->cap) {
-        uint32_t cap = p->cap ? p->cap * 2 : 16;
-        vp_profile_row *nr = realloc(p->rows, cap * sizeof *nr);
-        VP_ASSERT(nr);
-        p->rows = nr;
-        p->cap = cap;
-    }
+    if (VP_RESERVE(p->rows, p->cap, p->n + 1))
+        return UINT32_MAX; /* not timed; vp_profile_add ignores the row */
     p->rows[p->n] = (vp_profile_row){kernel, 0, 0.0};
     return p->n++;
 }
