@@ -26,17 +26,42 @@ static const mm_case mm_cases[] = {
     {4, 1, 4, 16, 24, 8},    {1, 5, 5, 7, 12, 32},    {2, 2, 2, 40, 44, 36},
 };
 
-/* Kernel configurations every device runs: its own default, both built-in
- * tile shapes (so the CPU tiles are tested on GPUs and the other way round),
- * the scalar-load path, and the naive baseline. */
+/* Kernel configurations every device runs: its own default, each tiling
+ * (registers, subgroup, shared memory) with vec4 and with scalar loads, so
+ * the CPU tilings are tested on GPUs and the other way round, and the naive
+ * baseline. At most 8 (test_matmul's array). The subgroup tiling needs
+ * shuffles and a fixed subgroup size; devices without them run a registers
+ * config instead. */
 static int mm_cfgs(const vp_device_info *d, vp_matmul_cfg *out)
 {
     int n = 0;
+    bool sg = vp_matmul_subgroup_ok(d);
     out[n++] = vp_matmul_default_cfg(d);
-    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 16, 8, 4, 4, false};
-    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 1, 16, 16, false};
-    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 2, 8, 12, true};
-    out[n++] = (vp_matmul_cfg){VP_MATMUL_NAIVE, 8, 8, 0, 0, false};
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 16, 8, 4, 4, false, VP_MATMUL_REGISTERS, 0};
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 2, 8, 12, true, VP_MATMUL_REGISTERS, 0};
+    /* the GPU default, and a non-square one with scalar loads and K step 8 */
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 16, 16, 4, 4, false, VP_MATMUL_SHARED, 16};
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 4, 4, 8, true, VP_MATMUL_SHARED, 8};
+    if (sg) {
+        /* two subgroups per workgroup, 4 rows (fewer than the lanes) */
+        out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 2 * d->subgroup_size, 1, 4, 8, false,
+                                   VP_MATMUL_SUBGROUP, 0};
+        out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, d->subgroup_size, 2, 16, 4, true,
+                                   VP_MATMUL_SUBGROUP, 0};
+    } else {
+        out[n++] = (vp_matmul_cfg){VP_MATMUL_TILED, 8, 1, 16, 16, false, VP_MATMUL_REGISTERS, 0};
+    }
+    out[n++] = (vp_matmul_cfg){VP_MATMUL_NAIVE, 8, 8, 0, 0, false, VP_MATMUL_REGISTERS, 0};
+    /* The default is one of the others on some devices: run it once. */
+    for (int i = 1; i < n; i++) {
+        const vp_matmul_cfg *a = &out[0], *b = &out[i];
+        if (a->kernel == b->kernel && a->wg_x == b->wg_x && a->wg_y == b->wg_y && a->tm == b->tm &&
+            a->tn == b->tn && a->no_vec4 == b->no_vec4 && a->tiling == b->tiling &&
+            (a->bk ? a->bk : 16) == (b->bk ? b->bk : 16)) {
+            out[i] = out[--n];
+            break;
+        }
+    }
     return n;
 }
 
@@ -64,9 +89,10 @@ static void run_mm(uint32_t d, const mm_case *c, bool ta, bool tb, const vp_matm
     float *got = vt_download(out);
     vt_assert_close(got, want, nc, TOL,
                     "%s: matmul batch %lld/%lld/%lld M %lld N %lld K %lld ta %d tb %d, kernel %s "
-                    "wg %ux%u tile %ux%u%s", vt_device_info(d)->name, (long long)c->batch_a,
-                    (long long)c->batch_b, (long long)c->batch, (long long)M, (long long)N,
-                    (long long)K, ta, tb, cfg->kernel == VP_MATMUL_NAIVE ? "naive" : "tiled",
+                    "tiling %d (bk %u) wg %ux%u tile %ux%u%s", vt_device_info(d)->name,
+                    (long long)c->batch_a, (long long)c->batch_b, (long long)c->batch,
+                    (long long)M, (long long)N, (long long)K, ta, tb,
+                    cfg->kernel == VP_MATMUL_NAIVE ? "naive" : "tiled", (int)cfg->tiling, cfg->bk,
                     cfg->wg_x, cfg->wg_y, cfg->tm, cfg->tn, cfg->no_vec4 ? " scalar" : "");
     free(got);
     vp_cmd_destroy(cmd);

@@ -40,8 +40,9 @@ static void print_device(const vp_device_info *d, bool is_default, bool is_selec
         printf("    usable          no: %s\n", d->unusable);
         return;
     }
-    printf("    subgroup size   %u (min %u, max %u)\n", d->subgroup_size, d->subgroup_min,
-           d->subgroup_max);
+    printf("    subgroup size   %u (min %u, max %u%s), shuffles %s\n", d->subgroup_size,
+           d->subgroup_min, d->subgroup_max, d->feat.subgroup_size_control ? ", controllable" : "",
+           yn(d->feat.subgroup_shuffle));
     printf("    shared memory   %u KiB per workgroup\n", d->max_shared / 1024);
     printf("    fp16            arithmetic %s, storage %s\n", yn(d->feat.fp16_arith),
            yn(d->feat.fp16_storage));

@@ -28,14 +28,31 @@ typedef enum vp_matmul_kernel {
     VP_MATMUL_NAIVE = 1   /* one output per invocation: a baseline for benchmarks */
 } vp_matmul_kernel;
 
+/* How the tiled kernel shares loads between invocations (shaders/matmul.comp
+ * says why each exists). */
+typedef enum vp_matmul_tiling {
+    VP_MATMUL_REGISTERS = 0, /* each invocation loads what its own tm x tn block needs */
+    VP_MATMUL_SUBGROUP = 1,  /* a subgroup computes tm x (subgroup size * tn) together and
+                                shuffles A rows between lanes; wg_x must be a multiple of
+                                the subgroup size, which must be fixed (CPUs) */
+    VP_MATMUL_SHARED = 2     /* a workgroup stages (wg_y*tm) x bk and bk x (wg_x*tn) tiles
+                                in shared memory (GPUs) */
+} vp_matmul_tiling;
+
 typedef struct vp_matmul_cfg {
     vp_matmul_kernel kernel;
     uint32_t wg_x, wg_y;  /* local size */
     uint32_t tm, tn;      /* outputs per invocation, multiples of 4 (tiled only) */
     bool no_vec4;         /* force the scalar-load path (tiled only) */
+    /* Appended; zero keeps the meaning of the fields above (registers). */
+    vp_matmul_tiling tiling; /* tiled only */
+    uint32_t bk;          /* VP_MATMUL_SHARED: K step, a multiple of 4; 0 means 16 */
 } vp_matmul_cfg;
 
 /* The tile sizes vpeft picks for this device (by type and subgroup size). */
+/* Whether the device can run VP_MATMUL_SUBGROUP: subgroup shuffles in
+ * compute shaders and a fixed subgroup size. */
+bool vp_matmul_subgroup_ok(const vp_device_info *d);
 vp_matmul_cfg vp_matmul_default_cfg(const vp_device_info *d);
 vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_tensor *b,
                           bool trans_b, vp_tensor *c, const vp_matmul_cfg *cfg);

@@ -246,6 +246,8 @@ static void probe_device(VkPhysicalDevice pd, uint32_t index, vp_device_info *d)
     snprintf(d->driver_name, sizeof d->driver_name, "%s", drv.driverName);
     snprintf(d->driver_info, sizeof d->driver_info, "%s", drv.driverInfo);
     d->subgroup_size = sg.subgroupSize;
+    d->feat.subgroup_shuffle = (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) &&
+                               (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
     bool sgc_core = props.apiVersion >= VK_API_VERSION_1_3;
     d->subgroup_min = (sgc_core || sgctl_ext) && sgc.minSubgroupSize ? sgc.minSubgroupSize
                                                                      : sg.subgroupSize;

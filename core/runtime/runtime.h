@@ -66,6 +66,7 @@ typedef struct vp_device_info {
         bool push_descriptor;     /* VK_KHR_push_descriptor */
         bool timestamps;          /* compute queue has timestamp bits */
         bool subgroup_size_control;
+        bool subgroup_shuffle;    /* subgroupShuffle in compute shaders */
     } feat;
     bool usable;                  /* Vulkan >= 1.2 and a compute queue */
     char unusable[96];            /* why not, when !usable */
