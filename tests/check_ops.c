@@ -74,11 +74,15 @@ static void run_mm(uint32_t d, const mm_case *c, bool ta, bool tb, const vp_matm
     int64_t sc[3] = {c->batch, M, N};
     size_t na = (size_t)(c->batch_a * M * K), nb = (size_t)(c->batch_b * K * N);
     size_t nc = (size_t)(c->batch * M * N);
-    float *ha = malloc(na * 4), *hb = malloc(nb * 4), *want = malloc(nc * 4);
+    float *ha = malloc(na * 4), *hb = malloc(nb * 4);
+    double *want = malloc(nc * sizeof *want);
     vt_rand(ha, na, (uint64_t)(M * 131 + N * 7 + K));
     vt_rand(hb, nb, (uint64_t)(M + N * 17 + K * 3 + 1));
-    vp_ref_matmul(ha, ta, hb, tb, want, c->batch, M, N, K, c->batch_a == 1 ? 0 : M * K,
+    double *da = vt_f64(ha, na), *db = vt_f64(hb, nb);
+    vp_ref_matmul(da, ta, db, tb, want, c->batch, M, N, K, c->batch_a == 1 ? 0 : M * K,
                   c->batch_b == 1 ? 0 : K * N, M * N);
+    free(da);
+    free(db);
     vp_tensor *a = vt_tensor(dev, "a", 3, sa, ha), *b = vt_tensor(dev, "b", 3, sb, hb);
     vp_tensor *out = vt_tensor(dev, "c", 3, sc, NULL);
     vp_cmd *cmd;
@@ -119,13 +123,18 @@ END_TEST
 START_TEST(test_matmul_shapes)
 {
     vp_device *dev = vt_device((uint32_t)_i);
-    float ha[5 * 3], hb[2 * 3 * 3 * 4], want[2 * 3 * 5 * 4];
+    float ha[5 * 3], hb[2 * 3 * 3 * 4];
+    double da[5 * 3], db[2 * 3 * 3 * 4], want[2 * 3 * 5 * 4];
     vt_rand(ha, 15, 1);
     vt_rand(hb, 72, 2);
+    for (int i = 0; i < 15; i++)
+        da[i] = ha[i];
+    for (int i = 0; i < 72; i++)
+        db[i] = hb[i];
     vp_tensor *a = vt_tensor(dev, "a", 2, (int64_t[]){5, 3}, ha);
     vp_tensor *b = vt_tensor(dev, "b", 4, (int64_t[]){2, 3, 3, 4}, hb);
     vp_tensor *c = vt_tensor(dev, "c", 4, (int64_t[]){2, 3, 5, 4}, NULL);
-    vp_ref_matmul(ha, false, hb, false, want, 6, 5, 4, 3, 0, 12, 20);
+    vp_ref_matmul(da, false, db, false, want, 6, 5, 4, 3, 0, 12, 20);
     vp_cmd *cmd;
     vt_ok(vp_cmd_create(dev, &cmd));
     vt_ok(vp_cmd_begin(cmd));
@@ -190,9 +199,11 @@ static void run_ew(uint32_t d, ew_op op, int64_t rows, int64_t cols, bool bcast,
 {
     vp_device *dev = vt_device(d);
     size_t n = (size_t)(rows * cols), nb = bcast ? (size_t)cols : n;
-    float *ha = malloc(n * 4), *hb = malloc(nb * 4), *want = malloc(n * 4);
+    float *ha = malloc(n * 4), *hb = malloc(nb * 4);
+    double *want = malloc(n * sizeof *want);
     vt_rand(ha, n, (uint64_t)(rows * 3 + cols));
     vt_rand(hb, nb, (uint64_t)(rows + cols * 5));
+    double *da = vt_f64(ha, n), *db = vt_f64(hb, nb);
     int64_t sa[2] = {rows, cols}, sb1[1] = {cols};
     vp_tensor *a = vt_tensor(dev, "a", 2, sa, ha);
     vp_tensor *b = bcast ? vt_tensor(dev, "b", 1, sb1, hb) : vt_tensor(dev, "b", 2, sa, hb);
@@ -204,22 +215,22 @@ static void run_ew(uint32_t d, ew_op op, int64_t rows, int64_t cols, bool bcast,
     switch (op) {
     case EW_ADD:
         name = "add";
-        vp_ref_add(ha, hb, want, (int64_t)n, (int64_t)nb);
+        vp_ref_add(da, db, want, (int64_t)n, (int64_t)nb);
         vt_ok(vp_op_add(cmd, a, b, out));
         break;
     case EW_MUL:
         name = "mul";
-        vp_ref_mul(ha, hb, want, (int64_t)n, (int64_t)nb);
+        vp_ref_mul(da, db, want, (int64_t)n, (int64_t)nb);
         vt_ok(vp_op_mul(cmd, a, b, out));
         break;
     case EW_SCALE:
         name = "scale";
-        vp_ref_scale(ha, -1.75f, want, (int64_t)n);
+        vp_ref_scale(da, -1.75, want, (int64_t)n);
         vt_ok(vp_op_scale(cmd, a, -1.75f, out));
         break;
     case EW_FILL:
         name = "fill";
-        vp_ref_fill(want, 0.625f, (int64_t)n);
+        vp_ref_fill(want, 0.625, (int64_t)n);
         vt_ok(vp_op_fill(cmd, out, 0.625f));
         break;
     }
@@ -236,6 +247,8 @@ static void run_ew(uint32_t d, ew_op op, int64_t rows, int64_t cols, bool bcast,
     vp_tensor_destroy(b);
     free(ha);
     free(hb);
+    free(da);
+    free(db);
     free(want);
 }
 

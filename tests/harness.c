@@ -122,6 +122,41 @@ void vt_rand(float *x, size_t n, uint64_t seed)
     }
 }
 
+double *vt_f64(const float *x, size_t n)
+{
+    double *d = malloc((n ? n : 1) * sizeof *d);
+    ck_assert_ptr_nonnull(d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+void vt_fd_grad(vt_scalar_fn f, void *ctx, double *x, size_t n, double h, double *grad)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x0 = x[i];
+        x[i] = x0 + h;
+        double fp = f(x, ctx);
+        x[i] = x0 - h;
+        double fm = f(x, ctx);
+        x[i] = x0;
+        grad[i] = (fp - fm) / (2 * h);
+    }
+}
+
+double vt_rel_err(const double *got, const double *want, size_t n)
+{
+    double emax = 0, wmax = 1e-12;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        double e = fabs(got[i] - want[i]);
+        emax = e > emax ? e : emax;
+        wmax = fabs(want[i]) > wmax ? fabs(want[i]) : wmax;
+    }
+    return emax / wmax;
+}
+
 void vt_poison(vp_tensor *t)
 {
     size_t n = (size_t)vp_tensor_nelem(t);

@@ -48,6 +48,26 @@ void vt_expect_validation_errors(uint64_t n);
 
 /* Deterministic uniform values in [-1, 1). */
 void vt_rand(float *x, size_t n, uint64_t seed);
+/* A new malloc'd double copy of x, for the CPU references. */
+double *vt_f64(const float *x, size_t n);
+
+/* Finite differences, for checking the references' backward functions:
+ * grad[i] = (f(x + h e_i) - f(x - h e_i)) / 2h, with x perturbed in place and
+ * restored. f is usually sum(forward(x) * g) for a fixed random g. */
+typedef double (*vt_scalar_fn)(const double *x, void *ctx);
+void vt_fd_grad(vt_scalar_fn f, void *ctx, double *x, size_t n, double h, double *grad);
+/* max |got - want| / max(max |want|, 1e-12): the error relative to the
+ * largest expected magnitude. */
+double vt_rel_err(const double *got, const double *want, size_t n);
+#define vt_assert_rel_close(got, want, n, tol, ...)                                            \
+    do {                                                                                        \
+        double err_ = vt_rel_err((got), (want), (n));                                           \
+        if (!(err_ < (tol))) {                                                                  \
+            char ctx_[512];                                                                     \
+            snprintf(ctx_, sizeof ctx_, __VA_ARGS__);                                           \
+            ck_abort_msg("%s: relative error %g >= %g", ctx_, err_, (double)(tol));             \
+        }                                                                                       \
+    } while (0)
 /* A tensor holding host data (NULL: poisoned with NaN). */
 vp_tensor *vt_tensor(vp_device *dev, const char *name, int ndim, const int64_t *shape,
                      const float *data);
