@@ -2,16 +2,18 @@
 // Elementwise binary ops with trailing broadcast of b.
 //   a, out: (n)   b: (nb), nb divides n; b repeats along a's leading dims
 //   OP 0 add: out = a + b     OP 1 mul: out = a * b
+//   ACC: out += the result instead (gradient accumulation)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 LOCAL_SIZE_FROM_SPEC;
 layout(constant_id = 3) const uint OP = 0;
+layout(constant_id = 4) const bool ACC = false;
 
 layout(push_constant) uniform Push { uint n; uint nb; } p;
 layout(binding = 0) readonly buffer A { float a[]; };
 layout(binding = 1) readonly buffer B { float b[]; };
-layout(binding = 2) writeonly buffer Out { float o[]; };
+layout(binding = 2) buffer Out { float o[]; };
 
 void main()
 {
@@ -20,5 +22,6 @@ void main()
         return;
     float x = a[i];
     float y = b[p.nb == p.n ? i : i % p.nb];
-    o[i] = OP == 0 ? x + y : x * y;
+    float r = OP == 0 ? x + y : x * y;
+    o[i] = ACC ? o[i] + r : r;
 }

@@ -75,7 +75,7 @@ void main_registers(uint z, uint ao, uint bo)
                 break;
             [[unroll]] for (uint j = 0; j < TN4; j++)
                 if (n0 + 4 * j < N)
-                    c4[(z * p.sc + (m0 + i) * N + n0) / 4 + j] = acc[i][j];
+                    store4((z * p.sc + (m0 + i) * N + n0) / 4 + j, n0 + 4 * j, acc[i][j]);
         }
     } else {
         for (uint k = 0; k < K; k++) {
@@ -98,7 +98,7 @@ void main_registers(uint z, uint ao, uint bo)
                 break;
             [[unroll]] for (uint j = 0; j < TN; j++)
                 if (n0 + j < N)
-                    c1[z * p.sc + (m0 + i) * N + n0 + j] = acc[i][j / 4][j % 4];
+                    store1(z * p.sc + (m0 + i) * N + n0 + j, n0 + j, acc[i][j / 4][j % 4]);
         }
     }
 }
@@ -201,11 +201,11 @@ void main_shared(uint z, uint ao, uint bo)
             uint n = n0 + 4 * j;
             if (ALL4) {
                 if (n < N)
-                    c4[(z * p.sc + (m0 + i) * N + n) / 4] = acc[i][j];
+                    store4((z * p.sc + (m0 + i) * N + n) / 4, n, acc[i][j]);
             } else {
                 [[unroll]] for (uint jj = 0; jj < 4; jj++)
                     if (n + jj < N)
-                        c1[z * p.sc + (m0 + i) * N + n + jj] = acc[i][j][jj];
+                        store1(z * p.sc + (m0 + i) * N + n + jj, n + jj, acc[i][j][jj]);
             }
         }
     }

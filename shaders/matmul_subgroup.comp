@@ -135,11 +135,11 @@ void main_subgroup(uint z, uint ao, uint bo)
         [[unroll]] for (uint j = 0; j < TN4; j++) {
             if (VC) {
                 if (ncol[j] < N)
-                    c4[(row + ncol[j]) / 4] = acc[i][j];
+                    store4((row + ncol[j]) / 4, ncol[j], acc[i][j]);
             } else {
                 [[unroll]] for (uint jj = 0; jj < 4; jj++)
                     if (ncol[j] + jj < N)
-                        c1[row + ncol[j] + jj] = acc[i][j][jj];
+                        store1(row + ncol[j] + jj, ncol[j] + jj, acc[i][j][jj]);
             }
         }
     }

@@ -1,15 +1,17 @@
 #version 450
 // Elementwise unary ops.   a, out: (n)
 //   OP 0 scale: out = alpha * a
+//   ACC: out += the result instead (axpy; gradient accumulation)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 LOCAL_SIZE_FROM_SPEC;
 layout(constant_id = 3) const uint OP = 0;
+layout(constant_id = 4) const bool ACC = false;
 
 layout(push_constant) uniform Push { uint n; float alpha; } p;
 layout(binding = 0) readonly buffer A { float a[]; };
-layout(binding = 1) writeonly buffer Out { float o[]; };
+layout(binding = 1) buffer Out { float o[]; };
 
 void main()
 {
@@ -20,5 +22,5 @@ void main()
     float y = x;
     if (OP == 0)
         y = p.alpha * x;
-    o[i] = y;
+    o[i] = ACC ? o[i] + y : y;
 }

@@ -119,6 +119,98 @@ START_TEST(test_matmul)
 }
 END_TEST
 
+/* Bias and accumulation, c (+)= op(a) op(b) + bias, on every tiled
+ * configuration: the stores of all three tilings, vec4 and scalar. */
+START_TEST(test_gemm_bias_acc)
+{
+    uint32_t d = (uint32_t)_i;
+    vp_device *dev = vt_device(d);
+    vp_matmul_cfg cfgs[8];
+    int ncfg = mm_cfgs(vt_device_info(d), cfgs);
+    static const int64_t shapes[][4] = {{2, 12, 16, 8}, {1, 7, 33, 5}, {3, 5, 9, 4}};
+    for (size_t s = 0; s < 3; s++) {
+        int64_t B = shapes[s][0], M = shapes[s][1], N = shapes[s][2], K = shapes[s][3];
+        size_t na = (size_t)(B * M * K), nb = (size_t)(B * K * N), nc = (size_t)(B * M * N);
+        float *ha = malloc(na * 4), *hb = malloc(nb * 4), *hc = malloc(nc * 4), hbias[64];
+        vt_rand(ha, na, 11 + s);
+        vt_rand(hb, nb, 12 + s);
+        vt_rand(hc, nc, 13 + s);
+        vt_rand(hbias, (size_t)N, 14 + s);
+        double *da = vt_f64(ha, na), *db = vt_f64(hb, nb), *prod = malloc(nc * sizeof *prod);
+        double *want = malloc(nc * sizeof *want);
+        vp_ref_matmul(da, false, db, true, prod, B, M, N, K, M * K, K * N, M * N);
+        vp_tensor *a = vt_tensor(dev, "a", 3, (int64_t[]){B, M, K}, ha);
+        vp_tensor *b = vt_tensor(dev, "b", 3, (int64_t[]){B, N, K}, hb);
+        vp_tensor *bias = vt_tensor(dev, "bias", 1, (int64_t[]){N}, hbias);
+        vp_tensor *c = vt_tensor(dev, "c", 3, (int64_t[]){B, M, N}, NULL);
+        for (int k = 0; k < ncfg; k++) {
+            if (cfgs[k].kernel == VP_MATMUL_NAIVE)
+                continue;
+            for (int mode = 0; mode < 3; mode++) { /* bias; accumulate; both */
+                bool with_bias = mode != 1, acc = mode != 0;
+                vt_ok(vp_tensor_upload(c, hc, nc * 4));
+                if (!acc)
+                    vt_poison(c);
+                for (size_t i = 0; i < nc; i++)
+                    want[i] = prod[i] + (with_bias ? hbias[i % (size_t)N] : 0) +
+                              (acc ? hc[i] : 0);
+                vp_cmd *cmd;
+                vt_ok(vp_cmd_create(dev, &cmd));
+                vt_ok(vp_cmd_begin(cmd));
+                vt_ok(vp_op_gemm(cmd, a, false, b, true, with_bias ? bias : NULL, c, acc,
+                                 &cfgs[k]));
+                vt_ok(vp_cmd_submit(cmd));
+                vp_cmd_destroy(cmd);
+                float *got = vt_download(c);
+                vt_assert_close(got, want, nc, TOL, "%s: gemm (%lld,%lld,%lld,%lld) bias %d acc %d "
+                                "tiling %d wg %ux%u tile %ux%u%s", vt_device_info(d)->name,
+                                (long long)B, (long long)M, (long long)N, (long long)K,
+                                with_bias, acc, (int)cfgs[k].tiling, cfgs[k].wg_x, cfgs[k].wg_y,
+                                cfgs[k].tm, cfgs[k].tn, cfgs[k].no_vec4 ? " scalar" : "");
+                free(got);
+            }
+        }
+        vp_tensor_destroy(a), vp_tensor_destroy(b), vp_tensor_destroy(bias), vp_tensor_destroy(c);
+        free(ha), free(hb), free(hc), free(da), free(db), free(prod), free(want);
+    }
+}
+END_TEST
+
+/* Accumulating elementwise ops: out += a op b, y += alpha x. */
+START_TEST(test_elementwise_acc)
+{
+    uint32_t d = (uint32_t)_i;
+    vp_device *dev = vt_device(d);
+    enum { R = 5, C = 33 };
+    float ha[R * C], hb[C], ho[R * C];
+    vt_rand(ha, R * C, 21);
+    vt_rand(hb, C, 22);
+    vt_rand(ho, R * C, 23);
+    vp_tensor *a = vt_tensor(dev, "a", 2, (int64_t[]){R, C}, ha);
+    vp_tensor *b = vt_tensor(dev, "b", 1, (int64_t[]){C}, hb);
+    vp_tensor *o = vt_tensor(dev, "o", 2, (int64_t[]){R, C}, ho);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    vt_ok(vp_op_binary(cmd, VP_BIN_MUL, a, b, o, true)); /* o = ho + a*b */
+    vt_ok(vp_op_binary(cmd, VP_BIN_ADD, a, b, o, true)); /* o += a + b */
+    vt_ok(vp_op_axpy(cmd, a, -0.5f, o, true));          /* o += -a/2 */
+    vt_ok(vp_cmd_submit(cmd));
+    double want[R * C];
+    for (int i = 0; i < R * C; i++) {
+        float w = ho[i] + ha[i] * hb[i % C];
+        w = w + (ha[i] + hb[i % C]);
+        w = w + -0.5f * ha[i];
+        want[i] = w;
+    }
+    float *got = vt_download(o);
+    vt_assert_close(got, want, R * C, TOL, "%s: accumulating mul, add, axpy", vt_device_info(d)->name);
+    free(got);
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(a), vp_tensor_destroy(b), vp_tensor_destroy(o);
+}
+END_TEST
+
 /* 2-D inputs broadcast against a batched output, and a 4-D batch. */
 START_TEST(test_matmul_shapes)
 {
@@ -329,11 +421,13 @@ int main(void)
     vt_add_per_device(tc, test_matmul, NULL);
     vt_add_per_device(tc, test_matmul_shapes, NULL);
     vt_add_per_device(tc, test_matmul_errors, NULL);
+    vt_add_per_device(tc, test_gemm_bias_acc, NULL);
     suite_add_tcase(s, tc);
     tc = vt_tcase("elementwise");
     vt_add_per_device(tc, test_elementwise, NULL);
     vt_add_per_device(tc, test_fill_large, NULL);
     vt_add_per_device(tc, test_elementwise_errors, NULL);
+    vt_add_per_device(tc, test_elementwise_acc, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

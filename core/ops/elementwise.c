@@ -12,14 +12,14 @@ static const vp_kernel k_fill = {"fill", 1, 0x1, 8};
 static const vp_kernel k_unary = {"unary", 2, 0x2, 8};
 static const vp_kernel k_binary = {"binary", 3, 0x4, 8};
 
-/* Spec constants: local size, then the op code. */
-static vp_status elementwise(vp_cmd *cmd, const vp_kernel *k, uint32_t op, const vp_range *bind,
-                             const void *push, uint32_t n)
+/* Spec constants: local size, the op code, accumulate. */
+static vp_status elementwise(vp_cmd *cmd, const vp_kernel *k, uint32_t op, bool acc,
+                             const vp_range *bind, const void *push, uint32_t n)
 {
     vp_device *dev = vp_cmd_device(cmd);
-    uint32_t spec[4] = {VP_EW_LOCAL, 1, 1, op}, gx, gy;
+    uint32_t spec[5] = {VP_EW_LOCAL, 1, 1, op, acc}, gx, gy;
     vp_pipeline *p;
-    vp_status st = vp_pipeline_get(dev, k, spec, 4, &p);
+    vp_status st = vp_pipeline_get(dev, k, spec, k == &k_fill ? 4 : 5, &p);
     if (st)
         return st;
     vp_grid_1d(vp_device_get_info(dev), n, VP_EW_LOCAL, &gx, &gy);
@@ -33,26 +33,35 @@ vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value)
         return st;
     struct { uint32_t n; float value; } push = {(uint32_t)vp_tensor_nelem(out), value};
     vp_range r = vp_tensor_range(out);
-    return elementwise(cmd, &k_fill, 0, &r, &push, push.n);
+    return elementwise(cmd, &k_fill, 0, false, &r, &push, push.n);
+}
+
+vp_status vp_op_axpy(vp_cmd *cmd, const vp_tensor *x, float alpha, vp_tensor *y, bool accumulate)
+{
+    const char *name = accumulate ? "axpy" : "scale";
+    vp_status st = vp_check_f32(name, x);
+    if (!st)
+        st = vp_check_f32(name, y);
+    if (!st)
+        st = vp_check_same_shape(name, x, y);
+    if (st)
+        return st;
+    struct { uint32_t n; float alpha; } push = {(uint32_t)vp_tensor_nelem(x), alpha};
+    vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
+    return elementwise(cmd, &k_unary, 0, accumulate, r, &push, push.n);
 }
 
 vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *out)
 {
-    vp_status st = vp_check_f32("scale", a);
-    if (!st)
-        st = vp_check_f32("scale", out);
-    if (!st)
-        st = vp_check_same_shape("scale", a, out);
-    if (st)
-        return st;
-    struct { uint32_t n; float alpha; } push = {(uint32_t)vp_tensor_nelem(a), alpha};
-    vp_range r[2] = {vp_tensor_range(a), vp_tensor_range(out)};
-    return elementwise(cmd, &k_unary, 0, r, &push, push.n);
+    return vp_op_axpy(cmd, a, alpha, out, false);
 }
 
-static vp_status binary(vp_cmd *cmd, const char *name, uint32_t op, const vp_tensor *a,
-                        const vp_tensor *b, vp_tensor *out)
+vp_status vp_op_binary(vp_cmd *cmd, vp_binary_op op, const vp_tensor *a, const vp_tensor *b,
+                       vp_tensor *out, bool accumulate)
 {
+    const char *name = op == VP_BIN_ADD ? "add" : op == VP_BIN_MUL ? "mul" : NULL;
+    if (!name)
+        return vp_error_set(VP_ERR_INVALID, "binary op %d does not exist", (int)op);
     vp_status st = vp_check_f32(name, a);
     if (!st)
         st = vp_check_f32(name, b);
@@ -80,15 +89,15 @@ static vp_status binary(vp_cmd *cmd, const char *name, uint32_t op, const vp_ten
                             name, out->name, b->name);
     struct { uint32_t n, nb; } push = {(uint32_t)vp_tensor_nelem(a), (uint32_t)vp_tensor_nelem(b)};
     vp_range r[3] = {vp_tensor_range(a), rb, ro};
-    return elementwise(cmd, &k_binary, op, r, &push, push.n);
+    return elementwise(cmd, &k_binary, (uint32_t)op, accumulate, r, &push, push.n);
 }
 
 vp_status vp_op_add(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out)
 {
-    return binary(cmd, "add", 0, a, b, out);
+    return vp_op_binary(cmd, VP_BIN_ADD, a, b, out, false);
 }
 
 vp_status vp_op_mul(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out)
 {
-    return binary(cmd, "mul", 1, a, b, out);
+    return vp_op_binary(cmd, VP_BIN_MUL, a, b, out, false);
 }

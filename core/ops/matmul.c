@@ -10,9 +10,10 @@
 #include "ops/ops.h"
 #include "ops/util.h"
 
-/* bindings: a, b, c (written); push: M, N, K, sa, sb, sc */
-static const vp_kernel k_tiled = {"matmul", 3, 0x4, 24};
-static const vp_kernel k_subgroup = {"matmul_subgroup", 3, 0x4, 24};
+/* bindings: a, b, c (written, also read when accumulating), bias (or a
+ * stand-in never read); push: M, N, K, sa, sb, sc */
+static const vp_kernel k_tiled = {"matmul", 4, 0x4, 24};
+static const vp_kernel k_subgroup = {"matmul_subgroup", 4, 0x4, 24};
 
 bool vp_matmul_subgroup_ok(const vp_device_info *d)
 {
@@ -84,8 +85,8 @@ static vp_status shape_error(const vp_tensor *a, bool ta, const vp_tensor *b, bo
                         ta ? "^T" : "", b->name, sb, tb ? "^T" : "", c->name, sc, why);
 }
 
-vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
-                          vp_tensor *c, const vp_matmul_cfg *cfg)
+vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
+                     const vp_tensor *bias, vp_tensor *c, bool accumulate, const vp_matmul_cfg *cfg)
 {
     vp_status st = vp_check_f32("matmul", a);
     if (!st)
@@ -105,9 +106,21 @@ vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_ten
         return shape_error(a, ta, b, tb, c, "output shape is wrong");
     if (!batch_ok(a, c) || !batch_ok(b, c) || (ba != 1 && ba != bcnt) || (bb != 1 && bb != bcnt))
         return shape_error(a, ta, b, tb, c, "batch dimensions do not broadcast");
-    vp_range r[3] = {vp_tensor_range(a), vp_tensor_range(b), vp_tensor_range(c)};
-    if (vp_ranges_overlap(r[2], r[0]) || vp_ranges_overlap(r[2], r[1]))
+    vp_range r[4] = {vp_tensor_range(a), vp_tensor_range(b), vp_tensor_range(c),
+                     vp_tensor_range(bias ? bias : a)};
+    if (vp_ranges_overlap(r[2], r[0]) || vp_ranges_overlap(r[2], r[1]) ||
+        (bias && vp_ranges_overlap(r[2], r[3])))
         return vp_error_set(VP_ERR_INVALID, "matmul: output %s overlaps an input", c->name);
+    if (bias) {
+        if ((st = vp_check_f32("matmul", bias)))
+            return st;
+        if (vp_tensor_nelem(bias) != N || bias->shape[bias->ndim - 1] != N) {
+            char sb[64];
+            vp_shape_str(bias, sb, sizeof sb);
+            return vp_error_set(VP_ERR_SHAPE, "matmul: bias %s %s does not match the %lld "
+                                "output columns of %s", bias->name, sb, (long long)N, c->name);
+        }
+    }
 
     vp_device *dev = vp_cmd_device(cmd);
     const vp_device_info *d = vp_device_get_info(dev);
@@ -123,6 +136,9 @@ vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_ten
     vp_pipeline *p;
     uint32_t gx, gy;
     if (cf.kernel == VP_MATMUL_NAIVE) {
+        if (bias || accumulate)
+            return vp_error_set(VP_ERR_INVALID, "matmul: the naive kernel has no bias or "
+                                "accumulation (it is a benchmark baseline)");
         uint32_t spec[5] = {cf.wg_x, cf.wg_y, 1, ta, tb};
         st = vp_pipeline_get(dev, &k_naive, spec, 5, &p);
         gx = (uint32_t)((N + cf.wg_x - 1) / cf.wg_x);
@@ -158,22 +174,29 @@ vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_ten
                         (K % 4 == 0 ? 8u : 0);
         if (cf.tiling != VP_MATMUL_SUBGROUP && vec4 != 15)
             vec4 = 0;
-        uint32_t spec[11] = {cf.wg_x, cf.wg_y, 1, cf.tm, cf.tn, ta, tb, vec4, (uint32_t)cf.tiling,
+        uint32_t spec[13] = {cf.wg_x, cf.wg_y, 1, cf.tm, cf.tn, ta, tb, vec4, (uint32_t)cf.tiling,
                              cf.tiling == VP_MATMUL_SUBGROUP ? lanes : 8,
-                             cf.tiling == VP_MATMUL_SHARED ? bk : 16};
+                             cf.tiling == VP_MATMUL_SHARED ? bk : 16, accumulate, bias != NULL};
         st = vp_pipeline_get(dev, cf.tiling == VP_MATMUL_SUBGROUP ? &k_subgroup : &k_tiled, spec,
-                             11, &p);
+                             13, &p);
         uint64_t cols = (uint64_t)cf.wg_x * cf.tn, rows = (uint64_t)cf.wg_y * cf.tm;
         gx = (uint32_t)(((uint64_t)N + cols - 1) / cols);
         gy = (uint32_t)(((uint64_t)M + rows - 1) / rows);
     }
     if (st)
         return st;
-    return vp_cmd_dispatch(cmd, p, r, 3, &push, sizeof push, gx, gy, (uint32_t)bcnt);
+    return vp_cmd_dispatch(cmd, p, r, p->kernel->n_bindings, &push, sizeof push, gx, gy,
+                           (uint32_t)bcnt);
+}
+
+vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
+                          vp_tensor *c, const vp_matmul_cfg *cfg)
+{
+    return vp_op_gemm(cmd, a, ta, b, tb, NULL, c, false, cfg);
 }
 
 vp_status vp_op_matmul(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
                        vp_tensor *c)
 {
-    return vp_op_matmul_ex(cmd, a, ta, b, tb, c, NULL);
+    return vp_op_gemm(cmd, a, ta, b, tb, NULL, c, false, NULL);
 }

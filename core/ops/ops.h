@@ -22,6 +22,14 @@
 vp_status vp_op_matmul(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_tensor *b,
                        bool trans_b, vp_tensor *c);
 
+/* The general form: c = op(a) op(b) + bias, or c += op(a) op(b) + bias when
+ * accumulate. bias (N) or NULL is added to every row; cfg NULL picks the
+ * device's default kernel. Shapes as vp_op_matmul. */
+struct vp_matmul_cfg;
+vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_tensor *b,
+                     bool trans_b, const vp_tensor *bias, vp_tensor *c, bool accumulate,
+                     const struct vp_matmul_cfg *cfg);
+
 /* Kernel choice for matmul; vp_op_matmul uses vp_matmul_default_cfg(). */
 typedef enum vp_matmul_kernel {
     VP_MATMUL_TILED = 0,  /* register tiles, vec4 loads where shapes allow */
@@ -63,8 +71,16 @@ vp_status vp_op_matmul_ex(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const v
 vp_status vp_op_add(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out);
 vp_status vp_op_mul(vp_cmd *cmd, const vp_tensor *a, const vp_tensor *b, vp_tensor *out);
 
+/* The same with accumulation: out (+)= a op b. */
+typedef enum vp_binary_op { VP_BIN_ADD = 0, VP_BIN_MUL = 1 } vp_binary_op;
+vp_status vp_op_binary(vp_cmd *cmd, vp_binary_op op, const vp_tensor *a, const vp_tensor *b,
+                       vp_tensor *out, bool accumulate);
+
 /* out = alpha * a; out has a's shape and may be a. */
 vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *out);
+/* y = alpha * x, or y += alpha * x when accumulate; same shapes. */
+vp_status vp_op_axpy(vp_cmd *cmd, const vp_tensor *x, float alpha, vp_tensor *y,
+                     bool accumulate);
 
 /* Every element of out = value. */
 vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value);
