@@ -254,6 +254,7 @@ typedef struct vp_tensor {
     int64_t shape[VP_MAX_DIMS];
     vp_alloc mem;
     char name[64];
+    bool view;           /* memory owned by someone else (vp_tensor_view_init) */
 } vp_tensor;
 
 size_t vp_dtype_size(vp_dtype t);
@@ -262,6 +263,12 @@ const char *vp_dtype_str(vp_dtype t);
 vp_status vp_tensor_create(vp_device *dev, vp_dtype dtype, int ndim, const int64_t *shape,
                            const char *name, vp_tensor **out);
 void vp_tensor_destroy(vp_tensor *t);
+/* Initialise *t (caller-owned storage) as a view of `bytes` bytes at
+ * `offset` into the allocation base; it owns nothing and is never passed
+ * to vp_tensor_destroy. offset must keep the device's storage alignment. */
+void vp_tensor_view_init(vp_tensor *t, vp_device *dev, const vp_alloc *base,
+                         VkDeviceSize offset, vp_dtype dtype, int ndim, const int64_t *shape,
+                         const char *name);
 int64_t vp_tensor_nelem(const vp_tensor *t);
 size_t vp_tensor_nbytes(const vp_tensor *t);
 vp_range vp_tensor_range(const vp_tensor *t);

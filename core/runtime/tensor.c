@@ -75,10 +75,28 @@ vp_status vp_tensor_create(vp_device *dev, vp_dtype dtype, int ndim, const int64
     return VP_OK;
 }
 
+void vp_tensor_view_init(vp_tensor *t, vp_device *dev, const vp_alloc *base,
+                         VkDeviceSize offset, vp_dtype dtype, int ndim, const int64_t *shape,
+                         const char *name)
+{
+    memset(t, 0, sizeof *t);
+    t->dev = dev;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < VP_MAX_DIMS; i++)
+        t->shape[i] = i < ndim ? shape[i] : 1;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "view");
+    t->view = true;
+    t->mem.block = base->block;
+    t->mem.offset = base->offset + offset;
+    t->mem.size = vp_tensor_nbytes(t);
+}
+
 void vp_tensor_destroy(vp_tensor *t)
 {
     if (!t)
         return;
+    VP_ASSERT(!t->view);
     vp_mem_free(t->dev, &t->mem);
     free(t);
 }

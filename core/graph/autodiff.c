@@ -1,0 +1,253 @@
+/*
+ * Reverse-mode autodiff: vp_graph_backward walks the forward nodes from the
+ * last to the first and appends, for each, the nodes its backward rule
+ * emits. All the rules are in backward_node(), one case per op.
+ *
+ * Gradients are written with the kernels' accumulate flag instead of
+ * separate add nodes: the first contribution to an activation's gradient
+ * overwrites it, later ones add to it. Parameter gradients always add (they
+ * live in the flat gradient buffer, accumulate across micro-batches, and
+ * are cleared by vp_graph_zero_grads). A view's gradient is a view of its
+ * root's gradient, so reshapes cost nothing backward. Frozen parameters
+ * never get a gradient tensor, hence no memory.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "graph/internal.h"
+
+/* The tensor t's gradient goes into, creating it on first use; *acc says
+ * whether this contribution adds to earlier ones. */
+static vp_gt *grad_target(vp_graph *g, vp_gt *t, bool *acc)
+{
+    vp_gt *root = vp_gt_root(t);
+    if (!root->grad) {
+        char name[64];
+        snprintf(name, sizeof name, "grad.%.58s", root->name);
+        bool param = root->kind == VP_GT_PARAM;
+        vp_gt *gr = vp_gt_new(g, param ? VP_GT_PGRAD : VP_GT_ACT, name, root->ndim, root->shape);
+        if (!gr)
+            return NULL;
+        gr->param = param ? root : NULL;
+        root->grad = gr;
+    }
+    vp_gt *gr = root->grad;
+    *acc = root->kind == VP_GT_PARAM || gr->grad_written;
+    gr->grad_written = true;
+    if (t == root)
+        return gr;
+    if (!t->grad)
+        t->grad = vp_g_view(g, gr, t->ndim, t->shape, NULL);
+    return t->grad;
+}
+
+/* The gradient flowing into t, as t's shape (NULL if none reached it). */
+static vp_gt *grad_of(vp_graph *g, vp_gt *t)
+{
+    vp_gt *root = vp_gt_root(t);
+    if (!root->grad || !root->grad->grad_written)
+        return NULL;
+    if (t == root)
+        return root->grad;
+    if (!t->grad)
+        t->grad = vp_g_view(g, root->grad, t->ndim, t->shape, NULL);
+    return t->grad;
+}
+
+static vp_gnode *emit(vp_graph *g, vp_gop op, const char *name, vp_gt *out, bool acc)
+{
+    vp_gnode *n = vp_node_new(g, op, name);
+    if (n) {
+        n->out[0] = out;
+        n->n_out = 1;
+        n->acc[0] = acc;
+    }
+    return n;
+}
+
+/* out (+)= op(a) op(b) */
+static void emit_gemm(vp_graph *g, vp_gt *a, bool ta, vp_gt *b, bool tb, vp_gt *out, bool acc)
+{
+    vp_gnode *n = emit(g, VP_GOP_GEMM, "matmul.backward", out, acc);
+    if (!n)
+        return;
+    n->in[0] = a;
+    n->in[1] = b;
+    n->n_in = 2;
+    n->ip[0] = ta;
+    n->ip[1] = tb;
+}
+
+/* out (+)= s * x */
+static void emit_axpy(vp_graph *g, vp_gt *x, float s, vp_gt *out, bool acc)
+{
+    vp_gnode *n = emit(g, VP_GOP_AXPY, "axpy.backward", out, acc);
+    if (n) {
+        n->in[0] = x;
+        n->n_in = 1;
+        n->fp[0] = s;
+    }
+}
+
+/* out (+)= a * b */
+static void emit_mul(vp_graph *g, vp_gt *a, vp_gt *b, vp_gt *out, bool acc)
+{
+    vp_gnode *n = emit(g, VP_GOP_MUL, "mul.backward", out, acc);
+    if (n) {
+        n->in[0] = a;
+        n->in[1] = b;
+        n->n_in = 2;
+    }
+}
+
+/* Add dy (rows x nb, as any shape) reduced over its rows into the gradient
+ * of t (nb elements): a gemm with a row of ones. */
+static void emit_colsum(vp_graph *g, vp_gt *dy, vp_gt *t)
+{
+    int64_t nb = vp_gt_nelem(t), rows = vp_gt_nelem(dy) / nb;
+    bool acc;
+    vp_gt *dt = grad_target(g, t, &acc);
+    vp_gt *ones = vp_g_ones(g, rows);
+    vp_gt *ones_row = vp_g_view(g, ones, 2, (int64_t[]){1, rows}, NULL);
+    vp_gt *dy2 = vp_g_view(g, dy, 2, (int64_t[]){rows, nb}, NULL);
+    vp_gt *dt2 = dt ? vp_g_view(g, dt, 2, (int64_t[]){1, nb}, NULL) : NULL;
+    if (ones_row && dy2 && dt2)
+        emit_gemm(g, ones_row, false, dy2, false, dt2, acc);
+}
+
+static void backward_node(vp_graph *g, const vp_gnode *n)
+{
+    vp_gt *y = n->out[0];
+    vp_gt *dy = grad_of(g, y);
+    if (!dy)
+        return;
+    vp_gt *a = n->in[0], *b = n->in[1];
+    bool acc;
+    switch (n->op) {
+    case VP_GOP_GEMM: {
+        /* y = op(a) op(b) + bias */
+        bool ta = n->ip[0], tb = n->ip[1];
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da) {
+                if (!ta)
+                    emit_gemm(g, dy, false, b, !tb, da, acc);  /* dy op(b)^T */
+                else
+                    emit_gemm(g, b, tb, dy, true, da, acc);    /* op(b) dy^T */
+            }
+        }
+        if (b->requires_grad) {
+            vp_gt *db = grad_target(g, b, &acc);
+            if (db) {
+                if (!tb)
+                    emit_gemm(g, a, !ta, dy, false, db, acc);  /* op(a)^T dy */
+                else
+                    emit_gemm(g, dy, true, a, ta, db, acc);    /* dy^T op(a) */
+            }
+        }
+        if (n->n_in > 2 && n->in[2]->requires_grad)
+            emit_colsum(g, dy, n->in[2]);
+        break;
+    }
+    case VP_GOP_ADD:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit_axpy(g, dy, 1.0f, da, acc);
+        }
+        if (b->requires_grad) {
+            if (vp_gt_nelem(b) == vp_gt_nelem(y)) {
+                vp_gt *db = grad_target(g, b, &acc);
+                if (db)
+                    emit_axpy(g, dy, 1.0f, vp_g_view(g, db, y->ndim, y->shape, NULL), acc);
+            } else {
+                emit_colsum(g, dy, b);
+            }
+        }
+        break;
+    case VP_GOP_MUL:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit_mul(g, dy, b, da, acc);                   /* dy * b (b broadcast) */
+        }
+        if (b->requires_grad) {
+            if (vp_gt_nelem(b) == vp_gt_nelem(y)) {
+                vp_gt *db = grad_target(g, b, &acc);
+                if (db)
+                    emit_mul(g, dy, a, vp_g_view(g, db, y->ndim, y->shape, NULL), acc);
+            } else {
+                /* dy * a at full size, then summed over the broadcast rows. */
+                char name[64];
+                snprintf(name, sizeof name, "mul.backward.%u", g->n_tensors);
+                vp_gt *tmp = vp_gt_new(g, VP_GT_ACT, name, y->ndim, y->shape);
+                if (tmp) {
+                    emit_mul(g, dy, a, tmp, false);
+                    emit_colsum(g, tmp, b);
+                }
+            }
+        }
+        break;
+    case VP_GOP_AXPY:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit_axpy(g, dy, n->fp[0], da, acc);
+        }
+        break;
+    case VP_GOP_FILL:
+    case VP_GOP_HOST:
+        break; /* constants to autodiff */
+    case VP_GOP_COUNT:
+        vp_graph_fail(g, VP_ERR_INTERNAL, "node %s: no backward rule", n->name);
+        break;
+    }
+}
+
+vp_status vp_autodiff(vp_graph *g, vp_gt *loss)
+{
+    vp_gt *root = vp_gt_root(loss);
+    /* Seed: dloss = 1. */
+    char name[64];
+    snprintf(name, sizeof name, "grad.%.58s", root->name);
+    vp_gt *seed = vp_gt_new(g, VP_GT_ACT, name, root->ndim, root->shape);
+    if (!seed)
+        return g->err;
+    root->grad = seed;
+    seed->grad_written = true;
+    vp_gnode *n = emit(g, VP_GOP_FILL, "backward.seed", seed, false);
+    if (!n)
+        return g->err;
+    n->fp[0] = 1.0f;
+    for (uint32_t i = g->n_forward; i-- > 0 && !g->err;) {
+        vp_gnode node = g->nodes[i]; /* emit() may move the node array */
+        if (node.op != VP_GOP_HOST && node.out[0]->requires_grad)
+            backward_node(g, &node);
+    }
+    return g->err;
+}
+
+vp_status vp_graph_backward(vp_graph *g, vp_gt *loss)
+{
+    if (g->err)
+        return vp_error_set(g->err, "%s", g->err_msg);
+    if (!loss)
+        return vp_error_set(VP_ERR_INVALID, "backward: no loss tensor");
+    if (g->differentiated || g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "backward: the graph is already %s",
+                            g->compiled ? "compiled" : "differentiated");
+    if (vp_gt_nelem(loss) != 1) {
+        char s[64];
+        vp_gt_shape_str(loss, s, sizeof s);
+        return vp_error_set(VP_ERR_SHAPE, "backward: the loss %s %s is not a scalar", loss->name,
+                            s);
+    }
+    if (!loss->requires_grad)
+        return vp_error_set(VP_ERR_INVALID, "backward: the loss %s depends on no trainable "
+                            "parameter", loss->name);
+    g->n_forward = g->n_nodes;
+    g->differentiated = true;
+    vp_g_keep(loss);
+    vp_status st = vp_autodiff(g, loss);
+    return st ? vp_error_set(st, "%s", g->err_msg) : VP_OK;
+}

@@ -1,0 +1,230 @@
+/*
+ * Compiling and running: the nodes between host nodes form segments, each
+ * recorded once into its own command buffer (barriers only where nodes
+ * depend on each other, by vp_cmd's hazard tracking) and submitted once per
+ * run. A host node reads its inputs back, runs on the CPU, uploads its
+ * outputs, and the next segment goes on.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/internal.h"
+#include "ops/ops.h"
+
+static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
+{
+    vp_tensor *o = &n->out[0]->rt;
+    vp_status st = VP_ERR_INTERNAL;
+    switch (n->op) {
+    case VP_GOP_GEMM:
+        st = vp_op_gemm(cmd, &n->in[0]->rt, n->ip[0], &n->in[1]->rt, n->ip[1],
+                        n->n_in > 2 ? &n->in[2]->rt : NULL, o, n->acc[0], NULL);
+        break;
+    case VP_GOP_ADD:
+    case VP_GOP_MUL:
+        st = vp_op_binary(cmd, n->op == VP_GOP_ADD ? VP_BIN_ADD : VP_BIN_MUL, &n->in[0]->rt,
+                          &n->in[1]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_AXPY:
+        st = vp_op_axpy(cmd, &n->in[0]->rt, n->fp[0], o, n->acc[0]);
+        break;
+    case VP_GOP_FILL:
+        st = vp_op_fill(cmd, o, n->fp[0]);
+        break;
+    case VP_GOP_HOST:
+    case VP_GOP_COUNT:
+        return vp_error_set(VP_ERR_INTERNAL, "graph node %s cannot be recorded", n->name);
+    }
+    (void)g;
+    return st ? vp_error_wrap(st, "graph node %u (%s)", (uint32_t)(n - g->nodes), n->name) : VP_OK;
+}
+
+static vp_status add_segment(vp_graph *g, uint32_t first, uint32_t end, vp_gnode *host)
+{
+    vp_segment *s = realloc(g->segs, (g->n_segs + 1) * sizeof *s);
+    if (!s)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory recording the graph");
+    g->segs = s;
+    s = &g->segs[g->n_segs++];
+    memset(s, 0, sizeof *s);
+    s->first = first;
+    s->end = end;
+    s->host = host;
+    if (first == end)
+        return VP_OK;
+    vp_status st = vp_cmd_create(g->dev, &s->cmd);
+    if (!st)
+        st = vp_cmd_begin(s->cmd);
+    for (uint32_t i = first; i < end && !st; i++)
+        st = record_node(g, &g->nodes[i], s->cmd);
+    if (!st)
+        st = vp_cmd_end(s->cmd);
+    return st;
+}
+
+vp_status vp_graph_record(vp_graph *g)
+{
+    uint32_t start = 0;
+    vp_status st = VP_OK;
+    for (uint32_t i = 0; i < g->n_nodes && !st; i++) {
+        if (g->nodes[i].op != VP_GOP_HOST)
+            continue;
+        st = add_segment(g, start, i, &g->nodes[i]);
+        start = i + 1;
+    }
+    if (!st && (start < g->n_nodes || g->n_segs == 0))
+        st = add_segment(g, start, g->n_nodes, NULL);
+    if (st || !g->buf_size[VP_BUF_GRAD])
+        return st;
+    /* Zeroing the gradients: one fill over the whole flat buffer. */
+    int64_t n = (int64_t)(g->buf_size[VP_BUF_GRAD] / 4);
+    vp_tensor_view_init(&g->grad_all, g->dev, &g->bufs[VP_BUF_GRAD], 0, VP_F32, 1, &n, "grads");
+    st = vp_cmd_create(g->dev, &g->zero_cmd);
+    if (!st)
+        st = vp_cmd_begin(g->zero_cmd);
+    if (!st)
+        st = vp_op_fill(g->zero_cmd, &g->grad_all, 0.0f);
+    if (!st)
+        st = vp_cmd_end(g->zero_cmd);
+    return st;
+}
+
+void vp_graph_release_segments(vp_graph *g)
+{
+    for (uint32_t i = 0; i < g->n_segs; i++)
+        vp_cmd_destroy(g->segs[i].cmd);
+    free(g->segs);
+    g->segs = NULL;
+    g->n_segs = 0;
+    vp_cmd_destroy(g->zero_cmd);
+    g->zero_cmd = NULL;
+}
+
+vp_status vp_graph_compile(vp_graph *g)
+{
+    if (g->err)
+        return vp_error_set(g->err, "%s", g->err_msg);
+    if (g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "compile: the graph is already compiled");
+    if (!g->differentiated)
+        g->n_forward = g->n_nodes;
+    vp_status st = vp_graph_plan(g);
+    for (uint32_t i = 0; i < g->n_tensors && !st; i++) {
+        vp_gt *t = g->tensors[i];
+        if (t->kind == VP_GT_CONST)
+            st = vp_tensor_upload(&t->rt, t->const_data, vp_tensor_nbytes(&t->rt));
+    }
+    if (!st)
+        st = vp_graph_record(g);
+    if (!st && g->zero_cmd)
+        st = vp_cmd_submit(g->zero_cmd);
+    if (st) {
+        vp_graph_release_segments(g);
+        vp_graph_release_buffers(g);
+        return vp_error_wrap(st, "compiling the graph");
+    }
+    g->compiled = true;
+    return VP_OK;
+}
+
+static vp_status check_io(vp_graph *g, vp_gt *t, size_t bytes, bool write)
+{
+    if (!g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "tensor %s: compile the graph first", t->name);
+    vp_gt *r = vp_gt_root(t);
+    if (write && r->kind != VP_GT_INPUT && r->kind != VP_GT_PARAM && r->kind != VP_GT_CONST)
+        return vp_error_set(VP_ERR_INVALID, "tensor %s: only inputs, parameters and constants "
+                            "are written by the host", t->name);
+    if (!write && r->kind == VP_GT_ACT && !r->keep)
+        return vp_error_set(VP_ERR_INVALID, "tensor %s: its memory is reused during a run; "
+                            "mark it with vp_g_keep before compiling to read it", t->name);
+    if (r->kind == VP_GT_ACT && r->first < 0)
+        return vp_error_set(VP_ERR_INVALID, "tensor %s is not used by the graph", t->name);
+    if (bytes != vp_tensor_nbytes(&t->rt))
+        return vp_error_set(VP_ERR_SHAPE, "tensor %s: %zu bytes given, it holds %zu", t->name,
+                            bytes, vp_tensor_nbytes(&t->rt));
+    return VP_OK;
+}
+
+vp_status vp_graph_write(vp_graph *g, vp_gt *t, const void *data, size_t bytes)
+{
+    vp_status st = check_io(g, t, bytes, true);
+    return st ? st : vp_tensor_upload(&t->rt, data, bytes);
+}
+
+vp_status vp_graph_read(vp_graph *g, vp_gt *t, void *data, size_t bytes)
+{
+    vp_status st = check_io(g, t, bytes, false);
+    return st ? st : vp_tensor_download(&t->rt, data, bytes);
+}
+
+static vp_status run_host(vp_gnode *n)
+{
+    float *in[VP_GMAX_IN] = {0}, *out[VP_GMAX_OUT] = {0};
+    const int64_t *in_shape[VP_GMAX_IN];
+    int in_ndim[VP_GMAX_IN];
+    vp_status st = VP_OK;
+    for (uint32_t i = 0; i < n->n_in && !st; i++) {
+        vp_tensor *t = &n->in[i]->rt;
+        in[i] = malloc(vp_tensor_nbytes(t));
+        in_shape[i] = t->shape;
+        in_ndim[i] = t->ndim;
+        st = in[i] ? vp_tensor_download(t, in[i], vp_tensor_nbytes(t))
+                   : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    }
+    for (uint32_t i = 0; i < n->n_out && !st; i++)
+        if (!(out[i] = calloc(1, vp_tensor_nbytes(&n->out[i]->rt))))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (!st) {
+        vp_host_io io = {n->n_in, n->n_out, (const float *const *)in, in_shape, in_ndim,
+                         (float *const *)out};
+        st = n->host_fn(n->host_user, &io);
+        if (st)
+            vp_error_wrap(st, "host node %s", n->name);
+    }
+    for (uint32_t i = 0; i < n->n_out && !st; i++)
+        st = vp_tensor_upload(&n->out[i]->rt, out[i], vp_tensor_nbytes(&n->out[i]->rt));
+    for (uint32_t i = 0; i < VP_GMAX_IN; i++)
+        free(in[i]);
+    for (uint32_t i = 0; i < VP_GMAX_OUT; i++)
+        free(out[i]);
+    return st;
+}
+
+vp_status vp_graph_run(vp_graph *g)
+{
+    if (!g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "run: compile the graph first");
+    for (uint32_t i = 0; i < g->n_segs; i++) {
+        vp_segment *s = &g->segs[i];
+        vp_status st = s->cmd ? vp_cmd_submit(s->cmd) : VP_OK;
+        if (!st && s->host)
+            st = run_host(s->host);
+        if (st)
+            return st;
+    }
+    return VP_OK;
+}
+
+vp_status vp_graph_zero_grads(vp_graph *g)
+{
+    if (!g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "zero_grads: compile the graph first");
+    return g->zero_cmd ? vp_cmd_submit(g->zero_cmd) : VP_OK;
+}
+
+vp_graph_stats vp_graph_get_stats(const vp_graph *g)
+{
+    vp_graph_stats s = {.nodes = g->n_nodes, .segments = g->n_segs};
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        s.backward_nodes += g->nodes[i].backward;
+    for (uint32_t i = 0; i < g->n_segs; i++) {
+        if (!g->segs[i].cmd)
+            continue;
+        vp_cmd_stats c = vp_cmd_get_stats(g->segs[i].cmd);
+        s.dispatches += c.dispatches;
+        s.barriers += c.barriers;
+    }
+    return s;
+}

@@ -1,0 +1,463 @@
+/*
+ * Building a graph: leaves (inputs, parameters, constants), the ops that
+ * return new tensors, views, and the sticky first error. Autodiff is in
+ * autodiff.c, memory planning in plan.c, recording and running in exec.c.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/internal.h"
+#include "util/array.h"
+
+vp_status vp_graph_create(vp_device *dev, vp_graph **out)
+{
+    *out = NULL;
+    vp_graph *g = calloc(1, sizeof *g);
+    if (!g)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory creating a graph");
+    g->dev = dev;
+    *out = g;
+    return VP_OK;
+}
+
+void vp_graph_destroy(vp_graph *g)
+{
+    if (!g)
+        return;
+    vp_graph_release_segments(g);
+    vp_graph_release_buffers(g);
+    for (uint32_t i = 0; i < g->n_tensors; i++) {
+        free(g->tensors[i]->const_data);
+        free(g->tensors[i]);
+    }
+    free(g->tensors);
+    free(g->nodes);
+    free(g);
+}
+
+vp_device *vp_graph_device(const vp_graph *g) { return g->dev; }
+
+vp_status vp_graph_fail(vp_graph *g, vp_status st, const char *fmt, ...)
+{
+    if (g->err)
+        return g->err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->err_msg, sizeof g->err_msg, fmt, ap);
+    va_end(ap);
+    g->err = st;
+    return vp_error_set(st, "%s", g->err_msg);
+}
+
+void vp_gt_shape_str(const vp_gt *t, char *buf, size_t n)
+{
+    size_t off = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "",
+                                (long long)t->shape[i]);
+    if (off < n)
+        snprintf(buf + off, n - off, ")");
+}
+
+static bool check_shape(vp_graph *g, const char *what, const char *name, int ndim,
+                        const int64_t *shape)
+{
+    if (ndim < 1 || ndim > VP_MAX_DIMS) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "%s %s: %d dimensions, vpeft supports 1 to %d", what,
+                      name, ndim, VP_MAX_DIMS);
+        return false;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 1 || shape[i] > (INT64_C(1) << 32)) {
+            vp_graph_fail(g, VP_ERR_SHAPE, "%s %s: bad size %lld in dimension %d", what, name,
+                          (long long)shape[i], i);
+            return false;
+        }
+    return true;
+}
+
+vp_gt *vp_gt_new(vp_graph *g, vp_gt_kind kind, const char *name, int ndim, const int64_t *shape)
+{
+    if (g->compiled) {
+        vp_graph_fail(g, VP_ERR_INVALID, "tensor %s: the graph is compiled; it cannot grow",
+                      name);
+        return NULL;
+    }
+    if (!check_shape(g, "tensor", name, ndim, shape))
+        return NULL;
+    vp_gt *t = calloc(1, sizeof *t);
+    if (!t || VP_RESERVE(g->tensors, g->cap_tensors, g->n_tensors + 1)) {
+        free(t);
+        vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory adding tensor %s", name);
+        return NULL;
+    }
+    t->id = g->n_tensors;
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = VP_F32;
+    t->ndim = ndim;
+    for (int i = 0; i < VP_MAX_DIMS; i++)
+        t->shape[i] = i < ndim ? shape[i] : 1;
+    t->kind = kind;
+    t->first = t->last = -1;
+    g->tensors[g->n_tensors++] = t;
+    return t;
+}
+
+vp_gnode *vp_node_new(vp_graph *g, vp_gop op, const char *name)
+{
+    if (VP_RESERVE(g->nodes, g->cap_nodes, g->n_nodes + 1)) {
+        vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory adding node %s", name);
+        return NULL;
+    }
+    vp_gnode *n = &g->nodes[g->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->backward = g->differentiated;
+    snprintf(n->name, sizeof n->name, "%s", name);
+    return n;
+}
+
+vp_gt *vp_gt_root(vp_gt *t) { return t->kind == VP_GT_VIEW ? t->view_of : t; }
+
+bool vp_gt_same_shape(const vp_gt *a, const vp_gt *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
+
+int64_t vp_gt_nelem(const vp_gt *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+const char *vp_gt_name(const vp_gt *t) { return t->name; }
+int vp_gt_ndim(const vp_gt *t) { return t->ndim; }
+const int64_t *vp_gt_shape(const vp_gt *t) { return t->shape; }
+vp_gt *vp_g_grad(const vp_gt *t) { return t ? t->grad : NULL; }
+void vp_g_keep(vp_gt *t)
+{
+    if (t)
+        vp_gt_root(t)->keep = true;
+}
+
+vp_gt *vp_graph_find(const vp_graph *g, const char *name)
+{
+    for (uint32_t i = 0; i < g->n_tensors; i++)
+        if (!strcmp(g->tensors[i]->name, name))
+            return g->tensors[i];
+    return NULL;
+}
+
+/* ---- leaves -------------------------------------------------------------- */
+
+static bool unique_name(vp_graph *g, const char *what, const char *name)
+{
+    if (vp_graph_find(g, name)) {
+        vp_graph_fail(g, VP_ERR_INVALID, "%s %s: a tensor of that name exists", what, name);
+        return false;
+    }
+    return true;
+}
+
+vp_gt *vp_g_input(vp_graph *g, const char *name, int ndim, const int64_t *shape)
+{
+    return unique_name(g, "input", name) ? vp_gt_new(g, VP_GT_INPUT, name, ndim, shape) : NULL;
+}
+
+vp_gt *vp_g_param(vp_graph *g, const char *name, int ndim, const int64_t *shape, bool trainable)
+{
+    if (!unique_name(g, "parameter", name))
+        return NULL;
+    vp_gt *t = vp_gt_new(g, VP_GT_PARAM, name, ndim, shape);
+    if (t)
+        t->trainable = t->requires_grad = trainable;
+    return t;
+}
+
+vp_gt *vp_g_const(vp_graph *g, const char *name, int ndim, const int64_t *shape,
+                  const float *data)
+{
+    if (!unique_name(g, "constant", name))
+        return NULL;
+    vp_gt *t = vp_gt_new(g, VP_GT_CONST, name, ndim, shape);
+    if (!t)
+        return NULL;
+    size_t n = (size_t)vp_gt_nelem(t);
+    t->const_data = malloc(n * sizeof(float));
+    if (!t->const_data) {
+        vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory for constant %s", name);
+        return NULL;
+    }
+    memcpy(t->const_data, data, n * sizeof(float));
+    return t;
+}
+
+static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
+                          const char *name, bool prefix);
+
+/* A column of n ones (n, 1): reductions are gemms against it. One constant
+ * serves every length up to its own; a longer request makes a longer one. */
+vp_gt *vp_g_ones(vp_graph *g, int64_t n)
+{
+    if (!g->ones || g->ones_len < n) {
+        char name[64];
+        snprintf(name, sizeof name, "ones.%lld", (long long)n);
+        float *d = malloc((size_t)n * sizeof *d);
+        if (!d) {
+            vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory");
+            return NULL;
+        }
+        for (int64_t i = 0; i < n; i++)
+            d[i] = 1.0f;
+        vp_gt *t = vp_g_const(g, name, 1, &n, d);
+        free(d);
+        if (!t)
+            return NULL;
+        g->ones = t;
+        g->ones_len = n;
+    }
+    return view_prefix(g, g->ones, 2, (int64_t[]){n, 1}, "ones", true);
+}
+
+/* A view of the first n elements of a (n <= a's count); vp_g_view is the
+ * n == count case. */
+static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
+                          const char *name, bool prefix)
+{
+    if (!a)
+        return NULL;
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s", name ? name : a->name);
+    if (!check_shape(g, "reshape of", a->name, ndim, shape))
+        return NULL;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    if (prefix ? n > vp_gt_nelem(a) : n != vp_gt_nelem(a)) {
+        char sa[64];
+        vp_gt_shape_str(a, sa, sizeof sa);
+        vp_graph_fail(g, VP_ERR_SHAPE, "reshape: %s %s has %lld elements, the new shape %lld",
+                      a->name, sa, (long long)vp_gt_nelem(a), (long long)n);
+        return NULL;
+    }
+    vp_gt *t = vp_gt_new(g, VP_GT_VIEW, nm, ndim, shape);
+    if (!t)
+        return NULL;
+    t->view_of = vp_gt_root(a);
+    t->requires_grad = a->requires_grad;
+    return t;
+}
+
+vp_gt *vp_g_view(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape, const char *name)
+{
+    return view_prefix(g, a, ndim, shape, name, false);
+}
+
+vp_gt *vp_g_reshape(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape)
+{
+    return vp_g_view(g, a, ndim, shape, NULL);
+}
+
+/* ---- ops ------------------------------------------------------------------- */
+
+/* A new activation written by a new node; NULL (with the error recorded)
+ * when out of memory. */
+static vp_gt *op_out(vp_graph *g, vp_gnode **node, vp_gop op, const char *opname,
+                     int ndim, const int64_t *shape)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.%u", opname, g->n_tensors);
+    vp_gt *t = vp_gt_new(g, VP_GT_ACT, name, ndim, shape);
+    *node = t ? vp_node_new(g, op, opname) : NULL;
+    if (!*node)
+        return NULL;
+    (*node)->out[0] = t;
+    (*node)->n_out = 1;
+    return t;
+}
+
+static vp_status gemm_error(vp_graph *g, vp_gt *a, bool ta, vp_gt *b, bool tb, const char *why)
+{
+    char sa[64], sb[64];
+    vp_gt_shape_str(a, sa, sizeof sa);
+    vp_gt_shape_str(b, sb, sizeof sb);
+    return vp_graph_fail(g, VP_ERR_SHAPE, "matmul: %s %s%s x %s %s%s: %s", a->name, sa,
+                         ta ? "^T" : "", b->name, sb, tb ? "^T" : "", why);
+}
+
+vp_gt *vp_g_gemm(vp_graph *g, vp_gt *a, bool ta, vp_gt *b, bool tb, vp_gt *bias)
+{
+    if (!a || !b)
+        return NULL;
+    if (a->ndim < 2 || b->ndim < 2) {
+        gemm_error(g, a, ta, b, tb, "both operands need at least 2 dimensions");
+        return NULL;
+    }
+    int64_t K = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    int64_t M = ta ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
+    int64_t Kb = tb ? b->shape[b->ndim - 1] : b->shape[b->ndim - 2];
+    int64_t N = tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
+    if (K != Kb) {
+        gemm_error(g, a, ta, b, tb, "inner dimensions differ");
+        return NULL;
+    }
+    if (bias && vp_gt_nelem(bias) != N) {
+        char sb[64];
+        vp_gt_shape_str(bias, sb, sizeof sb);
+        vp_graph_fail(g, VP_ERR_SHAPE, "matmul: bias %s %s does not match the %lld output "
+                      "columns", bias->name, sb, (long long)N);
+        return NULL;
+    }
+    int64_t shape[VP_MAX_DIMS];
+    vp_gt *x = a;
+    if (b->ndim == 2 && a->ndim > 2) {
+        /* A weight applied to a batch: fold the batch into rows. */
+        if (ta) {
+            gemm_error(g, a, ta, b, tb, "a batched operand cannot be transposed against a "
+                       "2-D one");
+            return NULL;
+        }
+        x = vp_g_view(g, a, 2, (int64_t[]){vp_gt_nelem(a) / K, K}, NULL);
+    } else if (a->ndim != b->ndim) {
+        gemm_error(g, a, ta, b, tb, "batch dimensions differ");
+        return NULL;
+    } else {
+        for (int i = 0; i < a->ndim - 2; i++)
+            if (a->shape[i] != b->shape[i]) {
+                gemm_error(g, a, ta, b, tb, "batch dimensions differ");
+                return NULL;
+            }
+    }
+    if (!x)
+        return NULL;
+    int nd = x->ndim;
+    for (int i = 0; i < nd - 2; i++)
+        shape[i] = x->shape[i];
+    shape[nd - 2] = x == a ? M : x->shape[0];
+    shape[nd - 1] = N;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_GEMM, "matmul", nd, shape);
+    if (!y)
+        return NULL;
+    n->in[0] = x;
+    n->in[1] = b;
+    n->in[2] = bias;
+    n->n_in = bias ? 3 : 2;
+    n->ip[0] = ta;
+    n->ip[1] = tb;
+    y->requires_grad = a->requires_grad || b->requires_grad || (bias && bias->requires_grad);
+    if (x == a)
+        return y;
+    for (int i = 0; i < a->ndim - 1; i++)
+        shape[i] = a->shape[i];
+    shape[a->ndim - 1] = N;
+    return vp_g_view(g, y, a->ndim, shape, NULL);
+}
+
+vp_gt *vp_g_linear(vp_graph *g, vp_gt *x, vp_gt *w, vp_gt *b)
+{
+    return vp_g_gemm(g, x, false, w, true, b);
+}
+
+static vp_gt *binary(vp_graph *g, vp_gop op, const char *opname, vp_gt *a, vp_gt *b)
+{
+    if (!a || !b)
+        return NULL;
+    bool ok = b->ndim <= a->ndim;
+    for (int i = 0; ok && i < b->ndim; i++)
+        ok = b->shape[b->ndim - 1 - i] == a->shape[a->ndim - 1 - i];
+    if (!ok) {
+        char sa[64], sb[64];
+        vp_gt_shape_str(a, sa, sizeof sa);
+        vp_gt_shape_str(b, sb, sizeof sb);
+        vp_graph_fail(g, VP_ERR_SHAPE, "%s: %s %s does not broadcast to %s %s: it must have the "
+                      "shape of %s's trailing dimensions", opname, b->name, sb, a->name, sa,
+                      a->name);
+        return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, op, opname, a->ndim, a->shape);
+    if (!y)
+        return NULL;
+    n->in[0] = a;
+    n->in[1] = b;
+    n->n_in = 2;
+    y->requires_grad = a->requires_grad || b->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_add(vp_graph *g, vp_gt *a, vp_gt *b) { return binary(g, VP_GOP_ADD, "add", a, b); }
+vp_gt *vp_g_mul(vp_graph *g, vp_gt *a, vp_gt *b) { return binary(g, VP_GOP_MUL, "mul", a, b); }
+
+vp_gt *vp_g_scale(vp_graph *g, vp_gt *a, float s)
+{
+    if (!a)
+        return NULL;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_AXPY, "scale", a->ndim, a->shape);
+    if (!y)
+        return NULL;
+    n->in[0] = a;
+    n->n_in = 1;
+    n->fp[0] = s;
+    y->requires_grad = a->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_sum(vp_graph *g, vp_gt *a)
+{
+    if (!a)
+        return NULL;
+    int64_t n = vp_gt_nelem(a);
+    vp_gt *row = vp_g_view(g, a, 2, (int64_t[]){1, n}, NULL);
+    vp_gt *s = vp_g_gemm(g, row, false, vp_g_ones(g, n), false, NULL); /* (1, 1) */
+    return vp_g_view(g, s, 1, (int64_t[]){1}, NULL);
+}
+
+vp_gt *vp_g_mean(vp_graph *g, vp_gt *a)
+{
+    return a ? vp_g_scale(g, vp_g_sum(g, a), 1.0f / (float)vp_gt_nelem(a)) : NULL;
+}
+
+vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, uint32_t n_in,
+                    vp_gt *const *ins, uint32_t n_out, const int *out_ndim,
+                    const int64_t *const *out_shapes, vp_gt **outs)
+{
+    if (g->err)
+        return g->err;
+    if (n_in > VP_GMAX_IN || n_out > VP_GMAX_OUT || !fn)
+        return vp_graph_fail(g, VP_ERR_INVALID, "host node %s: %u inputs and %u outputs (at "
+                             "most %d and %d) and a callback are needed", name, n_in, n_out,
+                             VP_GMAX_IN, VP_GMAX_OUT);
+    for (uint32_t i = 0; i < n_in; i++)
+        if (!ins[i])
+            return vp_graph_fail(g, VP_ERR_INVALID, "host node %s: input %u is missing", name, i);
+    vp_gt *o[VP_GMAX_OUT];
+    for (uint32_t i = 0; i < n_out; i++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s.out%u", name, i);
+        if (!(o[i] = vp_gt_new(g, VP_GT_ACT, nm, out_ndim[i], out_shapes[i])))
+            return g->err;
+    }
+    vp_gnode *n = vp_node_new(g, VP_GOP_HOST, name);
+    if (!n)
+        return g->err;
+    n->host_fn = fn;
+    n->host_user = user;
+    n->n_in = n_in;
+    for (uint32_t i = 0; i < n_in; i++)
+        n->in[i] = ins[i];
+    n->n_out = n_out;
+    for (uint32_t i = 0; i < n_out; i++)
+        n->out[i] = outs[i] = o[i];
+    return VP_OK;
+}

@@ -1,0 +1,131 @@
+/*
+ * The static compute graph: built once per input shape, differentiated
+ * once, planned once, recorded once, then run every step.
+ *
+ *     vp_graph *g;  vp_graph_create(dev, &g);
+ *     vp_gt *x = vp_g_input(g, "x", 2, (int64_t[]){B, 384});
+ *     vp_gt *w = vp_g_param(g, "fc.weight", 2, (int64_t[]){10, 384}, true);
+ *     vp_gt *b = vp_g_param(g, "fc.bias", 1, (int64_t[]){10}, true);
+ *     vp_gt *y = vp_g_linear(g, x, w, b);            // x w^T + b
+ *     vp_gt *loss = vp_g_mean(g, vp_g_mul(g, y, y));
+ *     vp_graph_backward(g, loss);                    // appends gradient nodes
+ *     vp_graph_compile(g);                           // plan memory, record
+ *     vp_graph_write(g, w, host_w, bytes); ...       // weights, then per step:
+ *     vp_graph_write(g, x, batch, bytes);  vp_graph_run(g);
+ *     vp_graph_read(g, loss, &l, sizeof l);
+ *
+ * Building never fails loudly: an op given bad shapes records the first
+ * error in the graph and returns NULL, ops given NULL return NULL, and
+ * vp_graph_backward / vp_graph_compile report that first error (naming the
+ * op and tensors). Tensors are owned by the graph and valid until
+ * vp_graph_destroy(). One thread per graph.
+ */
+#ifndef VP_GRAPH_H
+#define VP_GRAPH_H
+
+#include "runtime/runtime.h"
+
+typedef struct vp_graph vp_graph;
+typedef struct vp_gt vp_gt; /* a tensor of a graph */
+
+vp_status vp_graph_create(vp_device *dev, vp_graph **out);
+void vp_graph_destroy(vp_graph *g);
+vp_device *vp_graph_device(const vp_graph *g);
+
+/* ---- leaves ---------------------------------------------------------------- */
+
+/* Data the host writes before each run (a batch). */
+vp_gt *vp_g_input(vp_graph *g, const char *name, int ndim, const int64_t *shape);
+/* A weight, persistent across runs. Trainable parameters get a gradient
+ * (and, with an optimizer, moments) in flat buffers laid out alike; frozen
+ * ones get neither. */
+vp_gt *vp_g_param(vp_graph *g, const char *name, int ndim, const int64_t *shape,
+                  bool trainable);
+/* A constant; data (nelem floats) is copied now and uploaded at compile. */
+vp_gt *vp_g_const(vp_graph *g, const char *name, int ndim, const int64_t *shape,
+                  const float *data);
+
+/* ---- ops ----------------------------------------------------------------------
+ * Shapes as the kernels in core/ops (ops.h); all return a new tensor. */
+
+/* op(a) op(b) + bias. b 2-D (a weight; a's batch dims fold into rows) or
+ * batched like a. bias (N) or NULL. */
+vp_gt *vp_g_gemm(vp_graph *g, vp_gt *a, bool trans_a, vp_gt *b, bool trans_b, vp_gt *bias);
+/* x w^T + b with w (out, in) as PyTorch's nn.Linear; b may be NULL. */
+vp_gt *vp_g_linear(vp_graph *g, vp_gt *x, vp_gt *w, vp_gt *b);
+/* a + b, a * b: b has a's shape or a's trailing dimensions. */
+vp_gt *vp_g_add(vp_graph *g, vp_gt *a, vp_gt *b);
+vp_gt *vp_g_mul(vp_graph *g, vp_gt *a, vp_gt *b);
+vp_gt *vp_g_scale(vp_graph *g, vp_gt *a, float s);
+/* Same elements, another shape: no copy. */
+vp_gt *vp_g_reshape(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape);
+/* Sum and mean of all elements: shape (1). */
+vp_gt *vp_g_sum(vp_graph *g, vp_gt *a);
+vp_gt *vp_g_mean(vp_graph *g, vp_gt *a);
+
+/* A host node: small inputs are read back, fn runs on the CPU, its outputs
+ * are uploaded, and the graph goes on; it splits the graph into segments.
+ * Outputs are constants to autodiff (no gradient flows through). */
+typedef struct vp_host_io {
+    uint32_t n_in, n_out;
+    const float *const *in;      /* in[i]: all elements of input i */
+    const int64_t *const *in_shape;
+    const int *in_ndim;
+    float *const *out;           /* out[i]: fill every element */
+} vp_host_io;
+typedef vp_status (*vp_host_fn)(void *user, const vp_host_io *io);
+/* outs[i] receives output i; out_shapes[i] has out_ndim[i] entries. */
+vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, uint32_t n_in,
+                    vp_gt *const *ins, uint32_t n_out, const int *out_ndim,
+                    const int64_t *const *out_shapes, vp_gt **outs);
+
+/* ---- tensors ---------------------------------------------------------------- */
+
+const char *vp_gt_name(const vp_gt *t);
+int vp_gt_ndim(const vp_gt *t);
+const int64_t *vp_gt_shape(const vp_gt *t);
+int64_t vp_gt_nelem(const vp_gt *t);
+/* The gradient of t after vp_graph_backward (NULL when none flows to it). */
+vp_gt *vp_g_grad(const vp_gt *t);
+/* Keep t's values readable after a run (the planner would reuse its memory
+ * otherwise). Losses passed to vp_graph_backward are kept. */
+void vp_g_keep(vp_gt *t);
+vp_gt *vp_graph_find(const vp_graph *g, const char *name);
+
+/* ---- differentiate, compile, run -------------------------------------------- */
+
+/* Append the gradient nodes of a scalar loss: every trainable parameter it
+ * depends on gets vp_g_grad(). Once per graph. */
+vp_status vp_graph_backward(vp_graph *g, vp_gt *loss);
+/* Plan memory and record the command buffers; the graph is then fixed. */
+vp_status vp_graph_compile(vp_graph *g);
+/* Copy host data into an input, parameter or constant (after compile). */
+vp_status vp_graph_write(vp_graph *g, vp_gt *t, const void *data, size_t bytes);
+/* Copy a kept tensor, a parameter, a gradient or an input to the host. */
+vp_status vp_graph_read(vp_graph *g, vp_gt *t, void *data, size_t bytes);
+/* One step: every segment submitted once, host nodes in between. Parameter
+ * gradients accumulate across runs until vp_graph_zero_grads(). */
+vp_status vp_graph_run(vp_graph *g);
+vp_status vp_graph_zero_grads(vp_graph *g);
+
+typedef struct vp_graph_mem {
+    uint64_t activations; /* planned peak of the activation arena */
+    uint64_t frozen;      /* frozen parameters */
+    uint64_t trainable;   /* trainable parameters */
+    uint64_t grads;       /* their gradients (trainable only) */
+    uint64_t io;          /* inputs and constants */
+    uint64_t total;
+    uint64_t unplanned;   /* what the arena would be without reuse */
+} vp_graph_mem;
+
+typedef struct vp_graph_stats {
+    uint32_t nodes, backward_nodes;
+    uint32_t segments;          /* = submits per run */
+    uint32_t dispatches;        /* per run */
+    uint32_t barriers;          /* per run */
+} vp_graph_stats;
+
+vp_graph_mem vp_graph_memory(const vp_graph *g);
+vp_graph_stats vp_graph_get_stats(const vp_graph *g);
+
+#endif

@@ -1,0 +1,129 @@
+/*
+ * Private structures of core/graph: tensors, nodes, the planned buffers and
+ * the recorded segments.
+ */
+#ifndef VP_GRAPH_INTERNAL_H
+#define VP_GRAPH_INTERNAL_H
+
+#include "graph/graph.h"
+
+#define VP_GMAX_IN 8
+#define VP_GMAX_OUT 4
+
+typedef enum vp_gt_kind {
+    VP_GT_ACT = 0,  /* written by a node; planned in the activation arena */
+    VP_GT_INPUT,    /* written by the host each run */
+    VP_GT_CONST,    /* written at compile */
+    VP_GT_PARAM,    /* a weight: frozen or trainable flat buffer */
+    VP_GT_PGRAD,    /* a trainable parameter's gradient: the flat grad buffer */
+    VP_GT_VIEW      /* another shape of view_of's memory */
+} vp_gt_kind;
+
+typedef enum vp_gbuf {
+    VP_BUF_ARENA = 0,
+    VP_BUF_IO,
+    VP_BUF_FROZEN,
+    VP_BUF_TRAIN,
+    VP_BUF_GRAD,
+    VP_BUF_COUNT
+} vp_gbuf;
+
+/* Ops a node can run. Forward ops have a backward rule in autodiff.c;
+ * the rest exist only as gradient plumbing. */
+typedef enum vp_gop {
+    VP_GOP_GEMM = 0,   /* out = op(in0) op(in1) (+ in2 bias) */
+    VP_GOP_ADD,        /* out = in0 + in1 (broadcast) */
+    VP_GOP_MUL,        /* out = in0 * in1 (broadcast) */
+    VP_GOP_AXPY,       /* out = fp[0] * in0 (scale) */
+    VP_GOP_FILL,       /* out = fp[0] */
+    VP_GOP_HOST,       /* CPU callback */
+    VP_GOP_COUNT
+} vp_gop;
+
+struct vp_gt {
+    uint32_t id;
+    char name[64];
+    vp_dtype dtype;
+    int ndim;
+    int64_t shape[VP_MAX_DIMS];
+    vp_gt_kind kind;
+    bool trainable;      /* VP_GT_PARAM */
+    bool requires_grad;  /* depends on a trainable parameter */
+    bool keep;           /* readable after a run */
+    vp_gt *view_of;      /* VP_GT_VIEW: the tensor whose memory this is */
+    vp_gt *grad;
+    bool grad_written;   /* on a gradient's root: a first write happened */
+    vp_gt *param;        /* VP_GT_PGRAD: whose gradient */
+    float *const_data;   /* VP_GT_CONST until compile */
+    /* planning */
+    int first, last;     /* node indices of first write and last use */
+    vp_gbuf buf;
+    uint64_t offset;
+    vp_tensor rt;        /* the runtime view, after compile */
+};
+
+typedef struct vp_gnode {
+    vp_gop op;
+    vp_gt *in[VP_GMAX_IN];
+    uint32_t n_in;
+    vp_gt *out[VP_GMAX_OUT];
+    uint32_t n_out;
+    bool acc[VP_GMAX_OUT];   /* accumulate into out[i] instead of overwriting */
+    bool backward;           /* emitted by autodiff */
+    int32_t ip[8];           /* integer parameters (op-specific) */
+    float fp[4];             /* float parameters (op-specific) */
+    vp_host_fn host_fn;
+    void *host_user;
+    char name[64];
+} vp_gnode;
+
+typedef struct vp_segment {
+    uint32_t first, end;     /* nodes [first, end) */
+    vp_cmd *cmd;
+    vp_gnode *host;          /* the host node that follows, or NULL */
+} vp_segment;
+
+struct vp_graph {
+    vp_device *dev;
+    vp_gt **tensors;
+    uint32_t n_tensors, cap_tensors;
+    vp_gnode *nodes;
+    uint32_t n_nodes, cap_nodes;
+    uint32_t n_forward;      /* nodes before vp_graph_backward */
+    vp_status err;           /* first build error, sticky */
+    char err_msg[1024];
+    bool differentiated, compiled;
+    vp_gt *ones;             /* constant 1s for reductions by gemm */
+    int64_t ones_len;
+    /* compiled state */
+    vp_alloc bufs[VP_BUF_COUNT];
+    uint64_t buf_size[VP_BUF_COUNT];
+    uint64_t unplanned;
+    vp_segment *segs;
+    uint32_t n_segs;
+    vp_cmd *zero_cmd;
+    vp_tensor grad_all;      /* the flat grad buffer as one tensor */
+};
+
+/* graph.c */
+vp_gt *vp_gt_new(vp_graph *g, vp_gt_kind kind, const char *name, int ndim, const int64_t *shape);
+vp_gnode *vp_node_new(vp_graph *g, vp_gop op, const char *name);
+vp_status vp_graph_fail(vp_graph *g, vp_status st, const char *fmt, ...) VP_PRINTF(3, 4);
+vp_gt *vp_gt_root(vp_gt *t);
+bool vp_gt_same_shape(const vp_gt *a, const vp_gt *b);
+void vp_gt_shape_str(const vp_gt *t, char *buf, size_t n);
+vp_gt *vp_g_view(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape, const char *name);
+vp_gt *vp_g_ones(vp_graph *g, int64_t n);
+
+/* autodiff.c */
+vp_status vp_autodiff(vp_graph *g, vp_gt *loss);
+
+/* plan.c */
+vp_status vp_graph_plan(vp_graph *g);
+void vp_graph_release_buffers(vp_graph *g);
+
+/* exec.c */
+vp_status vp_graph_record(vp_graph *g);
+void vp_graph_release_segments(vp_graph *g);
+
+#endif

@@ -1,0 +1,377 @@
+/*
+ * Graph suite: whole-graph gradients against finite differences of a
+ * double-precision CPU model, memory planning (reuse, frozen parameters),
+ * replay without re-recording or allocating, gradient accumulation and
+ * zeroing, host nodes, and build errors.
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+
+/* ---- a small model: linear, frozen linear, products, broadcasts, a
+ * batched q q^T, a mean square --------------------------------------------- */
+
+enum { B = 3, T = 4, D = 5, H = 6 };
+
+typedef struct model_vals {
+    double x[B * T * D], w1[H * D], b1[H], w2[H * D], s[H], c[H];
+} model_vals;
+
+/* loss = mean((0.5 q q^T)^2), q = ((x w1^T + b1) * (x w2^T)) * s + c */
+static double model_loss(const model_vals *v)
+{
+    double q[B * T * H], loss = 0;
+    for (int r = 0; r < B * T; r++)
+        for (int o = 0; o < H; o++) {
+            double h = v->b1[o], u = 0;
+            for (int i = 0; i < D; i++) {
+                h += v->x[r * D + i] * v->w1[o * D + i];
+                u += v->x[r * D + i] * v->w2[o * D + i];
+            }
+            q[r * H + o] = h * u * v->s[o] + v->c[o];
+        }
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++) {
+                double a = 0;
+                for (int k = 0; k < H; k++)
+                    a += q[(b * T + i) * H + k] * q[(b * T + j) * H + k];
+                a *= 0.5;
+                loss += a * a;
+            }
+    return loss / (B * T * T);
+}
+
+typedef struct model {
+    vp_graph *g;
+    vp_gt *x, *w1, *b1, *w2, *s, *c, *loss;
+} model;
+
+static void model_build(vp_device *dev, model *m)
+{
+    vt_ok(vp_graph_create(dev, &m->g));
+    vp_graph *g = m->g;
+    m->x = vp_g_input(g, "x", 3, (int64_t[]){B, T, D});
+    m->w1 = vp_g_param(g, "w1", 2, (int64_t[]){H, D}, true);
+    m->b1 = vp_g_param(g, "b1", 1, (int64_t[]){H}, true);
+    m->w2 = vp_g_param(g, "w2", 2, (int64_t[]){H, D}, false);
+    m->s = vp_g_param(g, "s", 1, (int64_t[]){H}, true);
+    m->c = vp_g_param(g, "c", 1, (int64_t[]){H}, true);
+    vp_gt *h = vp_g_linear(g, m->x, m->w1, m->b1);
+    vp_gt *u = vp_g_linear(g, m->x, m->w2, NULL);
+    vp_gt *q = vp_g_add(g, vp_g_mul(g, vp_g_mul(g, h, u), m->s), m->c);
+    vp_gt *a = vp_g_scale(g, vp_g_gemm(g, q, false, q, true, NULL), 0.5f);
+    m->loss = vp_g_mean(g, vp_g_mul(g, a, a));
+    vt_ok(vp_graph_backward(g, m->loss));
+    vt_ok(vp_graph_compile(g));
+}
+
+static void model_write(model *m, const model_vals *v)
+{
+    struct { vp_gt *t; const double *d; size_t n; } p[] = {
+        {m->x, v->x, B * T * D}, {m->w1, v->w1, H * D}, {m->b1, v->b1, H},
+        {m->w2, v->w2, H * D},   {m->s, v->s, H},       {m->c, v->c, H}};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        float f[B * T * D];
+        for (size_t k = 0; k < p[i].n; k++)
+            f[k] = (float)p[i].d[k];
+        vt_ok(vp_graph_write(m->g, p[i].t, f, p[i].n * 4));
+    }
+}
+
+static void model_vals_rand(model_vals *v, uint64_t seed)
+{
+    double *all = (double *)v;
+    size_t n = sizeof *v / sizeof(double);
+    float *f = malloc(n * sizeof *f);
+    vt_rand(f, n, seed);
+    for (size_t i = 0; i < n; i++)
+        all[i] = (float)f[i]; /* exactly what the device gets */
+    free(f);
+}
+
+typedef struct fd_ctx {
+    model_vals *v;
+    double *slot;
+} fd_ctx;
+
+static double fd_loss(const double *x, void *ctx)
+{
+    (void)x; /* x is the slot inside *v, perturbed in place */
+    return model_loss(((fd_ctx *)ctx)->v);
+}
+
+START_TEST(test_model_gradients)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    model m;
+    model_build(dev, &m);
+    model_vals v;
+    model_vals_rand(&v, 42);
+    model_write(&m, &v);
+    vt_ok(vp_graph_run(m.g));
+    float loss;
+    vt_ok(vp_graph_read(m.g, m.loss, &loss, sizeof loss));
+    double want = model_loss(&v);
+    ck_assert_msg(fabs(loss - want) <= 1e-5 * fabs(want), "loss %g, reference %g", loss, want);
+
+    ck_assert_ptr_null(vp_g_grad(m.w2)); /* frozen: no gradient at all */
+    ck_assert_ptr_null(vp_g_grad(m.x));
+    struct { vp_gt *t; double *d; size_t n; } p[] = {
+        {m.w1, v.w1, H * D}, {m.b1, v.b1, H}, {m.s, v.s, H}, {m.c, v.c, H}};
+    for (size_t i = 0; i < 4; i++) {
+        float got[H * D];
+        vt_ok(vp_graph_read(m.g, vp_g_grad(p[i].t), got, p[i].n * 4));
+        double fd[H * D], g64[H * D];
+        fd_ctx ctx = {&v, p[i].d};
+        vt_fd_grad(fd_loss, &ctx, p[i].d, p[i].n, 1e-5, fd);
+        for (size_t k = 0; k < p[i].n; k++)
+            g64[k] = got[k];
+        vt_assert_rel_close(g64, fd, p[i].n, 1e-4, "%s: gradient of %s vs finite differences",
+                            vt_device_info((uint32_t)_i)->name, vp_gt_name(p[i].t));
+    }
+    vp_graph_stats s = vp_graph_get_stats(m.g);
+    ck_assert_uint_eq(s.segments, 1);
+    ck_assert_uint_gt(s.backward_nodes, 0);
+    ck_assert_uint_eq(s.dispatches, s.nodes); /* one dispatch per node, one submit per run */
+    vp_graph_destroy(m.g);
+}
+END_TEST
+
+/* Same graph replayed with new inputs: correct each time, no allocation and
+ * no new pipeline after the first run. Gradients accumulate until zeroed. */
+START_TEST(test_replay_accumulate)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    model m;
+    model_build(dev, &m);
+    model_vals v1, v2;
+    model_vals_rand(&v1, 1);
+    model_vals_rand(&v2, 2);
+    memcpy(v2.w1, v1.w1, sizeof v1.w1); /* same weights, another batch */
+    memcpy(v2.b1, v1.b1, sizeof v1.b1);
+    memcpy(v2.w2, v1.w2, sizeof v1.w2);
+    memcpy(v2.s, v1.s, sizeof v1.s);
+    memcpy(v2.c, v1.c, sizeof v1.c);
+    model_write(&m, &v1);
+    vt_ok(vp_graph_run(m.g));
+    float g1[H], g2[H], g12[H], l;
+    vt_ok(vp_graph_read(m.g, vp_g_grad(m.c), g1, sizeof g1));
+    vp_mem_stats m0 = vp_mem_get_stats(dev);
+    uint32_t pipes = vp_pipeline_count(dev);
+
+    vt_ok(vp_graph_zero_grads(m.g));
+    model_write(&m, &v2);
+    vt_ok(vp_graph_run(m.g));
+    vt_ok(vp_graph_read(m.g, m.loss, &l, sizeof l));
+    ck_assert(fabs(l - model_loss(&v2)) <= 1e-5 * fabs(model_loss(&v2)));
+    vt_ok(vp_graph_read(m.g, vp_g_grad(m.c), g2, sizeof g2));
+
+    /* Micro-batches: v1 then v2 without zeroing sums the gradients. */
+    vt_ok(vp_graph_zero_grads(m.g));
+    model_write(&m, &v1);
+    vt_ok(vp_graph_run(m.g));
+    model_write(&m, &v2);
+    vt_ok(vp_graph_run(m.g));
+    vt_ok(vp_graph_read(m.g, vp_g_grad(m.c), g12, sizeof g12));
+    for (int i = 0; i < H; i++)
+        ck_assert_msg(fabsf(g12[i] - (g1[i] + g2[i])) <= 1e-5f * (fabsf(g1[i]) + fabsf(g2[i])),
+                      "accumulated %g, separately %g + %g", g12[i], g1[i], g2[i]);
+    vt_ok(vp_graph_zero_grads(m.g));
+    vt_ok(vp_graph_read(m.g, vp_g_grad(m.c), g12, sizeof g12));
+    for (int i = 0; i < H; i++)
+        ck_assert_float_eq(g12[i], 0.0f);
+
+    ck_assert_uint_eq(vp_mem_get_stats(dev).n_device_allocs, m0.n_device_allocs);
+    ck_assert_uint_eq(vp_pipeline_count(dev), pipes);
+    vp_graph_destroy(m.g);
+}
+END_TEST
+
+/* Frozen weights get no gradient and no memory for one. */
+START_TEST(test_frozen_memory)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *x = vp_g_input(g, "x", 2, (int64_t[]){8, 64});
+    vp_gt *big = vp_g_param(g, "big", 2, (int64_t[]){64, 64}, false);
+    vp_gt *big2 = vp_g_param(g, "big2", 2, (int64_t[]){64, 64}, false);
+    vp_gt *small = vp_g_param(g, "small", 2, (int64_t[]){4, 64}, true);
+    vp_gt *h = vp_g_linear(g, vp_g_linear(g, x, big, NULL), big2, NULL);
+    vp_gt *loss = vp_g_mean(g, vp_g_linear(g, h, small, NULL));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    vp_graph_mem mem = vp_graph_memory(g);
+    ck_assert_ptr_null(vp_g_grad(big));
+    ck_assert_ptr_null(vp_g_grad(big2));
+    ck_assert_ptr_nonnull(vp_g_grad(small));
+    ck_assert_uint_eq(mem.frozen, 2 * 64 * 64 * 4);
+    ck_assert_uint_eq(mem.trainable, 4 * 64 * 4);
+    ck_assert_uint_eq(mem.grads, mem.trainable); /* the small matrix's only */
+    ck_assert_uint_lt(mem.grads, mem.frozen / 10);
+    vp_graph_destroy(g);
+}
+END_TEST
+
+/* A chain of ten ops whose intermediates die at once: the arena reuses. */
+START_TEST(test_planner_reuse)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *x = vp_g_input(g, "x", 1, (int64_t[]){1000});
+    vp_gt *y = x;
+    for (int i = 0; i < 10; i++)
+        y = vp_g_scale(g, y, 1.5f);
+    vp_g_keep(y);
+    vt_ok(vp_graph_compile(g));
+    vp_graph_mem mem = vp_graph_memory(g);
+    ck_assert_uint_ge(mem.unplanned, 10 * 4000);
+    ck_assert_uint_le(mem.activations, 2 * 4096); /* ping-pong between two */
+    float hx[1000], hy[1000];
+    for (int i = 0; i < 1000; i++)
+        hx[i] = (float)i / 1000.0f;
+    vt_ok(vp_graph_write(g, x, hx, sizeof hx));
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, y, hy, sizeof hy));
+    for (int i = 0; i < 1000; i++) {
+        float w = hx[i];
+        for (int k = 0; k < 10; k++)
+            w *= 1.5f;
+        ck_assert_float_eq_tol(hy[i], w, 1e-6f * fabsf(w) + 1e-12f);
+    }
+    vp_graph_destroy(g);
+}
+END_TEST
+
+/* A host node between two segments: one-hot of each row's argmax. */
+static vp_status onehot_argmax(void *user, const vp_host_io *io)
+{
+    int *calls = user;
+    (*calls)++;
+    int64_t rows = io->in_shape[0][0], cols = io->in_shape[0][1];
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t best = 0;
+        for (int64_t c = 1; c < cols; c++)
+            if (io->in[0][r * cols + c] > io->in[0][r * cols + best])
+                best = c;
+        for (int64_t c = 0; c < cols; c++)
+            io->out[0][r * cols + c] = c == best ? 1.0f : 0.0f;
+    }
+    return VP_OK;
+}
+
+START_TEST(test_host_node)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { R = 5, C = 3 };
+    vp_gt *x = vp_g_input(g, "x", 2, (int64_t[]){R, C});
+    vp_gt *w = vp_g_param(g, "w", 1, (int64_t[]){C}, true);
+    vp_gt *z = vp_g_mul(g, vp_g_scale(g, x, 2.0f), w);
+    vp_gt *onehot;
+    int calls = 0;
+    vt_ok(vp_g_host(g, "argmax", onehot_argmax, &calls, 1, &z, 1, (int[]){2},
+                    (const int64_t *const[]){(int64_t[]){R, C}}, &onehot));
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, z, onehot));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    ck_assert_uint_eq(vp_graph_get_stats(g).segments, 2);
+    float hx[R * C], hw[C] = {0.5f, -1.0f, 2.0f};
+    vt_rand(hx, R * C, 9);
+    vt_ok(vp_graph_write(g, x, hx, sizeof hx));
+    vt_ok(vp_graph_write(g, w, hw, sizeof hw));
+    vt_ok(vp_graph_run(g));
+    ck_assert_int_eq(calls, 1);
+    /* loss = sum_r max_c 2 x w; d/dw_c = sum over rows whose max is c of 2x */
+    double want_loss = 0, want_grad[C] = {0};
+    for (int r = 0; r < R; r++) {
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (2.0f * hx[r * C + c] * hw[c] > 2.0f * hx[r * C + best] * hw[best])
+                best = c;
+        want_loss += 2.0 * hx[r * C + best] * hw[best];
+        want_grad[best] += 2.0 * hx[r * C + best];
+    }
+    float l, gw[C];
+    vt_ok(vp_graph_read(g, loss, &l, sizeof l));
+    vt_ok(vp_graph_read(g, vp_g_grad(w), gw, sizeof gw));
+    ck_assert_double_eq_tol(l, want_loss, 1e-5);
+    for (int c = 0; c < C; c++)
+        ck_assert_double_eq_tol(gw[c], want_grad[c], 1e-5);
+    vp_graph_destroy(g);
+}
+END_TEST
+
+START_TEST(test_build_errors)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *x = vp_g_input(g, "x", 2, (int64_t[]){3, 4});
+    vp_gt *w = vp_g_param(g, "w", 2, (int64_t[]){5, 6}, true);
+    ck_assert_ptr_null(vp_g_linear(g, x, w, NULL));
+    ck_assert_ptr_null(vp_g_scale(g, NULL, 2.0f)); /* NULL flows through */
+    ck_assert_ptr_null(vp_g_input(g, "x", 1, (int64_t[]){2}));
+    ck_assert_int_eq(vp_graph_compile(g), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), "matmul: x (3, 4) x w (5, 6)^T: inner dimensions differ");
+    vp_graph_destroy(g);
+
+    vt_ok(vp_graph_create(dev, &g));
+    x = vp_g_input(g, "x", 2, (int64_t[]){3, 4});
+    w = vp_g_param(g, "w", 2, (int64_t[]){2, 4}, true);
+    vp_gt *y = vp_g_linear(g, x, w, NULL);
+    ck_assert_int_eq(vp_graph_backward(g, y), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), "backward: the loss matmul.2 (3, 2) is not a scalar");
+    ck_assert_ptr_null(vp_g_reshape(g, y, 1, (int64_t[]){5}));
+    ck_assert_int_eq(vp_graph_compile(g), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), "reshape: matmul.2 (3, 2) has 6 elements, the new shape 5");
+    vp_graph_destroy(g);
+
+    vt_ok(vp_graph_create(dev, &g));
+    x = vp_g_input(g, "x", 1, (int64_t[]){4});
+    y = vp_g_scale(g, x, 3.0f);
+    vp_gt *z = vp_g_scale(g, y, 3.0f);
+    vp_g_keep(z);
+    vp_gt *p = vp_g_param(g, "p", 1, (int64_t[]){4}, false);
+    ck_assert_int_eq(vp_graph_backward(g, vp_g_sum(g, z)), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), "backward: the loss matmul.7 depends on no trainable "
+                                      "parameter");
+    vt_ok(vp_graph_compile(g));
+    float h[4] = {1, 2, 3, 4};
+    ck_assert_int_eq(vp_graph_write(g, y, h, sizeof h), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), "tensor scale.1: only inputs, parameters and constants are "
+                                      "written by the host");
+    ck_assert_int_eq(vp_graph_read(g, y, h, sizeof h), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), "tensor scale.1: its memory is reused during a run; mark it "
+                                      "with vp_g_keep before compiling to read it");
+    ck_assert_int_eq(vp_graph_write(g, x, h, 12), VP_ERR_SHAPE);
+    vt_ok(vp_graph_write(g, p, h, sizeof h));
+    vt_ok(vp_graph_write(g, x, h, sizeof h));
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, z, h, sizeof h));
+    ck_assert_float_eq(h[3], 36.0f);
+    ck_assert_ptr_null(vp_g_scale(g, x, 1.0f)); /* compiled: fixed */
+    vp_graph_destroy(g);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("graph");
+    TCase *tc = vt_tcase("graph");
+    vt_add_per_device(tc, test_model_gradients, NULL);
+    vt_add_per_device(tc, test_replay_accumulate, NULL);
+    vt_add_per_device(tc, test_frozen_memory, NULL);
+    vt_add_per_device(tc, test_planner_reuse, NULL);
+    vt_add_per_device(tc, test_host_node, NULL);
+    vt_add_per_device(tc, test_build_errors, NULL);
+    suite_add_tcase(s, tc);
+    return vt_run(s);
+}
