@@ -119,6 +119,20 @@ START_TEST(test_model_gradients)
     double want = model_loss(&v);
     ck_assert_msg(fabs(loss - want) <= 1e-5 * fabs(want), "loss %g, reference %g", loss, want);
 
+    /* The reference executor evaluates the same graph in double. */
+    vp_graph_ref *ref;
+    vt_ok(vp_graph_ref_create(m.g, &ref));
+    memcpy(vp_graph_ref_data(ref, m.x), v.x, sizeof v.x);
+    memcpy(vp_graph_ref_data(ref, m.w1), v.w1, sizeof v.w1);
+    memcpy(vp_graph_ref_data(ref, m.b1), v.b1, sizeof v.b1);
+    memcpy(vp_graph_ref_data(ref, m.w2), v.w2, sizeof v.w2);
+    memcpy(vp_graph_ref_data(ref, m.s), v.s, sizeof v.s);
+    memcpy(vp_graph_ref_data(ref, m.c), v.c, sizeof v.c);
+    vt_ok(vp_graph_ref_forward(ref));
+    /* (the graph scales by 1/n rounded to float, the model divides by n) */
+    ck_assert_double_eq_tol(vp_graph_ref_data(ref, m.loss)[0], want, 1e-7 * fabs(want));
+    vp_graph_ref_destroy(ref);
+
     ck_assert_ptr_null(vp_g_grad(m.w2)); /* frozen: no gradient at all */
     ck_assert_ptr_null(vp_g_grad(m.x));
     struct { vp_gt *t; double *d; size_t n; } p[] = {

@@ -118,6 +118,17 @@ typedef struct vp_graph_mem {
     uint64_t unplanned;   /* what the arena would be without reuse */
 } vp_graph_mem;
 
+/* ---- the CPU reference ------------------------------------------------------
+ * The forward nodes evaluated in double with core/ref: for whole-graph
+ * finite differences and for checking a device. Set leaves through
+ * vp_graph_ref_data (inputs and parameters; constants are filled in), run,
+ * read any tensor the same way. Views share their root's data. */
+typedef struct vp_graph_ref vp_graph_ref;
+vp_status vp_graph_ref_create(const vp_graph *g, vp_graph_ref **out);
+void vp_graph_ref_destroy(vp_graph_ref *r);
+double *vp_graph_ref_data(vp_graph_ref *r, const vp_gt *t);
+vp_status vp_graph_ref_forward(vp_graph_ref *r);
+
 typedef struct vp_graph_stats {
     uint32_t nodes, backward_nodes;
     uint32_t segments;          /* = submits per run */

@@ -1,0 +1,150 @@
+/*
+ * The reference executor: runs a graph's forward nodes on the CPU in double
+ * precision with the references of core/ref. Tests use it for whole-graph
+ * finite differences (perturb a parameter, evaluate the loss, in double),
+ * and it is what a --verify mode checks the device against. Each forward op
+ * has one case in ref_node(), next to its kernel's case in exec.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/internal.h"
+#include "ref/ref.h"
+
+struct vp_graph_ref {
+    const vp_graph *g;
+    double **data;   /* per tensor id; views point into their root's */
+};
+
+static int64_t batch_of(const vp_gt *t)
+{
+    int64_t b = 1;
+    for (int i = 0; i < t->ndim - 2; i++)
+        b *= t->shape[i];
+    return b;
+}
+
+vp_status vp_graph_ref_create(const vp_graph *g, vp_graph_ref **out)
+{
+    *out = NULL;
+    vp_graph_ref *r = calloc(1, sizeof *r);
+    if (!r || !(r->data = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *r->data))) {
+        free(r);
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    }
+    r->g = g;
+    for (uint32_t i = 0; i < g->n_tensors; i++) {
+        vp_gt *t = g->tensors[i];
+        if (t->kind == VP_GT_VIEW)
+            continue;
+        size_t n = (size_t)vp_gt_nelem(t);
+        if (!(r->data[i] = calloc(n, sizeof(double)))) {
+            vp_graph_ref_destroy(r);
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        }
+        if (t->kind == VP_GT_CONST && t->const_data)
+            for (size_t k = 0; k < n; k++)
+                r->data[i][k] = t->const_data[k];
+    }
+    for (uint32_t i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i]->kind == VP_GT_VIEW)
+            r->data[i] = r->data[g->tensors[i]->view_of->id];
+    *out = r;
+    return VP_OK;
+}
+
+void vp_graph_ref_destroy(vp_graph_ref *r)
+{
+    if (!r)
+        return;
+    for (uint32_t i = 0; i < r->g->n_tensors; i++)
+        if (r->g->tensors[i]->kind != VP_GT_VIEW)
+            free(r->data[i]);
+    free(r->data);
+    free(r);
+}
+
+double *vp_graph_ref_data(vp_graph_ref *r, const vp_gt *t) { return r->data[t->id]; }
+
+static vp_status ref_host(vp_graph_ref *r, const vp_gnode *n)
+{
+    float *in[VP_GMAX_IN] = {0}, *out[VP_GMAX_OUT] = {0};
+    const int64_t *in_shape[VP_GMAX_IN];
+    int in_ndim[VP_GMAX_IN];
+    vp_status st = VP_OK;
+    for (uint32_t i = 0; i < n->n_in && !st; i++) {
+        size_t k = (size_t)vp_gt_nelem(n->in[i]);
+        in_shape[i] = n->in[i]->shape;
+        in_ndim[i] = n->in[i]->ndim;
+        if (!(in[i] = malloc(k * sizeof(float))))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        for (size_t e = 0; !st && e < k; e++)
+            in[i][e] = (float)r->data[n->in[i]->id][e];
+    }
+    for (uint32_t i = 0; i < n->n_out && !st; i++)
+        if (!(out[i] = calloc((size_t)vp_gt_nelem(n->out[i]), sizeof(float))))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (!st) {
+        vp_host_io io = {n->n_in, n->n_out, (const float *const *)in, in_shape, in_ndim,
+                         (float *const *)out};
+        st = n->host_fn(n->host_user, &io);
+    }
+    for (uint32_t i = 0; i < n->n_out && !st; i++)
+        for (int64_t e = 0; e < vp_gt_nelem(n->out[i]); e++)
+            r->data[n->out[i]->id][e] = out[i][e];
+    for (uint32_t i = 0; i < VP_GMAX_IN; i++)
+        free(in[i]);
+    for (uint32_t i = 0; i < VP_GMAX_OUT; i++)
+        free(out[i]);
+    return st;
+}
+
+static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
+{
+    double *o = n->n_out ? r->data[n->out[0]->id] : NULL;
+    const vp_gt *y = n->n_out ? n->out[0] : NULL;
+    const vp_gt *a = n->in[0], *b = n->in[1];
+    double *da = a ? r->data[a->id] : NULL, *db = b ? r->data[b->id] : NULL;
+    switch (n->op) {
+    case VP_GOP_GEMM: {
+        bool ta = n->ip[0], tb = n->ip[1];
+        int64_t M = y->shape[y->ndim - 2], N = y->shape[y->ndim - 1];
+        int64_t K = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+        int64_t batch = batch_of(y);
+        vp_ref_matmul(da, ta, db, tb, o, batch, M, N, K, batch_of(a) > 1 ? M * K : 0,
+                      batch_of(b) > 1 ? K * N : 0, M * N);
+        if (n->n_in > 2)
+            vp_ref_add(o, r->data[n->in[2]->id], o, batch * M * N, N);
+        return VP_OK;
+    }
+    case VP_GOP_ADD:
+        vp_ref_add(da, db, o, vp_gt_nelem(y), vp_gt_nelem(b));
+        return VP_OK;
+    case VP_GOP_MUL:
+        vp_ref_mul(da, db, o, vp_gt_nelem(y), vp_gt_nelem(b));
+        return VP_OK;
+    case VP_GOP_AXPY:
+        vp_ref_scale(da, n->fp[0], o, vp_gt_nelem(y));
+        return VP_OK;
+    case VP_GOP_FILL:
+        vp_ref_fill(o, n->fp[0], vp_gt_nelem(y));
+        return VP_OK;
+    case VP_GOP_HOST:
+        return ref_host(r, n);
+    case VP_GOP_COUNT:
+        break;
+    }
+    return vp_error_set(VP_ERR_INTERNAL, "reference executor: node %s has no reference", n->name);
+}
+
+vp_status vp_graph_ref_forward(vp_graph_ref *r)
+{
+    const vp_graph *g = r->g;
+    uint32_t n = g->differentiated ? g->n_forward : g->n_nodes;
+    for (uint32_t i = 0; i < n; i++) {
+        vp_status st = ref_node(r, &g->nodes[i]);
+        if (st)
+            return vp_error_wrap(st, "reference node %u (%s)", i, g->nodes[i].name);
+    }
+    return VP_OK;
+}
