@@ -173,6 +173,14 @@ vp_gt *vp_g_input(vp_graph *g, const char *name, int ndim, const int64_t *shape)
     return unique_name(g, "input", name) ? vp_gt_new(g, VP_GT_INPUT, name, ndim, shape) : NULL;
 }
 
+vp_gt *vp_g_input_i32(vp_graph *g, const char *name, int ndim, const int64_t *shape)
+{
+    vp_gt *t = vp_g_input(g, name, ndim, shape);
+    if (t)
+        t->dtype = VP_I32;
+    return t;
+}
+
 vp_gt *vp_g_param(vp_graph *g, const char *name, int ndim, const int64_t *shape, bool trainable)
 {
     if (!unique_name(g, "parameter", name))

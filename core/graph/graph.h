@@ -36,6 +36,9 @@ vp_device *vp_graph_device(const vp_graph *g);
 
 /* Data the host writes before each run (a batch). */
 vp_gt *vp_g_input(vp_graph *g, const char *name, int ndim, const int64_t *shape);
+/* The same holding int32 (indices, class targets). The reference executor
+ * keeps their values as doubles. */
+vp_gt *vp_g_input_i32(vp_graph *g, const char *name, int ndim, const int64_t *shape);
 /* A weight, persistent across runs. Trainable parameters get a gradient
  * (and, with an optimizer, moments) in flat buffers laid out alike; frozen
  * ones get neither. */
