@@ -261,6 +261,7 @@ static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
     if (!t)
         return NULL;
     t->view_of = vp_gt_root(a);
+    t->dtype = a->dtype;
     t->requires_grad = a->requires_grad;
     return t;
 }
