@@ -1,0 +1,461 @@
+/*
+ * Neural-network ops (nn.h): activations (nn_act.comp, nn_act_bwd.comp),
+ * layer normalization (nn_layernorm*.comp), softmax (nn_softmax*.comp),
+ * reductions (nn_reduce.comp) and their backward (nn_bcast.comp).
+ *
+ * Row ops split a workgroup of `local` invocations into segments of T lanes
+ * per row (shaders/nn.glsl); T grows with the row length so that short rows
+ * share a workgroup and long rows get the whole of one.
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "ops/nn.h"
+#include "ops/util.h"
+
+/* bindings (inputs first), written-binding mask, push-constant bytes */
+static const vp_kernel k_act = {"nn_act", 2, 0x2, 4};
+static const vp_kernel k_act_bwd = {"nn_act_bwd", 3, 0x4, 8};
+static const vp_kernel k_bcast = {"nn_bcast", 2, 0x2, 16};
+static const vp_kernel k_reduce = {"nn_reduce", 2, 0x2, 16};
+static const vp_kernel k_softmax = {"nn_softmax", 2, 0x2, 12};
+static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16};
+static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24};
+static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20};
+static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12};
+
+enum { ACT_RELU = 0, ACT_GELU = 1 };
+
+/* ---- launch geometry ------------------------------------------------------ */
+
+/* Invocations per workgroup: 256 where the device allows it, else the 128
+ * every Vulkan device guarantees. */
+static uint32_t nn_local(const vp_device_info *d)
+{
+    return d->max_wg_invocations >= 256 && d->max_wg_size[0] >= 256 ? 256 : 128;
+}
+
+/* Lanes per row: the smallest power of two that leaves each lane at most 4
+ * elements, capped at the workgroup. */
+static uint32_t seg_lanes(int64_t C, uint32_t local)
+{
+    uint32_t T = 1;
+    while (T < local && (int64_t)T * 4 < C)
+        T <<= 1;
+    return T;
+}
+
+/* `groups` workgroups as an x by y grid within the device's x limit. */
+static void grid_groups(const vp_device_info *d, uint64_t groups, uint32_t *gx, uint32_t *gy)
+{
+    uint64_t maxx = d->max_wg_count[0];
+    if (groups == 0)
+        groups = 1;
+    *gx = (uint32_t)(groups < maxx ? groups : maxx);
+    uint64_t y = (groups + *gx - 1) / *gx;
+    *gy = y > UINT32_MAX ? UINT32_MAX : (uint32_t)y; /* the dispatch rejects it */
+}
+
+static vp_status get_pipeline(vp_cmd *cmd, const vp_kernel *k, uint32_t lx, uint32_t ly,
+                              uint32_t op, vp_pipeline **p)
+{
+    uint32_t spec[4] = {lx, ly, 1, op};
+    return vp_pipeline_get(vp_cmd_device(cmd), k, spec, 4, p);
+}
+
+/* One invocation per element, n elements. */
+static vp_status ew_dispatch(vp_cmd *cmd, const vp_kernel *k, uint32_t op, const vp_range *bind,
+                             const void *push, uint32_t n)
+{
+    const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
+    uint32_t local = nn_local(d), gx, gy;
+    vp_pipeline *p;
+    vp_status st = get_pipeline(cmd, k, local, 1, op, &p);
+    if (st)
+        return st;
+    vp_grid_1d(d, n, local, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+}
+
+/* A row kernel over rows x C; push must start with {rows, C, T}, which this
+ * fills in. */
+static vp_status row_dispatch(vp_cmd *cmd, const vp_kernel *k, const vp_range *bind, void *push,
+                              int64_t rows, int64_t C)
+{
+    const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
+    uint32_t local = nn_local(d), T = seg_lanes(C, local), per = local / T, gx, gy;
+    uint32_t *head = push;
+    head[0] = (uint32_t)rows;
+    head[1] = (uint32_t)C;
+    head[2] = T;
+    vp_pipeline *p;
+    vp_status st = get_pipeline(cmd, k, local, 1, 0, &p);
+    if (st)
+        return st;
+    grid_groups(d, ((uint64_t)rows + per - 1) / per, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+}
+
+/* ---- checks ----------------------------------------------------------------- */
+
+static int64_t last_dim(const vp_tensor *x)
+{
+    return x->shape[x->ndim - 1];
+}
+
+static int64_t n_rows(const vp_tensor *x)
+{
+    return vp_tensor_nelem(x) / last_dim(x);
+}
+
+/* vp_check_f32 on each non-NULL tensor, in order. */
+static vp_status check_f32s(const char *op, const vp_tensor *const *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (t[i]) {
+            vp_status st = vp_check_f32(op, t[i]);
+            if (st)
+                return st;
+        }
+    return VP_OK;
+}
+
+/* "(d0, ..., dk)" or "(d0, ..., dk, 1)" for x (d0, ..., dk, C); "(1)" for a
+ * 1-D x. */
+static void rows_shape_str(const vp_tensor *x, bool keep, char *buf, size_t n)
+{
+    vp_tensor t = *x;
+    if (x->ndim == 1) {
+        t.shape[0] = 1;
+    } else if (keep) {
+        t.shape[t.ndim - 1] = 1;
+    } else {
+        t.ndim--;
+    }
+    vp_shape_str(&t, buf, n);
+}
+
+/* t holds one element per row of x: x's shape without its last dimension,
+ * or with it set to 1; (1) when x is 1-D. */
+static vp_status check_per_row(const char *op, const vp_tensor *x, const vp_tensor *t)
+{
+    int L = x->ndim - 1;
+    bool ok;
+    if (L == 0) {
+        ok = t->ndim == 1 && t->shape[0] == 1;
+    } else {
+        ok = t->ndim == L || (t->ndim == L + 1 && t->shape[L] == 1);
+        for (int i = 0; ok && i < L; i++)
+            ok = t->shape[i] == x->shape[i];
+    }
+    if (ok)
+        return VP_OK;
+    char sx[64], st[64], w1[64], w2[64];
+    vp_shape_str(x, sx, sizeof sx);
+    vp_shape_str(t, st, sizeof st);
+    rows_shape_str(x, false, w1, sizeof w1);
+    if (L == 0)
+        return vp_error_set(VP_ERR_SHAPE, "%s: %s %s must be %s, one element per row of %s %s",
+                            op, t->name, st, w1, x->name, sx);
+    rows_shape_str(x, true, w2, sizeof w2);
+    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s must be %s or %s, one element per row of %s %s",
+                        op, t->name, st, w1, w2, x->name, sx);
+}
+
+/* p is (C), C the last dimension of x. */
+static vp_status check_per_col(const char *op, const vp_tensor *x, const vp_tensor *p)
+{
+    if (p->ndim == 1 && p->shape[0] == last_dim(x))
+        return VP_OK;
+    char sx[64], sp[64];
+    vp_shape_str(x, sx, sizeof sx);
+    vp_shape_str(p, sp, sizeof sp);
+    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s must be (%lld), the last dimension of %s %s", op,
+                        p->name, sp, (long long)last_dim(x), x->name, sx);
+}
+
+static vp_status check_one(const char *op, const vp_tensor *t)
+{
+    if (vp_tensor_nelem(t) == 1)
+        return VP_OK;
+    char s[64];
+    vp_shape_str(t, s, sizeof s);
+    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s must have one element", op, t->name, s);
+}
+
+/* No output overlaps any input (NULLs skipped). */
+static vp_status check_no_overlap(const char *op, vp_tensor *const *out, int n_out,
+                                  const vp_tensor *const *in, int n_in)
+{
+    for (int o = 0; o < n_out; o++)
+        for (int i = 0; out[o] && i < n_in; i++)
+            if (in[i] && vp_ranges_overlap(vp_tensor_range(out[o]), vp_tensor_range(in[i])))
+                return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps input %s", op,
+                                    out[o]->name, in[i]->name);
+    return VP_OK;
+}
+
+/* No two outputs overlap (NULLs skipped). */
+static vp_status check_distinct(const char *op, vp_tensor *const *out, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; out[i] && j < n; j++)
+            if (out[j] && vp_ranges_overlap(vp_tensor_range(out[i]), vp_tensor_range(out[j])))
+                return vp_error_set(VP_ERR_INVALID, "%s: outputs %s and %s overlap", op,
+                                    out[i]->name, out[j]->name);
+    return VP_OK;
+}
+
+/* ---- activations ------------------------------------------------------------ */
+
+static vp_status act_forward(vp_cmd *cmd, const char *op, uint32_t code, const vp_tensor *x,
+                             vp_tensor *y)
+{
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, y}, 2);
+    if (!st)
+        st = vp_check_same_shape(op, x, y);
+    if (st)
+        return st;
+    struct { uint32_t n; } push = {(uint32_t)vp_tensor_nelem(x)};
+    vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
+    return ew_dispatch(cmd, &k_act, code, r, &push, push.n);
+}
+
+static vp_status act_backward(vp_cmd *cmd, const char *op, uint32_t code, const vp_tensor *x,
+                              const vp_tensor *dy, vp_tensor *dx, bool accumulate)
+{
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, dy, dx}, 3);
+    if (!st)
+        st = vp_check_same_shape(op, x, dy);
+    if (!st)
+        st = vp_check_same_shape(op, x, dx);
+    if (st)
+        return st;
+    struct { uint32_t n, acc; } push = {(uint32_t)vp_tensor_nelem(x), accumulate};
+    vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(dy), vp_tensor_range(dx)};
+    return ew_dispatch(cmd, &k_act_bwd, code, r, &push, push.n);
+}
+
+vp_status vp_op_relu(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    return act_forward(cmd, "relu", ACT_RELU, x, y);
+}
+
+vp_status vp_op_relu_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *dy,
+                              vp_tensor *dx, bool accumulate)
+{
+    return act_backward(cmd, "relu_backward", ACT_RELU, x, dy, dx, accumulate);
+}
+
+vp_status vp_op_gelu(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    return act_forward(cmd, "gelu", ACT_GELU, x, y);
+}
+
+vp_status vp_op_gelu_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *dy,
+                              vp_tensor *dx, bool accumulate)
+{
+    return act_backward(cmd, "gelu_backward", ACT_GELU, x, dy, dx, accumulate);
+}
+
+/* ---- layer normalization ---------------------------------------------------- */
+
+vp_status vp_op_layernorm(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *gamma,
+                          const vp_tensor *beta, float eps, vp_tensor *y, vp_tensor *mean,
+                          vp_tensor *rstd)
+{
+    const char *op = "layernorm";
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, gamma, beta, y, mean, rstd}, 6);
+    if (st)
+        return st;
+    if (!isfinite(eps) || eps < 0)
+        return vp_error_set(VP_ERR_INVALID, "%s: eps %g must be finite and >= 0", op, eps);
+    if (!mean != !rstd)
+        return vp_error_set(VP_ERR_INVALID, "%s: mean and rstd must both be given or both be "
+                            "NULL", op);
+    st = vp_check_same_shape(op, x, y);
+    if (!st && gamma)
+        st = check_per_col(op, x, gamma);
+    if (!st && beta)
+        st = check_per_col(op, x, beta);
+    if (!st && mean)
+        st = check_per_row(op, x, mean);
+    if (!st && rstd)
+        st = check_per_row(op, x, rstd);
+    if (!st)
+        st = check_no_overlap(op, (vp_tensor *[]){y, mean, rstd}, 3,
+                              (const vp_tensor *[]){x, gamma, beta}, 3);
+    if (!st)
+        st = check_distinct(op, (vp_tensor *[]){y, mean, rstd}, 3);
+    if (st)
+        return st;
+    int64_t C = last_dim(x);
+    struct { uint32_t rows, C, T; float inv_c, eps; uint32_t flags; } push = {
+        0, 0, 0, (float)(1.0 / (double)C), eps,
+        (gamma ? 1u : 0u) | (beta ? 2u : 0u) | (mean ? 4u : 0u)};
+    /* Absent tensors: bind something valid the kernel never touches. */
+    vp_range rx = vp_tensor_range(x), ry = vp_tensor_range(y);
+    vp_range r[6] = {rx, gamma ? vp_tensor_range(gamma) : rx, beta ? vp_tensor_range(beta) : rx,
+                     ry, mean ? vp_tensor_range(mean) : ry, rstd ? vp_tensor_range(rstd) : ry};
+    return row_dispatch(cmd, &k_ln, r, &push, n_rows(x), C);
+}
+
+vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *gamma,
+                                   const vp_tensor *mean, const vp_tensor *rstd,
+                                   const vp_tensor *dy, vp_tensor *dx, vp_tensor *dgamma,
+                                   vp_tensor *dbeta, bool accumulate)
+{
+    const char *op = "layernorm_backward";
+    vp_status st =
+        check_f32s(op, (const vp_tensor *[]){x, gamma, mean, rstd, dy, dx, dgamma, dbeta}, 8);
+    if (!st)
+        st = vp_check_same_shape(op, x, dy);
+    if (!st)
+        st = vp_check_same_shape(op, x, dx);
+    if (!st && gamma)
+        st = check_per_col(op, x, gamma);
+    if (!st)
+        st = check_per_row(op, x, mean);
+    if (!st)
+        st = check_per_row(op, x, rstd);
+    if (!st && dgamma)
+        st = check_per_col(op, x, dgamma);
+    if (!st && dbeta)
+        st = check_per_col(op, x, dbeta);
+    const vp_tensor *in[5] = {x, gamma, mean, rstd, dy};
+    if (!st)
+        st = check_no_overlap(op, (vp_tensor *[]){dx, dgamma, dbeta}, 3, in, 5);
+    if (!st)
+        st = check_distinct(op, (vp_tensor *[]){dx, dgamma, dbeta}, 3);
+    if (st)
+        return st;
+    int64_t rows = n_rows(x), C = last_dim(x);
+    vp_range rx = vp_tensor_range(x), rm = vp_tensor_range(mean), rr = vp_tensor_range(rstd);
+    vp_range rdy = vp_tensor_range(dy);
+
+    struct { uint32_t rows, C, T; float inv_c; uint32_t flags; } push = {
+        0, 0, 0, (float)(1.0 / (double)C), (gamma ? 1u : 0u) | (accumulate ? 2u : 0u)};
+    vp_range r[6] = {rx, gamma ? vp_tensor_range(gamma) : rx, rm, rr, rdy, vp_tensor_range(dx)};
+    st = row_dispatch(cmd, &k_ln_bwd, r, &push, rows, C);
+    if (st || (!dgamma && !dbeta))
+        return st;
+
+    /* dgamma, dbeta: CX columns per workgroup, RY lanes down the rows. */
+    const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
+    uint32_t cx = 8, ry = nn_local(d) / cx, gx, gy;
+    vp_pipeline *p;
+    if ((st = get_pipeline(cmd, &k_ln_param, cx, ry, 0, &p)))
+        return st;
+    struct { uint32_t rows, C, flags; } pp = {
+        (uint32_t)rows, (uint32_t)C,
+        (dgamma ? 1u : 0u) | (dbeta ? 2u : 0u) | (accumulate ? 4u : 0u)};
+    vp_range rg = vp_tensor_range(dgamma ? dgamma : dbeta);
+    vp_range rb = vp_tensor_range(dbeta ? dbeta : dgamma);
+    vp_range rp[6] = {rx, rm, rr, rdy, rg, rb};
+    grid_groups(d, ((uint64_t)C + cx - 1) / cx, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, rp, k_ln_param.n_bindings, &pp, k_ln_param.push_size, gx, gy,
+                           1);
+}
+
+/* ---- softmax ------------------------------------------------------------------ */
+
+vp_status vp_op_softmax(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    const char *op = "softmax";
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, y}, 2);
+    if (!st)
+        st = vp_check_same_shape(op, x, y);
+    if (!st)
+        st = check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
+    if (st)
+        return st;
+    struct { uint32_t rows, C, T; } push;
+    vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
+    return row_dispatch(cmd, &k_softmax, r, &push, n_rows(x), last_dim(x));
+}
+
+vp_status vp_op_softmax_backward(vp_cmd *cmd, const vp_tensor *y, const vp_tensor *dy,
+                                 vp_tensor *dx, bool accumulate)
+{
+    const char *op = "softmax_backward";
+    vp_status st = check_f32s(op, (const vp_tensor *[]){y, dy, dx}, 3);
+    if (!st)
+        st = vp_check_same_shape(op, y, dy);
+    if (!st)
+        st = vp_check_same_shape(op, y, dx);
+    if (!st)
+        st = check_no_overlap(op, (vp_tensor *[]){dx}, 1, (const vp_tensor *[]){y, dy}, 2);
+    if (st)
+        return st;
+    struct { uint32_t rows, C, T, acc; } push = {0, 0, 0, accumulate};
+    vp_range r[3] = {vp_tensor_range(y), vp_tensor_range(dy), vp_tensor_range(dx)};
+    return row_dispatch(cmd, &k_softmax_bwd, r, &push, n_rows(y), last_dim(y));
+}
+
+/* ---- reductions ------------------------------------------------------------ */
+
+static vp_status reduce(vp_cmd *cmd, const char *op, const vp_tensor *x, vp_tensor *y, bool all,
+                        bool mean)
+{
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, y}, 2);
+    if (!st)
+        st = all ? check_one(op, y) : check_per_row(op, x, y);
+    if (!st)
+        st = check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
+    if (st)
+        return st;
+    int64_t rows = all ? 1 : n_rows(x), C = all ? vp_tensor_nelem(x) : last_dim(x);
+    struct { uint32_t rows, C, T; float scale; } push = {
+        0, 0, 0, mean ? (float)(1.0 / (double)C) : 1.0f};
+    vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
+    return row_dispatch(cmd, &k_reduce, r, &push, rows, C);
+}
+
+vp_status vp_op_sum_rows(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    return reduce(cmd, "sum_rows", x, y, false, false);
+}
+
+vp_status vp_op_mean_rows(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    return reduce(cmd, "mean_rows", x, y, false, true);
+}
+
+vp_status vp_op_sum_all(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    return reduce(cmd, "sum_all", x, y, true, false);
+}
+
+vp_status vp_op_mean_all(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    return reduce(cmd, "mean_all", x, y, true, true);
+}
+
+static vp_status broadcast(vp_cmd *cmd, const char *op, const vp_tensor *dy, vp_tensor *dx,
+                           float scale, bool accumulate, bool all)
+{
+    vp_status st = check_f32s(op, (const vp_tensor *[]){dy, dx}, 2);
+    if (!st)
+        st = all ? check_one(op, dy) : check_per_row(op, dx, dy);
+    if (!st)
+        st = check_no_overlap(op, (vp_tensor *[]){dx}, 1, (const vp_tensor *[]){dy}, 1);
+    if (st)
+        return st;
+    uint32_t n = (uint32_t)vp_tensor_nelem(dx);
+    struct { uint32_t n, C; float scale; uint32_t acc; } push = {
+        n, all ? n : (uint32_t)last_dim(dx), scale, accumulate};
+    vp_range r[2] = {vp_tensor_range(dy), vp_tensor_range(dx)};
+    return ew_dispatch(cmd, &k_bcast, 0, r, &push, n);
+}
+
+vp_status vp_op_broadcast_rows(vp_cmd *cmd, const vp_tensor *dy, vp_tensor *dx, float scale,
+                               bool accumulate)
+{
+    return broadcast(cmd, "broadcast_rows", dy, dx, scale, accumulate, false);
+}
+
+vp_status vp_op_broadcast_all(vp_cmd *cmd, const vp_tensor *dy, vp_tensor *dx, float scale,
+                              bool accumulate)
+{
+    return broadcast(cmd, "broadcast_all", dy, dx, scale, accumulate, true);
+}

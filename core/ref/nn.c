@@ -1,0 +1,174 @@
+/*
+ * CPU references of the nn ops, in double precision (see nn.h).
+ */
+#include "ref/nn.h"
+
+#include <math.h>
+
+static void put(double *dst, double v, bool accumulate)
+{
+    *dst = accumulate ? *dst + v : v;
+}
+
+void vp_ref_relu(const double *x, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] > 0 ? x[i] : 0.0;
+}
+
+void vp_ref_relu_backward(const double *x, const double *dy, double *dx, int64_t n,
+                          bool accumulate)
+{
+    for (int64_t i = 0; i < n; i++)
+        put(&dx[i], x[i] > 0 ? dy[i] : 0.0, accumulate);
+}
+
+/* Phi(x) = 0.5 erfc(-x / sqrt 2): accurate in both tails. */
+static double phi_cdf(double x)
+{
+    return 0.5 * erfc(-x * 0.70710678118654752440);
+}
+
+void vp_ref_gelu(const double *x, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * phi_cdf(x[i]);
+}
+
+void vp_ref_gelu_backward(const double *x, const double *dy, double *dx, int64_t n,
+                          bool accumulate)
+{
+    const double inv_sqrt_2pi = 0.39894228040143267794;
+    for (int64_t i = 0; i < n; i++) {
+        double d = phi_cdf(x[i]) + x[i] * inv_sqrt_2pi * exp(-0.5 * x[i] * x[i]);
+        put(&dx[i], d * dy[i], accumulate);
+    }
+}
+
+void vp_ref_layernorm(const double *x, const double *gamma, const double *beta, double eps,
+                      double *y, double *mean, double *rstd, int64_t rows, int64_t C)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const double *xr = x + r * C;
+        double mu = 0, var = 0;
+        for (int64_t c = 0; c < C; c++)
+            mu += xr[c];
+        mu /= (double)C;
+        for (int64_t c = 0; c < C; c++)
+            var += (xr[c] - mu) * (xr[c] - mu);
+        var /= (double)C;
+        double rs = 1.0 / sqrt(var + eps);
+        for (int64_t c = 0; c < C; c++)
+            y[r * C + c] = (xr[c] - mu) * rs * (gamma ? gamma[c] : 1.0) + (beta ? beta[c] : 0.0);
+        if (mean)
+            mean[r] = mu;
+        if (rstd)
+            rstd[r] = rs;
+    }
+}
+
+void vp_ref_layernorm_backward(const double *x, const double *gamma, const double *mean,
+                               const double *rstd, const double *dy, double *dx, double *dgamma,
+                               double *dbeta, int64_t rows, int64_t C, bool accumulate)
+{
+    if (!accumulate) {
+        for (int64_t c = 0; c < C; c++) {
+            if (dgamma)
+                dgamma[c] = 0;
+            if (dbeta)
+                dbeta[c] = 0;
+        }
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const double *xr = x + r * C, *dyr = dy + r * C;
+        double sg = 0, sgx = 0;
+        for (int64_t c = 0; c < C; c++) {
+            double xh = (xr[c] - mean[r]) * rstd[r], g = dyr[c] * (gamma ? gamma[c] : 1.0);
+            sg += g;
+            sgx += g * xh;
+            if (dgamma)
+                dgamma[c] += dyr[c] * xh;
+            if (dbeta)
+                dbeta[c] += dyr[c];
+        }
+        sg /= (double)C;
+        sgx /= (double)C;
+        for (int64_t c = 0; c < C; c++) {
+            double xh = (xr[c] - mean[r]) * rstd[r], g = dyr[c] * (gamma ? gamma[c] : 1.0);
+            put(&dx[r * C + c], rstd[r] * (g - sg - xh * sgx), accumulate);
+        }
+    }
+}
+
+void vp_ref_softmax(const double *x, double *y, int64_t rows, int64_t C)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const double *xr = x + r * C;
+        double *yr = y + r * C;
+        double m = -INFINITY, s = 0;
+        for (int64_t c = 0; c < C; c++)
+            m = xr[c] > m ? xr[c] : m;
+        if (m == -INFINITY) { /* fully masked row */
+            for (int64_t c = 0; c < C; c++)
+                yr[c] = 0;
+            continue;
+        }
+        for (int64_t c = 0; c < C; c++)
+            s += exp(xr[c] - m);
+        for (int64_t c = 0; c < C; c++)
+            yr[c] = exp(xr[c] - m) / s;
+    }
+}
+
+void vp_ref_softmax_backward(const double *y, const double *dy, double *dx, int64_t rows,
+                             int64_t C, bool accumulate)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const double *yr = y + r * C, *dyr = dy + r * C;
+        double s = 0;
+        for (int64_t c = 0; c < C; c++)
+            s += dyr[c] * yr[c];
+        for (int64_t c = 0; c < C; c++)
+            put(&dx[r * C + c], yr[c] * (dyr[c] - s), accumulate);
+    }
+}
+
+void vp_ref_sum_rows(const double *x, double *y, int64_t rows, int64_t C)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (int64_t c = 0; c < C; c++)
+            s += x[r * C + c];
+        y[r] = s;
+    }
+}
+
+void vp_ref_mean_rows(const double *x, double *y, int64_t rows, int64_t C)
+{
+    vp_ref_sum_rows(x, y, rows, C);
+    for (int64_t r = 0; r < rows; r++)
+        y[r] /= (double)C;
+}
+
+void vp_ref_sum_all(const double *x, double *y, int64_t n)
+{
+    vp_ref_sum_rows(x, y, 1, n);
+}
+
+void vp_ref_mean_all(const double *x, double *y, int64_t n)
+{
+    vp_ref_mean_rows(x, y, 1, n);
+}
+
+void vp_ref_broadcast_rows(const double *dy, double *dx, int64_t rows, int64_t C, double scale,
+                           bool accumulate)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < C; c++)
+            put(&dx[r * C + c], scale * dy[r], accumulate);
+}
+
+void vp_ref_broadcast_all(const double *dy, double *dx, int64_t n, double scale, bool accumulate)
+{
+    vp_ref_broadcast_rows(dy, dx, 1, n, scale, accumulate);
+}

@@ -1,0 +1,23 @@
+#version 450
+// Activations, forward.   x, y: (n); y may be x
+//   OP 0 relu: y = max(x, 0)
+//   OP 1 gelu: y = x Phi(x) (exact erf form, see nn.glsl)
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+LOCAL_SIZE_FROM_SPEC;
+layout(constant_id = 3) const uint OP = 0;
+#include "nn.glsl"
+
+layout(push_constant) uniform Push { uint n; } p;
+layout(binding = 0) readonly buffer X { float x[]; };
+layout(binding = 1) writeonly buffer Y { float y[]; };
+
+void main()
+{
+    uint i = flat_index();
+    if (i >= p.n)
+        return;
+    float v = x[i];
+    y[i] = OP == 0 ? (v > 0.0 ? v : 0.0) : nn_gelu(v);
+}

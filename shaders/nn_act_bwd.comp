@@ -1,0 +1,27 @@
+#version 450
+// Activations, backward.   x, dy, dx: (n); dx may be dy
+//   dx (+)= f'(x) dy
+//   OP 0 relu: f'(x) = 1 where x > 0, else 0 (0 at x = 0, like PyTorch)
+//   OP 1 gelu: f'(x) = Phi(x) + x phi(x)
+// acc 1 adds into dx, 0 overwrites it (without reading it).
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+LOCAL_SIZE_FROM_SPEC;
+layout(constant_id = 3) const uint OP = 0;
+#include "nn.glsl"
+
+layout(push_constant) uniform Push { uint n; uint acc; } p;
+layout(binding = 0) readonly buffer X { float x[]; };
+layout(binding = 1) readonly buffer DY { float dy[]; };
+layout(binding = 2) buffer DX { float dx[]; };
+
+void main()
+{
+    uint i = flat_index();
+    if (i >= p.n)
+        return;
+    float v = x[i], g = dy[i];
+    float d = OP == 0 ? (v > 0.0 ? g : 0.0) : nn_gelu_grad(v) * g;
+    dx[i] = p.acc != 0u ? dx[i] + d : d;
+}
