@@ -156,6 +156,54 @@ START_TEST(test_model_gradients)
 }
 END_TEST
 
+/* Random leaf values exactly representable as float. */
+static double *rand_vals(size_t n, uint64_t seed, double scale)
+{
+    float *f = malloc(n * sizeof *f);
+    double *d = malloc(n * sizeof *d);
+    vt_rand(f, n, seed);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (float)(f[i] * scale);
+    free(f);
+    return d;
+}
+
+/* The nn ops inside a graph: layernorm (affine trained, and plain), linear,
+ * GELU, ReLU, softmax; gradients against finite differences. */
+START_TEST(test_nn_layers)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { R = 6, C = 8, HID = 12, O = 5 };
+    vp_gt *leaf[9];
+    vp_gt *x = leaf[0] = vp_g_input(g, "x", 2, (int64_t[]){R, C});
+    vp_gt *t = leaf[1] = vp_g_input(g, "t", 2, (int64_t[]){R, O});
+    vp_gt *gam = leaf[2] = vp_g_param(g, "ln.weight", 1, (int64_t[]){C}, true);
+    vp_gt *bet = leaf[3] = vp_g_param(g, "ln.bias", 1, (int64_t[]){C}, true);
+    vp_gt *w1 = leaf[4] = vp_g_param(g, "fc1.weight", 2, (int64_t[]){HID, C}, true);
+    vp_gt *b1 = leaf[5] = vp_g_param(g, "fc1.bias", 1, (int64_t[]){HID}, true);
+    vp_gt *w2 = leaf[6] = vp_g_param(g, "fc2.weight", 2, (int64_t[]){C, HID}, false);
+    vp_gt *w3 = leaf[7] = vp_g_param(g, "fc3.weight", 2, (int64_t[]){O, C}, true);
+    vp_gt *b3 = leaf[8] = vp_g_param(g, "fc3.bias", 1, (int64_t[]){O}, false);
+    vp_gt *h = vp_g_layernorm(g, x, gam, bet, 1e-5f);
+    h = vp_g_gelu(g, vp_g_linear(g, h, w1, b1));
+    h = vp_g_relu(g, vp_g_linear(g, h, w2, NULL));
+    h = vp_g_layernorm(g, h, NULL, NULL, 1e-5f);
+    vp_gt *p = vp_g_softmax(g, vp_g_linear(g, h, w3, b3));
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, p, t));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[9];
+    for (int i = 0; i < 9; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 100 + (uint64_t)i, 1.0);
+    vt_check_graph_grads(g, loss, leaf, vals, 9, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    for (int i = 0; i < 9; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* Same graph replayed with new inputs: correct each time, no allocation and
  * no new pipeline after the first run. Gradients accumulate until zeroed. */
 START_TEST(test_replay_accumulate)
@@ -382,6 +430,7 @@ int main(void)
     TCase *tc = vt_tcase("graph");
     vt_add_per_device(tc, test_model_gradients, NULL);
     vt_add_per_device(tc, test_replay_accumulate, NULL);
+    vt_add_per_device(tc, test_nn_layers, NULL);
     vt_add_per_device(tc, test_frozen_memory, NULL);
     vt_add_per_device(tc, test_planner_reuse, NULL);
     vt_add_per_device(tc, test_host_node, NULL);

@@ -3,6 +3,8 @@
  */
 #include "harness.h"
 
+#include "graph/graph.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,4 +208,60 @@ int vt_run(Suite *s)
         failed++;
     }
     return failed ? 1 : 0;
+}
+
+typedef struct graph_fd {
+    vp_graph_ref *ref;
+    vp_gt *loss;
+} graph_fd;
+
+static double graph_fd_loss(const double *x, void *ctx)
+{
+    (void)x; /* perturbed in place inside the reference's data */
+    graph_fd *f = ctx;
+    vt_ok(vp_graph_ref_forward(f->ref));
+    return vp_graph_ref_data(f->ref, f->loss)[0];
+}
+
+float vt_check_graph_grads(vp_graph *g, vp_gt *loss, vp_gt *const *leaves, double *const *vals,
+                           int n_leaves, double h, double tol, const char *what)
+{
+    vp_graph_ref *ref;
+    vt_ok(vp_graph_ref_create(g, &ref));
+    for (int i = 0; i < n_leaves; i++) {
+        size_t n = (size_t)vp_gt_nelem(leaves[i]);
+        float *f = malloc(n * sizeof *f);
+        ck_assert_ptr_nonnull(f);
+        for (size_t k = 0; k < n; k++)
+            f[k] = (float)vals[i][k];
+        vt_ok(vp_graph_write(g, leaves[i], f, n * sizeof *f));
+        free(f);
+        memcpy(vp_graph_ref_data(ref, leaves[i]), vals[i], n * sizeof(double));
+    }
+    vt_ok(vp_graph_run(g));
+    float loss_dev;
+    vt_ok(vp_graph_read(g, loss, &loss_dev, sizeof loss_dev));
+    vt_ok(vp_graph_ref_forward(ref));
+    double loss_ref = vp_graph_ref_data(ref, loss)[0];
+    ck_assert_msg(fabs(loss_dev - loss_ref) <= 1e-5 * fabs(loss_ref) + 1e-12,
+                  "%s: device loss %.9g, reference %.9g", what, loss_dev, loss_ref);
+    graph_fd ctx = {ref, loss};
+    for (int i = 0; i < n_leaves; i++) {
+        vp_gt *gr = vp_g_grad(leaves[i]);
+        if (!gr)
+            continue;
+        size_t n = (size_t)vp_gt_nelem(leaves[i]);
+        float *got = malloc(n * sizeof *got);
+        double *got64 = malloc(n * sizeof *got64), *fd = malloc(n * sizeof *fd);
+        ck_assert(got && got64 && fd);
+        vt_ok(vp_graph_read(g, gr, got, n * sizeof *got));
+        for (size_t k = 0; k < n; k++)
+            got64[k] = got[k];
+        vt_fd_grad(graph_fd_loss, &ctx, vp_graph_ref_data(ref, leaves[i]), n, h, fd);
+        vt_assert_rel_close(got64, fd, n, tol, "%s: gradient of %s vs finite differences", what,
+                            vp_gt_name(leaves[i]));
+        free(got), free(got64), free(fd);
+    }
+    vp_graph_ref_destroy(ref);
+    return loss_dev;
 }

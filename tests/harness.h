@@ -93,6 +93,19 @@ float *vt_download(const vp_tensor *t);
         ck_assert_msg(st_ == VP_OK, "%s -> %d: %s", #expr, (int)st_, vp_error_last());           \
     } while (0)
 
+/* Whole-graph gradient check. g is compiled with loss differentiated;
+ * leaves[i] (inputs and parameters) get vals[i] (doubles, exactly
+ * representable as floats), written to the device and to the graph's
+ * reference executor. Runs the graph once, checks the loss against the
+ * reference (relative 1e-5), and every trainable parameter's gradient
+ * against central differences (step h) of the reference loss: relative
+ * error (vt_rel_err) below tol. Returns the device loss. */
+struct vp_graph;
+struct vp_gt;
+float vt_check_graph_grads(struct vp_graph *g, struct vp_gt *loss, struct vp_gt *const *leaves,
+                           double *const *vals, int n_leaves, double h, double tol,
+                           const char *what);
+
 /* Run the suite without forking (Vulkan state does not survive fork),
  * release devices, print the skip count for tests/run.sh, return the exit
  * status. */

@@ -115,6 +115,48 @@ static void emit_colsum(vp_graph *g, vp_gt *dy, vp_gt *t)
         emit_gemm(g, ones_row, false, dy2, false, dt2, acc);
 }
 
+/* A node whose kernel has one accumulate flag for several gradient outputs:
+ * where they disagree, zero the overwriting ones first and accumulate into
+ * all. Returns the flag for the node. */
+static bool unify_acc(vp_graph *g, vp_gt **outs, const bool *acc, uint32_t n)
+{
+    bool any_acc = false, any_new = false;
+    for (uint32_t i = 0; i < n; i++)
+        if (outs[i]) {
+            any_acc = any_acc || acc[i];
+            any_new = any_new || !acc[i];
+        }
+    if (!(any_acc && any_new))
+        return any_acc;
+    for (uint32_t i = 0; i < n; i++)
+        if (outs[i] && !acc[i]) {
+            vp_gnode *f = emit(g, VP_GOP_FILL, "backward.zero", outs[i], false);
+            if (f)
+                f->fp[0] = 0.0f;
+        }
+    return true;
+}
+
+/* A fresh activation for a gradient nobody needs but a kernel must write. */
+static vp_gt *scratch_like(vp_graph *g, const vp_gt *t)
+{
+    char name[64];
+    snprintf(name, sizeof name, "scratch.%u", g->n_tensors);
+    return vp_gt_new(g, VP_GT_ACT, name, t->ndim, t->shape);
+}
+
+/* out (+)= f(in0, in1) for the elementwise backward ops */
+static void emit2(vp_graph *g, vp_gop op, const char *name, vp_gt *a, vp_gt *b, vp_gt *out,
+                  bool acc)
+{
+    vp_gnode *n = emit(g, op, name, out, acc);
+    if (n) {
+        n->in[0] = a;
+        n->in[1] = b;
+        n->n_in = 2;
+    }
+}
+
 static void backward_node(vp_graph *g, const vp_gnode *n)
 {
     vp_gt *y = n->out[0];
@@ -195,9 +237,58 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
                 emit_axpy(g, dy, n->fp[0], da, acc);
         }
         break;
+    case VP_GOP_RELU:
+    case VP_GOP_GELU:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit2(g, n->op == VP_GOP_RELU ? VP_GOP_RELU_BWD : VP_GOP_GELU_BWD,
+                      n->op == VP_GOP_RELU ? "relu.backward" : "gelu.backward", a, dy, da, acc);
+        }
+        break;
+    case VP_GOP_SOFTMAX:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit2(g, VP_GOP_SOFTMAX_BWD, "softmax.backward", y, dy, da, acc);
+        }
+        break;
+    case VP_GOP_LAYERNORM: {
+        /* One kernel gives dx, dgamma, dbeta; x's gradient is computed (into
+         * scratch) even when only the affine parameters train. */
+        vp_gt *gamma = n->in[1], *beta = n->in[2];
+        vp_gt *outs[3] = {NULL, NULL, NULL};
+        bool accs[3] = {false, false, false};
+        outs[0] = a->requires_grad ? grad_target(g, a, &accs[0]) : scratch_like(g, a);
+        if (gamma && gamma->requires_grad)
+            outs[1] = grad_target(g, gamma, &accs[1]);
+        if (beta && beta->requires_grad)
+            outs[2] = grad_target(g, beta, &accs[2]);
+        if (!outs[0])
+            break;
+        bool all = unify_acc(g, outs, accs, 3);
+        vp_gnode *b2 = emit(g, VP_GOP_LN_BWD, "layernorm.backward", outs[0], all);
+        if (!b2)
+            break;
+        b2->in[0] = a;
+        b2->in[1] = gamma;
+        b2->in[2] = n->out[1];
+        b2->in[3] = n->out[2];
+        b2->in[4] = dy;
+        b2->n_in = 5;
+        b2->out[1] = outs[1];
+        b2->out[2] = outs[2];
+        b2->n_out = 3;
+        b2->acc[1] = b2->acc[2] = all;
+        break;
+    }
     case VP_GOP_FILL:
     case VP_GOP_HOST:
-        break; /* constants to autodiff */
+    case VP_GOP_RELU_BWD:
+    case VP_GOP_GELU_BWD:
+    case VP_GOP_LN_BWD:
+    case VP_GOP_SOFTMAX_BWD:
+        break; /* constants to autodiff, or gradient plumbing */
     case VP_GOP_COUNT:
         vp_graph_fail(g, VP_ERR_INTERNAL, "node %s: no backward rule", n->name);
         break;

@@ -12,6 +12,9 @@
 #include "graph/internal.h"
 #include "ops/ops.h"
 
+/* The runtime tensor of an optional operand. */
+#define RT(t) ((t) ? &(t)->rt : NULL)
+
 static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
 {
     vp_tensor *o = &n->out[0]->rt;
@@ -31,6 +34,33 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
         break;
     case VP_GOP_FILL:
         st = vp_op_fill(cmd, o, n->fp[0]);
+        break;
+    case VP_GOP_RELU:
+        st = vp_op_relu(cmd, &n->in[0]->rt, o);
+        break;
+    case VP_GOP_GELU:
+        st = vp_op_gelu(cmd, &n->in[0]->rt, o);
+        break;
+    case VP_GOP_SOFTMAX:
+        st = vp_op_softmax(cmd, &n->in[0]->rt, o);
+        break;
+    case VP_GOP_LAYERNORM:
+        st = vp_op_layernorm(cmd, &n->in[0]->rt, RT(n->in[1]), RT(n->in[2]), n->fp[0], o,
+                             &n->out[1]->rt, &n->out[2]->rt);
+        break;
+    case VP_GOP_RELU_BWD:
+        st = vp_op_relu_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_GELU_BWD:
+        st = vp_op_gelu_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_SOFTMAX_BWD:
+        st = vp_op_softmax_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_LN_BWD:
+        st = vp_op_layernorm_backward(cmd, &n->in[0]->rt, RT(n->in[1]), &n->in[2]->rt,
+                                      &n->in[3]->rt, &n->in[4]->rt, o, RT(n->out[1]),
+                                      RT(n->out[2]), n->acc[0]);
         break;
     case VP_GOP_HOST:
     case VP_GOP_COUNT:

@@ -422,6 +422,69 @@ vp_gt *vp_g_scale(vp_graph *g, vp_gt *a, float s)
     return y;
 }
 
+static vp_gt *unary(vp_graph *g, vp_gop op, const char *opname, vp_gt *x)
+{
+    if (!x)
+        return NULL;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, op, opname, x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    n->in[0] = x;
+    n->n_in = 1;
+    y->requires_grad = x->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_relu(vp_graph *g, vp_gt *x) { return unary(g, VP_GOP_RELU, "relu", x); }
+vp_gt *vp_g_gelu(vp_graph *g, vp_gt *x) { return unary(g, VP_GOP_GELU, "gelu", x); }
+vp_gt *vp_g_softmax(vp_graph *g, vp_gt *x) { return unary(g, VP_GOP_SOFTMAX, "softmax", x); }
+
+vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float eps)
+{
+    if (!x)
+        return NULL;
+    int64_t C = x->shape[x->ndim - 1];
+    vp_gt *aff[2] = {gamma, beta};
+    for (int i = 0; i < 2; i++)
+        if (aff[i] && vp_gt_nelem(aff[i]) != C) {
+            char sa[64], sx[64];
+            vp_gt_shape_str(aff[i], sa, sizeof sa);
+            vp_gt_shape_str(x, sx, sizeof sx);
+            vp_graph_fail(g, VP_ERR_SHAPE, "layernorm: %s %s does not match the %lld features "
+                          "of %s %s", aff[i]->name, sa, (long long)C, x->name, sx);
+            return NULL;
+        }
+    if (!(eps >= 0.0f)) {
+        vp_graph_fail(g, VP_ERR_INVALID, "layernorm of %s: eps %g must be >= 0", x->name, eps);
+        return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_LAYERNORM, "layernorm", x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    int64_t rows = vp_gt_nelem(x) / C;
+    char name[64];
+    snprintf(name, sizeof name, "%.56s.mean", y->name);
+    vp_gt *mean = vp_gt_new(g, VP_GT_ACT, name, 1, &rows);
+    snprintf(name, sizeof name, "%.56s.rstd", y->name);
+    vp_gt *rstd = vp_gt_new(g, VP_GT_ACT, name, 1, &rows);
+    if (!mean || !rstd)
+        return NULL;
+    n = &g->nodes[g->n_nodes - 1];
+    n->in[0] = x;
+    n->in[1] = gamma;
+    n->in[2] = beta;
+    n->n_in = 3;
+    n->out[1] = mean;
+    n->out[2] = rstd;
+    n->n_out = 3;
+    n->fp[0] = eps;
+    y->requires_grad = x->requires_grad || (gamma && gamma->requires_grad) ||
+                       (beta && beta->requires_grad);
+    return y;
+}
+
 vp_gt *vp_g_sum(vp_graph *g, vp_gt *a)
 {
     if (!a)

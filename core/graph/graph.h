@@ -62,6 +62,14 @@ vp_gt *vp_g_mul(vp_graph *g, vp_gt *a, vp_gt *b);
 vp_gt *vp_g_scale(vp_graph *g, vp_gt *a, float s);
 /* Same elements, another shape: no copy. */
 vp_gt *vp_g_reshape(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape);
+/* Activations, elementwise. GELU is the exact (erf) form. */
+vp_gt *vp_g_relu(vp_graph *g, vp_gt *x);
+vp_gt *vp_g_gelu(vp_graph *g, vp_gt *x);
+/* Layer normalization over the last axis (PyTorch semantics); gamma and
+ * beta (C) may be NULL. */
+vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float eps);
+/* Softmax over the last axis; a row that is all -inf gives 0s. */
+vp_gt *vp_g_softmax(vp_graph *g, vp_gt *x);
 /* Sum and mean of all elements: shape (1). */
 vp_gt *vp_g_sum(vp_graph *g, vp_gt *a);
 vp_gt *vp_g_mean(vp_graph *g, vp_gt *a);

@@ -37,6 +37,15 @@ typedef enum vp_gop {
     VP_GOP_AXPY,       /* out = fp[0] * in0 (scale) */
     VP_GOP_FILL,       /* out = fp[0] */
     VP_GOP_HOST,       /* CPU callback */
+    VP_GOP_RELU,       /* out = relu(in0) */
+    VP_GOP_GELU,       /* out = gelu(in0) */
+    VP_GOP_LAYERNORM,  /* out0 = layernorm(in0; in1 gamma, in2 beta, fp0 eps), out1 mean, out2 rstd */
+    VP_GOP_SOFTMAX,    /* out = softmax(in0) over the last axis */
+    /* gradient plumbing */
+    VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
+    VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
+    VP_GOP_LN_BWD,     /* in: x, gamma|NULL, mean, rstd, dy; out: dx, dgamma|NULL, dbeta|NULL */
+    VP_GOP_SOFTMAX_BWD,/* out (+)= softmax backward(in0 = y, in1 = dy) */
     VP_GOP_COUNT
 } vp_gop;
 

@@ -88,7 +88,8 @@ static vp_status plan_activations(vp_graph *g, uint64_t align)
             if (n->in[k])
                 touch(n->in[k], (int)i, false);
         for (uint32_t k = 0; k < n->n_out; k++)
-            touch(n->out[k], (int)i, true);
+            if (n->out[k])
+                touch(n->out[k], (int)i, true);
     }
     vp_gt **acts = malloc((g->n_tensors ? g->n_tensors : 1) * sizeof *acts);
     if (!acts)

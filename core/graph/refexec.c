@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "ref/nn.h"
 #include "ref/ref.h"
 
 struct vp_graph_ref {
@@ -101,6 +102,7 @@ static vp_status ref_host(vp_graph_ref *r, const vp_gnode *n)
 
 static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
 {
+#define DATA(t) ((t) ? r->data[(t)->id] : NULL)
     double *o = n->n_out ? r->data[n->out[0]->id] : NULL;
     const vp_gt *y = n->n_out ? n->out[0] : NULL;
     const vp_gt *a = n->in[0], *b = n->in[1];
@@ -131,8 +133,29 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         return VP_OK;
     case VP_GOP_HOST:
         return ref_host(r, n);
+    case VP_GOP_RELU:
+        vp_ref_relu(da, o, vp_gt_nelem(y));
+        return VP_OK;
+    case VP_GOP_GELU:
+        vp_ref_gelu(da, o, vp_gt_nelem(y));
+        return VP_OK;
+    case VP_GOP_SOFTMAX: {
+        int64_t C = y->shape[y->ndim - 1];
+        vp_ref_softmax(da, o, vp_gt_nelem(y) / C, C);
+        return VP_OK;
+    }
+    case VP_GOP_LAYERNORM: {
+        int64_t C = y->shape[y->ndim - 1];
+        vp_ref_layernorm(da, DATA(n->in[1]), DATA(n->in[2]), n->fp[0], o,
+                         r->data[n->out[1]->id], r->data[n->out[2]->id], vp_gt_nelem(y) / C, C);
+        return VP_OK;
+    }
+    case VP_GOP_RELU_BWD:
+    case VP_GOP_GELU_BWD:
+    case VP_GOP_LN_BWD:
+    case VP_GOP_SOFTMAX_BWD:
     case VP_GOP_COUNT:
-        break;
+        break; /* backward nodes are not run by the reference executor */
     }
     return vp_error_set(VP_ERR_INTERNAL, "reference executor: node %s has no reference", n->name);
 }
