@@ -336,7 +336,7 @@ START_TEST(test_optim_errors)
     EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, &w_head, NULL, NULL, &cfg), VP_ERR_INVALID,
                "adamw: w_head overlaps w, which it updates");
     EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, sq2, NULL, &cfg), VP_ERR_SHAPE,
-               "adamw: sqnorm sq2 (2) must have 1 element");
+               "adamw: sqnorm sq2 (2) must have one element");
     bad.max_norm = 1.0f;
     EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
                "adamw: max_norm 1 needs the squared gradient norm, and sqnorm is NULL");

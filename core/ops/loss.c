@@ -41,25 +41,33 @@ uint32_t vp_loss_reduce_local(const vp_device_info *d)
     return l;
 }
 
-/* Record kernel k: `groups` workgroups of the reduction local size (the
- * one-workgroup and per-mask kernels), or, when per_element is nonzero, one
- * invocation per each of per_element items in groups of VP_EW_LOCAL. */
 static vp_status launch(vp_cmd *cmd, const vp_kernel *k, const vp_range *bind, const void *push,
-                        uint32_t groups, uint32_t per_element)
+                        uint32_t local, uint32_t groups)
 {
     vp_device *dev = vp_cmd_device(cmd);
-    const vp_device_info *d = vp_device_get_info(dev);
-    uint32_t local = per_element ? VP_EW_LOCAL : vp_loss_reduce_local(d), gx, gy;
-    uint32_t spec[3] = {local, 1, 1};
+    uint32_t spec[3] = {local, 1, 1}, gx, gy;
     vp_pipeline *p;
     vp_status st = vp_pipeline_get(dev, k, spec, 3, &p);
     if (st)
         return st;
-    if (per_element)
-        vp_grid_1d(d, per_element, VP_EW_LOCAL, &gx, &gy);
-    else
-        vp_grid_1d(d, groups, 1, &gx, &gy);
+    vp_grid_1d(vp_device_get_info(dev), groups, 1, &gx, &gy);
     return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+}
+
+/* Elementwise kernels: one invocation per item, VP_EW_LOCAL per workgroup. */
+static vp_status launch_items(vp_cmd *cmd, const vp_kernel *k, const vp_range *bind,
+                              const void *push, uint32_t items)
+{
+    return launch(cmd, k, bind, push, VP_EW_LOCAL, (items + VP_EW_LOCAL - 1) / VP_EW_LOCAL);
+}
+
+/* Reduction kernels: `groups` workgroups (1, or one per mask) of the
+ * reduction local size. */
+static vp_status launch_groups(vp_cmd *cmd, const vp_kernel *k, const vp_range *bind,
+                               const void *push, uint32_t groups)
+{
+    const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
+    return launch(cmd, k, bind, push, vp_loss_reduce_local(d), groups);
 }
 
 /* ---- checks shared by the ops ---------------------------------------------- */
@@ -151,11 +159,11 @@ vp_status vp_op_cross_entropy(vp_cmd *cmd, const vp_tensor *logits, const vp_ten
     struct { uint32_t N, C, has_weight; } push = {(uint32_t)logits->shape[0],
                                                   (uint32_t)logits->shape[1], weight != NULL};
     vp_range rx = vp_tensor_range(logits), rs = vp_tensor_range(saved);
-    if ((st = launch(cmd, &k_ce_rows, (vp_range[]){rx, rs}, &push, 0, push.N)))
+    if ((st = launch_items(cmd, &k_ce_rows, (vp_range[]){rx, rs}, &push, push.N)))
         return st;
     vp_range r[5] = {rx, vp_tensor_range(target), weight ? vp_tensor_range(weight) : rx, rs,
                      vp_tensor_range(loss)};
-    return launch(cmd, &k_ce_reduce, r, &push, 1, 0);
+    return launch_groups(cmd, &k_ce_reduce, r, &push, 1);
 }
 
 vp_status vp_op_cross_entropy_backward(vp_cmd *cmd, const vp_tensor *logits,
@@ -181,7 +189,7 @@ vp_status vp_op_cross_entropy_backward(vp_cmd *cmd, const vp_tensor *logits,
     vp_range rx = vp_tensor_range(logits);
     vp_range r[6] = {rx, vp_tensor_range(target), weight ? vp_tensor_range(weight) : rx,
                      vp_tensor_range(saved), vp_tensor_range(dloss), vp_tensor_range(dlogits)};
-    return launch(cmd, &k_ce_backward, r, &push, 0, push.N * push.C);
+    return launch_items(cmd, &k_ce_backward, r, &push, push.N * push.C);
 }
 
 /* ---- binary cross-entropy with logits ------------------------------------------ */
@@ -209,7 +217,7 @@ vp_status vp_op_bce_logits(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *tar
         return st;
     uint32_t n = (uint32_t)vp_tensor_nelem(x);
     vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(target), vp_tensor_range(loss)};
-    return launch(cmd, &k_bce, r, &n, 1, 0);
+    return launch_groups(cmd, &k_bce, r, &n, 1);
 }
 
 vp_status vp_op_bce_logits_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *target,
@@ -231,7 +239,7 @@ vp_status vp_op_bce_logits_backward(vp_cmd *cmd, const vp_tensor *x, const vp_te
     struct { uint32_t n, accumulate; } push = {(uint32_t)vp_tensor_nelem(x), accumulate};
     vp_range r[4] = {vp_tensor_range(x), vp_tensor_range(target), vp_tensor_range(dloss),
                      vp_tensor_range(dx)};
-    return launch(cmd, &k_bce_backward, r, &push, 0, (push.n + 3) / 4);
+    return launch_items(cmd, &k_bce_backward, r, &push, (push.n + 3) / 4);
 }
 
 /* ---- dice ---------------------------------------------------------------------- */
@@ -276,7 +284,7 @@ vp_status vp_op_dice(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *target, v
     if (st)
         return st;
     vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(target), vp_tensor_range(loss)};
-    return launch(cmd, &k_dice, r, &push, 1, 0);
+    return launch_groups(cmd, &k_dice, r, &push, 1);
 }
 
 vp_status vp_op_dice_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *target,
@@ -300,5 +308,5 @@ vp_status vp_op_dice_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *
     push.accumulate = accumulate;
     vp_range r[4] = {vp_tensor_range(x), vp_tensor_range(target), vp_tensor_range(dloss),
                      vp_tensor_range(dx)};
-    return launch(cmd, &k_dice_backward, r, &push, push.M, 0);
+    return launch_groups(cmd, &k_dice_backward, r, &push, push.M);
 }

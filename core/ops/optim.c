@@ -14,6 +14,7 @@
 #include "ops/optim.h"
 
 #include <math.h>
+#include <stdio.h>
 
 #include "ops/loss.h"
 #include "ops/util.h"
@@ -118,10 +119,11 @@ static vp_status check_len(const char *op, const char *role, const vp_tensor *t,
     vp_status st = vp_check_f32(op, t);
     if (st || vp_tensor_nelem(t) == n)
         return st;
-    char s[64];
+    char s[64], want[32] = "one element";
     vp_shape_str(t, s, sizeof s);
-    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s %s must have %lld element%s", op, role,
-                        t->name, s, (long long)n, n == 1 ? "" : "s");
+    if (n != 1)
+        snprintf(want, sizeof want, "%lld elements", (long long)n);
+    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s %s must have %s", op, role, t->name, s, want);
 }
 
 vp_status vp_op_adamw(vp_cmd *cmd, vp_tensor *param, const vp_tensor *grad, vp_tensor *m,
