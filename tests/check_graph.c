@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "ref/loss.h"
 
 /* ---- a small model: linear, frozen linear, products, broadcasts, a
  * batched q q^T, a mean square --------------------------------------------- */
@@ -200,6 +201,131 @@ START_TEST(test_nn_layers)
     vt_check_graph_grads(g, loss, leaf, vals, 9, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
     for (int i = 0; i < 9; i++)
         free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
+/* The losses inside a graph, summed: cross-entropy with class weights and
+ * an ignored row, BCE with logits, dice; gradients against finite
+ * differences. */
+START_TEST(test_losses)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { N = 7, F = 6, C = 4, P = 10 };
+    vp_gt *leaf[7];
+    vp_gt *x = leaf[0] = vp_g_input(g, "x", 2, (int64_t[]){N, F});
+    vp_gt *cls = leaf[1] = vp_g_input_i32(g, "classes", 1, (int64_t[]){N});
+    vp_gt *cw = leaf[2] = vp_g_const(g, "class_weight", 1, (int64_t[]){C},
+                                     (float[]){1.0f, 0.5f, 2.0f, 0.1f});
+    vp_gt *mt = leaf[3] = vp_g_input(g, "mask_target", 2, (int64_t[]){N, P});
+    vp_gt *wc = leaf[4] = vp_g_param(g, "class_embed", 2, (int64_t[]){C, F}, true);
+    vp_gt *wm = leaf[5] = vp_g_param(g, "mask_embed", 2, (int64_t[]){P, F}, true);
+    vp_gt *bm = leaf[6] = vp_g_param(g, "mask_bias", 1, (int64_t[]){P}, true);
+    vp_gt *logits = vp_g_linear(g, x, wc, NULL);
+    vp_gt *masks = vp_g_linear(g, x, wm, bm);
+    vp_gt *loss = vp_g_add(g, vp_g_cross_entropy(g, logits, cls, cw),
+                           vp_g_add(g, vp_g_scale(g, vp_g_bce_logits(g, masks, mt), 2.0f),
+                                    vp_g_dice(g, masks, mt, 3.0f)));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[7];
+    for (int i = 0; i < 7; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 200 + (uint64_t)i, 1.0);
+    double classes[N] = {0, 3, 1, -1, 2, 2, 0};  /* -1: ignored */
+    memcpy(vals[1], classes, sizeof classes);
+    double wts[C] = {1.0, 0.5, 2.0, 0.1};
+    memcpy(vals[2], wts, sizeof wts);
+    for (int i = 0; i < N * P; i++)
+        vals[3][i] = vals[3][i] > 0 ? 1.0 : 0.0;  /* binary mask targets */
+    vt_check_graph_grads(g, loss, leaf, vals, 7, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    for (int i = 0; i < 7; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
+/* AdamW through the graph: one step against the double reference of
+ * torch's update (clipping and a learning-rate multiplier on), and a small
+ * regression trained for 100 steps. */
+START_TEST(test_optimizer)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { N = 16, F = 8, O = 4 };
+    vp_gt *x = vp_g_input(g, "x", 2, (int64_t[]){N, F});
+    vp_gt *t = vp_g_input(g, "t", 2, (int64_t[]){N, O});
+    vp_gt *big = vp_g_param(g, "frozen", 2, (int64_t[]){F, F}, false);
+    vp_gt *w = vp_g_param(g, "w", 2, (int64_t[]){O, F}, true);
+    vp_gt *b = vp_g_param(g, "b", 1, (int64_t[]){O}, true);
+    vt_ok(vp_g_param_lr_scale(b, 0.5f));
+    vp_gt *d = vp_g_add(g, vp_g_linear(g, vp_g_linear(g, x, big, NULL), w, b),
+                        vp_g_scale(g, t, -1.0f));
+    vp_gt *loss = vp_g_mean(g, vp_g_mul(g, d, d));
+    vt_ok(vp_graph_backward(g, loss));
+    vp_adamw_cfg cfg = vp_adamw_default_cfg();
+    cfg.max_norm = 0.5f;
+    vt_ok(vp_graph_set_optimizer(g, &cfg));
+    vt_ok(vp_graph_compile(g));
+    vp_graph_mem mem = vp_graph_memory(g);
+    ck_assert_uint_eq(mem.grads, mem.trainable);
+    ck_assert_uint_ge(mem.optimizer, 2 * mem.trainable); /* m and v of trainables only */
+    ck_assert_uint_le(mem.optimizer, 3 * mem.trainable + 1024);
+
+    float hx[N * F], ht[N * O], hbig[F * F], hw[O * F], hb[O] = {0};
+    vt_rand(hx, N * F, 1);
+    vt_rand(ht, N * O, 2);
+    vt_rand(hbig, F * F, 3);
+    vt_rand(hw, O * F, 4);
+    vt_ok(vp_graph_write(g, x, hx, sizeof hx));
+    vt_ok(vp_graph_write(g, t, ht, sizeof ht));
+    vt_ok(vp_graph_write(g, big, hbig, sizeof hbig));
+    vt_ok(vp_graph_write(g, w, hw, sizeof hw));
+    vt_ok(vp_graph_write(g, b, hb, sizeof hb));
+
+    /* Step 1 against the reference. */
+    vt_ok(vp_graph_run(g));
+    float gw[O * F], gb[O], w1[O * F], b1[O];
+    vt_ok(vp_graph_read(g, vp_g_grad(w), gw, sizeof gw));
+    vt_ok(vp_graph_read(g, vp_g_grad(b), gb, sizeof gb));
+    vt_ok(vp_graph_step(g, 0.01f, 1));
+    vt_ok(vp_graph_read(g, w, w1, sizeof w1));
+    vt_ok(vp_graph_read(g, b, b1, sizeof b1));
+    double sq = 0;
+    for (int i = 0; i < O * F; i++)
+        sq += (double)gw[i] * gw[i];
+    for (int i = 0; i < O; i++)
+        sq += (double)gb[i] * gb[i];
+    double rw[O * F], rgw[O * F], rm[O * F] = {0}, rv[O * F] = {0};
+    double rb[O], rgb[O], rmb[O] = {0}, rvb[O] = {0};
+    for (int i = 0; i < O * F; i++)
+        rw[i] = hw[i], rgw[i] = gw[i];
+    for (int i = 0; i < O; i++)
+        rb[i] = hb[i], rgb[i] = gb[i];
+    double scale_b[O] = {0.5, 0.5, 0.5, 0.5};
+    vp_ref_adamw_hp hp = {cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay};
+    double clip = vp_ref_clip_coef(sq, cfg.max_norm);
+    ck_assert(clip < 1.0); /* the test wants clipping active */
+    vp_ref_adamw(rw, rgw, rm, rv, NULL, O * F, (double)0.01f, 1, &hp, clip);
+    vp_ref_adamw(rb, rgb, rmb, rvb, scale_b, O, (double)0.01f, 1, &hp, clip);
+    vt_assert_close(w1, rw, O * F, 1e-10, "AdamW step 1 on w");
+    vt_assert_close(b1, rb, O, 1e-10, "AdamW step 1 on b (lr scale 0.5)");
+    float gz[O];
+    vt_ok(vp_graph_read(g, vp_g_grad(b), gz, sizeof gz));
+    for (int i = 0; i < O; i++)
+        ck_assert_float_eq(gz[i], 0.0f); /* the step zeroes the gradients */
+
+    float first, last = 0;
+    vt_ok(vp_graph_read(g, loss, &first, sizeof first));
+    for (int s = 2; s <= 100; s++) {
+        vt_ok(vp_graph_run(g));
+        vt_ok(vp_graph_step(g, 0.05f, s));
+    }
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, loss, &last, sizeof last));
+    ck_assert_msg(last < first / 10, "100 AdamW steps: loss %g -> %g", first, last);
     vp_graph_destroy(g);
 }
 END_TEST
@@ -431,6 +557,8 @@ int main(void)
     vt_add_per_device(tc, test_model_gradients, NULL);
     vt_add_per_device(tc, test_replay_accumulate, NULL);
     vt_add_per_device(tc, test_nn_layers, NULL);
+    vt_add_per_device(tc, test_losses, NULL);
+    vt_add_per_device(tc, test_optimizer, NULL);
     vt_add_per_device(tc, test_frozen_memory, NULL);
     vt_add_per_device(tc, test_planner_reuse, NULL);
     vt_add_per_device(tc, test_host_node, NULL);

@@ -232,8 +232,14 @@ float vt_check_graph_grads(vp_graph *g, vp_gt *loss, vp_gt *const *leaves, doubl
         size_t n = (size_t)vp_gt_nelem(leaves[i]);
         float *f = malloc(n * sizeof *f);
         ck_assert_ptr_nonnull(f);
-        for (size_t k = 0; k < n; k++)
-            f[k] = (float)vals[i][k];
+        for (size_t k = 0; k < n; k++) {
+            if (vp_gt_dtype(leaves[i]) == VP_I32) { /* class indices and the like */
+                int32_t v = (int32_t)vals[i][k];
+                memcpy(&f[k], &v, sizeof v);
+            } else {
+                f[k] = (float)vals[i][k];
+            }
+        }
         vt_ok(vp_graph_write(g, leaves[i], f, n * sizeof *f));
         free(f);
         memcpy(vp_graph_ref_data(ref, leaves[i]), vals[i], n * sizeof(double));

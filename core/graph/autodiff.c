@@ -282,8 +282,35 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         b2->acc[1] = b2->acc[2] = all;
         break;
     }
+    case VP_GOP_CE:
+    case VP_GOP_BCE:
+    case VP_GOP_DICE:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            vp_gop op = n->op == VP_GOP_CE ? VP_GOP_CE_BWD
+                        : n->op == VP_GOP_BCE ? VP_GOP_BCE_BWD : VP_GOP_DICE_BWD;
+            vp_gnode *b2 = da ? emit(g, op, "loss.backward", da, acc) : NULL;
+            if (!b2)
+                break;
+            b2->in[0] = a;
+            b2->in[1] = n->in[1];
+            if (n->op == VP_GOP_CE) {
+                b2->in[2] = n->in[2];
+                b2->in[3] = n->out[1];
+                b2->in[4] = dy;
+                b2->n_in = 5;
+            } else {
+                b2->in[2] = dy;
+                b2->n_in = 3;
+                b2->fp[0] = n->fp[0];
+            }
+        }
+        break;
     case VP_GOP_FILL:
     case VP_GOP_HOST:
+    case VP_GOP_CE_BWD:
+    case VP_GOP_BCE_BWD:
+    case VP_GOP_DICE_BWD:
     case VP_GOP_RELU_BWD:
     case VP_GOP_GELU_BWD:
     case VP_GOP_LN_BWD:

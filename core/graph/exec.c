@@ -62,6 +62,28 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
                                       &n->in[3]->rt, &n->in[4]->rt, o, RT(n->out[1]),
                                       RT(n->out[2]), n->acc[0]);
         break;
+    case VP_GOP_CE:
+        st = vp_op_cross_entropy(cmd, &n->in[0]->rt, &n->in[1]->rt, RT(n->in[2]), o,
+                                 &n->out[1]->rt);
+        break;
+    case VP_GOP_BCE:
+        st = vp_op_bce_logits(cmd, &n->in[0]->rt, &n->in[1]->rt, o);
+        break;
+    case VP_GOP_DICE:
+        st = vp_op_dice(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->fp[0]);
+        break;
+    case VP_GOP_CE_BWD:
+        st = vp_op_cross_entropy_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, RT(n->in[2]),
+                                          &n->in[3]->rt, &n->in[4]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_BCE_BWD:
+        st = vp_op_bce_logits_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, &n->in[2]->rt, o,
+                                       n->acc[0]);
+        break;
+    case VP_GOP_DICE_BWD:
+        st = vp_op_dice_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, &n->in[2]->rt, o, n->fp[0],
+                                 n->acc[0]);
+        break;
     case VP_GOP_HOST:
     case VP_GOP_COUNT:
         return vp_error_set(VP_ERR_INTERNAL, "graph node %s cannot be recorded", n->name);
@@ -93,6 +115,87 @@ static vp_status add_segment(vp_graph *g, uint32_t first, uint32_t end, vp_gnode
     return st;
 }
 
+/* The flat buffer b as one 1-D tensor. */
+static void flat_view(vp_graph *g, vp_tensor *t, vp_gbuf b, const char *name)
+{
+    int64_t n = (int64_t)(g->buf_size[b] / 4);
+    vp_tensor_view_init(t, g->dev, &g->bufs[b], 0, VP_F32, 1, &n, name);
+}
+
+/* One step of the optimizer: clip, AdamW over the flat buffers, zero the
+ * gradients. */
+static vp_status record_optimizer(vp_graph *g)
+{
+    const vp_device_info *d = vp_device_get_info(g->dev);
+    uint64_t align = d->storage_align > 16 ? d->storage_align : 16;
+    flat_view(g, &g->train_all, VP_BUF_TRAIN, "params");
+    flat_view(g, &g->m_all, VP_BUF_M, "adamw.m");
+    flat_view(g, &g->v_all, VP_BUF_V, "adamw.v");
+    if (g->buf_size[VP_BUF_LRSCALE])
+        flat_view(g, &g->lrs_all, VP_BUF_LRSCALE, "lr_scale");
+    vp_tensor_view_init(&g->opt_state, g->dev, &g->bufs[VP_BUF_OPT], 0, VP_F32, 1,
+                        (int64_t[]){4}, "adamw.state");
+    vp_tensor_view_init(&g->opt_sqnorm, g->dev, &g->bufs[VP_BUF_OPT], align, VP_F32, 1,
+                        (int64_t[]){1}, "grad.sqnorm");
+    bool clip = g->adamw.max_norm > 0.0f;
+    const vp_tensor *grads = &g->grad_all;
+    vp_status st = vp_cmd_create(g->dev, &g->opt_cmd);
+    if (!st)
+        st = vp_cmd_begin(g->opt_cmd);
+    if (!st && clip)
+        st = vp_op_sqnorm(g->opt_cmd, &grads, 1, &g->opt_sqnorm);
+    if (!st)
+        st = vp_op_adamw(g->opt_cmd, &g->train_all, &g->grad_all, &g->m_all, &g->v_all,
+                         &g->opt_state, clip ? &g->opt_sqnorm : NULL,
+                         g->buf_size[VP_BUF_LRSCALE] ? &g->lrs_all : NULL, &g->adamw);
+    if (!st)
+        st = vp_op_fill(g->opt_cmd, &g->grad_all, 0.0f);
+    if (!st)
+        st = vp_cmd_end(g->opt_cmd);
+    return st ? vp_error_wrap(st, "recording the optimizer") : VP_OK;
+}
+
+/* Zero every persistent buffer once (fresh device memory holds garbage, and
+ * the optimizer also touches the padding between parameters), and write
+ * the learning-rate multipliers. */
+static vp_status init_buffers(vp_graph *g)
+{
+    static const vp_gbuf zeroed[] = {VP_BUF_FROZEN, VP_BUF_TRAIN, VP_BUF_GRAD, VP_BUF_M, VP_BUF_V};
+    vp_cmd *cmd;
+    vp_status st = vp_cmd_create(g->dev, &cmd);
+    if (!st)
+        st = vp_cmd_begin(cmd);
+    for (size_t i = 0; i < sizeof zeroed / sizeof zeroed[0] && !st; i++) {
+        if (!g->buf_size[zeroed[i]])
+            continue;
+        vp_tensor t;
+        flat_view(g, &t, zeroed[i], "init");
+        st = vp_op_fill(cmd, &t, 0.0f);
+    }
+    if (!st && g->buf_size[VP_BUF_LRSCALE]) {
+        vp_tensor t;
+        flat_view(g, &t, VP_BUF_LRSCALE, "lr_scale");
+        st = vp_op_fill(cmd, &t, 1.0f);
+    }
+    if (!st)
+        st = vp_cmd_submit(cmd);
+    vp_cmd_destroy(cmd);
+    for (uint32_t i = 0; i < g->n_tensors && !st && g->buf_size[VP_BUF_LRSCALE]; i++) {
+        vp_gt *t = g->tensors[i];
+        if (t->kind != VP_GT_PARAM || !t->trainable || t->lr_scale == 1.0f)
+            continue;
+        size_t n = (size_t)vp_gt_nelem(t);
+        float *s = malloc(n * sizeof *s);
+        if (!s)
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        for (size_t k = 0; k < n; k++)
+            s[k] = t->lr_scale;
+        st = vp_mem_upload(g->dev, &g->bufs[VP_BUF_LRSCALE], t->offset, s, n * sizeof *s);
+        free(s);
+    }
+    return st;
+}
+
 vp_status vp_graph_record(vp_graph *g)
 {
     uint32_t start = 0;
@@ -108,8 +211,9 @@ vp_status vp_graph_record(vp_graph *g)
     if (st || !g->buf_size[VP_BUF_GRAD])
         return st;
     /* Zeroing the gradients: one fill over the whole flat buffer. */
-    int64_t n = (int64_t)(g->buf_size[VP_BUF_GRAD] / 4);
-    vp_tensor_view_init(&g->grad_all, g->dev, &g->bufs[VP_BUF_GRAD], 0, VP_F32, 1, &n, "grads");
+    flat_view(g, &g->grad_all, VP_BUF_GRAD, "grads");
+    if (g->has_optim && (st = record_optimizer(g)))
+        return st;
     st = vp_cmd_create(g->dev, &g->zero_cmd);
     if (!st)
         st = vp_cmd_begin(g->zero_cmd);
@@ -129,6 +233,8 @@ void vp_graph_release_segments(vp_graph *g)
     g->n_segs = 0;
     vp_cmd_destroy(g->zero_cmd);
     g->zero_cmd = NULL;
+    vp_cmd_destroy(g->opt_cmd);
+    g->opt_cmd = NULL;
 }
 
 vp_status vp_graph_compile(vp_graph *g)
@@ -140,6 +246,8 @@ vp_status vp_graph_compile(vp_graph *g)
     if (!g->differentiated)
         g->n_forward = g->n_nodes;
     vp_status st = vp_graph_plan(g);
+    if (!st)
+        st = init_buffers(g);
     for (uint32_t i = 0; i < g->n_tensors && !st; i++) {
         vp_gt *t = g->tensors[i];
         if (t->kind == VP_GT_CONST)
@@ -147,8 +255,6 @@ vp_status vp_graph_compile(vp_graph *g)
     }
     if (!st)
         st = vp_graph_record(g);
-    if (!st && g->zero_cmd)
-        st = vp_cmd_submit(g->zero_cmd);
     if (st) {
         vp_graph_release_segments(g);
         vp_graph_release_buffers(g);
@@ -242,6 +348,33 @@ vp_status vp_graph_zero_grads(vp_graph *g)
     if (!g->compiled)
         return vp_error_set(VP_ERR_INVALID, "zero_grads: compile the graph first");
     return g->zero_cmd ? vp_cmd_submit(g->zero_cmd) : VP_OK;
+}
+
+vp_status vp_graph_set_optimizer(vp_graph *g, const vp_adamw_cfg *cfg)
+{
+    if (g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "optimizer: set it before compiling the graph");
+    if (!(cfg->beta1 >= 0 && cfg->beta1 < 1 && cfg->beta2 >= 0 && cfg->beta2 < 1 &&
+          cfg->eps >= 0 && cfg->weight_decay >= 0 && cfg->max_norm >= 0))
+        return vp_error_set(VP_ERR_INVALID, "optimizer: betas must be in [0, 1), eps, weight "
+                            "decay and max_norm >= 0 (got %g, %g, %g, %g, %g)", cfg->beta1,
+                            cfg->beta2, cfg->eps, cfg->weight_decay, cfg->max_norm);
+    g->adamw = *cfg;
+    g->has_optim = true;
+    return VP_OK;
+}
+
+vp_status vp_graph_step(vp_graph *g, float lr, int step)
+{
+    if (!g->compiled || !g->opt_cmd)
+        return vp_error_set(VP_ERR_INVALID, "step: %s", !g->compiled
+                                                            ? "compile the graph first"
+                                                            : "no optimizer was set");
+    float state[4];
+    vp_status st = vp_adamw_state(lr, step, &g->adamw, state);
+    if (!st)
+        st = vp_tensor_upload(&g->opt_state, state, sizeof state);
+    return st ? st : vp_cmd_submit(g->opt_cmd);
 }
 
 vp_graph_stats vp_graph_get_stats(const vp_graph *g)

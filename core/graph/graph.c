@@ -141,6 +141,7 @@ int64_t vp_gt_nelem(const vp_gt *t)
 
 const char *vp_gt_name(const vp_gt *t) { return t->name; }
 int vp_gt_ndim(const vp_gt *t) { return t->ndim; }
+vp_dtype vp_gt_dtype(const vp_gt *t) { return t->dtype; }
 const int64_t *vp_gt_shape(const vp_gt *t) { return t->shape; }
 vp_gt *vp_g_grad(const vp_gt *t) { return t ? t->grad : NULL; }
 void vp_g_keep(vp_gt *t)
@@ -186,9 +187,23 @@ vp_gt *vp_g_param(vp_graph *g, const char *name, int ndim, const int64_t *shape,
     if (!unique_name(g, "parameter", name))
         return NULL;
     vp_gt *t = vp_gt_new(g, VP_GT_PARAM, name, ndim, shape);
-    if (t)
+    if (t) {
         t->trainable = t->requires_grad = trainable;
+        t->lr_scale = 1.0f;
+    }
     return t;
+}
+
+vp_status vp_g_param_lr_scale(vp_gt *p, float scale)
+{
+    if (!p || p->kind != VP_GT_PARAM || !p->trainable)
+        return vp_error_set(VP_ERR_INVALID, "lr scale: %s is not a trainable parameter",
+                            p ? p->name : "(null)");
+    if (!(scale >= 0.0f) || scale > 1e6f)
+        return vp_error_set(VP_ERR_INVALID, "lr scale of %s: %g must be in [0, 1e6]", p->name,
+                            scale);
+    p->lr_scale = scale;
+    return VP_OK;
 }
 
 vp_gt *vp_g_const(vp_graph *g, const char *name, int ndim, const int64_t *shape,
@@ -483,6 +498,91 @@ vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float ep
     y->requires_grad = x->requires_grad || (gamma && gamma->requires_grad) ||
                        (beta && beta->requires_grad);
     return y;
+}
+
+/* A (1) loss written by a new node. */
+static vp_gt *loss_out(vp_graph *g, vp_gnode **n, vp_gop op, const char *opname)
+{
+    return op_out(g, n, op, opname, 1, (int64_t[]){1});
+}
+
+static bool same_shape_or_fail(vp_graph *g, const char *op, vp_gt *a, vp_gt *b)
+{
+    if (vp_gt_same_shape(a, b))
+        return true;
+    char sa[64], sb[64];
+    vp_gt_shape_str(a, sa, sizeof sa);
+    vp_gt_shape_str(b, sb, sizeof sb);
+    vp_graph_fail(g, VP_ERR_SHAPE, "%s: %s %s and %s %s must have the same shape", op, a->name,
+                  sa, b->name, sb);
+    return false;
+}
+
+vp_gt *vp_g_cross_entropy(vp_graph *g, vp_gt *logits, vp_gt *target, vp_gt *weight)
+{
+    if (!logits || !target)
+        return NULL;
+    int64_t N = logits->ndim == 2 ? logits->shape[0] : 0, C = logits->shape[logits->ndim - 1];
+    char sl[64], st[64];
+    vp_gt_shape_str(logits, sl, sizeof sl);
+    vp_gt_shape_str(target, st, sizeof st);
+    if (logits->ndim != 2 || target->dtype != VP_I32 || vp_gt_nelem(target) != N ||
+        (weight && vp_gt_nelem(weight) != C)) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "cross_entropy: logits %s %s, target %s %s%s: logits must "
+                      "be (N, C), target N int32 class indices, weight (C)", logits->name, sl,
+                      target->name, st, target->dtype != VP_I32 ? " (not int32)" : "");
+        return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *loss = loss_out(g, &n, VP_GOP_CE, "cross_entropy");
+    if (!loss)
+        return NULL;
+    char name[64];
+    snprintf(name, sizeof name, "%.56s.saved", loss->name);
+    vp_gt *saved = vp_gt_new(g, VP_GT_ACT, name, 2, (int64_t[]){N + 1, 2});
+    if (!saved)
+        return NULL;
+    n = &g->nodes[g->n_nodes - 1];
+    n->in[0] = logits;
+    n->in[1] = target;
+    n->in[2] = weight;
+    n->n_in = 3;
+    n->out[1] = saved;
+    n->n_out = 2;
+    loss->requires_grad = logits->requires_grad;
+    return loss;
+}
+
+static vp_gt *pair_loss(vp_graph *g, vp_gop op, const char *opname, vp_gt *x, vp_gt *t,
+                        float normalizer)
+{
+    if (!x || !t || !same_shape_or_fail(g, opname, x, t))
+        return NULL;
+    if (op == VP_GOP_DICE && !(normalizer > 0.0f)) {
+        vp_graph_fail(g, VP_ERR_INVALID, "dice of %s: normalizer %g must be > 0", x->name,
+                      normalizer);
+        return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *loss = loss_out(g, &n, op, opname);
+    if (!loss)
+        return NULL;
+    n->in[0] = x;
+    n->in[1] = t;
+    n->n_in = 2;
+    n->fp[0] = normalizer;
+    loss->requires_grad = x->requires_grad;
+    return loss;
+}
+
+vp_gt *vp_g_bce_logits(vp_graph *g, vp_gt *x, vp_gt *target)
+{
+    return pair_loss(g, VP_GOP_BCE, "bce_logits", x, target, 1.0f);
+}
+
+vp_gt *vp_g_dice(vp_graph *g, vp_gt *x, vp_gt *target, float normalizer)
+{
+    return pair_loss(g, VP_GOP_DICE, "dice", x, target, normalizer);
 }
 
 vp_gt *vp_g_sum(vp_graph *g, vp_gt *a)

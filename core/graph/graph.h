@@ -23,6 +23,7 @@
 #ifndef VP_GRAPH_H
 #define VP_GRAPH_H
 
+#include "ops/optim.h"
 #include "runtime/runtime.h"
 
 typedef struct vp_graph vp_graph;
@@ -70,6 +71,13 @@ vp_gt *vp_g_gelu(vp_graph *g, vp_gt *x);
 vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float eps);
 /* Softmax over the last axis; a row that is all -inf gives 0s. */
 vp_gt *vp_g_softmax(vp_graph *g, vp_gt *x);
+/* Losses, each a (1) tensor. Cross-entropy: logits (N, C), target (N) an
+ * int32 input (< 0: ignored), weight (C) or NULL, mean weighted as
+ * PyTorch's. BCE with logits: mean over elements. Dice on sigmoid masks as
+ * Mask2Former's: x, target (M, ...), summed over masks / normalizer. */
+vp_gt *vp_g_cross_entropy(vp_graph *g, vp_gt *logits, vp_gt *target, vp_gt *weight);
+vp_gt *vp_g_bce_logits(vp_graph *g, vp_gt *x, vp_gt *target);
+vp_gt *vp_g_dice(vp_graph *g, vp_gt *x, vp_gt *target, float normalizer);
 /* Sum and mean of all elements: shape (1). */
 vp_gt *vp_g_sum(vp_graph *g, vp_gt *a);
 vp_gt *vp_g_mean(vp_graph *g, vp_gt *a);
@@ -96,6 +104,7 @@ const char *vp_gt_name(const vp_gt *t);
 int vp_gt_ndim(const vp_gt *t);
 const int64_t *vp_gt_shape(const vp_gt *t);
 int64_t vp_gt_nelem(const vp_gt *t);
+vp_dtype vp_gt_dtype(const vp_gt *t);
 /* The gradient of t after vp_graph_backward (NULL when none flows to it). */
 vp_gt *vp_g_grad(const vp_gt *t);
 /* Keep t's values readable after a run (the planner would reuse its memory
@@ -119,12 +128,23 @@ vp_status vp_graph_read(vp_graph *g, vp_gt *t, void *data, size_t bytes);
 vp_status vp_graph_run(vp_graph *g);
 vp_status vp_graph_zero_grads(vp_graph *g);
 
+/* Training: before compile, one AdamW (torch's, with clipping by the global
+ * gradient norm when cfg->max_norm > 0) over every trainable parameter,
+ * with moments laid out like the parameters. A parameter's learning rate
+ * is lr times its multiplier (1 unless set, before compile). */
+vp_status vp_graph_set_optimizer(vp_graph *g, const vp_adamw_cfg *cfg);
+vp_status vp_g_param_lr_scale(vp_gt *param, float scale);
+/* After the runs of a step: clip, update and zero the gradients, one submit.
+ * step counts from 1 (bias correction). */
+vp_status vp_graph_step(vp_graph *g, float lr, int step);
+
 typedef struct vp_graph_mem {
     uint64_t activations; /* planned peak of the activation arena */
     uint64_t frozen;      /* frozen parameters */
     uint64_t trainable;   /* trainable parameters */
     uint64_t grads;       /* their gradients (trainable only) */
     uint64_t io;          /* inputs and constants */
+    uint64_t optimizer;   /* AdamW moments (trainable only), multipliers, state */
     uint64_t total;
     uint64_t unplanned;   /* what the arena would be without reuse */
 } vp_graph_mem;

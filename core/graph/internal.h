@@ -6,6 +6,7 @@
 #define VP_GRAPH_INTERNAL_H
 
 #include "graph/graph.h"
+#include "ops/optim.h"
 
 #define VP_GMAX_IN 8
 #define VP_GMAX_OUT 4
@@ -25,6 +26,10 @@ typedef enum vp_gbuf {
     VP_BUF_FROZEN,
     VP_BUF_TRAIN,
     VP_BUF_GRAD,
+    VP_BUF_M,          /* AdamW moments, laid out like VP_BUF_TRAIN */
+    VP_BUF_V,
+    VP_BUF_LRSCALE,    /* per-element learning-rate multipliers, when any differs from 1 */
+    VP_BUF_OPT,        /* optimizer state (4 floats) and the squared gradient norm */
     VP_BUF_COUNT
 } vp_gbuf;
 
@@ -41,11 +46,17 @@ typedef enum vp_gop {
     VP_GOP_GELU,       /* out = gelu(in0) */
     VP_GOP_LAYERNORM,  /* out0 = layernorm(in0; in1 gamma, in2 beta, fp0 eps), out1 mean, out2 rstd */
     VP_GOP_SOFTMAX,    /* out = softmax(in0) over the last axis */
+    VP_GOP_CE,         /* out0 = cross_entropy(in0 logits, in1 target, in2 weight|NULL), out1 saved */
+    VP_GOP_BCE,        /* out = bce_with_logits(in0, in1 target) */
+    VP_GOP_DICE,       /* out = dice(in0, in1 target) / fp0 */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
     VP_GOP_LN_BWD,     /* in: x, gamma|NULL, mean, rstd, dy; out: dx, dgamma|NULL, dbeta|NULL */
     VP_GOP_SOFTMAX_BWD,/* out (+)= softmax backward(in0 = y, in1 = dy) */
+    VP_GOP_CE_BWD,     /* in: logits, target, weight|NULL, saved, dloss; out: dlogits */
+    VP_GOP_BCE_BWD,    /* in: x, target, dloss; out: dx */
+    VP_GOP_DICE_BWD,   /* in: x, target, dloss; out: dx; fp0 normalizer */
     VP_GOP_COUNT
 } vp_gop;
 
@@ -57,6 +68,7 @@ struct vp_gt {
     int64_t shape[VP_MAX_DIMS];
     vp_gt_kind kind;
     bool trainable;      /* VP_GT_PARAM */
+    float lr_scale;      /* VP_GT_PARAM: learning-rate multiplier (1 unless set) */
     bool requires_grad;  /* depends on a trainable parameter */
     bool keep;           /* readable after a run */
     vp_gt *view_of;      /* VP_GT_VIEW: the tensor whose memory this is */
@@ -112,6 +124,11 @@ struct vp_graph {
     uint32_t n_segs;
     vp_cmd *zero_cmd;
     vp_tensor grad_all;      /* the flat grad buffer as one tensor */
+    /* optimizer */
+    bool has_optim;
+    vp_adamw_cfg adamw;
+    vp_cmd *opt_cmd;
+    vp_tensor train_all, m_all, v_all, lrs_all, opt_state, opt_sqnorm;
 };
 
 /* graph.c */

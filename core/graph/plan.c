@@ -154,6 +154,20 @@ vp_status vp_graph_plan(vp_graph *g)
     for (uint32_t i = 0; i < g->n_tensors; i++)
         any_grad = any_grad || g->tensors[i]->kind == VP_GT_PGRAD;
     g->buf_size[VP_BUF_GRAD] = any_grad ? g->buf_size[VP_BUF_TRAIN] : 0;
+    if (g->has_optim) {
+        if (!any_grad)
+            return vp_error_set(VP_ERR_INVALID, "optimizer: no trainable parameter gets a "
+                                "gradient (call vp_graph_backward with a loss that depends on "
+                                "one)");
+        g->buf_size[VP_BUF_M] = g->buf_size[VP_BUF_V] = g->buf_size[VP_BUF_TRAIN];
+        bool scaled = false;
+        for (uint32_t i = 0; i < g->n_tensors; i++) {
+            vp_gt *t = g->tensors[i];
+            scaled = scaled || (t->kind == VP_GT_PARAM && t->trainable && t->lr_scale != 1.0f);
+        }
+        g->buf_size[VP_BUF_LRSCALE] = scaled ? g->buf_size[VP_BUF_TRAIN] : 0;
+        g->buf_size[VP_BUF_OPT] = 2 * align; /* state (4 floats), then sqnorm */
+    }
 
     vp_status st = plan_activations(g, align);
     if (st)
@@ -192,8 +206,10 @@ vp_graph_mem vp_graph_memory(const vp_graph *g)
         .trainable = g->buf_size[VP_BUF_TRAIN],
         .grads = g->buf_size[VP_BUF_GRAD],
         .io = g->buf_size[VP_BUF_IO],
+        .optimizer = g->buf_size[VP_BUF_M] + g->buf_size[VP_BUF_V] +
+                     g->buf_size[VP_BUF_LRSCALE] + g->buf_size[VP_BUF_OPT],
         .unplanned = g->unplanned,
     };
-    m.total = m.activations + m.frozen + m.trainable + m.grads + m.io;
+    m.total = m.activations + m.frozen + m.trainable + m.grads + m.io + m.optimizer;
     return m;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "ref/loss.h"
 #include "ref/nn.h"
 #include "ref/ref.h"
 
@@ -150,6 +151,28 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
                          r->data[n->out[1]->id], r->data[n->out[2]->id], vp_gt_nelem(y) / C, C);
         return VP_OK;
     }
+    case VP_GOP_CE: {
+        int64_t N = a->shape[0], C = a->shape[1];
+        int32_t *t = malloc((size_t)N * sizeof *t);
+        if (!t)
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        for (int64_t i = 0; i < N; i++)
+            t[i] = (int32_t)db[i];
+        o[0] = vp_ref_cross_entropy(da, t, DATA(n->in[2]), N, C);
+        free(t);
+        return VP_OK;
+    }
+    case VP_GOP_BCE:
+        o[0] = vp_ref_bce_logits(da, db, vp_gt_nelem(a));
+        return VP_OK;
+    case VP_GOP_DICE: {
+        int64_t M = a->shape[0];
+        o[0] = vp_ref_dice(da, db, M, vp_gt_nelem(a) / M, n->fp[0]);
+        return VP_OK;
+    }
+    case VP_GOP_CE_BWD:
+    case VP_GOP_BCE_BWD:
+    case VP_GOP_DICE_BWD:
     case VP_GOP_RELU_BWD:
     case VP_GOP_GELU_BWD:
     case VP_GOP_LN_BWD:

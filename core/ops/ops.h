@@ -13,7 +13,9 @@
 
 #include "runtime/runtime.h"
 
+#include "ops/loss.h"
 #include "ops/nn.h"
+#include "ops/optim.h"
 
 /* c = op(a) op(b), batched.
  *   a: (..., M, K), or (..., K, M) when trans_a
