@@ -2,8 +2,9 @@
 # tests/gpu/run.sh [BUILD_DIR] - the cross-vendor check.
 #
 # On any Linux machine with a Vulkan driver: prints `vpeft devices`, then runs
-# the runtime and op suites on every usable device in turn (VPEFT_DEVICE=i)
-# and prints one summary line per device. BUILD_DIR is a configured build
+# every device-facing suite (runtime, ops, graph: all of tests/check_*.c but
+# the CLI's) on every usable device in turn (VPEFT_DEVICE=i) and prints one
+# summary line per device. BUILD_DIR is a configured build
 # directory (default: the source tree); it is built first if needed.
 # Exit status 1 if any suite fails on any device.
 set -u
@@ -13,7 +14,10 @@ cd "$build" || { echo "run.sh: no build directory $build" >&2; exit 1; }
 if [ ! -f Makefile ]; then
     "$src/configure" >/dev/null || exit 1
 fi
-make -s all obj/tests/check_runtime obj/tests/check_ops >/dev/null || { echo "run.sh: build failed" >&2; exit 1; }
+suites=$(for f in "$src"/tests/check_*.c; do f=${f##*/check_}; echo "${f%.c}"; done | grep -v '^cli$')
+targets=$(for s in $suites; do printf 'obj/tests/check_%s ' "$s"; done)
+# shellcheck disable=SC2086
+make -s all $targets >/dev/null || { echo "run.sh: build failed" >&2; exit 1; }
 
 ./vpeft devices || exit 1
 echo
@@ -27,20 +31,25 @@ while IFS="$(printf '\t')" read -r idx name type usable _; do
         printf 'device %s  %-40s %-15s skipped: unusable (see above)\n' "$idx" "$name" "$type"
         continue
     fi
-    line=
-    for suite in runtime ops; do
-        t0=$(date +%s)
+    passed=0 failed='' checks=0 failures=0 skips=0 t0=$(date +%s)
+    for suite in $suites; do
+        log="$tmp/$suite-$idx.log"
         if VPEFT_DEVICE=$idx XDG_CACHE_HOME="$tmp/cache" TMPDIR="$tmp" \
-            ./obj/tests/check_$suite >"$tmp/$suite-$idx.log" 2>&1; then
-            res=ok
+            "./obj/tests/check_$suite" >"$log" 2>&1; then
+            passed=$((passed + 1))
         else
-            res=FAILED; status=1
+            failed="$failed $suite"; status=1
+            echo "--- $suite on device $idx:"; cat "$log"
         fi
-        checks=$(sed -n 's/^[0-9]*%: Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 checks, \2 failures, \3 errors/p' "$tmp/$suite-$idx.log")
-        skips=$(sed -n 's/^skipped: //p' "$tmp/$suite-$idx.log")
-        line="$line  $suite $res (${checks:-no result}, ${skips:-0} skipped, $(( $(date +%s) - t0 ))s)"
-        [ $res = ok ] || { echo "--- $suite on device $idx:"; cat "$tmp/$suite-$idx.log"; }
+        c=$(sed -n 's/^[0-9]*%: Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' "$log")
+        # shellcheck disable=SC2086 # three numbers, split on purpose
+        set -- ${c:-0 0 0}
+        checks=$((checks + $1)); failures=$((failures + $2 + $3))
+        k=$(sed -n 's/^skipped: //p' "$log")
+        skips=$((skips + ${k:-0}))
     done
-    printf 'device %s  %-40s %-15s%s\n' "$idx" "$name" "$type" "$line"
+    printf 'device %s  %-40s %-15s %d/%d suites ok, %d checks, %d failed, %d skipped, %ss%s\n' \
+        "$idx" "$name" "$type" "$passed" "$(echo "$suites" | wc -w)" "$checks" "$failures" \
+        "$skips" "$(( $(date +%s) - t0 ))" "${failed:+  FAILED:$failed}"
 done <"$tmp/devices"
 exit $status
