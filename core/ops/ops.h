@@ -69,4 +69,7 @@ vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *o
 /* Every element of out = value. */
 vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value);
 
+#include "ops/layout.h"
+#include "ops/vision.h"
+
 #endif

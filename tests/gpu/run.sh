@@ -2,8 +2,8 @@
 # tests/gpu/run.sh [BUILD_DIR] - the cross-vendor check.
 #
 # On any Linux machine with a Vulkan driver: prints `vpeft devices`, then runs
-# the runtime and op suites on every usable device in turn (VPEFT_DEVICE=i)
-# and prints one summary line per device. BUILD_DIR is a configured build
+# every per-device suite (tests/check_*.c but the CLI's) on every usable
+# device in turn (VPEFT_DEVICE=i) and prints one summary line per device. BUILD_DIR is a configured build
 # directory (default: the source tree); it is built first if needed.
 # Exit status 1 if any suite fails on any device.
 set -u
@@ -13,7 +13,9 @@ cd "$build" || { echo "run.sh: no build directory $build" >&2; exit 1; }
 if [ ! -f Makefile ]; then
     "$src/configure" >/dev/null || exit 1
 fi
-make -s all obj/tests/check_runtime obj/tests/check_ops >/dev/null || { echo "run.sh: build failed" >&2; exit 1; }
+suites=$(cd "$src/tests" && ls check_*.c | sed 's/^check_//; s/\.c$//' | grep -v '^cli$')
+make -s all $(for s in $suites; do printf 'obj/tests/check_%s ' "$s"; done) >/dev/null ||
+    { echo "run.sh: build failed" >&2; exit 1; }
 
 ./vpeft devices || exit 1
 echo
@@ -28,7 +30,7 @@ while IFS="$(printf '\t')" read -r idx name type usable _; do
         continue
     fi
     line=
-    for suite in runtime ops; do
+    for suite in $suites; do
         t0=$(date +%s)
         if VPEFT_DEVICE=$idx XDG_CACHE_HOME="$tmp/cache" TMPDIR="$tmp" \
             ./obj/tests/check_$suite >"$tmp/$suite-$idx.log" 2>&1; then
