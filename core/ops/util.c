@@ -59,6 +59,8 @@ vp_status vp_dispatch_flat(vp_cmd *cmd, const vp_kernel *k, const uint32_t *extr
     vp_device *dev = vp_cmd_device(cmd);
     const vp_device_info *d = vp_device_get_info(dev);
     uint32_t local = d->max_wg_invocations < VP_EW_LOCAL ? d->max_wg_invocations : VP_EW_LOCAL;
+    if (d->max_wg_size[0] < local)
+        local = d->max_wg_size[0];
     uint32_t spec[VP_MAX_SPEC] = {local, 1, 1}, gx, gy;
     VP_ASSERT(n_extra <= VP_MAX_SPEC - 3);
     for (uint32_t i = 0; i < n_extra; i++)

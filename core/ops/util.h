@@ -17,7 +17,7 @@ bool vp_ranges_overlap(vp_range a, vp_range b);
  * device's limit; kernels index with flat_index() from common.glsl. */
 void vp_grid_1d(const vp_device_info *d, uint32_t n, uint32_t local, uint32_t *gx, uint32_t *gy);
 /* Get k's pipeline with spec constants {local, 1, 1, extra[0..n_extra-1]}
- * (local = the smaller of VP_EW_LOCAL and the device's limit) and record one
+ * (local = VP_EW_LOCAL or the device's limit if lower) and record one
  * dispatch of n invocations over vp_grid_1d's grid: kernels that index with
  * flat_index() and skip i >= n. */
 vp_status vp_dispatch_flat(vp_cmd *cmd, const vp_kernel *k, const uint32_t *extra,
