@@ -89,4 +89,7 @@ vp_status vp_op_axpy(vp_cmd *cmd, const vp_tensor *x, float alpha, vp_tensor *y,
 /* Every element of out = value. */
 vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value);
 
+#include "ops/layout.h"
+#include "ops/vision.h"
+
 #endif

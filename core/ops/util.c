@@ -14,6 +14,17 @@ vp_status vp_check_f32(const char *op, const vp_tensor *t)
     return VP_OK;
 }
 
+vp_status vp_check_i32(const char *op, const vp_tensor *t)
+{
+    if (t->dtype != VP_I32)
+        return vp_error_set(VP_ERR_UNSUPPORTED, "%s: tensor %s is %s; this op takes i32", op,
+                            t->name, vp_dtype_str(t->dtype));
+    if (vp_tensor_nelem(t) > UINT32_MAX / 4)
+        return vp_error_set(VP_ERR_SHAPE, "%s: tensor %s has %lld elements, more than one "
+                            "dispatch can index", op, t->name, (long long)vp_tensor_nelem(t));
+    return VP_OK;
+}
+
 vp_status vp_check_same_shape(const char *op, const vp_tensor *a, const vp_tensor *b)
 {
     bool same = a->ndim == b->ndim;
@@ -40,4 +51,24 @@ void vp_grid_1d(const vp_device_info *d, uint32_t n, uint32_t local, uint32_t *g
         groups = 1;
     *gx = groups < maxx ? groups : maxx;
     *gy = (groups + *gx - 1) / *gx;
+}
+
+vp_status vp_dispatch_flat(vp_cmd *cmd, const vp_kernel *k, const uint32_t *extra,
+                           uint32_t n_extra, const vp_range *bind, const void *push, uint32_t n)
+{
+    vp_device *dev = vp_cmd_device(cmd);
+    const vp_device_info *d = vp_device_get_info(dev);
+    uint32_t local = d->max_wg_invocations < VP_EW_LOCAL ? d->max_wg_invocations : VP_EW_LOCAL;
+    if (d->max_wg_size[0] < local)
+        local = d->max_wg_size[0];
+    uint32_t spec[VP_MAX_SPEC] = {local, 1, 1}, gx, gy;
+    VP_ASSERT(n_extra <= VP_MAX_SPEC - 3);
+    for (uint32_t i = 0; i < n_extra; i++)
+        spec[3 + i] = extra[i];
+    vp_pipeline *p;
+    vp_status st = vp_pipeline_get(dev, k, spec, 3 + n_extra, &p);
+    if (st)
+        return st;
+    vp_grid_1d(d, n, local, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
 }

@@ -9,10 +9,18 @@
 #define VP_EW_LOCAL 256u  /* invocations per workgroup of elementwise kernels */
 
 vp_status vp_check_f32(const char *op, const vp_tensor *t);
+/* The same for index tensors: "%s: tensor %s is f32; this op takes i32". */
+vp_status vp_check_i32(const char *op, const vp_tensor *t);
 vp_status vp_check_same_shape(const char *op, const vp_tensor *a, const vp_tensor *b);
 bool vp_ranges_overlap(vp_range a, vp_range b);
 /* Workgroups (gx, gy) covering n invocations of `local` each, gx within the
  * device's limit; kernels index with flat_index() from common.glsl. */
 void vp_grid_1d(const vp_device_info *d, uint32_t n, uint32_t local, uint32_t *gx, uint32_t *gy);
+/* Get k's pipeline with spec constants {local, 1, 1, extra[0..n_extra-1]}
+ * (local = VP_EW_LOCAL or the device's limit if lower) and record one
+ * dispatch of n invocations over vp_grid_1d's grid: kernels that index with
+ * flat_index() and skip i >= n. */
+vp_status vp_dispatch_flat(vp_cmd *cmd, const vp_kernel *k, const uint32_t *extra,
+                           uint32_t n_extra, const vp_range *bind, const void *push, uint32_t n);
 
 #endif
