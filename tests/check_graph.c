@@ -246,6 +246,59 @@ START_TEST(test_losses)
 }
 END_TEST
 
+/* Layout, vision and attention ops inside a graph: a ViT-like front
+ * (patch embedding, gathered position embeddings, masked multi-head
+ * attention, concat, slice) into a simple-feature-pyramid-like tail
+ * (transposed convolution, max-pool, bilinear resize); gradients against
+ * finite differences. */
+START_TEST(test_vision_layers)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { B = 2, CI = 3, HW = 8, P = 4, D = 8, NT = 4, HEADS = 2, CO = 4 };
+    vp_gt *leaf[13];
+    int nl = 0;
+    vp_gt *img = leaf[nl++] = vp_g_input(g, "img", 4, (int64_t[]){B, CI, HW, HW});
+    vp_gt *pidx = leaf[nl++] = vp_g_input_i32(g, "pos_idx", 1, (int64_t[]){NT});
+    vp_gt *mask = leaf[nl++] = vp_g_input(g, "mask", 4, (int64_t[]){B, HEADS, NT, NT});
+    vp_gt *tgt = leaf[nl++] = vp_g_input(g, "target", 4, (int64_t[]){B, 3, 3, CO});
+    vp_gt *pw = leaf[nl++] = vp_g_param(g, "patch.weight", 4, (int64_t[]){D, CI, P, P}, true);
+    vp_gt *pb = leaf[nl++] = vp_g_param(g, "patch.bias", 1, (int64_t[]){D}, true);
+    vp_gt *pos = leaf[nl++] = vp_g_param(g, "pos", 2, (int64_t[]){NT, D}, true);
+    vp_gt *wq = leaf[nl++] = vp_g_param(g, "q.weight", 2, (int64_t[]){D, D}, true);
+    vp_gt *wk = leaf[nl++] = vp_g_param(g, "k.weight", 2, (int64_t[]){D, D}, true);
+    vp_gt *wv = leaf[nl++] = vp_g_param(g, "v.weight", 2, (int64_t[]){D, D}, false);
+    vp_gt *ctw = leaf[nl++] = vp_g_param(g, "up.weight", 4, (int64_t[]){D, CO, 2, 2}, true);
+    vp_gt *ctb = leaf[nl++] = vp_g_param(g, "up.bias", 1, (int64_t[]){CO}, true);
+    vp_gt *scale = leaf[nl++] = vp_g_param(g, "scale", 1, (int64_t[]){D}, true);
+    vp_gt *x = vp_g_patch_embed(g, img, pw, pb, P);                    /* (B, 4, D) */
+    x = vp_g_add(g, x, vp_g_gather_rows(g, pos, pidx));
+    vp_gt *a = vp_g_attention(g, vp_g_linear(g, x, wq, NULL), vp_g_linear(g, x, wk, NULL),
+                              vp_g_linear(g, x, wv, NULL), mask, HEADS);
+    vp_gt *both = vp_g_concat(g, (vp_gt *[]){a, vp_g_mul(g, x, scale)}, 2, 1); /* (B, 8, D) */
+    vp_gt *tok = vp_g_add(g, vp_g_slice(g, both, 1, 0, NT), vp_g_slice(g, both, 1, NT, NT));
+    vp_gt *map = vp_g_reshape(g, tok, 4, (int64_t[]){B, 2, 2, D});
+    vp_gt *up = vp_g_conv_transpose2(g, map, ctw, ctb);                /* (B, 4, 4, CO) */
+    vp_gt *pooled = vp_g_maxpool2(g, vp_g_transpose(g, up, 1, 2));     /* (B, 2, 2, CO) */
+    vp_gt *r = vp_g_gelu(g, vp_g_resize_bilinear(g, pooled, 3, 3));    /* (B, 3, 3, CO) */
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, r, tgt));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[13];
+    for (int i = 0; i < nl; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 300 + (uint64_t)i, 1.0);
+    double idx[NT] = {3, 0, 2, 1};
+    memcpy(vals[1], idx, sizeof idx);
+    for (int i = 0; i < B * HEADS * NT * NT; i++)     /* some keys masked, none fully */
+        vals[2][i] = (i % NT) != (i / NT) % NT && vals[2][i] > 0.3 ? -INFINITY : 0.0;
+    vt_check_graph_grads(g, loss, leaf, vals, nl, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    for (int i = 0; i < nl; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* AdamW through the graph: one step against the double reference of
  * torch's update (clipping and a learning-rate multiplier on), and a small
  * regression trained for 100 steps. */
@@ -558,6 +611,7 @@ int main(void)
     vt_add_per_device(tc, test_replay_accumulate, NULL);
     vt_add_per_device(tc, test_nn_layers, NULL);
     vt_add_per_device(tc, test_losses, NULL);
+    vt_add_per_device(tc, test_vision_layers, NULL);
     vt_add_per_device(tc, test_optimizer, NULL);
     vt_add_per_device(tc, test_frozen_memory, NULL);
     vt_add_per_device(tc, test_planner_reuse, NULL);

@@ -306,8 +306,83 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
             }
         }
         break;
+    case VP_GOP_PERMUTE:
+    case VP_GOP_SLICE:
+    case VP_GOP_IM2COL:
+    case VP_GOP_RESIZE:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            vp_gop op = n->op == VP_GOP_PERMUTE ? VP_GOP_PERMUTE_BWD
+                        : n->op == VP_GOP_SLICE ? VP_GOP_SLICE_BWD
+                        : n->op == VP_GOP_IM2COL ? VP_GOP_IM2COL_BWD : VP_GOP_RESIZE_BWD;
+            vp_gnode *b2 = da ? emit(g, op, "layout.backward", da, acc) : NULL;
+            if (b2) {
+                b2->in[0] = dy;
+                b2->n_in = 1;
+                memcpy(b2->ip, n->ip, sizeof b2->ip);
+            }
+        }
+        break;
+    case VP_GOP_GATHER:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit2(g, VP_GOP_GATHER_BWD, "gather.backward", dy, b, da, acc);
+        }
+        break;
+    case VP_GOP_MAXPOOL2:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit2(g, VP_GOP_MAXPOOL_BWD, "maxpool2.backward", dy, n->out[1], da, acc);
+        }
+        break;
+    case VP_GOP_CONCAT:
+    case VP_GOP_D2S: {
+        /* One kernel writes every input's gradient (NULL: not needed). */
+        vp_gt *outs[VP_GMAX_OUT] = {NULL};
+        bool accs[VP_GMAX_OUT] = {false};
+        uint32_t k = 0;
+        bool any = false;
+        for (; k < n->n_in; k++) {
+            vp_gt *in = n->in[k];
+            if (in && in->requires_grad) {
+                outs[k] = grad_target(g, in, &accs[k]);
+                any = true;
+            }
+        }
+        if (!any)
+            break;
+        if (n->op == VP_GOP_D2S && !outs[0]) /* dbias alone still needs a dx */
+            outs[0] = scratch_like(g, a);
+        bool all = unify_acc(g, outs, accs, k);
+        vp_gnode *b2 = emit(g, n->op == VP_GOP_CONCAT ? VP_GOP_CONCAT_BWD : VP_GOP_D2S_BWD,
+                            "layout.backward", outs[0], all);
+        if (!b2)
+            break;
+        b2->in[0] = dy;
+        b2->n_in = 1;
+        for (uint32_t i = 0; i < k; i++) {
+            b2->out[i] = outs[i];
+            b2->acc[i] = all;
+        }
+        b2->n_out = k;
+        b2->ip[0] = n->ip[0];
+        /* concat: the inputs' extents along the axis, for the kernel */
+        for (uint32_t i = 0; n->op == VP_GOP_CONCAT && i < k; i++)
+            b2->shape_of[i] = n->in[i];
+        break;
+    }
     case VP_GOP_FILL:
     case VP_GOP_HOST:
+    case VP_GOP_PERMUTE_BWD:
+    case VP_GOP_CONCAT_BWD:
+    case VP_GOP_SLICE_BWD:
+    case VP_GOP_GATHER_BWD:
+    case VP_GOP_IM2COL_BWD:
+    case VP_GOP_MAXPOOL_BWD:
+    case VP_GOP_D2S_BWD:
+    case VP_GOP_RESIZE_BWD:
     case VP_GOP_CE_BWD:
     case VP_GOP_BCE_BWD:
     case VP_GOP_DICE_BWD:

@@ -17,7 +17,7 @@
 
 static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
 {
-    vp_tensor *o = &n->out[0]->rt;
+    vp_tensor *o = RT(n->out[0]);
     vp_status st = VP_ERR_INTERNAL;
     switch (n->op) {
     case VP_GOP_GEMM:
@@ -83,6 +83,66 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
     case VP_GOP_DICE_BWD:
         st = vp_op_dice_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, &n->in[2]->rt, o, n->fp[0],
                                  n->acc[0]);
+        break;
+    case VP_GOP_PERMUTE:
+        st = vp_op_permute(cmd, &n->in[0]->rt, n->ip, o);
+        break;
+    case VP_GOP_PERMUTE_BWD:
+        st = vp_op_permute_backward(cmd, &n->in[0]->rt, n->ip, o, n->acc[0]);
+        break;
+    case VP_GOP_CONCAT: {
+        const vp_tensor *xs[VP_GMAX_IN];
+        for (uint32_t i = 0; i < n->n_in; i++)
+            xs[i] = &n->in[i]->rt;
+        st = vp_op_concat(cmd, xs, n->n_in, n->ip[0], o);
+        break;
+    }
+    case VP_GOP_CONCAT_BWD: {
+        int64_t lens[VP_GMAX_OUT];
+        vp_tensor *dxs[VP_GMAX_OUT];
+        for (uint32_t i = 0; i < n->n_out; i++) {
+            lens[i] = n->shape_of[i]->shape[n->ip[0]];
+            dxs[i] = RT(n->out[i]);
+        }
+        st = vp_op_concat_backward(cmd, &n->in[0]->rt, n->ip[0], lens, dxs, n->n_out, n->acc[0]);
+        break;
+    }
+    case VP_GOP_SLICE:
+        st = vp_op_slice(cmd, &n->in[0]->rt, n->ip[0], n->ip[1], o);
+        break;
+    case VP_GOP_SLICE_BWD:
+        st = vp_op_slice_backward(cmd, &n->in[0]->rt, n->ip[0], n->ip[1], o, n->acc[0]);
+        break;
+    case VP_GOP_GATHER:
+        st = vp_op_gather_rows(cmd, &n->in[0]->rt, &n->in[1]->rt, o);
+        break;
+    case VP_GOP_GATHER_BWD:
+        st = vp_op_gather_rows_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_IM2COL:
+        st = vp_op_im2col_patches(cmd, &n->in[0]->rt, n->ip[0], o);
+        break;
+    case VP_GOP_IM2COL_BWD:
+        st = vp_op_im2col_patches_backward(cmd, &n->in[0]->rt, n->ip[0], o, n->acc[0]);
+        break;
+    case VP_GOP_MAXPOOL2:
+        st = vp_op_maxpool2(cmd, &n->in[0]->rt, o, &n->out[1]->rt);
+        break;
+    case VP_GOP_MAXPOOL_BWD:
+        st = vp_op_maxpool2_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
+    case VP_GOP_D2S:
+        st = vp_op_depth_to_space2(cmd, &n->in[0]->rt, RT(n->in[1]), o);
+        break;
+    case VP_GOP_D2S_BWD:
+        st = vp_op_depth_to_space2_backward(cmd, &n->in[0]->rt, o,
+                                            n->n_out > 1 ? RT(n->out[1]) : NULL, n->acc[0]);
+        break;
+    case VP_GOP_RESIZE:
+        st = vp_op_resize_bilinear(cmd, &n->in[0]->rt, o);
+        break;
+    case VP_GOP_RESIZE_BWD:
+        st = vp_op_resize_bilinear_backward(cmd, &n->in[0]->rt, o, n->acc[0]);
         break;
     case VP_GOP_HOST:
     case VP_GOP_COUNT:

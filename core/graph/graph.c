@@ -3,6 +3,7 @@
  * return new tensors, views, and the sticky first error. Autodiff is in
  * autodiff.c, memory planning in plan.c, recording and running in exec.c.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -632,4 +633,289 @@ vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, ui
     for (uint32_t i = 0; i < n_out; i++)
         n->out[i] = outs[i] = o[i];
     return VP_OK;
+}
+
+/* ---- layout and vision -------------------------------------------------------- */
+
+vp_gt *vp_g_permute(vp_graph *g, vp_gt *x, const int *perm)
+{
+    if (!x)
+        return NULL;
+    int seen = 0;
+    int64_t shape[VP_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) {
+        if (perm[i] < 0 || perm[i] >= x->ndim || (seen & (1 << perm[i]))) {
+            vp_graph_fail(g, VP_ERR_INVALID, "permute of %s: the permutation must list each of "
+                          "0..%d once", x->name, x->ndim - 1);
+            return NULL;
+        }
+        seen |= 1 << perm[i];
+        shape[i] = x->shape[perm[i]];
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_PERMUTE, "permute", x->ndim, shape);
+    if (!y)
+        return NULL;
+    n->in[0] = x;
+    n->n_in = 1;
+    for (int i = 0; i < VP_MAX_DIMS; i++)
+        n->ip[i] = i < x->ndim ? perm[i] : i;
+    y->requires_grad = x->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_transpose(vp_graph *g, vp_gt *x, int d0, int d1)
+{
+    if (!x)
+        return NULL;
+    int perm[VP_MAX_DIMS] = {0, 1, 2, 3};
+    if (d0 < 0 || d1 < 0 || d0 >= x->ndim || d1 >= x->ndim) {
+        vp_graph_fail(g, VP_ERR_INVALID, "transpose of %s: dimensions %d and %d, it has %d",
+                      x->name, d0, d1, x->ndim);
+        return NULL;
+    }
+    perm[d0] = d1;
+    perm[d1] = d0;
+    return vp_g_permute(g, x, perm);
+}
+
+static bool axis_ok(vp_graph *g, const char *op, const vp_gt *x, int axis)
+{
+    if (axis >= 0 && axis < x->ndim)
+        return true;
+    vp_graph_fail(g, VP_ERR_INVALID, "%s of %s: axis %d, it has %d dimensions", op, x->name, axis,
+                  x->ndim);
+    return false;
+}
+
+vp_gt *vp_g_concat(vp_graph *g, vp_gt *const *xs, uint32_t n_in, int axis)
+{
+    if (n_in == 0 || n_in > VP_GMAX_IN) {
+        vp_graph_fail(g, VP_ERR_INVALID, "concat: %u inputs, 1 to %d are supported", n_in,
+                      VP_GMAX_IN);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n_in; i++)
+        if (!xs[i])
+            return NULL;
+    if (!axis_ok(g, "concat", xs[0], axis))
+        return NULL;
+    int64_t shape[VP_MAX_DIMS];
+    memcpy(shape, xs[0]->shape, sizeof shape);
+    shape[axis] = 0;
+    bool rg = false;
+    for (uint32_t i = 0; i < n_in; i++) {
+        bool ok = xs[i]->ndim == xs[0]->ndim;
+        for (int d = 0; ok && d < xs[0]->ndim; d++)
+            ok = d == axis || xs[i]->shape[d] == xs[0]->shape[d];
+        if (!ok) {
+            char s0[64], si[64];
+            vp_gt_shape_str(xs[0], s0, sizeof s0);
+            vp_gt_shape_str(xs[i], si, sizeof si);
+            vp_graph_fail(g, VP_ERR_SHAPE, "concat along %d: %s %s and %s %s differ elsewhere",
+                          axis, xs[0]->name, s0, xs[i]->name, si);
+            return NULL;
+        }
+        shape[axis] += xs[i]->shape[axis];
+        rg = rg || xs[i]->requires_grad;
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_CONCAT, "concat", xs[0]->ndim, shape);
+    if (!y)
+        return NULL;
+    for (uint32_t i = 0; i < n_in; i++)
+        n->in[i] = xs[i];
+    n->n_in = n_in;
+    n->ip[0] = axis;
+    y->requires_grad = rg;
+    return y;
+}
+
+vp_gt *vp_g_slice(vp_graph *g, vp_gt *x, int axis, int64_t start, int64_t len)
+{
+    if (!x || !axis_ok(g, "slice", x, axis))
+        return NULL;
+    if (start < 0 || len < 1 || start + len > x->shape[axis]) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "slice of %s: [%lld, %lld) along %d, which has %lld",
+                      x->name, (long long)start, (long long)(start + len), axis,
+                      (long long)x->shape[axis]);
+        return NULL;
+    }
+    int64_t shape[VP_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[axis] = len;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_SLICE, "slice", x->ndim, shape);
+    if (!y)
+        return NULL;
+    n->in[0] = x;
+    n->n_in = 1;
+    n->ip[0] = axis;
+    n->ip[1] = (int32_t)start;
+    y->requires_grad = x->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_gather_rows(vp_graph *g, vp_gt *table, vp_gt *idx)
+{
+    if (!table || !idx)
+        return NULL;
+    if (table->ndim != 2 || idx->dtype != VP_I32) {
+        char st[64], si[64];
+        vp_gt_shape_str(table, st, sizeof st);
+        vp_gt_shape_str(idx, si, sizeof si);
+        vp_graph_fail(g, VP_ERR_SHAPE, "gather_rows: table %s %s must be (R, C) and %s %s int32",
+                      table->name, st, idx->name, si);
+        return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_GATHER, "gather",
+                      2, (int64_t[]){vp_gt_nelem(idx), table->shape[1]});
+    if (!y)
+        return NULL;
+    n->in[0] = table;
+    n->in[1] = idx;
+    n->n_in = 2;
+    y->requires_grad = table->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_patch_embed(vp_graph *g, vp_gt *img, vp_gt *w, vp_gt *b, int p)
+{
+    if (!img || !w)
+        return NULL;
+    char si[64], sw[64];
+    vp_gt_shape_str(img, si, sizeof si);
+    vp_gt_shape_str(w, sw, sizeof sw);
+    if (img->ndim != 4 || w->ndim != 4 || p < 1 || w->shape[1] != img->shape[1] ||
+        w->shape[2] != p || w->shape[3] != p || img->shape[2] % p || img->shape[3] % p) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "patch_embed: image %s %s, weight %s %s, patch %d: the "
+                      "image must be (B, C, H, W) with H and W multiples of the patch, the "
+                      "weight (D, C, patch, patch)", img->name, si, w->name, sw, p);
+        return NULL;
+    }
+    int64_t B = img->shape[0], C = img->shape[1], np = (img->shape[2] / p) * (img->shape[3] / p);
+    vp_gnode *n;
+    vp_gt *cols = op_out(g, &n, VP_GOP_IM2COL, "patches", 3, (int64_t[]){B, np, C * p * p});
+    if (!cols)
+        return NULL;
+    n->in[0] = img;
+    n->n_in = 1;
+    n->ip[0] = p;
+    cols->requires_grad = img->requires_grad;
+    vp_gt *w2 = vp_g_view(g, w, 2, (int64_t[]){w->shape[0], C * p * p}, NULL);
+    return vp_g_linear(g, cols, w2, b);
+}
+
+vp_gt *vp_g_maxpool2(vp_graph *g, vp_gt *x)
+{
+    if (!x)
+        return NULL;
+    if (x->ndim != 4 || x->shape[1] < 2 || x->shape[2] < 2) {
+        char s[64];
+        vp_gt_shape_str(x, s, sizeof s);
+        vp_graph_fail(g, VP_ERR_SHAPE, "maxpool2: %s %s must be (B, H, W, C) with H, W >= 2",
+                      x->name, s);
+        return NULL;
+    }
+    int64_t shape[4] = {x->shape[0], x->shape[1] / 2, x->shape[2] / 2, x->shape[3]};
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_MAXPOOL2, "maxpool2", 4, shape);
+    if (!y)
+        return NULL;
+    char name[64];
+    snprintf(name, sizeof name, "%.56s.argmax", y->name);
+    vp_gt *am = vp_gt_new(g, VP_GT_ACT, name, 4, shape);
+    if (!am)
+        return NULL;
+    am->dtype = VP_I32;
+    n = &g->nodes[g->n_nodes - 1];
+    n->in[0] = x;
+    n->n_in = 1;
+    n->out[1] = am;
+    n->n_out = 2;
+    y->requires_grad = x->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_conv_transpose2(vp_graph *g, vp_gt *x, vp_gt *w, vp_gt *b)
+{
+    if (!x || !w)
+        return NULL;
+    char sx[64], sw[64];
+    vp_gt_shape_str(x, sx, sizeof sx);
+    vp_gt_shape_str(w, sw, sizeof sw);
+    if (x->ndim != 4 || w->ndim != 4 || w->shape[0] != x->shape[3] || w->shape[2] != 2 ||
+        w->shape[3] != 2 || (b && vp_gt_nelem(b) != w->shape[1])) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "conv_transpose2: input %s %s, weight %s %s: the input "
+                      "must be (B, H, W, Cin), the weight (Cin, Cout, 2, 2), the bias (Cout)",
+                      x->name, sx, w->name, sw);
+        return NULL;
+    }
+    int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], Cout = w->shape[1];
+    vp_gt *w2 = vp_g_view(g, w, 2, (int64_t[]){w->shape[0], Cout * 4}, NULL);
+    vp_gt *z = vp_g_gemm(g, x, false, w2, false, NULL); /* (B, H, W, Cout*4) */
+    if (!z)
+        return NULL;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_D2S, "conv_transpose2", 4, (int64_t[]){B, 2 * H, 2 * W, Cout});
+    if (!y)
+        return NULL;
+    n->in[0] = z;
+    n->in[1] = b;
+    n->n_in = 2;
+    y->requires_grad = z->requires_grad || (b && b->requires_grad);
+    return y;
+}
+
+vp_gt *vp_g_resize_bilinear(vp_graph *g, vp_gt *x, int64_t oh, int64_t ow)
+{
+    if (!x)
+        return NULL;
+    if (x->ndim != 4 || oh < 1 || ow < 1) {
+        char s[64];
+        vp_gt_shape_str(x, s, sizeof s);
+        vp_graph_fail(g, VP_ERR_SHAPE, "resize_bilinear: %s %s must be (B, H, W, C), the size "
+                      "%lldx%lld positive", x->name, s, (long long)oh, (long long)ow);
+        return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_RESIZE, "resize", 4,
+                      (int64_t[]){x->shape[0], oh, ow, x->shape[3]});
+    if (!y)
+        return NULL;
+    n->in[0] = x;
+    n->n_in = 1;
+    y->requires_grad = x->requires_grad;
+    return y;
+}
+
+vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads)
+{
+    if (!q || !k || !v)
+        return NULL;
+    int64_t B = q->shape[0], Nq = q->shape[1], D = q->shape[q->ndim - 1];
+    int64_t Nk = k->shape[1];
+    if (q->ndim != 3 || k->ndim != 3 || !vp_gt_same_shape(k, v) || k->shape[0] != B ||
+        k->shape[2] != D || heads < 1 || D % heads) {
+        char sq[64], sk[64], sv[64];
+        vp_gt_shape_str(q, sq, sizeof sq);
+        vp_gt_shape_str(k, sk, sizeof sk);
+        vp_gt_shape_str(v, sv, sizeof sv);
+        vp_graph_fail(g, VP_ERR_SHAPE, "attention: q %s %s, k %s %s, v %s %s, %d heads: q must "
+                      "be (B, Nq, D), k and v (B, Nk, D), heads dividing D", q->name, sq,
+                      k->name, sk, v->name, sv, heads);
+        return NULL;
+    }
+    int64_t Dh = D / heads;
+    static const int to_heads[4] = {0, 2, 1, 3};
+    vp_gt *qh = vp_g_permute(g, vp_g_view(g, q, 4, (int64_t[]){B, Nq, heads, Dh}, NULL), to_heads);
+    vp_gt *kh = vp_g_permute(g, vp_g_view(g, k, 4, (int64_t[]){B, Nk, heads, Dh}, NULL), to_heads);
+    vp_gt *vh = vp_g_permute(g, vp_g_view(g, v, 4, (int64_t[]){B, Nk, heads, Dh}, NULL), to_heads);
+    vp_gt *s = vp_g_scale(g, vp_g_gemm(g, qh, false, kh, true, NULL), 1.0f / sqrtf((float)Dh));
+    if (mask)
+        s = vp_g_add(g, s, mask);
+    vp_gt *o = vp_g_gemm(g, vp_g_softmax(g, s), false, vh, false, NULL); /* (B, H, Nq, Dh) */
+    o = vp_g_permute(g, o, to_heads);
+    return vp_g_view(g, o, 3, (int64_t[]){B, Nq, D}, NULL);
 }

@@ -78,6 +78,33 @@ vp_gt *vp_g_softmax(vp_graph *g, vp_gt *x);
 vp_gt *vp_g_cross_entropy(vp_graph *g, vp_gt *logits, vp_gt *target, vp_gt *weight);
 vp_gt *vp_g_bce_logits(vp_graph *g, vp_gt *x, vp_gt *target);
 vp_gt *vp_g_dice(vp_graph *g, vp_gt *x, vp_gt *target, float normalizer);
+/* Layout. permute: y.shape[i] = x.shape[perm[i]]; transpose swaps two
+ * dimensions; concat along an axis (at most 8 inputs); slice takes len
+ * entries from start along an axis; gather_rows: table (R, C) rows idx (N)
+ * (an int32 input; out of range clamps). */
+vp_gt *vp_g_permute(vp_graph *g, vp_gt *x, const int *perm);
+vp_gt *vp_g_transpose(vp_graph *g, vp_gt *x, int d0, int d1);
+vp_gt *vp_g_concat(vp_graph *g, vp_gt *const *xs, uint32_t n, int axis);
+vp_gt *vp_g_slice(vp_graph *g, vp_gt *x, int axis, int64_t start, int64_t len);
+vp_gt *vp_g_gather_rows(vp_graph *g, vp_gt *table, vp_gt *idx);
+
+/* Vision, channels-last maps (B, H, W, C). patch_embed: img (B, Cin, H, W)
+ * with a PyTorch Conv2d weight (D, Cin, p, p) and bias (D) or NULL, kernel =
+ * stride = p -> (B, (H/p)*(W/p), D). conv_transpose2: x (B, H, W, Cin), a
+ * PyTorch ConvTranspose2d weight (Cin, Cout, 2, 2), stride 2 -> (B, 2H, 2W,
+ * Cout). Bilinear resizing as F.interpolate(align_corners=False). */
+vp_gt *vp_g_patch_embed(vp_graph *g, vp_gt *img, vp_gt *w, vp_gt *b, int patch);
+vp_gt *vp_g_maxpool2(vp_graph *g, vp_gt *x);
+vp_gt *vp_g_conv_transpose2(vp_graph *g, vp_gt *x, vp_gt *w, vp_gt *b);
+vp_gt *vp_g_resize_bilinear(vp_graph *g, vp_gt *x, int64_t out_h, int64_t out_w);
+
+/* Multi-head scaled dot-product attention: q (B, Nq, D), k and v (B, Nk,
+ * D), heads dividing D; mask NULL or additive (-inf masks), broadcast onto
+ * the scores (B, heads, Nq, Nk) from its trailing dimensions; a query whose
+ * keys are all masked attends to nothing (its output is 0). Composed of
+ * permutes, batched gemms and a softmax. -> (B, Nq, D) */
+vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads);
+
 /* Sum and mean of all elements: shape (1). */
 vp_gt *vp_g_sum(vp_graph *g, vp_gt *a);
 vp_gt *vp_g_mean(vp_graph *g, vp_gt *a);

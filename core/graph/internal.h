@@ -9,7 +9,7 @@
 #include "ops/optim.h"
 
 #define VP_GMAX_IN 8
-#define VP_GMAX_OUT 4
+#define VP_GMAX_OUT 8
 
 typedef enum vp_gt_kind {
     VP_GT_ACT = 0,  /* written by a node; planned in the activation arena */
@@ -49,6 +49,14 @@ typedef enum vp_gop {
     VP_GOP_CE,         /* out0 = cross_entropy(in0 logits, in1 target, in2 weight|NULL), out1 saved */
     VP_GOP_BCE,        /* out = bce_with_logits(in0, in1 target) */
     VP_GOP_DICE,       /* out = dice(in0, in1 target) / fp0 */
+    VP_GOP_PERMUTE,    /* out = permute(in0), ip[0..3] perm */
+    VP_GOP_CONCAT,     /* out = concat(in0..in{n-1}) along ip[0] */
+    VP_GOP_SLICE,      /* out = in0[start ip[1], length out's] along ip[0] */
+    VP_GOP_GATHER,     /* out = in0 (table) rows in1 (i32 idx) */
+    VP_GOP_IM2COL,     /* out = patches of in0 (B, C, H, W), ip[0] patch */
+    VP_GOP_MAXPOOL2,   /* out0 = maxpool2(in0), out1 argmax (i32) */
+    VP_GOP_D2S,        /* out = depth_to_space2(in0) + in1 bias|NULL */
+    VP_GOP_RESIZE,     /* out = bilinear resize of in0 to out's size */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
@@ -57,6 +65,14 @@ typedef enum vp_gop {
     VP_GOP_CE_BWD,     /* in: logits, target, weight|NULL, saved, dloss; out: dlogits */
     VP_GOP_BCE_BWD,    /* in: x, target, dloss; out: dx */
     VP_GOP_DICE_BWD,   /* in: x, target, dloss; out: dx; fp0 normalizer */
+    VP_GOP_PERMUTE_BWD,/* out (+)= inverse permute(in0 = dy), ip[0..3] the forward's perm */
+    VP_GOP_CONCAT_BWD, /* in0 dy; out k (+)= its slice (NULL: skipped); ip[0] axis */
+    VP_GOP_SLICE_BWD,  /* out (+)= in0 = dy placed at ip[1] along ip[0] */
+    VP_GOP_GATHER_BWD, /* out (table grad) (+)= rows of in0 = dy at in1 = idx */
+    VP_GOP_IM2COL_BWD, /* out (+)= in0 = dcols put back; ip[0] patch */
+    VP_GOP_MAXPOOL_BWD,/* out (+)= in0 = dy routed by in1 = argmax */
+    VP_GOP_D2S_BWD,    /* in0 dy; out0 dx, out1 dbias|NULL */
+    VP_GOP_RESIZE_BWD, /* out (+)= resize backward of in0 = dy */
     VP_GOP_COUNT
 } vp_gop;
 
@@ -91,6 +107,7 @@ typedef struct vp_gnode {
     uint32_t n_out;
     bool acc[VP_GMAX_OUT];   /* accumulate into out[i] instead of overwriting */
     bool backward;           /* emitted by autodiff */
+    vp_gt *shape_of[VP_GMAX_IN]; /* tensors whose shapes (not data) the node needs */
     int32_t ip[8];           /* integer parameters (op-specific) */
     float fp[4];             /* float parameters (op-specific) */
     vp_host_fn host_fn;

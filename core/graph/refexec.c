@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "ref/layout.h"
 #include "ref/loss.h"
 #include "ref/nn.h"
 #include "ref/ref.h"
@@ -170,6 +171,75 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         o[0] = vp_ref_dice(da, db, M, vp_gt_nelem(a) / M, n->fp[0]);
         return VP_OK;
     }
+    case VP_GOP_PERMUTE:
+        vp_ref_permute(da, a->ndim, a->shape, n->ip, o);
+        return VP_OK;
+    case VP_GOP_CONCAT: {
+        int ax = n->ip[0];
+        int64_t outer = 1, inner = 1, lens[VP_GMAX_IN];
+        const double *xs[VP_GMAX_IN];
+        for (int d = 0; d < ax; d++)
+            outer *= y->shape[d];
+        for (int d = ax + 1; d < y->ndim; d++)
+            inner *= y->shape[d];
+        for (uint32_t i = 0; i < n->n_in; i++) {
+            xs[i] = r->data[n->in[i]->id];
+            lens[i] = n->in[i]->shape[ax];
+        }
+        vp_ref_concat(xs, lens, n->n_in, outer, inner, o);
+        return VP_OK;
+    }
+    case VP_GOP_SLICE: {
+        int ax = n->ip[0];
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < ax; d++)
+            outer *= a->shape[d];
+        for (int d = ax + 1; d < a->ndim; d++)
+            inner *= a->shape[d];
+        vp_ref_slice(da, outer, a->shape[ax], inner, n->ip[1], y->shape[ax], o);
+        return VP_OK;
+    }
+    case VP_GOP_GATHER: {
+        int64_t N = vp_gt_nelem(b);
+        int32_t *idx = malloc((size_t)N * sizeof *idx);
+        if (!idx)
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        for (int64_t i = 0; i < N; i++)
+            idx[i] = (int32_t)db[i];
+        vp_ref_gather_rows(da, a->shape[0], a->shape[1], idx, N, o);
+        free(idx);
+        return VP_OK;
+    }
+    case VP_GOP_IM2COL:
+        vp_ref_im2col_patches(da, a->shape[0], a->shape[1], a->shape[2], a->shape[3], n->ip[0], o);
+        return VP_OK;
+    case VP_GOP_MAXPOOL2: {
+        int64_t ny = vp_gt_nelem(y);
+        int32_t *am = malloc((size_t)ny * sizeof *am);
+        if (!am)
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        vp_ref_maxpool2(da, a->shape[0], a->shape[1], a->shape[2], a->shape[3], o, am);
+        for (int64_t i = 0; i < ny; i++)
+            r->data[n->out[1]->id][i] = am[i];
+        free(am);
+        return VP_OK;
+    }
+    case VP_GOP_D2S:
+        vp_ref_depth_to_space2(da, DATA(n->in[1]), a->shape[0], a->shape[1], a->shape[2],
+                               y->shape[3], o);
+        return VP_OK;
+    case VP_GOP_RESIZE:
+        vp_ref_resize_bilinear(da, a->shape[0], a->shape[1], a->shape[2], a->shape[3], y->shape[1],
+                               y->shape[2], o);
+        return VP_OK;
+    case VP_GOP_PERMUTE_BWD:
+    case VP_GOP_CONCAT_BWD:
+    case VP_GOP_SLICE_BWD:
+    case VP_GOP_GATHER_BWD:
+    case VP_GOP_IM2COL_BWD:
+    case VP_GOP_MAXPOOL_BWD:
+    case VP_GOP_D2S_BWD:
+    case VP_GOP_RESIZE_BWD:
     case VP_GOP_CE_BWD:
     case VP_GOP_BCE_BWD:
     case VP_GOP_DICE_BWD:
