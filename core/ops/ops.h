@@ -13,6 +13,8 @@
 
 #include "runtime/runtime.h"
 
+#include "ops/msdeform.h"
+
 /* c = op(a) op(b), batched.
  *   a: (..., M, K), or (..., K, M) when trans_a
  *   b: (..., K, N), or (..., N, K) when trans_b
