@@ -14,6 +14,7 @@
 #include "runtime/runtime.h"
 
 #include "ops/loss.h"
+#include "ops/msdeform.h"
 #include "ops/nn.h"
 #include "ops/optim.h"
 
