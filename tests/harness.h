@@ -98,8 +98,10 @@ float *vt_download(const vp_tensor *t);
  * representable as floats), written to the device and to the graph's
  * reference executor. Runs the graph once, checks the loss against the
  * reference (relative 1e-5), and every trainable parameter's gradient
- * against central differences (step h) of the reference loss: relative
- * error (vt_rel_err) below tol. Returns the device loss. */
+ * against central differences (step h) of the reference loss: the largest
+ * error below tol times the tensor's largest gradient (at least 1% of the
+ * largest gradient of all: a gradient that is ~0 by symmetry is not judged
+ * against its rounding noise). At most 64 leaves. Returns the device loss. */
 struct vp_graph;
 struct vp_gt;
 float vt_check_graph_grads(struct vp_graph *g, struct vp_gt *loss, struct vp_gt *const *leaves,

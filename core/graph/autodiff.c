@@ -373,8 +373,32 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
             b2->shape_of[i] = n->in[i];
         break;
     }
+    case VP_GOP_MSDEFORM: {
+        /* The kernel writes all three gradients, each with its own flag;
+         * those nobody needs go to scratch. */
+        vp_gnode tmp = *n;
+        vp_gt *outs[3];
+        bool accs[3] = {false, false, false};
+        for (int k = 0; k < 3; k++)
+            outs[k] = tmp.in[k]->requires_grad ? grad_target(g, tmp.in[k], &accs[k])
+                                               : scratch_like(g, tmp.in[k]);
+        vp_gnode *b2 = emit(g, VP_GOP_MSDEFORM_BWD, "msdeform.backward", outs[0], accs[0]);
+        if (!b2)
+            break;
+        for (int k = 0; k < 3; k++) {
+            b2->in[k] = tmp.in[k];
+            b2->out[k] = outs[k];
+            b2->acc[k] = accs[k];
+        }
+        b2->in[3] = dy;
+        b2->n_in = 4;
+        b2->n_out = 3;
+        b2->ip[0] = tmp.ip[0];
+        break;
+    }
     case VP_GOP_FILL:
     case VP_GOP_HOST:
+    case VP_GOP_MSDEFORM_BWD:
     case VP_GOP_PERMUTE_BWD:
     case VP_GOP_CONCAT_BWD:
     case VP_GOP_SLICE_BWD:

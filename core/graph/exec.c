@@ -144,11 +144,19 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
     case VP_GOP_RESIZE_BWD:
         st = vp_op_resize_bilinear_backward(cmd, &n->in[0]->rt, o, n->acc[0]);
         break;
+    case VP_GOP_MSDEFORM:
+        st = vp_op_msdeform(cmd, &n->in[0]->rt, &g->levels[n->ip[0]], &n->in[1]->rt,
+                            &n->in[2]->rt, o);
+        break;
+    case VP_GOP_MSDEFORM_BWD:
+        st = vp_op_msdeform_backward(cmd, &n->in[0]->rt, &g->levels[n->ip[0]], &n->in[1]->rt,
+                                     &n->in[2]->rt, &n->in[3]->rt, o, n->acc[0],
+                                     &n->out[1]->rt, n->acc[1], &n->out[2]->rt, n->acc[2]);
+        break;
     case VP_GOP_HOST:
     case VP_GOP_COUNT:
         return vp_error_set(VP_ERR_INTERNAL, "graph node %s cannot be recorded", n->name);
     }
-    (void)g;
     return st ? vp_error_wrap(st, "graph node %u (%s)", (uint32_t)(n - g->nodes), n->name) : VP_OK;
 }
 

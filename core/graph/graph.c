@@ -35,10 +35,16 @@ void vp_graph_destroy(vp_graph *g)
     }
     free(g->tensors);
     free(g->nodes);
+    free(g->levels);
     free(g);
 }
 
 vp_device *vp_graph_device(const vp_graph *g) { return g->dev; }
+
+vp_status vp_graph_status(const vp_graph *g)
+{
+    return g->err ? vp_error_set(g->err, "%s", g->err_msg) : VP_OK;
+}
 
 vp_status vp_graph_fail(vp_graph *g, vp_status st, const char *fmt, ...)
 {
@@ -479,12 +485,16 @@ vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float ep
     vp_gt *y = op_out(g, &n, VP_GOP_LAYERNORM, "layernorm", x->ndim, x->shape);
     if (!y)
         return NULL;
-    int64_t rows = vp_gt_nelem(x) / C;
+    /* Per-row statistics: x's shape without its last dimension. */
+    int rnd = x->ndim > 1 ? x->ndim - 1 : 1;
+    int64_t rshape[VP_MAX_DIMS] = {1, 1, 1, 1};
+    for (int i = 0; i < x->ndim - 1; i++)
+        rshape[i] = x->shape[i];
     char name[64];
     snprintf(name, sizeof name, "%.56s.mean", y->name);
-    vp_gt *mean = vp_gt_new(g, VP_GT_ACT, name, 1, &rows);
+    vp_gt *mean = vp_gt_new(g, VP_GT_ACT, name, rnd, rshape);
     snprintf(name, sizeof name, "%.56s.rstd", y->name);
-    vp_gt *rstd = vp_gt_new(g, VP_GT_ACT, name, 1, &rows);
+    vp_gt *rstd = vp_gt_new(g, VP_GT_ACT, name, rnd, rshape);
     if (!mean || !rstd)
         return NULL;
     n = &g->nodes[g->n_nodes - 1];
@@ -918,4 +928,50 @@ vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, in
     vp_gt *o = vp_g_gemm(g, vp_g_softmax(g, s), false, vh, false, NULL); /* (B, H, Nq, Dh) */
     o = vp_g_permute(g, o, to_heads);
     return vp_g_view(g, o, 3, (int64_t[]){B, Nq, D}, NULL);
+}
+
+vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *lv, vp_gt *loc,
+                     vp_gt *attn)
+{
+    if (!value || !loc || !attn)
+        return NULL;
+    char sv[64], sl[64], sa[64];
+    vp_gt_shape_str(value, sv, sizeof sv);
+    vp_gt_shape_str(loc, sl, sizeof sl);
+    vp_gt_shape_str(attn, sa, sizeof sa);
+    int64_t S = 0;
+    bool ok = lv && lv->n >= 1 && lv->n <= VP_MSDEFORM_MAX_LEVELS && value->ndim == 4 &&
+              loc->ndim == 4 && attn->ndim == 4;
+    for (int l = 0; ok && l < lv->n; l++) {
+        ok = lv->shape[l][0] >= 1 && lv->shape[l][1] >= 1 && lv->start[l] == S;
+        S += lv->shape[l][0] * lv->shape[l][1];
+    }
+    int64_t B = value->shape[0], H = value->shape[2], Dh = value->shape[3];
+    int64_t Q = ok ? loc->shape[1] : 0, LP = ok ? attn->shape[3] : 0;
+    ok = ok && value->shape[1] == S && LP % lv->n == 0 && loc->shape[0] == B &&
+         loc->shape[2] == H && loc->shape[3] == 2 * LP && attn->shape[0] == B &&
+         attn->shape[1] == Q && attn->shape[2] == H;
+    if (!ok) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "msdeform: value %s %s, loc %s %s, attn %s %s do not fit "
+                      "(B, S, H, Dh), (B, Q, H, L*P*2), (B, Q, H, L*P) for %d contiguous levels "
+                      "of %lld positions", value->name, sv, loc->name, sl, attn->name, sa,
+                      lv ? lv->n : 0, (long long)S);
+        return NULL;
+    }
+    if (VP_RESERVE(g->levels, g->cap_levels, g->n_levels + 1)) {
+        vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory");
+        return NULL;
+    }
+    g->levels[g->n_levels] = *lv;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_MSDEFORM, "msdeform", 3, (int64_t[]){B, Q, H * Dh});
+    if (!y)
+        return NULL;
+    n->in[0] = value;
+    n->in[1] = loc;
+    n->in[2] = attn;
+    n->n_in = 3;
+    n->ip[0] = (int32_t)g->n_levels++;
+    y->requires_grad = value->requires_grad || loc->requires_grad || attn->requires_grad;
+    return y;
 }

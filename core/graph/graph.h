@@ -23,6 +23,7 @@
 #ifndef VP_GRAPH_H
 #define VP_GRAPH_H
 
+#include "ops/msdeform.h"
 #include "ops/optim.h"
 #include "runtime/runtime.h"
 
@@ -32,6 +33,8 @@ typedef struct vp_gt vp_gt; /* a tensor of a graph */
 vp_status vp_graph_create(vp_device *dev, vp_graph **out);
 void vp_graph_destroy(vp_graph *g);
 vp_device *vp_graph_device(const vp_graph *g);
+/* The first build error (VP_OK when none), its message in vp_error_last(). */
+vp_status vp_graph_status(const vp_graph *g);
 
 /* ---- leaves ---------------------------------------------------------------- */
 
@@ -97,6 +100,12 @@ vp_gt *vp_g_patch_embed(vp_graph *g, vp_gt *img, vp_gt *w, vp_gt *b, int patch);
 vp_gt *vp_g_maxpool2(vp_graph *g, vp_gt *x);
 vp_gt *vp_g_conv_transpose2(vp_graph *g, vp_gt *x, vp_gt *w, vp_gt *b);
 vp_gt *vp_g_resize_bilinear(vp_graph *g, vp_gt *x, int64_t out_h, int64_t out_w);
+
+/* Multi-scale deformable attention core (Deformable DETR): value (B, S, H,
+ * Dh) over the levels (fixed per graph), loc (B, Q, H, L*P*2) as (x, y) in
+ * [0, 1], attn (B, Q, H, L*P) -> (B, Q, H*Dh). See core/ops/msdeform.h. */
+vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *levels, vp_gt *loc,
+                     vp_gt *attn);
 
 /* Multi-head scaled dot-product attention: q (B, Nq, D), k and v (B, Nk,
  * D), heads dividing D; mask NULL or additive (-inf masks), broadcast onto

@@ -6,6 +6,7 @@
 #define VP_GRAPH_INTERNAL_H
 
 #include "graph/graph.h"
+#include "ops/msdeform.h"
 #include "ops/optim.h"
 
 #define VP_GMAX_IN 8
@@ -57,6 +58,7 @@ typedef enum vp_gop {
     VP_GOP_MAXPOOL2,   /* out0 = maxpool2(in0), out1 argmax (i32) */
     VP_GOP_D2S,        /* out = depth_to_space2(in0) + in1 bias|NULL */
     VP_GOP_RESIZE,     /* out = bilinear resize of in0 to out's size */
+    VP_GOP_MSDEFORM,   /* out = msdeform(in0 value, in1 loc, in2 attn), ip[0] levels index */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
@@ -73,6 +75,7 @@ typedef enum vp_gop {
     VP_GOP_MAXPOOL_BWD,/* out (+)= in0 = dy routed by in1 = argmax */
     VP_GOP_D2S_BWD,    /* in0 dy; out0 dx, out1 dbias|NULL */
     VP_GOP_RESIZE_BWD, /* out (+)= resize backward of in0 = dy */
+    VP_GOP_MSDEFORM_BWD,/* in: value, loc, attn, dy; out: dvalue, dloc, dattn (own acc each) */
     VP_GOP_COUNT
 } vp_gop;
 
@@ -131,6 +134,8 @@ struct vp_graph {
     vp_status err;           /* first build error, sticky */
     char err_msg[1024];
     bool differentiated, compiled;
+    vp_msdeform_levels *levels; /* level layouts of msdeform nodes (ip[0] indexes) */
+    uint32_t n_levels, cap_levels;
     vp_gt *ones;             /* constant 1s for reductions by gemm */
     int64_t ones_len;
     /* compiled state */

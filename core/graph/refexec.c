@@ -11,6 +11,7 @@
 #include "graph/internal.h"
 #include "ref/layout.h"
 #include "ref/loss.h"
+#include "ref/msdeform.h"
 #include "ref/nn.h"
 #include "ref/ref.h"
 
@@ -232,6 +233,19 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         vp_ref_resize_bilinear(da, a->shape[0], a->shape[1], a->shape[2], a->shape[3], y->shape[1],
                                y->shape[2], o);
         return VP_OK;
+    case VP_GOP_MSDEFORM: {
+        const vp_msdeform_levels *lv = &r->g->levels[n->ip[0]];
+        int64_t shapes[2 * VP_MSDEFORM_MAX_LEVELS];
+        for (int l = 0; l < lv->n; l++)
+            shapes[2 * l] = lv->shape[l][0], shapes[2 * l + 1] = lv->shape[l][1];
+        const vp_gt *at = n->in[2];
+        vp_ref_msdeform_dims dims = {a->shape[0], a->shape[1], a->shape[2], a->shape[3],
+                                     at->shape[1], lv->n, at->shape[3] / lv->n, shapes,
+                                     lv->start};
+        vp_ref_msdeform(&dims, da, db, DATA(at), o);
+        return VP_OK;
+    }
+    case VP_GOP_MSDEFORM_BWD:
     case VP_GOP_PERMUTE_BWD:
     case VP_GOP_CONCAT_BWD:
     case VP_GOP_SLICE_BWD:
