@@ -456,6 +456,16 @@ vp_graph_stats vp_graph_get_stats(const vp_graph *g)
         vp_cmd_stats c = vp_cmd_get_stats(g->segs[i].cmd);
         s.dispatches += c.dispatches;
         s.barriers += c.barriers;
+        s.submits += c.submits;
+        s.submit_ms += c.submit_ms;
+    }
+    vp_cmd *extra[2] = {g->opt_cmd, g->zero_cmd};
+    for (int i = 0; i < 2; i++) {
+        if (!extra[i])
+            continue;
+        vp_cmd_stats c = vp_cmd_get_stats(extra[i]);
+        s.submits += c.submits;
+        s.submit_ms += c.submit_ms;
     }
     return s;
 }

@@ -201,6 +201,8 @@ typedef struct vp_graph_stats {
     uint32_t segments;          /* = submits per run */
     uint32_t dispatches;        /* per run */
     uint32_t barriers;          /* per run */
+    uint64_t submits;           /* so far: runs' segments, optimizer steps, zeroing */
+    double submit_ms;           /* host time spent waiting inside those submits */
 } vp_graph_stats;
 
 vp_graph_mem vp_graph_memory(const vp_graph *g);

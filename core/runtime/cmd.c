@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/internal.h"
 #include "util/array.h"
@@ -131,7 +132,7 @@ vp_status vp_cmd_begin(vp_cmd *c)
     c->cur_pool = 0;
     c->reads.n = c->writes.n = 0;
     c->n_timed = 0;
-    memset(&c->stats, 0, sizeof c->stats);
+    c->stats.dispatches = c->stats.barriers = 0; /* per recording; submits count on */
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
     st = vp_vk_check(vkBeginCommandBuffer(c->cb, &bi), "vkBeginCommandBuffer");
     if (st)
@@ -332,11 +333,19 @@ static void collect_times(vp_cmd *c)
     }
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
 vp_status vp_cmd_submit(vp_cmd *c)
 {
     vp_status st = vp_cmd_end(c);
     if (st)
         return st;
+    double t0 = now_ms();
     vp_device *dev = c->dev;
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
@@ -347,6 +356,8 @@ vp_status vp_cmd_submit(vp_cmd *c)
     st = vp_vk_check(vkWaitForFences(dev->vk, 1, &c->fence, VK_TRUE, UINT64_MAX),
                      "vkWaitForFences");
     vkResetFences(dev->vk, 1, &c->fence);
+    c->stats.submits++;
+    c->stats.submit_ms += now_ms() - t0;
     if (!st && dev->profiling)
         collect_times(c);
     return st;

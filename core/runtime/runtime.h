@@ -205,6 +205,8 @@ typedef struct vp_cmd vp_cmd;
 typedef struct vp_cmd_stats {
     uint32_t dispatches;
     uint32_t barriers;    /* between dispatches, for data hazards */
+    uint64_t submits;     /* vp_cmd_submit calls so far */
+    double submit_ms;     /* host time inside them (submit until the fence), in total */
 } vp_cmd_stats;
 
 vp_status vp_cmd_create(vp_device *dev, vp_cmd **out);
