@@ -1,6 +1,7 @@
 #version 450
 // Elementwise unary ops.   a, out: (n)
 //   OP 0 scale: out = alpha * a
+//   OP 1 boolean mask to additive: out = a != 0 ? -inf : 0
 //   ACC: out += the result instead (axpy; gradient accumulation)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -22,5 +23,7 @@ void main()
     float y = x;
     if (OP == 0)
         y = p.alpha * x;
+    else if (OP == 1)
+        y = x != 0.0 ? uintBitsToFloat(0xff800000u) : 0.0; // -inf
     o[i] = ACC ? o[i] + y : y;
 }

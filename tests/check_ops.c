@@ -213,6 +213,31 @@ START_TEST(test_elementwise_acc)
 }
 END_TEST
 
+/* Boolean masks to additive ones: nonzero -> -inf, zero -> 0, exactly. */
+START_TEST(test_bool_mask)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    float hm[7] = {0.0f, 1.0f, -2.0f, 0.5f, -0.0f, 1e-30f, NAN};
+    vp_tensor *m = vt_tensor(dev, "m", 1, (int64_t[]){7}, hm);
+    vp_tensor *o = vt_tensor(dev, "o", 1, (int64_t[]){7}, NULL);
+    vp_cmd *cmd;
+    vt_ok(vp_cmd_create(dev, &cmd));
+    vt_ok(vp_cmd_begin(cmd));
+    vt_ok(vp_op_bool_to_additive(cmd, m, o));
+    vt_ok(vp_op_bool_to_additive(cmd, m, m)); /* in place */
+    vt_ok(vp_cmd_submit(cmd));
+    float *got = vt_download(o), *inplace = vt_download(m);
+    for (int i = 0; i < 7; i++) {
+        float want = hm[i] != 0.0f ? -INFINITY : 0.0f; /* NaN != 0: masked */
+        ck_assert_msg(got[i] == want && inplace[i] == want, "mask %g -> %g (in place %g), want %g",
+                      hm[i], got[i], inplace[i], want);
+    }
+    free(got), free(inplace);
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(m), vp_tensor_destroy(o);
+}
+END_TEST
+
 /* 2-D inputs broadcast against a batched output, and a 4-D batch. */
 START_TEST(test_matmul_shapes)
 {
@@ -430,6 +455,7 @@ int main(void)
     vt_add_per_device(tc, test_fill_large, NULL);
     vt_add_per_device(tc, test_elementwise_errors, NULL);
     vt_add_per_device(tc, test_elementwise_acc, NULL);
+    vt_add_per_device(tc, test_bool_mask, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

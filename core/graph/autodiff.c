@@ -398,6 +398,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
     }
     case VP_GOP_FILL:
     case VP_GOP_HOST:
+    case VP_GOP_BOOLMASK:
     case VP_GOP_MSDEFORM_BWD:
     case VP_GOP_PERMUTE_BWD:
     case VP_GOP_CONCAT_BWD:

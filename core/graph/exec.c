@@ -144,6 +144,9 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
     case VP_GOP_RESIZE_BWD:
         st = vp_op_resize_bilinear_backward(cmd, &n->in[0]->rt, o, n->acc[0]);
         break;
+    case VP_GOP_BOOLMASK:
+        st = vp_op_bool_to_additive(cmd, &n->in[0]->rt, o);
+        break;
     case VP_GOP_MSDEFORM:
         st = vp_op_msdeform(cmd, &n->in[0]->rt, &g->levels[n->ip[0]], &n->in[1]->rt,
                             &n->in[2]->rt, o);

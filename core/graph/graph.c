@@ -975,3 +975,11 @@ vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *lv, vp
     y->requires_grad = value->requires_grad || loc->requires_grad || attn->requires_grad;
     return y;
 }
+
+vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m)
+{
+    vp_gt *y = unary(g, VP_GOP_BOOLMASK, "mask", m);
+    if (y)
+        y->requires_grad = false;
+    return y;
+}

@@ -107,8 +107,13 @@ vp_gt *vp_g_resize_bilinear(vp_graph *g, vp_gt *x, int64_t out_h, int64_t out_w)
 vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *levels, vp_gt *loc,
                      vp_gt *attn);
 
+/* A boolean mask (nonzero = masked) as an additive one (-inf where masked,
+ * 0 elsewhere) for vp_g_attention; no gradient flows through it. */
+vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m);
+
 /* Multi-head scaled dot-product attention: q (B, Nq, D), k and v (B, Nk,
- * D), heads dividing D; mask NULL or additive (-inf masks), broadcast onto
+ * D), heads dividing D; mask NULL or additive (-inf masks; a boolean mask
+ * goes through vp_g_bool_mask first), broadcast onto
  * the scores (B, heads, Nq, Nk) from its trailing dimensions; a query whose
  * keys are all masked attends to nothing (its output is 0). Composed of
  * permutes, batched gemms and a softmax. -> (B, Nq, D) */

@@ -59,6 +59,7 @@ typedef enum vp_gop {
     VP_GOP_D2S,        /* out = depth_to_space2(in0) + in1 bias|NULL */
     VP_GOP_RESIZE,     /* out = bilinear resize of in0 to out's size */
     VP_GOP_MSDEFORM,   /* out = msdeform(in0 value, in1 loc, in2 attn), ip[0] levels index */
+    VP_GOP_BOOLMASK,   /* out = in0 != 0 ? -inf : 0 (no gradient) */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */

@@ -5,6 +5,7 @@
  * and it is what a --verify mode checks the device against. Each forward op
  * has one case in ref_node(), next to its kernel's case in exec.c.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,6 +246,10 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         vp_ref_msdeform(&dims, da, db, DATA(at), o);
         return VP_OK;
     }
+    case VP_GOP_BOOLMASK:
+        for (int64_t i = 0; i < vp_gt_nelem(y); i++)
+            o[i] = da[i] != 0.0 ? -INFINITY : 0.0;
+        return VP_OK;
     case VP_GOP_MSDEFORM_BWD:
     case VP_GOP_PERMUTE_BWD:
     case VP_GOP_CONCAT_BWD:

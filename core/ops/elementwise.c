@@ -51,6 +51,20 @@ vp_status vp_op_axpy(vp_cmd *cmd, const vp_tensor *x, float alpha, vp_tensor *y,
     return elementwise(cmd, &k_unary, 0, accumulate, r, &push, push.n);
 }
 
+vp_status vp_op_bool_to_additive(vp_cmd *cmd, const vp_tensor *m, vp_tensor *out)
+{
+    vp_status st = vp_check_f32("bool_to_additive", m);
+    if (!st)
+        st = vp_check_f32("bool_to_additive", out);
+    if (!st)
+        st = vp_check_same_shape("bool_to_additive", m, out);
+    if (st)
+        return st;
+    struct { uint32_t n; float alpha; } push = {(uint32_t)vp_tensor_nelem(m), 0.0f};
+    vp_range r[2] = {vp_tensor_range(m), vp_tensor_range(out)};
+    return elementwise(cmd, &k_unary, 1, false, r, &push, push.n);
+}
+
 vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *out)
 {
     return vp_op_axpy(cmd, a, alpha, out, false);

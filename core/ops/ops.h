@@ -87,6 +87,10 @@ vp_status vp_op_scale(vp_cmd *cmd, const vp_tensor *a, float alpha, vp_tensor *o
 vp_status vp_op_axpy(vp_cmd *cmd, const vp_tensor *x, float alpha, vp_tensor *y,
                      bool accumulate);
 
+/* A boolean mask (nonzero = masked) as an additive one: out = m != 0 ?
+ * -inf : 0, for attention scores. m, out: same shape; out may be m. */
+vp_status vp_op_bool_to_additive(vp_cmd *cmd, const vp_tensor *m, vp_tensor *out);
+
 /* Every element of out = value. */
 vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value);
 
