@@ -576,11 +576,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------ */
 
-#define EXPECT_ERR(call, status, msg)                                                           \
-    do {                                                                                        \
-        ck_assert_int_eq((call), (status));                                                     \
-        ck_assert_str_eq(vp_error_last(), (msg));                                               \
-    } while (0)
 
 START_TEST(test_layout_errors)
 {
@@ -599,85 +594,85 @@ START_TEST(test_layout_errors)
     vp_tensor *idx2 = lt_i32(dev, "idx", 2, (int64_t[]){5, 1}, NULL);
     vp_cmd *cmd = lt_begin(dev);
 
-    EXPECT_ERR(vp_op_permute(cmd, x, (int[]){0, 2, 1}, y), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_permute(cmd, x, (int[]){0, 2, 1}, y), VP_ERR_SHAPE,
                "permute: x (2, 3, 4) permuted by (0, 2, 1) is (2, 4, 3), not y (2, 3, 4)");
-    EXPECT_ERR(vp_op_permute(cmd, x, (int[]){0, 2, 2}, y), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_permute(cmd, x, (int[]){0, 2, 2}, y), VP_ERR_SHAPE,
                "permute: perm (0, 2, 2) is not a permutation of 0..2");
-    EXPECT_ERR(vp_op_permute(cmd, x, (int[]){0, 1, 3}, y), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_permute(cmd, x, (int[]){0, 1, 3}, y), VP_ERR_SHAPE,
                "permute: perm (0, 1, 3) is not a permutation of 0..2");
-    EXPECT_ERR(vp_op_permute(cmd, x, (int[]){0, 1}, y2), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_permute(cmd, x, (int[]){0, 1}, y2), VP_ERR_SHAPE,
                "permute: x (2, 3, 4) and y (6, 4) differ in the number of dimensions");
-    EXPECT_ERR(vp_op_permute(cmd, x, (int[]){0, 1, 2}, x), VP_ERR_INVALID,
+    vt_expect_err(vp_op_permute(cmd, x, (int[]){0, 1, 2}, x), VP_ERR_INVALID,
                "permute: output x overlaps the input x");
-    EXPECT_ERR(vp_op_permute(cmd, idx, (int[]){0}, fidx), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_permute(cmd, idx, (int[]){0}, fidx), VP_ERR_UNSUPPORTED,
                "permute: tensor idx is i32; this op takes f32");
-    EXPECT_ERR(vp_op_permute_ex(cmd, x, (int[]){0, 1, 2}, y, VP_PERMUTE_TILES),
+    vt_expect_err(vp_op_permute_ex(cmd, x, (int[]){0, 1, 2}, y, VP_PERMUTE_TILES),
                VP_ERR_UNSUPPORTED, "permute: the tiles kernel cannot permute x (2, 3, 4): the "
                "innermost dimension stays");
-    EXPECT_ERR(vp_op_permute_ex(cmd, x, (int[]){0, 2, 1}, t243, VP_PERMUTE_BLOCKS),
+    vt_expect_err(vp_op_permute_ex(cmd, x, (int[]){0, 2, 1}, t243, VP_PERMUTE_BLOCKS),
                VP_ERR_UNSUPPORTED, "permute: the blocks kernel cannot permute x (2, 3, 4): the "
                "transposed extents and the strides must be multiples of 4");
-    EXPECT_ERR(vp_op_permute_ex(cmd, x, (int[]){0, 2, 1}, t243, (vp_permute_kernel)9),
+    vt_expect_err(vp_op_permute_ex(cmd, x, (int[]){0, 2, 1}, t243, (vp_permute_kernel)9),
                VP_ERR_INVALID, "permute: unknown kernel 9");
-    EXPECT_ERR(vp_op_permute_backward(cmd, y, (int[]){1, 0, 2}, x, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_permute_backward(cmd, y, (int[]){1, 0, 2}, x, false), VP_ERR_SHAPE,
                "permute_backward: x (2, 3, 4) permuted by (1, 0, 2) is (3, 2, 4), not y "
                "(2, 3, 4)");
 
-    EXPECT_ERR(vp_op_slice(cmd, x, 1, 2, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_slice(cmd, x, 1, 2, s), VP_ERR_SHAPE,
                "slice: s (2, 2, 4) does not fit in x (2, 3, 4) at start 2 along axis 1");
-    EXPECT_ERR(vp_op_slice(cmd, x, 1, -1, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_slice(cmd, x, 1, -1, s), VP_ERR_SHAPE,
                "slice: s (2, 2, 4) does not fit in x (2, 3, 4) at start -1 along axis 1");
-    EXPECT_ERR(vp_op_slice(cmd, x, 1, 0, s5), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_slice(cmd, x, 1, 0, s5), VP_ERR_SHAPE,
                "slice: x (2, 3, 4) and s (2, 2, 5) differ outside axis 1");
-    EXPECT_ERR(vp_op_slice(cmd, x, 3, 0, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_slice(cmd, x, 3, 0, s), VP_ERR_SHAPE,
                "slice: axis 3 is out of range for x (2, 3, 4)");
-    EXPECT_ERR(vp_op_slice(cmd, x, -4, 0, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_slice(cmd, x, -4, 0, s), VP_ERR_SHAPE,
                "slice: axis -4 is out of range for x (2, 3, 4)");
-    EXPECT_ERR(vp_op_slice_backward(cmd, s, -2, 2, x, true), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_slice_backward(cmd, s, -2, 2, x, true), VP_ERR_SHAPE,
                "slice_backward: s (2, 2, 4) does not fit in x (2, 3, 4) at start 2 along "
                "axis 1");
 
     const vp_tensor *parts[2] = {x, s};
-    EXPECT_ERR(vp_op_concat(cmd, parts, 2, 1, y), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_concat(cmd, parts, 2, 1, y), VP_ERR_SHAPE,
                "concat: the extents along axis 1 add up to 5, y (2, 3, 4) has 3");
-    EXPECT_ERR(vp_op_concat(cmd, parts, 2, 1, x), VP_ERR_INVALID, "concat: x and x overlap");
-    EXPECT_ERR(vp_op_concat(cmd, parts, 2, 2, c), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_concat(cmd, parts, 2, 1, x), VP_ERR_INVALID, "concat: x and x overlap");
+    vt_expect_err(vp_op_concat(cmd, parts, 2, 2, c), VP_ERR_SHAPE,
                "concat: x (2, 3, 4) and c (2, 5, 4) differ outside axis 2");
-    EXPECT_ERR(vp_op_concat(cmd, parts, 0, 1, c), VP_ERR_SHAPE, "concat: no inputs");
+    vt_expect_err(vp_op_concat(cmd, parts, 0, 1, c), VP_ERR_SHAPE, "concat: no inputs");
     vp_tensor *dparts[2] = {y, s5};
-    EXPECT_ERR(vp_op_concat_backward(cmd, c, 1, (int64_t[]){3, 2}, dparts, 2, false),
+    vt_expect_err(vp_op_concat_backward(cmd, c, 1, (int64_t[]){3, 2}, dparts, 2, false),
                VP_ERR_SHAPE, "concat_backward: c (2, 5, 4) and s (2, 2, 5) differ outside "
                "axis 1");
     vp_tensor *dfirst[2] = {y, NULL};
-    EXPECT_ERR(vp_op_concat_backward(cmd, c, 1, (int64_t[]){3, 3}, dfirst, 2, false),
+    vt_expect_err(vp_op_concat_backward(cmd, c, 1, (int64_t[]){3, 3}, dfirst, 2, false),
                VP_ERR_SHAPE, "concat_backward: the extents along axis 1 add up to 6, c "
                "(2, 5, 4) has 5");
-    EXPECT_ERR(vp_op_concat_backward(cmd, c, 1, (int64_t[]){2, 3}, dparts, 2, false),
+    vt_expect_err(vp_op_concat_backward(cmd, c, 1, (int64_t[]){2, 3}, dparts, 2, false),
                VP_ERR_SHAPE, "concat_backward: y (2, 3, 4) has extent 3 along axis 1, the "
                "input had 2");
 
-    EXPECT_ERR(vp_op_gather_rows(cmd, table, idx, rows), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_gather_rows(cmd, table, idx, rows), VP_ERR_SHAPE,
                "gather_rows: rows (5, 3) must be (5, 4) for table (10, 4) and idx (5)");
-    EXPECT_ERR(vp_op_gather_rows(cmd, table, fidx, rows), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_gather_rows(cmd, table, fidx, rows), VP_ERR_UNSUPPORTED,
                "gather_rows: tensor idx is f32; this op takes i32");
-    EXPECT_ERR(vp_op_gather_rows(cmd, table, idx2, rows), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_gather_rows(cmd, table, idx2, rows), VP_ERR_SHAPE,
                "gather_rows: idx (5, 1) must be 1-D (N)");
-    EXPECT_ERR(vp_op_gather_rows(cmd, x, idx, rows), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_gather_rows(cmd, x, idx, rows), VP_ERR_SHAPE,
                "gather_rows: x (2, 3, 4) must be 2-D (R, C)");
-    EXPECT_ERR(vp_op_gather_rows_backward(cmd, rows, idx, table, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_gather_rows_backward(cmd, rows, idx, table, false), VP_ERR_SHAPE,
                "gather_rows_backward: rows (5, 3) must be (5, 4) for dtable (10, 4) and "
                "idx (5)");
-    EXPECT_ERR(vp_op_gather_rows_backward_ex(cmd, rows, idx, table, false, 7), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_gather_rows_backward_ex(cmd, rows, idx, table, false, 7), VP_ERR_SHAPE,
                "gather_rows_backward: rows (5, 3) must be (5, 4) for dtable (10, 4) and "
                "idx (5)");
     vp_tensor *rows4 = vt_tensor(dev, "rows", 2, (int64_t[]){5, 4}, NULL);
-    EXPECT_ERR(vp_op_gather_rows_backward_ex(cmd, rows4, idx, table, false, 7), VP_ERR_INVALID,
+    vt_expect_err(vp_op_gather_rows_backward_ex(cmd, rows4, idx, table, false, 7), VP_ERR_INVALID,
                "gather_rows_backward: unknown mode 7");
     if (!vt_device_info((uint32_t)_i)->feat.float_atomic_add) {
         char want[512];
         snprintf(want, sizeof want, "gather_rows_backward: the atomic mode needs float atomic "
                  "add, which %s lacks", vt_device_info((uint32_t)_i)->name);
-        EXPECT_ERR(vp_op_gather_rows_backward_ex(cmd, rows4, idx, table, false,
+        vt_expect_err(vp_op_gather_rows_backward_ex(cmd, rows4, idx, table, false,
                                                  VP_SCATTER_ATOMIC), VP_ERR_UNSUPPORTED, want);
     }
     ck_assert_uint_eq(vp_cmd_get_stats(cmd).dispatches, 0);

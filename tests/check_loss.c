@@ -496,11 +496,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------------- */
 
-#define EXPECT_ERR(call, status, msg)                                                        \
-    do {                                                                                      \
-        ck_assert_int_eq((call), (status));                                                   \
-        ck_assert_str_eq(vp_error_last(), (msg));                                             \
-    } while (0)
 
 START_TEST(test_loss_errors)
 {
@@ -523,45 +518,45 @@ START_TEST(test_loss_errors)
     vp_cmd *cmd;
     vt_ok(vp_cmd_create(dev, &cmd));
     vt_ok(vp_cmd_begin(cmd));
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x3, t, NULL, l, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy(cmd, x3, t, NULL, l, s), VP_ERR_SHAPE,
                "cross_entropy: logits x3 (2, 3, 4) must be 2-D (N, C)");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x, ft, NULL, l, s), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_cross_entropy(cmd, x, ft, NULL, l, s), VP_ERR_UNSUPPORTED,
                "cross_entropy: target ft is f32; it must be i32");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x, t5, NULL, l, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy(cmd, x, t5, NULL, l, s), VP_ERR_SHAPE,
                "cross_entropy: target t5 (5) does not match logits x (4, 3): it must be (4)");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x, t, w4, l, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy(cmd, x, t, w4, l, s), VP_ERR_SHAPE,
                "cross_entropy: weight w4 (4) does not match logits x (4, 3): it must be (3)");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x, t, NULL, l, s4), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy(cmd, x, t, NULL, l, s4), VP_ERR_SHAPE,
                "cross_entropy: saved s4 (4, 2) must be (5, 2) for logits x (4, 3)");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x, t, NULL, l2, s), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy(cmd, x, t, NULL, l2, s), VP_ERR_SHAPE,
                "cross_entropy: loss l2 (2) must have one element");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x1, t, w1, w1, s1), VP_ERR_INVALID,
+    vt_expect_err(vp_op_cross_entropy(cmd, x1, t, w1, w1, s1), VP_ERR_INVALID,
                "cross_entropy: output w1 overlaps input w1");
-    EXPECT_ERR(vp_op_cross_entropy(cmd, x, t, NULL, l, t), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_cross_entropy(cmd, x, t, NULL, l, t), VP_ERR_UNSUPPORTED,
                "cross_entropy: tensor t is i32; this op takes f32");
-    EXPECT_ERR(vp_op_cross_entropy_backward(cmd, x, t, NULL, s, l2, x, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy_backward(cmd, x, t, NULL, s, l2, x, false), VP_ERR_SHAPE,
                "cross_entropy_backward: dloss l2 (2) must have one element");
-    EXPECT_ERR(vp_op_cross_entropy_backward(cmd, x, t, NULL, s, l, g, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_cross_entropy_backward(cmd, x, t, NULL, s, l, g, false), VP_ERR_SHAPE,
                "cross_entropy_backward: x (4, 3) and g (3, 4) must have the same shape");
-    EXPECT_ERR(vp_op_cross_entropy_backward(cmd, x, t, NULL, s, l, x, true), VP_ERR_INVALID,
+    vt_expect_err(vp_op_cross_entropy_backward(cmd, x, t, NULL, s, l, x, true), VP_ERR_INVALID,
                "cross_entropy_backward: output x overlaps input x");
-    EXPECT_ERR(vp_op_bce_logits(cmd, v7, v8, l), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_bce_logits(cmd, v7, v8, l), VP_ERR_SHAPE,
                "bce_logits: v7 (7) and v8 (8) must have the same shape");
-    EXPECT_ERR(vp_op_bce_logits(cmd, v7, v7, l2), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_bce_logits(cmd, v7, v7, l2), VP_ERR_SHAPE,
                "bce_logits: loss l2 (2) must have one element");
-    EXPECT_ERR(vp_op_bce_logits_backward(cmd, v7, v7, l, v7, false), VP_ERR_INVALID,
+    vt_expect_err(vp_op_bce_logits_backward(cmd, v7, v7, l, v7, false), VP_ERR_INVALID,
                "bce_logits_backward: output v7 overlaps input v7");
-    EXPECT_ERR(vp_op_bce_logits_backward(cmd, v8, v8, l, v7, true), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_bce_logits_backward(cmd, v8, v8, l, v7, true), VP_ERR_SHAPE,
                "bce_logits_backward: v8 (8) and v7 (7) must have the same shape");
-    EXPECT_ERR(vp_op_dice(cmd, v7, v7, l, 1.0f), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_dice(cmd, v7, v7, l, 1.0f), VP_ERR_SHAPE,
                "dice: x v7 (7) must have at least 2 dimensions: (masks, ...)");
-    EXPECT_ERR(vp_op_dice(cmd, x, x, l, 0.0f), VP_ERR_INVALID,
+    vt_expect_err(vp_op_dice(cmd, x, x, l, 0.0f), VP_ERR_INVALID,
                "dice: normalizer 0 must be positive and finite");
-    EXPECT_ERR(vp_op_dice(cmd, x, g, l, 1.0f), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_dice(cmd, x, g, l, 1.0f), VP_ERR_SHAPE,
                "dice: x (4, 3) and g (3, 4) must have the same shape");
-    EXPECT_ERR(vp_op_dice_backward(cmd, x, x, l, x, 2.0f, false), VP_ERR_INVALID,
+    vt_expect_err(vp_op_dice_backward(cmd, x, x, l, x, 2.0f, false), VP_ERR_INVALID,
                "dice_backward: output x overlaps input x");
-    EXPECT_ERR(vp_op_dice_backward(cmd, x, x, l2, g, 2.0f, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_dice_backward(cmd, x, x, l2, g, 2.0f, false), VP_ERR_SHAPE,
                "dice_backward: dloss l2 (2) must have one element");
     ck_assert_uint_eq(vp_cmd_get_stats(cmd).dispatches, 0);
     vt_ok(vp_cmd_submit(cmd));

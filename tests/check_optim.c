@@ -287,11 +287,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------------- */
 
-#define EXPECT_ERR(call, status, msg)                                                        \
-    do {                                                                                      \
-        ck_assert_int_eq((call), (status));                                                   \
-        ck_assert_str_eq(vp_error_last(), (msg));                                             \
-    } while (0)
 
 START_TEST(test_optim_errors)
 {
@@ -315,48 +310,48 @@ START_TEST(test_optim_errors)
     vp_cmd *cmd;
     vt_ok(vp_cmd_create(dev, &cmd));
     vt_ok(vp_cmd_begin(cmd));
-    EXPECT_ERR(vp_op_sqnorm(cmd, (const vp_tensor *[]){g}, 0, sq), VP_ERR_INVALID,
+    vt_expect_err(vp_op_sqnorm(cmd, (const vp_tensor *[]){g}, 0, sq), VP_ERR_INVALID,
                "sqnorm: no tensors given");
-    EXPECT_ERR(vp_op_sqnorm(cmd, (const vp_tensor *[]){g}, 1, sq2), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_sqnorm(cmd, (const vp_tensor *[]){g}, 1, sq2), VP_ERR_SHAPE,
                "sqnorm: out sq2 (2) must have one element");
-    EXPECT_ERR(vp_op_sqnorm(cmd, (const vp_tensor *[]){g, sq}, 2, sq), VP_ERR_INVALID,
+    vt_expect_err(vp_op_sqnorm(cmd, (const vp_tensor *[]){g, sq}, 2, sq), VP_ERR_INVALID,
                "sqnorm: output sq overlaps input sq");
-    EXPECT_ERR(vp_op_sqnorm(cmd, (const vp_tensor *[]){g, idx}, 2, sq), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_sqnorm(cmd, (const vp_tensor *[]){g, idx}, 2, sq), VP_ERR_UNSUPPORTED,
                "sqnorm: tensor idx is i32; this op takes f32");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g7, m, v, st, NULL, NULL, &cfg), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_adamw(cmd, w, g7, m, v, st, NULL, NULL, &cfg), VP_ERR_SHAPE,
                "adamw: w (8) and g7 (7) must have the same shape");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, NULL, g7, &cfg), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, NULL, g7, &cfg), VP_ERR_SHAPE,
                "adamw: w (8) and g7 (7) must have the same shape");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, idx, st, NULL, NULL, &cfg), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, idx, st, NULL, NULL, &cfg), VP_ERR_UNSUPPORTED,
                "adamw: tensor idx is i32; this op takes f32");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, w, v, st, NULL, NULL, &cfg), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, w, v, st, NULL, NULL, &cfg), VP_ERR_INVALID,
                "adamw: w and w overlap");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st3, NULL, NULL, &cfg), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st3, NULL, NULL, &cfg), VP_ERR_SHAPE,
                "adamw: state st3 (3) must have 4 elements");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, &w_head, NULL, NULL, &cfg), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, &w_head, NULL, NULL, &cfg), VP_ERR_INVALID,
                "adamw: w_head overlaps w, which it updates");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, sq2, NULL, &cfg), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, sq2, NULL, &cfg), VP_ERR_SHAPE,
                "adamw: sqnorm sq2 (2) must have one element");
     bad.max_norm = 1.0f;
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
                "adamw: max_norm 1 needs the squared gradient norm, and sqnorm is NULL");
     bad = cfg;
     bad.beta1 = 1.0f;
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
                "adamw: betas (1, 0.999) must be in [0, 1)");
     bad = cfg;
     bad.eps = -1.0f;
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
                "adamw: eps -1 must be >= 0 and finite");
     bad = cfg;
     bad.weight_decay = -0.5f;
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, NULL, NULL, &bad), VP_ERR_INVALID,
                "adamw: weight decay -0.5 must be >= 0 and finite");
     bad = cfg;
     bad.max_norm = -1.0f;
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, sq, NULL, &bad), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, sq, NULL, &bad), VP_ERR_INVALID,
                "adamw: max_norm -1 must be >= 0 and finite (0: no clipping)");
-    EXPECT_ERR(vp_op_adamw(cmd, w, g, m, v, st, sq, NULL, NULL), VP_ERR_INVALID,
+    vt_expect_err(vp_op_adamw(cmd, w, g, m, v, st, sq, NULL, NULL), VP_ERR_INVALID,
                "adamw: no configuration given");
     ck_assert_uint_eq(vp_cmd_get_stats(cmd).dispatches, 0);
     vt_ok(vp_cmd_submit(cmd));

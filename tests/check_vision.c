@@ -630,11 +630,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------ */
 
-#define EXPECT_ERR(call, status, msg)                                                           \
-    do {                                                                                        \
-        ck_assert_int_eq((call), (status));                                                     \
-        ck_assert_str_eq(vp_error_last(), (msg));                                               \
-    } while (0)
 
 START_TEST(test_vision_errors)
 {
@@ -657,55 +652,55 @@ START_TEST(test_vision_errors)
     vp_tensor *z = vt_tensor(dev, "z", 4, (int64_t[]){1, 8, 7, 2}, NULL);
     vp_cmd *cmd = lt_begin(dev);
 
-    EXPECT_ERR(vp_op_im2col_patches(cmd, img, 4, cols), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_im2col_patches(cmd, img, 4, cols), VP_ERR_SHAPE,
                "im2col_patches: img (1, 3, 15, 16): H and W must be multiples of the patch 4");
-    EXPECT_ERR(vp_op_im2col_patches(cmd, img16, 4, cols), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_im2col_patches(cmd, img16, 4, cols), VP_ERR_SHAPE,
                "im2col_patches: img (1, 3, 16, 16) with patch 4 gives (1, 16, 48), not cols "
                "(1, 16, 47)");
-    EXPECT_ERR(vp_op_im2col_patches(cmd, img16, 0, cols), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_im2col_patches(cmd, img16, 0, cols), VP_ERR_SHAPE,
                "im2col_patches: patch 0 must be at least 1");
-    EXPECT_ERR(vp_op_im2col_patches(cmd, img3, 4, cols), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_im2col_patches(cmd, img3, 4, cols), VP_ERR_SHAPE,
                "im2col_patches: img (3, 16, 16) must have 4 dimensions (B, Cin, H, W)");
-    EXPECT_ERR(vp_op_im2col_patches_backward(cmd, cols, 4, img16, true), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_im2col_patches_backward(cmd, cols, 4, img16, true), VP_ERR_SHAPE,
                "im2col_patches_backward: img (1, 3, 16, 16) with patch 4 gives (1, 16, 48), "
                "not cols (1, 16, 47)");
 
-    EXPECT_ERR(vp_op_maxpool2(cmd, x, y, am), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_maxpool2(cmd, x, y, am), VP_ERR_SHAPE,
                "maxpool2: x (1, 5, 5, 3) pools to (1, 2, 2, 3), not y (1, 3, 3, 3)");
-    EXPECT_ERR(vp_op_maxpool2(cmd, x, y2, amf), VP_ERR_UNSUPPORTED,
+    vt_expect_err(vp_op_maxpool2(cmd, x, y2, amf), VP_ERR_UNSUPPORTED,
                "maxpool2: tensor argmax is f32; this op takes i32");
-    EXPECT_ERR(vp_op_maxpool2(cmd, x, x, am), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_maxpool2(cmd, x, x, am), VP_ERR_SHAPE,
                "maxpool2: x (1, 5, 5, 3) pools to (1, 2, 2, 3), not x (1, 5, 5, 3)");
-    EXPECT_ERR(vp_op_maxpool2_backward(cmd, y, am, x, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_maxpool2_backward(cmd, y, am, x, false), VP_ERR_SHAPE,
                "maxpool2_backward: x (1, 5, 5, 3) pools to (1, 2, 2, 3), not y (1, 3, 3, 3)");
 
-    EXPECT_ERR(vp_op_depth_to_space2(cmd, t7, NULL, up), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_depth_to_space2(cmd, t7, NULL, up), VP_ERR_SHAPE,
                "depth_to_space2: t (1, 2, 2, 7): the channels must be a multiple of 4 "
                "(C*4, in (c, ky, kx) order)");
-    EXPECT_ERR(vp_op_depth_to_space2(cmd, t8, NULL, up3), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_depth_to_space2(cmd, t8, NULL, up3), VP_ERR_SHAPE,
                "depth_to_space2: t (1, 2, 2, 8) rearranges to (1, 4, 4, 2), not up (1, 4, 3, 2)");
-    EXPECT_ERR(vp_op_depth_to_space2(cmd, t8, b3, up), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_depth_to_space2(cmd, t8, b3, up), VP_ERR_SHAPE,
                "depth_to_space2: bias (3) must be (2), one value per output channel");
-    EXPECT_ERR(vp_op_depth_to_space2_backward(cmd, up3, t8, NULL, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_depth_to_space2_backward(cmd, up3, t8, NULL, false), VP_ERR_SHAPE,
                "depth_to_space2_backward: t (1, 2, 2, 8) rearranges to (1, 4, 4, 2), not up "
                "(1, 4, 3, 2)");
-    EXPECT_ERR(vp_op_depth_to_space2_backward(cmd, up, t8, b3, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_depth_to_space2_backward(cmd, up, t8, b3, false), VP_ERR_SHAPE,
                "depth_to_space2_backward: bias (3) must be (2), one value per output channel");
 
-    EXPECT_ERR(vp_op_resize_bilinear(cmd, x, r), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_resize_bilinear(cmd, x, r), VP_ERR_SHAPE,
                "resize_bilinear: x (1, 5, 5, 3) and r (1, 8, 8, 2) must agree in batch and "
                "channels");
-    EXPECT_ERR(vp_op_resize_bilinear(cmd, img3, r), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_resize_bilinear(cmd, img3, r), VP_ERR_SHAPE,
                "resize_bilinear: img (3, 16, 16) must have 4 dimensions (B, H, W, C)");
-    EXPECT_ERR(vp_op_resize_bilinear_backward(cmd, r, x, false), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_resize_bilinear_backward(cmd, r, x, false), VP_ERR_SHAPE,
                "resize_bilinear_backward: x (1, 5, 5, 3) and r (1, 8, 8, 2) must agree in "
                "batch and channels");
-    EXPECT_ERR(vp_op_resize_bilinear(cmd, r, r), VP_ERR_INVALID,
+    vt_expect_err(vp_op_resize_bilinear(cmd, r, r), VP_ERR_INVALID,
                "resize_bilinear: r and r overlap");
-    EXPECT_ERR(vp_op_upsample_bilinear2(cmd, up, z), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_upsample_bilinear2(cmd, up, z), VP_ERR_SHAPE,
                "upsample_bilinear2: up (1, 4, 4, 2) upsamples to (1, 8, 8, 2), not z "
                "(1, 8, 7, 2)");
-    EXPECT_ERR(vp_op_upsample_bilinear2_backward(cmd, z, up, true), VP_ERR_SHAPE,
+    vt_expect_err(vp_op_upsample_bilinear2_backward(cmd, z, up, true), VP_ERR_SHAPE,
                "upsample_bilinear2_backward: up (1, 4, 4, 2) upsamples to (1, 8, 8, 2), not z "
                "(1, 8, 7, 2)");
     ck_assert_uint_eq(vp_cmd_get_stats(cmd).dispatches, 0);

@@ -86,6 +86,13 @@ float *vt_download(const vp_tensor *t);
         }                                                                                       \
     } while (0)
 
+/* Assert that a call fails with status and exactly the message msg. */
+#define vt_expect_err(call, status, msg)                                                        \
+    do {                                                                                        \
+        ck_assert_int_eq((call), (status));                                                     \
+        ck_assert_str_eq(vp_error_last(), (msg));                                               \
+    } while (0)
+
 /* Assert a vp_status is VP_OK, printing vp_error_last() otherwise. */
 #define vt_ok(expr)                                                                             \
     do {                                                                                        \
