@@ -576,7 +576,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------ */
 
-
 START_TEST(test_layout_errors)
 {
     vp_device *dev = vt_device((uint32_t)_i);

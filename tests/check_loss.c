@@ -496,7 +496,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------------- */
 
-
 START_TEST(test_loss_errors)
 {
     vp_device *dev = vt_device((uint32_t)_i);

@@ -287,7 +287,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------------- */
 
-
 START_TEST(test_optim_errors)
 {
     vp_device *dev = vt_device((uint32_t)_i);

@@ -630,7 +630,6 @@ END_TEST
 
 /* ---- errors ------------------------------------------------------------ */
 
-
 START_TEST(test_vision_errors)
 {
     vp_device *dev = vt_device((uint32_t)_i);
