@@ -610,11 +610,11 @@ START_TEST(test_errors)
             "have the same shape", t.gout, gv_bad, t.gl, t.ga);
     BWD_ERR(VP_ERR_SHAPE, "msdeform_backward: attn11 (2, 11, 3, 11) and attn (2, 11, 3, 12) must "
             "have the same shape", t.gout, t.gv, t.gl, attn11);
-    BWD_ERR(VP_ERR_INVALID, "msdeform_backward: output loc overlaps loc", t.gout, t.gv, t.loc,
+    BWD_ERR(VP_ERR_INVALID, "msdeform_backward: output loc overlaps input loc", t.gout, t.gv, t.loc,
             t.ga);
-    BWD_ERR(VP_ERR_INVALID, "msdeform_backward: output value overlaps value", t.gout, t.value,
+    BWD_ERR(VP_ERR_INVALID, "msdeform_backward: output value overlaps input value", t.gout, t.value,
             t.gl, t.ga);
-    BWD_ERR(VP_ERR_INVALID, "msdeform_backward: output attn overlaps attn", t.gout, t.gv, t.gl,
+    BWD_ERR(VP_ERR_INVALID, "msdeform_backward: output attn overlaps input attn", t.gout, t.gv, t.gl,
             t.attn);
 #undef BWD_ERR
     vp_msdeform_cfg cfg = {(vp_msdeform_scatter)9, 0};

@@ -12,18 +12,13 @@ static const vp_kernel k_fill = {"fill", 1, 0x1, 8};
 static const vp_kernel k_unary = {"unary", 2, 0x2, 8};
 static const vp_kernel k_binary = {"binary", 3, 0x4, 8};
 
-/* Spec constants: local size, the op code, accumulate. */
+/* Spec constants after the local size: the op code and accumulate (fill
+ * has neither). */
 static vp_status elementwise(vp_cmd *cmd, const vp_kernel *k, uint32_t op, bool acc,
                              const vp_range *bind, const void *push, uint32_t n)
 {
-    vp_device *dev = vp_cmd_device(cmd);
-    uint32_t spec[5] = {VP_EW_LOCAL, 1, 1, op, acc}, gx, gy;
-    vp_pipeline *p;
-    vp_status st = vp_pipeline_get(dev, k, spec, k == &k_fill ? 4 : 5, &p);
-    if (st)
-        return st;
-    vp_grid_1d(vp_device_get_info(dev), n, VP_EW_LOCAL, &gx, &gy);
-    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+    uint32_t extra[2] = {op, acc};
+    return vp_dispatch_flat(cmd, k, extra, k == &k_fill ? 0 : 2, bind, push, n);
 }
 
 vp_status vp_op_fill(vp_cmd *cmd, vp_tensor *out, float value)

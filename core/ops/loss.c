@@ -75,31 +75,7 @@ static vp_status launch_groups(vp_cmd *cmd, const vp_kernel *k, const vp_range *
 static vp_status check_scalar(const char *op, const char *role, const vp_tensor *t)
 {
     vp_status st = vp_check_f32(op, t);
-    if (st || vp_tensor_nelem(t) == 1)
-        return st;
-    char s[64];
-    vp_shape_str(t, s, sizeof s);
-    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s %s must have one element", op, role, t->name, s);
-}
-
-/* outs[i] (NULL entries skipped) overlap neither each other nor ins[j]. */
-static vp_status check_overlap(const char *op, vp_tensor *const *outs, int n_out,
-                               const vp_tensor *const *ins, int n_in)
-{
-    for (int i = 0; i < n_out; i++) {
-        if (!outs[i])
-            continue;
-        vp_range r = vp_tensor_range(outs[i]);
-        for (int j = 0; j < n_in; j++)
-            if (ins[j] && vp_ranges_overlap(r, vp_tensor_range(ins[j])))
-                return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps input %s", op,
-                                    outs[i]->name, ins[j]->name);
-        for (int j = 0; j < i; j++)
-            if (outs[j] && vp_ranges_overlap(r, vp_tensor_range(outs[j])))
-                return vp_error_set(VP_ERR_INVALID, "%s: outputs %s and %s overlap", op,
-                                    outs[j]->name, outs[i]->name);
-    }
-    return VP_OK;
+    return st ? st : vp_check_one(op, role, t);
 }
 
 /* ---- cross-entropy ------------------------------------------------------------ */
@@ -152,7 +128,7 @@ vp_status vp_op_cross_entropy(vp_cmd *cmd, const vp_tensor *logits, const vp_ten
     if (!st)
         st = check_scalar(op, "loss", loss);
     if (!st)
-        st = check_overlap(op, (vp_tensor *[]){saved, loss}, 2,
+        st = vp_check_no_overlap(op, (vp_tensor *[]){saved, loss}, 2,
                            (const vp_tensor *[]){logits, target, weight}, 3);
     if (st)
         return st;
@@ -180,7 +156,7 @@ vp_status vp_op_cross_entropy_backward(vp_cmd *cmd, const vp_tensor *logits,
     if (!st)
         st = vp_check_same_shape(op, logits, dlogits);
     if (!st)
-        st = check_overlap(op, (vp_tensor *[]){dlogits}, 1,
+        st = vp_check_no_overlap(op, (vp_tensor *[]){dlogits}, 1,
                            (const vp_tensor *[]){logits, target, weight, saved, dloss}, 5);
     if (st)
         return st;
@@ -212,7 +188,7 @@ vp_status vp_op_bce_logits(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *tar
     if (!st)
         st = check_scalar(op, "loss", loss);
     if (!st)
-        st = check_overlap(op, (vp_tensor *[]){loss}, 1, (const vp_tensor *[]){x, target}, 2);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){loss}, 1, (const vp_tensor *[]){x, target}, 2);
     if (st)
         return st;
     uint32_t n = (uint32_t)vp_tensor_nelem(x);
@@ -232,7 +208,7 @@ vp_status vp_op_bce_logits_backward(vp_cmd *cmd, const vp_tensor *x, const vp_te
     if (!st)
         st = vp_check_same_shape(op, x, dx);
     if (!st)
-        st = check_overlap(op, (vp_tensor *[]){dx}, 1,
+        st = vp_check_no_overlap(op, (vp_tensor *[]){dx}, 1,
                            (const vp_tensor *[]){x, target, dloss}, 3);
     if (st)
         return st;
@@ -280,7 +256,7 @@ vp_status vp_op_dice(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *target, v
     if (!st)
         st = check_scalar(op, "loss", loss);
     if (!st)
-        st = check_overlap(op, (vp_tensor *[]){loss}, 1, (const vp_tensor *[]){x, target}, 2);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){loss}, 1, (const vp_tensor *[]){x, target}, 2);
     if (st)
         return st;
     vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(target), vp_tensor_range(loss)};
@@ -301,7 +277,7 @@ vp_status vp_op_dice_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *
     if (!st)
         st = vp_check_same_shape(op, x, dx);
     if (!st)
-        st = check_overlap(op, (vp_tensor *[]){dx}, 1,
+        st = vp_check_no_overlap(op, (vp_tensor *[]){dx}, 1,
                            (const vp_tensor *[]){x, target, dloss}, 3);
     if (st)
         return st;

@@ -134,16 +134,6 @@ static vp_status check_out(const char *op, const vp_tensor *t, const md_push *pc
                         t->name, s, (long long)want[0], (long long)want[1], (long long)want[2]);
 }
 
-static vp_status check_no_overlap(const char *op, const vp_tensor *out, const vp_tensor *const *in,
-                                  int n_in)
-{
-    for (int i = 0; i < n_in; i++)
-        if (vp_ranges_overlap(vp_tensor_range(out), vp_tensor_range(in[i])))
-            return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps %s", op, out->name,
-                                in[i]->name);
-    return VP_OK;
-}
-
 static uint32_t vec_of(const md_push *pc) { return pc->Dh % 4 == 0 ? 4 : 1; }
 
 /* Spec constants: local size, VEC, and (the gather only) positions per
@@ -169,7 +159,7 @@ vp_status vp_op_msdeform(vp_cmd *cmd, const vp_tensor *value, const vp_msdeform_
     if (!st)
         st = check_out(op, out, &pc);
     if (!st)
-        st = check_no_overlap(op, out, (const vp_tensor *[]){value, loc, attn}, 3);
+        st = vp_check_no_overlap(op, &out, 1, (const vp_tensor *[]){value, loc, attn}, 3);
     if (st)
         return st;
     const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
@@ -214,15 +204,9 @@ vp_status vp_op_msdeform_backward_ex(vp_cmd *cmd, const vp_tensor *value,
         st = vp_check_same_shape(op, grad_loc, loc);
     if (!st)
         st = vp_check_same_shape(op, grad_attn, attn);
-    const vp_tensor *in[] = {value, loc, attn, grad_out};
     if (!st)
-        st = check_no_overlap(op, grad_value, in, 4);
-    if (!st)
-        st = check_no_overlap(op, grad_loc, (const vp_tensor *[]){value, loc, attn, grad_out,
-                                                                  grad_value}, 5);
-    if (!st)
-        st = check_no_overlap(op, grad_attn, (const vp_tensor *[]){value, loc, attn, grad_out,
-                                                                   grad_value, grad_loc}, 6);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){grad_value, grad_loc, grad_attn}, 3,
+                                 (const vp_tensor *[]){value, loc, attn, grad_out}, 4);
     if (st)
         return st;
     vp_device *dev = vp_cmd_device(cmd);

@@ -174,38 +174,6 @@ static vp_status check_per_col(const char *op, const vp_tensor *x, const vp_tens
                         p->name, sp, (long long)last_dim(x), x->name, sx);
 }
 
-static vp_status check_one(const char *op, const vp_tensor *t)
-{
-    if (vp_tensor_nelem(t) == 1)
-        return VP_OK;
-    char s[64];
-    vp_shape_str(t, s, sizeof s);
-    return vp_error_set(VP_ERR_SHAPE, "%s: %s %s must have one element", op, t->name, s);
-}
-
-/* No output overlaps any input (NULLs skipped). */
-static vp_status check_no_overlap(const char *op, vp_tensor *const *out, int n_out,
-                                  const vp_tensor *const *in, int n_in)
-{
-    for (int o = 0; o < n_out; o++)
-        for (int i = 0; out[o] && i < n_in; i++)
-            if (in[i] && vp_ranges_overlap(vp_tensor_range(out[o]), vp_tensor_range(in[i])))
-                return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps input %s", op,
-                                    out[o]->name, in[i]->name);
-    return VP_OK;
-}
-
-/* No two outputs overlap (NULLs skipped). */
-static vp_status check_distinct(const char *op, vp_tensor *const *out, int n)
-{
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; out[i] && j < n; j++)
-            if (out[j] && vp_ranges_overlap(vp_tensor_range(out[i]), vp_tensor_range(out[j])))
-                return vp_error_set(VP_ERR_INVALID, "%s: outputs %s and %s overlap", op,
-                                    out[i]->name, out[j]->name);
-    return VP_OK;
-}
-
 /* ---- activations ------------------------------------------------------------ */
 
 static vp_status act_forward(vp_cmd *cmd, const char *op, uint32_t code, const vp_tensor *x,
@@ -283,10 +251,8 @@ vp_status vp_op_layernorm(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *gamm
     if (!st && rstd)
         st = check_per_row(op, x, rstd);
     if (!st)
-        st = check_no_overlap(op, (vp_tensor *[]){y, mean, rstd}, 3,
-                              (const vp_tensor *[]){x, gamma, beta}, 3);
-    if (!st)
-        st = check_distinct(op, (vp_tensor *[]){y, mean, rstd}, 3);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){y, mean, rstd}, 3,
+                                 (const vp_tensor *[]){x, gamma, beta}, 3);
     if (st)
         return st;
     int64_t C = last_dim(x);
@@ -324,9 +290,7 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
         st = check_per_col(op, x, dbeta);
     const vp_tensor *in[5] = {x, gamma, mean, rstd, dy};
     if (!st)
-        st = check_no_overlap(op, (vp_tensor *[]){dx, dgamma, dbeta}, 3, in, 5);
-    if (!st)
-        st = check_distinct(op, (vp_tensor *[]){dx, dgamma, dbeta}, 3);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){dx, dgamma, dbeta}, 3, in, 5);
     if (st)
         return st;
     int64_t rows = n_rows(x), C = last_dim(x);
@@ -366,7 +330,7 @@ vp_status vp_op_softmax(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
     if (!st)
         st = vp_check_same_shape(op, x, y);
     if (!st)
-        st = check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
     if (st)
         return st;
     struct { uint32_t rows, C, T; } push;
@@ -384,7 +348,7 @@ vp_status vp_op_softmax_backward(vp_cmd *cmd, const vp_tensor *y, const vp_tenso
     if (!st)
         st = vp_check_same_shape(op, y, dx);
     if (!st)
-        st = check_no_overlap(op, (vp_tensor *[]){dx}, 1, (const vp_tensor *[]){y, dy}, 2);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){dx}, 1, (const vp_tensor *[]){y, dy}, 2);
     if (st)
         return st;
     struct { uint32_t rows, C, T, acc; } push = {0, 0, 0, accumulate};
@@ -399,9 +363,9 @@ static vp_status reduce(vp_cmd *cmd, const char *op, const vp_tensor *x, vp_tens
 {
     vp_status st = check_f32s(op, (const vp_tensor *[]){x, y}, 2);
     if (!st)
-        st = all ? check_one(op, y) : check_per_row(op, x, y);
+        st = all ? vp_check_one(op, NULL, y) : check_per_row(op, x, y);
     if (!st)
-        st = check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
     if (st)
         return st;
     int64_t rows = all ? 1 : n_rows(x), C = all ? vp_tensor_nelem(x) : last_dim(x);
@@ -436,9 +400,9 @@ static vp_status broadcast(vp_cmd *cmd, const char *op, const vp_tensor *dy, vp_
 {
     vp_status st = check_f32s(op, (const vp_tensor *[]){dy, dx}, 2);
     if (!st)
-        st = all ? check_one(op, dy) : check_per_row(op, dx, dy);
+        st = all ? vp_check_one(op, NULL, dy) : check_per_row(op, dx, dy);
     if (!st)
-        st = check_no_overlap(op, (vp_tensor *[]){dx}, 1, (const vp_tensor *[]){dy}, 1);
+        st = vp_check_no_overlap(op, (vp_tensor *[]){dx}, 1, (const vp_tensor *[]){dy}, 1);
     if (st)
         return st;
     uint32_t n = (uint32_t)vp_tensor_nelem(dx);

@@ -35,19 +35,12 @@ vp_status vp_op_sqnorm(vp_cmd *cmd, const vp_tensor *const *xs, uint32_t n, vp_t
     vp_status st = vp_check_f32(op, out);
     if (st)
         return st;
-    if (vp_tensor_nelem(out) != 1) {
-        char s[64];
-        vp_shape_str(out, s, sizeof s);
-        return vp_error_set(VP_ERR_SHAPE, "%s: out %s %s must have one element", op, out->name,
-                            s);
-    }
-    vp_range ro = vp_tensor_range(out);
+    if ((st = vp_check_one(op, "out", out)))
+        return st;
     for (uint32_t i = 0; i < n; i++) {
-        if ((st = vp_check_f32(op, xs[i])))
+        if ((st = vp_check_f32(op, xs[i])) ||
+            (st = vp_check_no_overlap(op, &out, 1, &xs[i], 1)))
             return st;
-        if (vp_ranges_overlap(ro, vp_tensor_range(xs[i])))
-            return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps input %s", op, out->name,
-                                xs[i]->name);
     }
     vp_device *dev = vp_cmd_device(cmd);
     uint32_t spec[3] = {vp_loss_reduce_local(vp_device_get_info(dev)), 1, 1};
@@ -64,7 +57,7 @@ vp_status vp_op_sqnorm(vp_cmd *cmd, const vp_tensor *const *xs, uint32_t n, vp_t
             r[j] = vp_tensor_range(x);
             push.n[j] = first + j < n ? (uint32_t)vp_tensor_nelem(x) : 0;
         }
-        r[SQNORM_SLOTS] = ro;
+        r[SQNORM_SLOTS] = vp_tensor_range(out);
         if ((st = vp_cmd_dispatch(cmd, p, r, k_sqnorm.n_bindings, &push, sizeof push, 1, 1, 1)))
             return st;
     }

@@ -44,6 +44,35 @@ bool vp_ranges_overlap(vp_range a, vp_range b)
     return a.buffer == b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
 }
 
+vp_status vp_check_one(const char *op, const char *role, const vp_tensor *t)
+{
+    if (vp_tensor_nelem(t) == 1)
+        return VP_OK;
+    char s[64];
+    vp_shape_str(t, s, sizeof s);
+    return vp_error_set(VP_ERR_SHAPE, "%s: %s%s%s %s must have one element", op, role ? role : "",
+                        role ? " " : "", t->name, s);
+}
+
+vp_status vp_check_no_overlap(const char *op, vp_tensor *const *outs, int n_out,
+                              const vp_tensor *const *ins, int n_in)
+{
+    for (int i = 0; i < n_out; i++) {
+        if (!outs[i])
+            continue;
+        vp_range r = vp_tensor_range(outs[i]);
+        for (int j = 0; j < n_in; j++)
+            if (ins[j] && vp_ranges_overlap(r, vp_tensor_range(ins[j])))
+                return vp_error_set(VP_ERR_INVALID, "%s: output %s overlaps input %s", op,
+                                    outs[i]->name, ins[j]->name);
+        for (int j = 0; j < i; j++)
+            if (outs[j] && vp_ranges_overlap(r, vp_tensor_range(outs[j])))
+                return vp_error_set(VP_ERR_INVALID, "%s: outputs %s and %s overlap", op,
+                                    outs[j]->name, outs[i]->name);
+    }
+    return VP_OK;
+}
+
 void vp_grid_1d(const vp_device_info *d, uint32_t n, uint32_t local, uint32_t *gx, uint32_t *gy)
 {
     uint32_t groups = (n + local - 1) / local, maxx = d->max_wg_count[0];

@@ -13,6 +13,13 @@ vp_status vp_check_f32(const char *op, const vp_tensor *t);
 vp_status vp_check_i32(const char *op, const vp_tensor *t);
 vp_status vp_check_same_shape(const char *op, const vp_tensor *a, const vp_tensor *b);
 bool vp_ranges_overlap(vp_range a, vp_range b);
+/* t has exactly one element: "<op>: [<role> ]<name> <shape> must have one
+ * element". role may be NULL. */
+vp_status vp_check_one(const char *op, const char *role, const vp_tensor *t);
+/* No output overlaps an input or an earlier output (NULL entries skipped):
+ * "<op>: output <o> overlaps input <i>", "<op>: outputs <a> and <b> overlap". */
+vp_status vp_check_no_overlap(const char *op, vp_tensor *const *outs, int n_out,
+                              const vp_tensor *const *ins, int n_in);
 /* Workgroups (gx, gy) covering n invocations of `local` each, gx within the
  * device's limit; kernels index with flat_index() from common.glsl. */
 void vp_grid_1d(const vp_device_info *d, uint32_t n, uint32_t local, uint32_t *gx, uint32_t *gy);
