@@ -27,8 +27,7 @@
 #include "ops/optim.h"
 #include "runtime/runtime.h"
 
-typedef struct vp_graph vp_graph;
-typedef struct vp_gt vp_gt; /* a tensor of a graph */
+/* vp_graph, vp_gt, vp_host_io and vp_host_fn come from <vpeft/tensor.h>. */
 
 vp_status vp_graph_create(vp_device *dev, vp_graph **out);
 void vp_graph_destroy(vp_graph *g);
@@ -126,14 +125,6 @@ vp_gt *vp_g_mean(vp_graph *g, vp_gt *a);
 /* A host node: small inputs are read back, fn runs on the CPU, its outputs
  * are uploaded, and the graph goes on; it splits the graph into segments.
  * Outputs are constants to autodiff (no gradient flows through). */
-typedef struct vp_host_io {
-    uint32_t n_in, n_out;
-    const float *const *in;      /* in[i]: all elements of input i */
-    const int64_t *const *in_shape;
-    const int *in_ndim;
-    float *const *out;           /* out[i]: fill every element */
-} vp_host_io;
-typedef vp_status (*vp_host_fn)(void *user, const vp_host_io *io);
 /* outs[i] receives output i; out_shapes[i] has out_ndim[i] entries. */
 vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, uint32_t n_in,
                     vp_gt *const *ins, uint32_t n_out, const int *out_ndim,

@@ -28,13 +28,7 @@
 
 #include "runtime/runtime.h"
 
-#define VP_MSDEFORM_MAX_LEVELS 6
-
-typedef struct vp_msdeform_levels {
-    int n;                                     /* L */
-    int64_t shape[VP_MSDEFORM_MAX_LEVELS][2];  /* (H_l, W_l) */
-    int64_t start[VP_MSDEFORM_MAX_LEVELS];     /* first position of level l in S */
-} vp_msdeform_levels;
+/* vp_msdeform_levels and VP_MSDEFORM_MAX_LEVELS come from <vpeft/tensor.h>. */
 
 /* out = msdeform(value, loc, attn); out must not overlap the inputs. */
 vp_status vp_op_msdeform(vp_cmd *cmd, const vp_tensor *value, const vp_msdeform_levels *levels,

@@ -22,12 +22,13 @@
 #include <stdint.h>
 #include <vulkan/vulkan.h>
 
+#include <vpeft/tensor.h>
+
 #include "util/error.h"
 
 #define VP_MAX_BINDINGS 8   /* storage buffers in the one shared set layout */
 #define VP_MAX_PUSH 128     /* bytes; the minimum every device guarantees */
 #define VP_MAX_SPEC 16      /* specialization constants per pipeline */
-#define VP_MAX_DIMS 4
 
 /* ---- instance and devices (instance.c) ---------------------------------- */
 
@@ -241,12 +242,7 @@ void vp_profile_print(const vp_device *dev, void *file /* FILE* */);
 
 /* ---- tensors (tensor.c) -------------------------------------------------- */
 
-typedef enum vp_dtype {
-    VP_F32 = 0,
-    VP_F16 = 1,
-    VP_I32 = 2
-} vp_dtype;
-
+/* vp_dtype and VP_MAX_DIMS come from <vpeft/tensor.h>. */
 /* A dense row-major tensor of up to 4 dimensions in device memory. shape[0]
  * is the outermost dimension. */
 typedef struct vp_tensor {

@@ -27,6 +27,7 @@ const char *vp_status_str(vp_status st)
     case VP_ERR_ABI: return "ABI mismatch";
     case VP_ERR_FORMAT: return "malformed input";
     case VP_ERR_INTERNAL: return "internal error";
+    case VP_ERR_CONFIG: return "invalid config";
     }
     return "unknown status";
 }

@@ -5,14 +5,10 @@
 #ifndef VP_UTIL_LOG_H
 #define VP_UTIL_LOG_H
 
+#include <vpeft/log.h>
+
 #include "util/error.h"
 
-typedef enum vp_log_level {
-    VP_LOG_DEBUG = 0,
-    VP_LOG_INFO = 1,
-    VP_LOG_WARN = 2,
-    VP_LOG_ERROR = 3
-} vp_log_level;
 
 void vp_log(vp_log_level level, const char *fmt, ...) VP_PRINTF(2, 3);
 vp_log_level vp_log_get_level(void);

@@ -28,7 +28,8 @@ typedef enum vp_status {
     VP_ERR_SHAPE = -7,       /* tensor shapes do not fit together */
     VP_ERR_ABI = -8,         /* plugin ABI mismatch (ABI 1.0) */
     VP_ERR_FORMAT = -9,      /* malformed file contents */
-    VP_ERR_INTERNAL = -10    /* a bug in vpeft: please report it */
+    VP_ERR_INTERNAL = -10,   /* a bug in vpeft: please report it */
+    VP_ERR_CONFIG = -11      /* a config field is missing or invalid (ABI 1.0) */
 } vp_status;
 
 #ifdef __cplusplus

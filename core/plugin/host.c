@@ -1,0 +1,68 @@
+/*
+ * The vp_host_api table. Entries are the core's own functions where the
+ * ABI copies their signatures (graph ops, config, errors); the model
+ * builder supplies the ones that need the build context (parameters,
+ * sites, weights).
+ */
+#include "plugin/host.h"
+
+#include "graph/graph.h"
+#include "util/error.h"
+#include "util/log.h"
+
+static const vp_host_api host_api = {
+    .size = sizeof(vp_host_api),
+    .abi_major = VP_ABI_MAJOR,
+    .abi_minor = VP_ABI_MINOR,
+    .version = VP_VERSION_STRING,
+
+    .log = vp_log,
+    .error = vp_error_set,
+    .last_error = vp_error_last,
+    .status_str = vp_status_str,
+
+    .graph_status = vp_graph_status,
+    .name = vp_gt_name,
+    .ndim = vp_gt_ndim,
+    .shape = vp_gt_shape,
+    .nelem = vp_gt_nelem,
+    .dtype = vp_gt_dtype,
+    .keep = vp_g_keep,
+    .find = vp_graph_find,
+
+    .param_lr_scale = vp_g_param_lr_scale,
+    .constant = vp_g_const,
+    .input = vp_g_input,
+    .input_i32 = vp_g_input_i32,
+
+    .gemm = vp_g_gemm,
+    .linear = vp_g_linear,
+    .add = vp_g_add,
+    .mul = vp_g_mul,
+    .scale = vp_g_scale,
+    .reshape = vp_g_reshape,
+    .relu = vp_g_relu,
+    .gelu = vp_g_gelu,
+    .layernorm = vp_g_layernorm,
+    .softmax = vp_g_softmax,
+    .cross_entropy = vp_g_cross_entropy,
+    .bce_logits = vp_g_bce_logits,
+    .dice = vp_g_dice,
+    .permute = vp_g_permute,
+    .transpose = vp_g_transpose,
+    .concat = vp_g_concat,
+    .slice = vp_g_slice,
+    .gather_rows = vp_g_gather_rows,
+    .patch_embed = vp_g_patch_embed,
+    .maxpool2 = vp_g_maxpool2,
+    .conv_transpose2 = vp_g_conv_transpose2,
+    .resize_bilinear = vp_g_resize_bilinear,
+    .msdeform = vp_g_msdeform,
+    .bool_mask = vp_g_bool_mask,
+    .attention = vp_g_attention,
+    .sum = vp_g_sum,
+    .mean = vp_g_mean,
+    .host = vp_g_host,
+};
+
+const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -1,0 +1,60 @@
+/*
+ * vpeft/peft.h - the interface of a PEFT method ("vpeft.peft/1").
+ *
+ *     static vp_status attach(void *self, vp_build *b, const vp_site *site, vp_gt *x,
+ *                             vp_gt **y, bool *attached)
+ *     {
+ *         ia3 *m = self;
+ *         if (site->kind != VP_SITE_LINEAR || !H->selector_match(m->sel, site->path))
+ *             return VP_OK;                            // not ours: y unchanged
+ *         vp_gt *s = H->param(b, <site->path>.ia3_l, 1, &site->out_features, &ones, true);
+ *         *y = H->mul(H->graph(b), *y, s);
+ *         *attached = true;
+ *         return VP_OK;
+ *     }
+ *
+ * One instance per entry of the config's "peft" list: create() gets that
+ * entry (its "plugin" key included) and must reject what it does not
+ * understand with a message naming the field. While the backbone and the
+ * head are built, the host calls attach() at every site, for every
+ * instance in config order, each seeing the previous one's output. An
+ * instance that attaches nowhere is an error ("selects no site").
+ */
+#ifndef VPEFT_PEFT_H
+#define VPEFT_PEFT_H
+
+#include <vpeft/config.h>
+#include <vpeft/site.h>
+#include <vpeft/tensor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VP_PEFT_IFACE_ID "vpeft.peft/1"
+
+typedef struct vp_build vp_build; /* the model being built (opaque, vpeft/host.h) */
+
+typedef struct vp_peft_iface {
+    uint32_t size;          /* sizeof(vp_peft_iface) as the plugin compiled it */
+    /* Hugging Face PEFT's peft_type for adapter_config.json ("LORA", "IA3"),
+     * or NULL when the method has none. */
+    const char *peft_type;
+    /* Parse and check cfg; *self is the plugin's, passed back to every call. */
+    vp_status (*create)(const vp_config *cfg, void **self);
+    /* Release self; NULL is a no-op. Called after the models built with it. */
+    void (*destroy)(void *self);
+    /* At a site: LINEAR sites give x (the layer's input) and *y (its output
+     * so far), output sites give x = NULL and *y. Replace *y with the
+     * adapted tensor (same shape) and set *attached, or leave both. New
+     * parameters go through the host's param(), named under site->path. */
+    vp_status (*attach)(void *self, vp_build *b, const vp_site *site, vp_gt *x, vp_gt **y,
+                        bool *attached);
+    /* ABI 1.1 and later append here. */
+} vp_peft_iface;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VPEFT_PEFT_H */
