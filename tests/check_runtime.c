@@ -306,7 +306,7 @@ START_TEST(test_replay)
 }
 END_TEST
 
-static const vp_kernel k_fill_test = {"fill", 1, 0x1, 8};
+static const vp_kernel k_fill_test = {"fill", 1, 0x1, 8, NULL, 0};
 
 START_TEST(test_dispatch_checks)
 {
@@ -336,7 +336,7 @@ START_TEST(test_dispatch_checks)
     vp_cmd_destroy(cmd);
     vp_tensor_destroy(t);
 
-    static const vp_kernel missing = {"no_such_shader", 1, 1, 0};
+    static const vp_kernel missing = {"no_such_shader", 1, 1, 0, NULL, 0};
     ck_assert_int_eq(vp_pipeline_get(dev, &missing, spec, 3, &p), VP_ERR_NOT_FOUND);
     ck_assert_str_eq(vp_error_last(), "no embedded shader named 'no_such_shader'");
     uint32_t huge[4] = {100000, 1, 1, 0};

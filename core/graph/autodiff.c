@@ -22,8 +22,8 @@ static vp_gt *grad_target(vp_graph *g, vp_gt *t, bool *acc)
 {
     vp_gt *root = vp_gt_root(t);
     if (!root->grad) {
-        char name[64];
-        snprintf(name, sizeof name, "grad.%.58s", root->name);
+        char name[VP_NAME_MAX];
+        snprintf(name, sizeof name, "grad.%.150s", root->name);
         bool param = root->kind == VP_GT_PARAM;
         vp_gt *gr = vp_gt_new(g, param ? VP_GT_PGRAD : VP_GT_ACT, name, root->ndim, root->shape);
         if (!gr)
@@ -140,7 +140,7 @@ static bool unify_acc(vp_graph *g, vp_gt **outs, const bool *acc, uint32_t n)
 /* A fresh activation for a gradient nobody needs but a kernel must write. */
 static vp_gt *scratch_like(vp_graph *g, const vp_gt *t)
 {
-    char name[64];
+    char name[VP_NAME_MAX];
     snprintf(name, sizeof name, "scratch.%u", g->n_tensors);
     return vp_gt_new(g, VP_GT_ACT, name, t->ndim, t->shape);
 }
@@ -220,7 +220,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
                     emit_mul(g, dy, a, vp_g_view(g, db, y->ndim, y->shape, NULL), acc);
             } else {
                 /* dy * a at full size, then summed over the broadcast rows. */
-                char name[64];
+                char name[VP_NAME_MAX];
                 snprintf(name, sizeof name, "mul.backward.%u", g->n_tensors);
                 vp_gt *tmp = vp_gt_new(g, VP_GT_ACT, name, y->ndim, y->shape);
                 if (tmp) {
@@ -426,8 +426,8 @@ vp_status vp_autodiff(vp_graph *g, vp_gt *loss)
 {
     vp_gt *root = vp_gt_root(loss);
     /* Seed: dloss = 1. */
-    char name[64];
-    snprintf(name, sizeof name, "grad.%.58s", root->name);
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "grad.%.150s", root->name);
     vp_gt *seed = vp_gt_new(g, VP_GT_ACT, name, root->ndim, root->shape);
     if (!seed)
         return g->err;

@@ -239,7 +239,7 @@ static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
 vp_gt *vp_g_ones(vp_graph *g, int64_t n)
 {
     if (!g->ones || g->ones_len < n) {
-        char name[64];
+        char name[VP_NAME_MAX];
         snprintf(name, sizeof name, "ones.%lld", (long long)n);
         float *d = malloc((size_t)n * sizeof *d);
         if (!d) {
@@ -265,7 +265,7 @@ static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
 {
     if (!a)
         return NULL;
-    char nm[64];
+    char nm[VP_NAME_MAX];
     snprintf(nm, sizeof nm, "%s", name ? name : a->name);
     if (!check_shape(g, "reshape of", a->name, ndim, shape))
         return NULL;
@@ -305,7 +305,7 @@ vp_gt *vp_g_reshape(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape)
 static vp_gt *op_out(vp_graph *g, vp_gnode **node, vp_gop op, const char *opname,
                      int ndim, const int64_t *shape)
 {
-    char name[64];
+    char name[VP_NAME_MAX];
     snprintf(name, sizeof name, "%s.%u", opname, g->n_tensors);
     vp_gt *t = vp_gt_new(g, VP_GT_ACT, name, ndim, shape);
     *node = t ? vp_node_new(g, op, opname) : NULL;
@@ -490,10 +490,10 @@ vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float ep
     int64_t rshape[VP_MAX_DIMS] = {1, 1, 1, 1};
     for (int i = 0; i < x->ndim - 1; i++)
         rshape[i] = x->shape[i];
-    char name[64];
-    snprintf(name, sizeof name, "%.56s.mean", y->name);
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "%.148s.mean", y->name);
     vp_gt *mean = vp_gt_new(g, VP_GT_ACT, name, rnd, rshape);
-    snprintf(name, sizeof name, "%.56s.rstd", y->name);
+    snprintf(name, sizeof name, "%.148s.rstd", y->name);
     vp_gt *rstd = vp_gt_new(g, VP_GT_ACT, name, rnd, rshape);
     if (!mean || !rstd)
         return NULL;
@@ -548,8 +548,8 @@ vp_gt *vp_g_cross_entropy(vp_graph *g, vp_gt *logits, vp_gt *target, vp_gt *weig
     vp_gt *loss = loss_out(g, &n, VP_GOP_CE, "cross_entropy");
     if (!loss)
         return NULL;
-    char name[64];
-    snprintf(name, sizeof name, "%.56s.saved", loss->name);
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "%.148s.saved", loss->name);
     vp_gt *saved = vp_gt_new(g, VP_GT_ACT, name, 2, (int64_t[]){N + 1, 2});
     if (!saved)
         return NULL;
@@ -626,7 +626,7 @@ vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, ui
             return vp_graph_fail(g, VP_ERR_INVALID, "host node %s: input %u is missing", name, i);
     vp_gt *o[VP_GMAX_OUT];
     for (uint32_t i = 0; i < n_out; i++) {
-        char nm[64];
+        char nm[VP_NAME_MAX];
         snprintf(nm, sizeof nm, "%s.out%u", name, i);
         if (!(o[i] = vp_gt_new(g, VP_GT_ACT, nm, out_ndim[i], out_shapes[i])))
             return g->err;
@@ -833,8 +833,8 @@ vp_gt *vp_g_maxpool2(vp_graph *g, vp_gt *x)
     vp_gt *y = op_out(g, &n, VP_GOP_MAXPOOL2, "maxpool2", 4, shape);
     if (!y)
         return NULL;
-    char name[64];
-    snprintf(name, sizeof name, "%.56s.argmax", y->name);
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "%.148s.argmax", y->name);
     vp_gt *am = vp_gt_new(g, VP_GT_ACT, name, 4, shape);
     if (!am)
         return NULL;

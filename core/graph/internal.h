@@ -11,6 +11,7 @@
 
 #define VP_GMAX_IN 8
 #define VP_GMAX_OUT 8
+#define VP_NAME_MAX 160 /* tensor and node names: hierarchical parameter paths are long */
 
 typedef enum vp_gt_kind {
     VP_GT_ACT = 0,  /* written by a node; planned in the activation arena */
@@ -82,7 +83,7 @@ typedef enum vp_gop {
 
 struct vp_gt {
     uint32_t id;
-    char name[64];
+    char name[VP_NAME_MAX];
     vp_dtype dtype;
     int ndim;
     int64_t shape[VP_MAX_DIMS];
@@ -116,7 +117,7 @@ typedef struct vp_gnode {
     float fp[4];             /* float parameters (op-specific) */
     vp_host_fn host_fn;
     void *host_user;
-    char name[64];
+    char name[VP_NAME_MAX];
 } vp_gnode;
 
 typedef struct vp_segment {

@@ -8,9 +8,9 @@
 #include "ops/ops.h"
 #include "ops/util.h"
 
-static const vp_kernel k_fill = {"fill", 1, 0x1, 8};
-static const vp_kernel k_unary = {"unary", 2, 0x2, 8};
-static const vp_kernel k_binary = {"binary", 3, 0x4, 8};
+static const vp_kernel k_fill = {"fill", 1, 0x1, 8, NULL, 0};
+static const vp_kernel k_unary = {"unary", 2, 0x2, 8, NULL, 0};
+static const vp_kernel k_binary = {"binary", 3, 0x4, 8, NULL, 0};
 
 /* Spec constants after the local size: the op code and accumulate (fill
  * has neither). */

@@ -20,13 +20,13 @@
 #include "ops/util.h"
 
 /* bindings: src, dst (written, read when accumulating) */
-static const vp_kernel k_copy = {"layout_copy", 2, 0x2, 76};
-static const vp_kernel k_transpose = {"layout_transpose", 2, 0x2, 60};
+static const vp_kernel k_copy = {"layout_copy", 2, 0x2, 76, NULL, 0};
+static const vp_kernel k_transpose = {"layout_transpose", 2, 0x2, 60, NULL, 0};
 /* bindings: x0..x6, y (written) */
-static const vp_kernel k_concat = {"layout_concat", 8, 0x80, 60};
+static const vp_kernel k_concat = {"layout_concat", 8, 0x80, 60, NULL, 0};
 /* bindings: table or dy, idx, y or dtable (written) */
-static const vp_kernel k_gather = {"layout_gather", 3, 0x4, 16};
-static const vp_kernel k_gather_atomic = {"layout_gather_atomic", 3, 0x4, 16};
+static const vp_kernel k_gather = {"layout_gather", 3, 0x4, 16, NULL, 0};
+static const vp_kernel k_gather_atomic = {"layout_gather_atomic", 3, 0x4, 16, NULL, 0};
 
 #define TILE 32          /* layout_transpose.comp's tile edge */
 #define TILED_MIN 16     /* GPUs: tiles when both tiled extents are this long */

@@ -18,13 +18,13 @@
 #include "ops/util.h"
 
 /* bindings in order, inputs first; write masks; push constant bytes */
-static const vp_kernel k_ce_rows = {"loss_ce_rows", 2, 0x2, 8};
-static const vp_kernel k_ce_reduce = {"loss_ce_reduce", 5, 0x18, 12};
-static const vp_kernel k_ce_backward = {"loss_ce_backward", 6, 0x20, 16};
-static const vp_kernel k_bce = {"loss_bce", 3, 0x4, 4};
-static const vp_kernel k_bce_backward = {"loss_bce_backward", 4, 0x8, 8};
-static const vp_kernel k_dice = {"loss_dice", 3, 0x4, 16};
-static const vp_kernel k_dice_backward = {"loss_dice_backward", 4, 0x8, 16};
+static const vp_kernel k_ce_rows = {"loss_ce_rows", 2, 0x2, 8, NULL, 0};
+static const vp_kernel k_ce_reduce = {"loss_ce_reduce", 5, 0x18, 12, NULL, 0};
+static const vp_kernel k_ce_backward = {"loss_ce_backward", 6, 0x20, 16, NULL, 0};
+static const vp_kernel k_bce = {"loss_bce", 3, 0x4, 4, NULL, 0};
+static const vp_kernel k_bce_backward = {"loss_bce_backward", 4, 0x8, 8, NULL, 0};
+static const vp_kernel k_dice = {"loss_dice", 3, 0x4, 16, NULL, 0};
+static const vp_kernel k_dice_backward = {"loss_dice_backward", 4, 0x8, 16, NULL, 0};
 
 uint32_t vp_loss_reduce_local(const vp_device_info *d)
 {

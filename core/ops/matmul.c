@@ -12,15 +12,15 @@
 
 /* bindings: a, b, c (written, also read when accumulating), bias (or a
  * stand-in never read); push: M, N, K, sa, sb, sc */
-static const vp_kernel k_tiled = {"matmul", 4, 0x4, 24};
-static const vp_kernel k_subgroup = {"matmul_subgroup", 4, 0x4, 24};
+static const vp_kernel k_tiled = {"matmul", 4, 0x4, 24, NULL, 0};
+static const vp_kernel k_subgroup = {"matmul_subgroup", 4, 0x4, 24, NULL, 0};
 
 bool vp_matmul_subgroup_ok(const vp_device_info *d)
 {
     return d->feat.subgroup_shuffle && d->feat.subgroup_size_control && d->subgroup_size &&
            d->subgroup_min == d->subgroup_max && d->subgroup_size == d->subgroup_min;
 }
-static const vp_kernel k_naive = {"matmul_naive", 3, 0x4, 24};
+static const vp_kernel k_naive = {"matmul_naive", 3, 0x4, 24, NULL, 0};
 
 vp_matmul_cfg vp_matmul_default_cfg(const vp_device_info *d)
 {

@@ -19,11 +19,11 @@ _Static_assert(sizeof(md_push) <= VP_MAX_PUSH, "msdeform push constants");
 #define ACC_LOC 2u
 #define ACC_ATTN 4u
 
-static const vp_kernel k_fwd = {"msdeform_fwd", 4, 1u << 3, sizeof(md_push)};
-static const vp_kernel k_bwd = {"msdeform_bwd", 6, 1u << 4 | 1u << 5, sizeof(md_push)};
+static const vp_kernel k_fwd = {"msdeform_fwd", 4, 1u << 3, sizeof(md_push), NULL, 0};
+static const vp_kernel k_bwd = {"msdeform_bwd", 6, 1u << 4 | 1u << 5, sizeof(md_push), NULL, 0};
 static const vp_kernel k_bwd_atomic = {"msdeform_bwd_atomic", 7, 1u << 4 | 1u << 5 | 1u << 6,
-                                       sizeof(md_push)};
-static const vp_kernel k_bwd_value = {"msdeform_bwd_value", 4, 1u << 3, sizeof(md_push)};
+                                       sizeof(md_push), NULL, 0};
+static const vp_kernel k_bwd_value = {"msdeform_bwd_value", 4, 1u << 3, sizeof(md_push), NULL, 0};
 
 /* Invocations per workgroup of the sample-parallel kernels, within the
  * device's limits. */

@@ -14,15 +14,15 @@
 #include "ops/util.h"
 
 /* bindings (inputs first), written-binding mask, push-constant bytes */
-static const vp_kernel k_act = {"nn_act", 2, 0x2, 4};
-static const vp_kernel k_act_bwd = {"nn_act_bwd", 3, 0x4, 8};
-static const vp_kernel k_bcast = {"nn_bcast", 2, 0x2, 16};
-static const vp_kernel k_reduce = {"nn_reduce", 2, 0x2, 16};
-static const vp_kernel k_softmax = {"nn_softmax", 2, 0x2, 12};
-static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16};
-static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24};
-static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20};
-static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12};
+static const vp_kernel k_act = {"nn_act", 2, 0x2, 4, NULL, 0};
+static const vp_kernel k_act_bwd = {"nn_act_bwd", 3, 0x4, 8, NULL, 0};
+static const vp_kernel k_bcast = {"nn_bcast", 2, 0x2, 16, NULL, 0};
+static const vp_kernel k_reduce = {"nn_reduce", 2, 0x2, 16, NULL, 0};
+static const vp_kernel k_softmax = {"nn_softmax", 2, 0x2, 12, NULL, 0};
+static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16, NULL, 0};
+static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24, NULL, 0};
+static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20, NULL, 0};
+static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12, NULL, 0};
 
 enum { ACT_RELU = 0, ACT_GELU = 1 };
 

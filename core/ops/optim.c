@@ -22,10 +22,10 @@
 #define SQNORM_SLOTS 7 /* inputs per dispatch: 8 bindings, one for the output */
 
 /* bindings: x0..x6, out (read and written); push: n[7], accumulate */
-static const vp_kernel k_sqnorm = {"optim_sqnorm", 8, 0x80, 32};
+static const vp_kernel k_sqnorm = {"optim_sqnorm", 8, 0x80, 32, NULL, 0};
 /* bindings: grad, state, sqnorm, lr_scale, then param, m, v (updated);
  * push: n, beta1, beta2, eps, weight decay, max_norm, has_scale */
-static const vp_kernel k_adamw = {"optim_adamw", 7, 0x70, 28};
+static const vp_kernel k_adamw = {"optim_adamw", 7, 0x70, 28, NULL, 0};
 
 vp_status vp_op_sqnorm(vp_cmd *cmd, const vp_tensor *const *xs, uint32_t n, vp_tensor *out)
 {

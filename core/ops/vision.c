@@ -11,17 +11,17 @@
 #include "ops/util.h"
 
 /* bindings: src, dst (written; read when accumulating) */
-static const vp_kernel k_im2col = {"vision_im2col", 2, 0x2, 24};
+static const vp_kernel k_im2col = {"vision_im2col", 2, 0x2, 24, NULL, 0};
 /* bindings: x, y, argmax (written) */
-static const vp_kernel k_maxpool = {"vision_maxpool", 3, 0x6, 16};
+static const vp_kernel k_maxpool = {"vision_maxpool", 3, 0x6, 16, NULL, 0};
 /* bindings: dy, argmax, dx (written) */
-static const vp_kernel k_maxpool_bw = {"vision_maxpool_backward", 3, 0x4, 20};
+static const vp_kernel k_maxpool_bw = {"vision_maxpool_backward", 3, 0x4, 20, NULL, 0};
 /* bindings: src, bias (placeholder when none), dst (written) */
-static const vp_kernel k_d2s = {"vision_d2s", 3, 0x4, 24};
+static const vp_kernel k_d2s = {"vision_d2s", 3, 0x4, 24, NULL, 0};
 /* bindings: x (M, C), out (C) (written) */
-static const vp_kernel k_colsum = {"vision_colsum", 2, 0x2, 12};
+static const vp_kernel k_colsum = {"vision_colsum", 2, 0x2, 12, NULL, 0};
 /* bindings: src, dst (written) */
-static const vp_kernel k_resize = {"vision_resize", 2, 0x2, 36};
+static const vp_kernel k_resize = {"vision_resize", 2, 0x2, 36, NULL, 0};
 
 static vp_status check_f32_all(const char *op, const vp_tensor *a, const vp_tensor *b)
 {

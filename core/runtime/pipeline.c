@@ -56,8 +56,8 @@ void vp_pipeline_release_all(vp_device *dev)
 static vp_status pipeline_build(vp_device *dev, const vp_kernel *k, const uint32_t *spec,
                                 uint32_t n_spec, vp_pipeline **out)
 {
-    size_t bytes;
-    const uint32_t *code = vp_shader_code(k->shader, &bytes);
+    size_t bytes = k->code_bytes;
+    const uint32_t *code = k->code ? k->code : vp_shader_code(k->shader, &bytes);
     if (!code)
         return vp_error_set(VP_ERR_NOT_FOUND, "no embedded shader named '%s'", k->shader);
     const vp_device_info *d = dev->info;
@@ -130,6 +130,18 @@ vp_status vp_pipeline_get(vp_device *dev, const vp_kernel *k, const uint32_t *sp
     dev->pipes[dev->n_pipes++] = p;
     *out = p;
     return VP_OK;
+}
+
+void vp_pipeline_forget(vp_device *dev, const vp_kernel *k)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < dev->n_pipes; i++) {
+        if (dev->pipes[i]->kernel == k)
+            pipeline_destroy(dev, dev->pipes[i]);
+        else
+            dev->pipes[kept++] = dev->pipes[i];
+    }
+    dev->n_pipes = kept;
 }
 
 /* ---- the cache file ------------------------------------------------------ */

@@ -14,11 +14,12 @@ uint32_t vp_profile_row_for(vp_device *dev, const char *kernel)
 {
     vp_profile *p = &dev->prof;
     for (uint32_t i = 0; i < p->n; i++)
-        if (!strcmp(p->rows[i].kernel, kernel))
+        if (!strncmp(p->rows[i].kernel, kernel, sizeof p->rows[i].kernel - 1))
             return i;
     if (VP_RESERVE(p->rows, p->cap, p->n + 1))
         return UINT32_MAX; /* not timed; vp_profile_add ignores the row */
-    p->rows[p->n] = (vp_profile_row){kernel, 0, 0.0};
+    p->rows[p->n] = (vp_profile_row){.calls = 0};
+    snprintf(p->rows[p->n].kernel, sizeof p->rows[p->n].kernel, "%s", kernel);
     return p->n++;
 }
 

@@ -174,10 +174,12 @@ vp_mem_stats vp_mem_get_stats(const vp_device *dev);
  * storage buffers it binds (bindings 0..n-1), which of them it writes, and
  * the size of its push constants. */
 typedef struct vp_kernel {
-    const char *shader;   /* file stem in shaders/, e.g. "matmul" */
+    const char *shader;   /* file stem in shaders/, e.g. "matmul"; with code: a name */
     uint32_t n_bindings;
     uint32_t writes;      /* bit i: binding i is written */
     uint32_t push_size;   /* bytes */
+    const uint32_t *code; /* SPIR-V not embedded in vpeft (a plugin's), or NULL */
+    size_t code_bytes;
 } vp_kernel;
 
 typedef struct vp_pipeline {
@@ -198,6 +200,9 @@ vp_status vp_pipeline_get(vp_device *dev, const vp_kernel *k, const uint32_t *sp
 /* Embedded SPIR-V of shaders/<name>.comp; NULL when there is no such file. */
 const uint32_t *vp_shader_code(const char *name, size_t *bytes);
 uint32_t vp_pipeline_count(const vp_device *dev);
+/* Destroy the pipelines built for k, before k (a plugin's kernel) is freed:
+ * the device finds pipelines by kernel address. */
+void vp_pipeline_forget(vp_device *dev, const vp_kernel *k);
 
 /* ---- command buffers (cmd.c) --------------------------------------------- */
 
@@ -231,7 +236,7 @@ vp_device *vp_cmd_device(const vp_cmd *cmd);
 /* ---- profiling (profile.c) ---------------------------------------------- */
 
 typedef struct vp_profile_row {
-    const char *kernel;
+    char kernel[64];      /* a copy: plugins' kernels may be gone when the table prints */
     uint64_t calls;
     double total_ms;
 } vp_profile_row;
