@@ -396,6 +396,9 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         b2->ip[0] = tmp.ip[0];
         break;
     }
+    case VP_GOP_CUSTOM:
+        vp_custom_backward(g, n);
+        break;
     case VP_GOP_FILL:
     case VP_GOP_HOST:
     case VP_GOP_BOOLMASK:
@@ -420,6 +423,16 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         vp_graph_fail(g, VP_ERR_INTERNAL, "node %s: no backward rule", n->name);
         break;
     }
+}
+
+vp_gt *vp_autodiff_grad_target(vp_graph *g, vp_gt *t, bool *acc)
+{
+    return grad_target(g, t, acc);
+}
+vp_gt *vp_autodiff_grad_of(vp_graph *g, vp_gt *t) { return grad_of(g, t); }
+void vp_autodiff_axpy(vp_graph *g, vp_gt *x, float s, vp_gt *out, bool acc)
+{
+    emit_axpy(g, x, s, out, acc);
 }
 
 vp_status vp_autodiff(vp_graph *g, vp_gt *loss)

@@ -35,6 +35,9 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
     case VP_GOP_FILL:
         st = vp_op_fill(cmd, o, n->fp[0]);
         break;
+    case VP_GOP_CUSTOM:
+        st = vp_custom_record(g, n, cmd);
+        break;
     case VP_GOP_RELU:
         st = vp_op_relu(cmd, &n->in[0]->rt, o);
         break;

@@ -36,6 +36,7 @@ void vp_graph_destroy(vp_graph *g)
     free(g->tensors);
     free(g->nodes);
     free(g->levels);
+    vp_custom_release(g);
     free(g);
 }
 

@@ -23,6 +23,8 @@
 #ifndef VP_GRAPH_H
 #define VP_GRAPH_H
 
+#include <vpeft/kernel.h>
+
 #include "ops/msdeform.h"
 #include "ops/optim.h"
 #include "runtime/runtime.h"
@@ -117,6 +119,14 @@ vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m);
  * keys are all masked attends to nothing (its output is 0). Composed of
  * permutes, batched gemms and a softmax. -> (B, Nq, D) */
 vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads);
+
+/* A plugin's own kernel as an op (see <vpeft/kernel.h>): vp_graph_kernel
+ * copies the SPIR-V and builds its pipeline now, so a broken shader is
+ * reported here; the kernel belongs to the graph. vp_g_custom records one
+ * call; its backward, if any, is built from graph ops by the plugin's
+ * callback during vp_graph_backward. */
+vp_status vp_graph_kernel(vp_graph *g, const vp_kernel_desc *d, vp_custom_kernel **out);
+vp_gt *vp_g_custom(vp_graph *g, const vp_custom_call *call);
 
 /* Sum and mean of all elements: shape (1). */
 vp_gt *vp_g_sum(vp_graph *g, vp_gt *a);

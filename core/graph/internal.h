@@ -61,6 +61,7 @@ typedef enum vp_gop {
     VP_GOP_RESIZE,     /* out = bilinear resize of in0 to out's size */
     VP_GOP_MSDEFORM,   /* out = msdeform(in0 value, in1 loc, in2 attn), ip[0] levels index */
     VP_GOP_BOOLMASK,   /* out = in0 != 0 ? -inf : 0 (no gradient) */
+    VP_GOP_CUSTOM,     /* out = a plugin's kernel on in0..; custom: the call (custom.c) */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
@@ -117,6 +118,7 @@ typedef struct vp_gnode {
     float fp[4];             /* float parameters (op-specific) */
     vp_host_fn host_fn;
     void *host_user;
+    struct vp_custom_rec *custom; /* VP_GOP_CUSTOM */
     char name[VP_NAME_MAX];
 } vp_gnode;
 
@@ -139,6 +141,8 @@ struct vp_graph {
     vp_msdeform_levels *levels; /* level layouts of msdeform nodes (ip[0] indexes) */
     uint32_t n_levels, cap_levels;
     vp_gt *ones;             /* constant 1s for reductions by gemm */
+    struct vp_custom_kernel *kernels; /* plugins' kernels, a list (custom.c) */
+    struct vp_custom_rec *customs;    /* custom op calls, a list */
     int64_t ones_len;
     /* compiled state */
     vp_alloc bufs[VP_BUF_COUNT];
@@ -165,8 +169,19 @@ void vp_gt_shape_str(const vp_gt *t, char *buf, size_t n);
 vp_gt *vp_g_view(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape, const char *name);
 vp_gt *vp_g_ones(vp_graph *g, int64_t n);
 
+/* custom.c */
+void vp_custom_release(vp_graph *g);
+vp_status vp_custom_record(vp_graph *g, const vp_gnode *n, vp_cmd *cmd);
+void vp_custom_backward(vp_graph *g, const vp_gnode *n);
+vp_status vp_custom_reference(const vp_gnode *n, double *const *in, double *out);
+
 /* autodiff.c */
 vp_status vp_autodiff(vp_graph *g, vp_gt *loss);
+/* For rules outside autodiff.c (custom.c): where t's gradient goes (*acc:
+ * whether to add), the gradient reaching t (NULL: none), out (+)= s * x. */
+vp_gt *vp_autodiff_grad_target(vp_graph *g, vp_gt *t, bool *acc);
+vp_gt *vp_autodiff_grad_of(vp_graph *g, vp_gt *t);
+void vp_autodiff_axpy(vp_graph *g, vp_gt *x, float s, vp_gt *out, bool acc);
 
 /* plan.c */
 vp_status vp_graph_plan(vp_graph *g);

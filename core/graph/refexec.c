@@ -137,6 +137,12 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         return VP_OK;
     case VP_GOP_HOST:
         return ref_host(r, n);
+    case VP_GOP_CUSTOM: {
+        double *in[VP_GMAX_IN];
+        for (uint32_t i = 0; i < n->n_in; i++)
+            in[i] = r->data[n->in[i]->id];
+        return vp_custom_reference(n, in, o);
+    }
     case VP_GOP_RELU:
         vp_ref_relu(da, o, vp_gt_nelem(y));
         return VP_OK;

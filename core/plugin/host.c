@@ -7,6 +7,7 @@
 #include "plugin/host.h"
 
 #include "graph/graph.h"
+#include "model/build.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -21,6 +22,7 @@ static const vp_host_api host_api = {
     .last_error = vp_error_last,
     .status_str = vp_status_str,
 
+    .graph = vp_build_graph,
     .graph_status = vp_graph_status,
     .name = vp_gt_name,
     .ndim = vp_gt_ndim,
@@ -30,6 +32,7 @@ static const vp_host_api host_api = {
     .keep = vp_g_keep,
     .find = vp_graph_find,
 
+    .param = vp_build_param_new,
     .param_lr_scale = vp_g_param_lr_scale,
     .constant = vp_g_const,
     .input = vp_g_input,
@@ -63,6 +66,19 @@ static const vp_host_api host_api = {
     .sum = vp_g_sum,
     .mean = vp_g_mean,
     .host = vp_g_host,
+
+    .site_linear = vp_build_site_linear,
+    .site_output = vp_build_site_output,
+    .site_module = vp_build_site_module,
+
+    .weights_open = vp_build_weights_open,
+    .weights_count = vp_weights_count,
+    .weights_key = vp_weights_key,
+    .weights_shape = vp_weights_shape,
+    .param_load = vp_build_param_load,
+
+    .kernel = vp_graph_kernel,
+    .custom = vp_g_custom,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }
