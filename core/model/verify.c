@@ -7,6 +7,7 @@
  * is float32 device arithmetic against them.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,7 +99,7 @@ vp_status vp_verify_graph(vp_graph *g, vp_gt *loss, vp_gt *out, uint32_t n_in,
         double *x = vp_graph_ref_data(ref, p);
         for (size_t k = 0; !st && k < n; k += step) {
             const double h = 1e-5;
-            double keep = x[k], lp, lm;
+            double keep = x[k], lp = 0, lm = 0;
             x[k] = keep + h;
             st = ref_loss(ref, loss, &lp);
             x[k] = keep - h;
