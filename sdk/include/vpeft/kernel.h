@@ -6,7 +6,7 @@
  *     vp_kernel_desc d = {sizeof d, "ia3.scale", vp_spv_scale, sizeof vp_spv_scale,
  *                         3, sizeof(uint32_t) * 2, {64, 1, 1}};
  *     vp_custom_kernel *k;  H->kernel(g, &d, &k);
- *     vp_custom_call c = {sizeof c};
+ *     vp_custom_call c = {.size = sizeof c};
  *     c.kernel = k; c.n_in = 2; c.in = (vp_gt *[]){x, s};
  *     c.out_ndim = H->ndim(x); c.out_shape = H->shape(x);
  *     c.push = push; c.push_size = sizeof push; c.groups[0] = ...; c.groups[1] = c.groups[2] = 1;
