@@ -161,8 +161,8 @@ vp_status vp_build_check_pefts(vp_build *b)
 {
     for (uint32_t i = 0; i < b->n_pefts; i++)
         if (!b->pefts[i].attached)
-            return vp_error_set(VP_ERR_CONFIG, "peft[%u] (%s): selects no site of the model (%u "
-                                "sites; `vpeft info --sites` lists them)", i, b->pefts[i].name,
+            return vp_error_set(VP_ERR_CONFIG, "peft[%u] (%s): selects no site of the model (it has %u "
+                                "sites)", i, b->pefts[i].name,
                                 b->n_sites);
     return VP_OK;
 }
