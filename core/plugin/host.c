@@ -6,8 +6,10 @@
  */
 #include "plugin/host.h"
 
+#include "config/config.h"
 #include "graph/graph.h"
 #include "model/build.h"
+#include "model/select.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -21,6 +23,20 @@ static const vp_host_api host_api = {
     .error = vp_error_set,
     .last_error = vp_error_last,
     .status_str = vp_status_str,
+
+    .cfg_type = vp_cfg_type_of,
+    .cfg_int = vp_cfg_int,
+    .cfg_float = vp_cfg_float,
+    .cfg_bool = vp_cfg_bool,
+    .cfg_string = vp_cfg_string,
+    .cfg_file = vp_cfg_file,
+    .cfg_get = vp_cfg_get,
+    .cfg_len = vp_cfg_len,
+    .cfg_at = vp_cfg_at,
+    .cfg_key = vp_cfg_key,
+    .cfg_path = vp_cfg_path,
+    .cfg_check_keys = vp_cfg_check_keys,
+    .cfg_fail = vp_cfg_fail,
 
     .graph = vp_build_graph,
     .graph_status = vp_graph_status,
@@ -70,6 +86,10 @@ static const vp_host_api host_api = {
     .site_linear = vp_build_site_linear,
     .site_output = vp_build_site_output,
     .site_module = vp_build_site_module,
+
+    .selector_create = vp_selector_create,
+    .selector_match = vp_selector_match,
+    .selector_destroy = vp_selector_destroy,
 
     .weights_open = vp_build_weights_open,
     .weights_count = vp_weights_count,

@@ -4,9 +4,9 @@
  *
  *     // cfg is { "r": 8, "lora_alpha": 16, "target_modules": ["*.qkv"] }
  *     static const char *const known[] = {"plugin", "r", "lora_alpha", "target_modules"};
- *     if (H->cfg_check_keys(cfg, known, 4)) return H->cfg_last_status();
  *     int64_t r;
- *     vp_status st = H->cfg_int(cfg, "r", 8, &r);          // absent: 8
+ *     vp_status st = H->cfg_check_keys(cfg, known, 4);     // "lora_alhpa": did you mean ...?
+ *     if (!st) st = H->cfg_int(cfg, "r", 8, &r);           // absent: 8
  *     if (!st && r <= 0) st = H->cfg_fail(cfg, "r", "must be at least 1, got %lld", (long long)r);
  *
  * Every accessor that fails leaves a one-line message naming the config
