@@ -16,6 +16,8 @@
 #include "io/safetensors.h"
 #include "model/build.h"
 #include "model/probe.h"
+#include "model/select.h"
+#include "config/config.h"
 #include "model/verify.h"
 #include "plugin/host.h"
 #include "tests/shaders/test_rowdot.spv.h"
@@ -626,11 +628,55 @@ START_TEST(test_site_errors)
 }
 END_TEST
 
+START_TEST(test_selectors)
+{
+    const char *text = "{\"a\": [\"qkv\", \"blocks.1.*\"], "
+                       "\"b\": \"probe\\\\.blocks\\\\.[0-9]+\\\\.attn\\\\.(qkv|proj)\", "
+                       "\"c\": [], \"d\": 3, \"e\": \"([\", \"f\": [\"x\", 2]}";
+    vp_config *c;
+    vt_ok(vp_cfg_parse(text, strlen(text), "sel.json", &c));
+    vp_selector *s;
+    vt_ok(vp_selector_create(c, "a", NULL, 0, &s));
+    ck_assert(vp_selector_match(s, "probe.blocks.0.attn.qkv"));  /* a last component */
+    ck_assert(vp_selector_match(s, "qkv"));
+    ck_assert(vp_selector_match(s, "probe.blocks.1.mlp.fc1"));   /* last components, a glob */
+    ck_assert(!vp_selector_match(s, "probe.blocks.0.mlp.fc1"));
+    ck_assert(!vp_selector_match(s, "probe.qkvx"));
+    ck_assert(!vp_selector_match(s, "probe.xqkv"));
+    vp_selector_destroy(s);
+    vt_ok(vp_selector_create(c, "b", NULL, 0, &s));
+    ck_assert(vp_selector_match(s, "probe.blocks.12.attn.proj"));
+    ck_assert(!vp_selector_match(s, "xprobe.blocks.1.attn.qkv")); /* whole path only */
+    ck_assert(!vp_selector_match(s, "probe.blocks.1.attn.qkv.lora"));
+    vp_selector_destroy(s);
+    vt_ok(vp_selector_create(c, "absent", (const char *[]){"*.fc2"}, 1, &s));
+    ck_assert(vp_selector_match(s, "probe.blocks.0.mlp.fc2"));
+    ck_assert(!vp_selector_match(s, "probe.blocks.0.mlp.fc1"));
+    vp_selector_destroy(s);
+    vt_ok(vp_selector_create(c, "absent", NULL, 0, &s));
+    ck_assert(vp_selector_match(s, "anything"));
+    vp_selector_destroy(s);
+    vt_expect_err(vp_selector_create(c, "c", NULL, 0, &s), VP_ERR_CONFIG,
+                  "sel.json: c: is empty: it selects no site");
+    vt_expect_err(vp_selector_create(c, "d", NULL, 0, &s), VP_ERR_CONFIG,
+                  "sel.json: d: expected a list of names or globs, or one regular expression "
+                  "string");
+    ck_assert_int_eq(vp_selector_create(c, "e", NULL, 0, &s), VP_ERR_CONFIG);
+    const char *re_msg = "sel.json: e: \"([\" is not a POSIX extended regular expression: ";
+    ck_assert_msg(!strncmp(vp_error_last(), re_msg, strlen(re_msg)), "%s", vp_error_last());
+    vt_expect_err(vp_selector_create(c, "f", NULL, 0, &s), VP_ERR_CONFIG,
+                  "sel.json: f[1]: expected a string, got a number");
+    ck_assert_ptr_null(s);
+    vp_cfg_free(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model");
     TCase *tc = vt_tcase("model");
     tcase_add_test(tc, test_init_fill);
+    tcase_add_test(tc, test_selectors);
     vt_add_per_device(tc, test_probe_sites, NULL);
     vt_add_per_device(tc, test_peft_gradients, NULL);
     vt_add_per_device(tc, test_identity_at_init, NULL);
