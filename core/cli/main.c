@@ -16,6 +16,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"devices", vp_cli_devices, "list Vulkan devices and the features vpeft uses on each"},
+    {"plugins", vp_cli_plugins, "list the plugins on the search path, or check a plugin file"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -38,6 +39,8 @@ static void usage(FILE *f)
                "  VPEFT_PROFILE=1   print GPU time per kernel when the device is released\n"
                "  VPEFT_VALIDATION=1  run under VK_LAYER_KHRONOS_validation if installed\n"
                "  VPEFT_LOG         debug, info (default), warn or error\n"
+               "  VPEFT_PLUGIN_PATH  directories searched first for vpeft-<name>.so plugins,\n"
+               "                    separated by ':' (see vpeft plugins --help)\n"
                "  XDG_CACHE_HOME    pipeline cache goes to $XDG_CACHE_HOME/vpeft\n"
                "                    (default ~/.cache/vpeft)\n");
 }
