@@ -15,6 +15,7 @@
 #include "harness.h"
 #include "io/safetensors.h"
 #include "model/build.h"
+#include "model/model.h"
 #include "model/probe.h"
 #include "model/select.h"
 #include "config/config.h"
@@ -580,7 +581,6 @@ START_TEST(test_weights)
     vp_gt *hwt = vp_graph_find(g, "probe.head.weight");
     snprintf(msg, sizeof msg, "parameter probe.head.weight: %s: tensor \"head.w.wrong\" has shape "
              "(8, 3), expected (3, 8)", path);
-    vt_expect_err(vp_build_param_load(b, hwt, w, "head.w.wrong"), VP_ERR_SHAPE, msg);
     vt_ok(vp_build_param_load(b, hwt, w, "head.w"));
     ck_assert_int_ne(vp_build_weights_open(b, path2, &w2), VP_OK);
     ck_assert_ptr_nonnull(strstr(vp_error_last(), "missing.safetensors"));
@@ -588,6 +588,14 @@ START_TEST(test_weights)
     float got[24];
     vt_ok(vp_graph_read(g, hwt, got, sizeof got));
     ck_assert(!memcmp(got, hw, sizeof hw));
+    vp_build_destroy(b);
+
+    /* A shape mismatch fails the call and the build. */
+    b = probe_build(dev, NULL, &p, 0, NULL, NULL, NULL);
+    vt_ok(vp_build_weights_open(b, path, &w));
+    hwt = vp_graph_find(vp_build_graph(b), "probe.head.weight");
+    vt_expect_err(vp_build_param_load(b, hwt, w, "head.w.wrong"), VP_ERR_SHAPE, msg);
+    vt_expect_err(vp_graph_status(vp_build_graph(b)), VP_ERR_SHAPE, msg);
     vp_build_destroy(b);
     unlink(path);
     rmdir(dir);
@@ -671,8 +679,215 @@ START_TEST(test_selectors)
 }
 END_TEST
 
+/* ---- model assembly from a config, with real plugins ------------------------- */
+
+static vp_config *parse(const char *text)
+{
+    vp_config *c;
+    vt_ok(vp_cfg_parse(text, strlen(text), "m.json", &c));
+    return c;
+}
+
+static const char *toy_model =
+    "\"model\": {\"backbone\": {\"plugin\": \"toybackbone\", \"width\": 8},"
+    "            \"head\": {\"plugin\": \"toyhead\", \"classes\": 3}}";
+
+/* One step's data: random images, labels 0, 1, 2, ... */
+static void toy_batch(vp_model *m, uint64_t seed)
+{
+    vp_graph *g = vp_model_graph(m);
+    vp_gt *img = vp_model_image(m);
+    size_t n = (size_t)vp_gt_nelem(img);
+    float *x = malloc(n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    vt_rand(x, n, seed);
+    vt_ok(vp_graph_write(g, img, x, n * sizeof *x));
+    free(x);
+    vp_gt *t = vp_graph_find(g, "target.labels");
+    if (t) {
+        int32_t labels[2] = {0, 2};
+        vt_ok(vp_graph_write(g, t, labels, sizeof labels));
+    }
+}
+
+START_TEST(test_model_train)
+{
+    char text[512];
+    snprintf(text, sizeof text, "{%s, \"train\": {\"seed\": 1}}", toy_model);
+    vp_config *c = parse(text);
+    vp_model *m;
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){2, true}, &m));
+    vp_graph *g = vp_model_graph(m);
+    vp_gt *logits = vp_model_output(m, "logits");
+    ck_assert_ptr_nonnull(logits);
+    ck_assert_ptr_null(vp_model_output(m, "nope"));
+    ck_assert(vp_gt_shape(logits)[0] == 2 && vp_gt_shape(logits)[1] == 3);
+    toy_batch(m, 4);
+    float first = 0, last = 0;
+    for (int step = 1; step <= 20; step++) {
+        vt_ok(vp_graph_run(g));
+        vt_ok(vp_graph_read(g, vp_model_loss(m), step == 1 ? &first : &last, sizeof first));
+        vt_ok(vp_graph_step(g, 1e-2f, step));
+    }
+    ck_assert_msg(last < 0.5f * first, "loss %g -> %g", first, last);
+    /* No PEFT method and no globs: every parameter trained. */
+    vp_graph_mem mem = vp_graph_memory(g);
+    ck_assert_uint_eq(mem.frozen, 0);
+    vp_model_destroy(m);
+
+    /* Head-only: the classifier alone has gradients and moments. */
+    snprintf(text, sizeof text, "{%s, \"train\": {\"trainable\": [\"head.*\"]}}", toy_model);
+    vp_cfg_free(c);
+    c = parse(text);
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){2, true}, &m));
+    mem = vp_graph_memory(vp_model_graph(m));
+    ck_assert_msg(mem.trainable >= 4 * (3 * 8 + 3) && mem.trainable < 4 * (3 * 8 + 3) + 64,
+                  "%llu trainable bytes", (unsigned long long)mem.trainable);
+    ck_assert_uint_eq(mem.grads, mem.trainable);
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+}
+END_TEST
+
+/* Build from text and expect a failure whose message starts with want. */
+static void expect_model_err(int dev, const char *text, vp_status code, const char *want)
+{
+    vp_config *c = parse(text);
+    vp_model *m = (vp_model *)&m;
+    ck_assert_int_eq(vp_model_create(vt_device((uint32_t)dev), c, &(vp_model_opts){2, true}, &m),
+                     code);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(!strncmp(vp_error_last(), want, strlen(want)), "got \"%s\", want \"%s...\"",
+                  vp_error_last(), want);
+    ck_assert_ptr_null(strchr(vp_error_last(), '\n'));
+    vp_cfg_free(c);
+}
+
+START_TEST(test_model_errors)
+{
+    char text[512];
+    expect_model_err(_i, "{}", VP_ERR_CONFIG, "m.json: model: missing: the backbone and head");
+    expect_model_err(_i, "{\"model\": {\"backbone\": {\"plugin\": \"nosuch\"}}}", VP_ERR_NOT_FOUND,
+                     "m.json: model.backbone: nosuch: cannot find vpeft-nosuch.so in ");
+    expect_model_err(_i, "{\"model\": {\"backbone\": {\"width\": 8}}}", VP_ERR_CONFIG,
+                     "m.json: model.backbone.plugin: missing: which backbone plugin to use");
+    vp_config *c = parse("{\"model\": {\"backbone\": {\"plugin\": \"toyhead\"}}}");
+    vp_model *m;
+    ck_assert_int_eq(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){2, true}, &m),
+                     VP_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(vp_error_last(), ": is a head plugin, expected a backbone"));
+    vp_cfg_free(c);
+    expect_model_err(_i, "{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\", \"widht\": 8},"
+                         "\"head\": {\"plugin\": \"toyhead\"}}}", VP_ERR_CONFIG,
+                     "toybackbone: m.json: model.backbone.widht: unknown field, did you mean "
+                     "'width'?");
+    expect_model_err(_i, "{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\"},"
+                         "\"head\": {\"plugin\": \"toyhead\", \"classes\": 1}}}", VP_ERR_CONFIG,
+                     "toyhead: m.json: model.head.classes: must be at least 2, got 1");
+    snprintf(text, sizeof text, "{%s, \"peft\": [{\"plugin\": \"good\"}]}", toy_model);
+    expect_model_err(_i, text, VP_ERR_CONFIG,
+                     "peft[0] (good): selects no site of the model (it has 7 sites)");
+    snprintf(text, sizeof text, "{%s, \"peft\": [{\"r\": 8}]}", toy_model);
+    expect_model_err(_i, text, VP_ERR_CONFIG,
+                     "m.json: peft[0].plugin: missing: which peft plugin to use");
+    snprintf(text, sizeof text, "{%s, \"peft\": {\"plugin\": \"good\"}}", toy_model);
+    expect_model_err(_i, text, VP_ERR_CONFIG, "m.json: peft: expected a list of PEFT methods");
+}
+END_TEST
+
+START_TEST(test_model_weights)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    char dir[] = "/tmp/vpeft-weights-XXXXXX", path[96], text[768], want[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/toy.safetensors", dir);
+    /* A model's backbone, saved under the keys the plugin reads. */
+    char src[512];
+    snprintf(src, sizeof src, "{%s, \"train\": {\"seed\": 3}}", toy_model);
+    vp_config *c = parse(src);
+    vp_model *m;
+    vt_ok(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m));
+    const vp_build *b = vp_model_build(m);
+    vp_st_entry e[32];
+    float *vals[32];
+    int64_t shapes[32][4];
+    char names[32][96];
+    size_t n = 0;
+    for (uint32_t i = 0; i < vp_build_param_count(b); i++) {
+        vp_gt *t = vp_build_param_at(b, i)->t;
+        if (strncmp(vp_gt_name(t), "backbone.", 9))
+            continue;
+        ck_assert_uint_lt(n, 32);
+        vals[n] = malloc((size_t)vp_gt_nelem(t) * 4);
+        vt_ok(vp_graph_read(vp_model_graph(m), t, vals[n], (size_t)vp_gt_nelem(t) * 4));
+        memcpy(shapes[n], vp_gt_shape(t), sizeof shapes[n]);
+        snprintf(names[n], sizeof names[n], "%s", vp_gt_name(t) + 9);
+        e[n] = (vp_st_entry){names[n], VP_ST_F32, vp_gt_ndim(t), shapes[n], vals[n]};
+        n++;
+    }
+    vt_ok(vp_st_write(path, e, n, NULL, 0));
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+
+    /* Loaded with another seed, the backbone has the file's values. */
+    snprintf(text, sizeof text, "{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\", "
+             "\"weights\": \"%s\"}, \"head\": {\"plugin\": \"toyhead\"}}, \"train\": {\"seed\": 9}}",
+             path);
+    c = parse(text);
+    vt_ok(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m));
+    vp_graph *g = vp_model_graph(m);
+    for (size_t i = 0; i < n; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "backbone.%s", e[i].name);
+        vp_gt *t = vp_graph_find(g, name);
+        size_t bytes = (size_t)vp_gt_nelem(t) * 4;
+        float *got = malloc(bytes);
+        vt_ok(vp_graph_read(g, t, got, bytes));
+        ck_assert_msg(!memcmp(got, vals[i], bytes), "%s", name);
+        free(got);
+    }
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+
+    /* A tensor of the wrong shape, and one the model does not have. */
+    int64_t wrong[4] = {8, 3, 2, 2};
+    e[0].shape = wrong;
+    vt_ok(vp_st_write(path, e, n, NULL, 0));
+    c = parse(text);
+    snprintf(want, sizeof want, "toybackbone: build: parameter backbone.patch.weight: %s: tensor "
+             "\"patch.weight\" has shape (8, 3, 2, 2), expected (8, 3, 4, 4)", path);
+    ck_assert_str_eq(e[0].name, "patch.weight");
+    ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m), VP_ERR_SHAPE);
+    ck_assert_str_eq(vp_error_last(), want);
+    vp_cfg_free(c);
+    e[0].shape = shapes[0];
+    e[n] = (vp_st_entry){"blocks.0.extra", VP_ST_F32, 1, shapes[0], vals[0]};
+    vt_ok(vp_st_write(path, e, n + 1, NULL, 0));
+    c = parse(text);
+    snprintf(want, sizeof want, "toybackbone: build: toybackbone: %s: tensor \"blocks.0.extra\" is "
+             "not a parameter of this model", path);
+    ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), want);
+    vp_cfg_free(c);
+    for (size_t i = 0; i < n; i++)
+        free(vals[i]);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
+    /* The toy model's plugins and the loader's fixtures (this suite is
+     * <build>/obj/tests/check_model). */
+    char exe[4096], path[8300];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0)
+        return 1;
+    exe[len] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(path, sizeof path, "%s/plugins/m:%s/plugins/a", exe, exe);
+    setenv("VPEFT_PLUGIN_PATH", path, 1);
     Suite *s = suite_create("model");
     TCase *tc = vt_tcase("model");
     tcase_add_test(tc, test_init_fill);
@@ -685,6 +900,9 @@ int main(void)
     vt_add_per_device(tc, test_trainable_globs, NULL);
     vt_add_per_device(tc, test_weights, NULL);
     vt_add_per_device(tc, test_site_errors, NULL);
+    vt_add_per_device(tc, test_model_train, NULL);
+    vt_add_per_device(tc, test_model_errors, NULL);
+    vt_add_per_device(tc, test_model_weights, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

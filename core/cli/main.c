@@ -17,6 +17,7 @@ static const struct {
 } commands[] = {
     {"devices", vp_cli_devices, "list Vulkan devices and the features vpeft uses on each"},
     {"plugins", vp_cli_plugins, "list the plugins on the search path, or check a plugin file"},
+    {"plugin-test", vp_cli_plugin_test, "check PEFT plugins on a small built-in model: gradients, training"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -28,7 +29,7 @@ static void usage(FILE *f)
                "Parameter-efficient fine-tuning of vision transformers on any Vulkan device.\n\n"
                "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\noptions:\n"
                "  -h, --help     show this help\n"
                "  -V, --version  print the version and the plugin ABI version\n\n"

@@ -235,7 +235,6 @@ vp_status vp_custom_reference(const vp_gnode *n, double *const *in, double *out)
     vp_error_clear();
     vp_status st = r->reference(r->user, &io);
     if (st)
-        return vp_error_set(st, "custom op %s: reference: %s", r->kernel->name,
-                            vp_error_last()[0] ? vp_error_last() : vp_status_str(st));
+        return vp_error_wrap(st, "custom op %s: reference", r->kernel->name);
     return VP_OK;
 }

@@ -547,8 +547,12 @@ vp_status vp_build_param_load(vp_build *b, vp_gt *param, const vp_weights *w, co
         return vp_error_set(VP_ERR_INVALID, "%s: param_load: %s is not a parameter", b->caller,
                             vp_gt_name(param));
     vp_status st = vp_st_check_shape(w->st, key, vp_gt_ndim(param), vp_gt_shape(param));
-    if (st)
-        return vp_error_wrap(st, "parameter %s", vp_gt_name(param));
+    if (st) {
+        /* Sticky in the graph too, so that a plugin which goes on
+         * building reports this, not what follows from it. */
+        vp_error_wrap(st, "parameter %s", vp_gt_name(param));
+        return vp_graph_fail(b->g, st, "%s", vp_error_last());
+    }
     char *copy = dup_str(key);
     if (!copy)
         return vp_error_set(VP_ERR_NOMEM, "out of host memory");

@@ -1,0 +1,298 @@
+/*
+ * Model assembly (model.h): plugins by config name, their instances, one
+ * build through the host table, backward, compile, parameter fill.
+ *
+ * Every failure is one line that says where in the config it comes from
+ * ("run.json: peft[1]: lorax: cannot find vpeft-lorax.so in ..."), and
+ * undoes everything: instances destroyed, plugins unloaded, no graph left.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "util/error.h"
+
+struct vp_model {
+    vp_plugin *bb_plugin, *head_plugin;
+    const vp_backbone_iface *bb;
+    const vp_head_iface *head;
+    void *bb_self, *head_self;
+    vp_peft_set pefts;
+    vp_build *build;
+    vp_graph *g;
+    vp_gt *image, *loss;
+    vp_head_out out;
+};
+
+/* ---- PEFT sets ------------------------------------------------------------- */
+
+void vp_peft_set_release(vp_peft_set *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = s->n; i-- > 0;) {
+        if (s->items[i].self && s->items[i].iface->destroy)
+            s->items[i].iface->destroy(s->items[i].self);
+        vp_plugin_unload(s->items[i].plugin);
+    }
+    free(s->items);
+    s->items = NULL;
+    s->n = 0;
+}
+
+/* Load the plugin named by entry's "plugin" and create its instance. */
+static vp_status load_entry(const vp_config *entry, vp_plugin_kind kind, vp_plugin **plugin,
+                            const void **iface, void **self)
+{
+    *plugin = NULL;
+    *self = NULL;
+    const char *name;
+    if (vp_cfg_type_of(entry, NULL) != VP_CFG_OBJECT)
+        return vp_cfg_fail(entry, NULL, "expected an object with a \"plugin\" name");
+    vp_status st = vp_cfg_string(entry, "plugin", NULL, &name);
+    if (!st && !name)
+        st = vp_cfg_fail(entry, "plugin", "missing: which %s plugin to use",
+                         vp_plugin_kind_str(kind));
+    if (st)
+        return st;
+    st = vp_plugin_load(name, kind, plugin);
+    if (st)
+        return vp_error_wrap(st, "%s: %s", vp_cfg_file_name(entry), vp_cfg_path(entry));
+    *iface = vp_plugin_interface(*plugin);
+    /* create() is the first member of every kind's interface after size. */
+    vp_status (*create)(const vp_config *, void **) =
+        kind == VP_PLUGIN_PEFT ? ((const vp_peft_iface *)*iface)->create
+        : kind == VP_PLUGIN_BACKBONE ? ((const vp_backbone_iface *)*iface)->create
+                                     : ((const vp_head_iface *)*iface)->create;
+    vp_error_clear();
+    st = create ? create(entry, self) : VP_OK;
+    if (st) {
+        st = vp_error_wrap(st, "%s", name);
+        vp_plugin_unload(*plugin);
+        *plugin = NULL;
+        *self = NULL;
+    }
+    return st;
+}
+
+vp_status vp_peft_set_load(const vp_config *list, vp_peft_set *out)
+{
+    memset(out, 0, sizeof *out);
+    vp_cfg_type t = vp_cfg_type_of(list, NULL);
+    if (t == VP_CFG_ABSENT || t == VP_CFG_NULL)
+        return VP_OK;
+    if (t != VP_CFG_ARRAY)
+        return vp_cfg_fail(list, NULL, "expected a list of PEFT methods");
+    int n = vp_cfg_len(list);
+    out->items = n > 0 ? calloc((size_t)n, sizeof *out->items) : NULL;
+    if (n > 0 && !out->items)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (int i = 0; i < n; i++) {
+        vp_peft_item *it = &out->items[i];
+        const void *iface = NULL;
+        vp_status st = load_entry(vp_cfg_at(list, i), VP_PLUGIN_PEFT, &it->plugin, &iface,
+                                  &it->self);
+        if (st) {
+            vp_peft_set_release(out);
+            return st;
+        }
+        it->iface = iface;
+        snprintf(it->name, sizeof it->name, "%s", vp_plugin_descriptor(it->plugin)->name);
+        out->n++;
+    }
+    return VP_OK;
+}
+
+vp_status vp_peft_set_attach(const vp_peft_set *s, vp_build *b)
+{
+    for (uint32_t i = 0; i < s->n; i++) {
+        vp_status st = vp_build_add_peft(b, s->items[i].name, s->items[i].iface, s->items[i].self);
+        if (st)
+            return st;
+    }
+    return VP_OK;
+}
+
+/* ---- models ------------------------------------------------------------------- */
+
+void vp_model_destroy(vp_model *m)
+{
+    if (!m)
+        return;
+    if (m->g)
+        vp_graph_destroy(m->g);
+    vp_build_destroy(m->build);
+    vp_peft_set_release(&m->pefts);
+    if (m->head_self && m->head->destroy)
+        m->head->destroy(m->head_self);
+    if (m->bb_self && m->bb->destroy)
+        m->bb->destroy(m->bb_self);
+    vp_plugin_unload(m->head_plugin);
+    vp_plugin_unload(m->bb_plugin);
+    free(m);
+}
+
+/* The base parameters that stay trainable: train.trainable, a list of globs. */
+static vp_status trainable_globs(const vp_config *root, const char ***globs, uint32_t *n)
+{
+    *globs = NULL;
+    *n = 0;
+    const vp_config *train = vp_cfg_get(root, "train");
+    vp_cfg_type t = vp_cfg_type_of(train, "trainable");
+    if (t == VP_CFG_ABSENT)
+        return VP_OK;
+    if (t != VP_CFG_ARRAY)
+        return vp_cfg_fail(train, "trainable", "expected a list of parameter-name globs");
+    const vp_config *list = vp_cfg_get(train, "trainable");
+    int len = vp_cfg_len(list);
+    *globs = calloc(len > 0 ? (size_t)len : 1, sizeof **globs);
+    if (!*globs)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (int i = 0; i < len; i++) {
+        vp_status st = vp_cfg_string(vp_cfg_at(list, i), NULL, NULL, &(*globs)[i]);
+        if (st) {
+            free(*globs);
+            *globs = NULL;
+            return st;
+        }
+    }
+    *n = (uint32_t)len;
+    return VP_OK;
+}
+
+/* The message of a failing plugin call, prefixed with the plugin's name. */
+static vp_status plugin_failed(vp_graph *g, vp_status st, const char *who, const char *what)
+{
+    if (vp_graph_status(g))
+        return vp_error_wrap(vp_graph_status(g), "%s: %s", who, what);
+    return vp_error_wrap(st, "%s: %s", who, what);
+}
+
+static vp_status build(vp_model *m, const vp_config *root, const vp_model_opts *o)
+{
+    vp_graph *g = vp_build_graph(m->build);
+    const char *bb_name = vp_plugin_descriptor(m->bb_plugin)->name;
+    const char *head_name = vp_plugin_descriptor(m->head_plugin)->name;
+    (void)root;
+    int64_t chw[3] = {0, 0, 0};
+    vp_error_clear();
+    vp_status st = m->bb->input_size(m->bb_self, chw);
+    if (st)
+        return plugin_failed(g, st, bb_name, "input_size");
+    if (chw[0] < 1 || chw[1] < 1 || chw[2] < 1)
+        return vp_error_set(VP_ERR_INVALID, "%s: input_size gave %lldx%lldx%lld", bb_name,
+                            (long long)chw[0], (long long)chw[1], (long long)chw[2]);
+    m->image = vp_g_input(g, "image", 4, (int64_t[]){o->batch, chw[0], chw[1], chw[2]});
+
+    vp_features f = {.size = sizeof f};
+    vp_build_enter(m->build, bb_name, false);
+    vp_error_clear();
+    st = m->bb->build(m->bb_self, m->build, m->image, &f);
+    if (st || vp_graph_status(g))
+        return plugin_failed(g, st, bb_name, "build");
+    if (f.n < 1 || f.n > VP_MAX_LEVELS)
+        return vp_error_set(VP_ERR_INVALID, "%s: build gave %u feature levels (1 to %d)",
+                            bb_name, f.n, VP_MAX_LEVELS);
+    for (uint32_t i = 0; i < f.n; i++)
+        if (!f.map[i] || vp_gt_ndim(f.map[i]) != 4 || f.stride[i] < 1)
+            return vp_error_set(VP_ERR_INVALID, "%s: feature level %u is not a (B, H, W, C) map "
+                                "with a stride", bb_name, i);
+
+    m->out.size = sizeof m->out;
+    vp_build_enter(m->build, head_name, false);
+    vp_error_clear();
+    st = m->head->build(m->head_self, m->build, &f, o->train, &m->out);
+    if (st || vp_graph_status(g))
+        return plugin_failed(g, st, head_name, "build");
+    if (m->out.n_outputs > VP_HEAD_MAX_OUTPUTS)
+        return vp_error_set(VP_ERR_INVALID, "%s: %u outputs (at most %d)", head_name,
+                            m->out.n_outputs, VP_HEAD_MAX_OUTPUTS);
+    for (uint32_t i = 0; i < m->out.n_outputs; i++) {
+        if (!m->out.outputs[i] || !m->out.names[i])
+            return vp_error_set(VP_ERR_INVALID, "%s: output %u has no tensor or name", head_name,
+                                i);
+        vp_g_keep(m->out.outputs[i]);
+    }
+    if (o->train && !m->out.loss)
+        return vp_error_set(VP_ERR_INVALID, "%s: build for training gave no loss", head_name);
+    vp_build_enter(m->build, "vpeft", false);
+    if ((st = vp_build_check_pefts(m->build)))
+        return st;
+    if (o->train) {
+        m->loss = m->out.loss;
+        if ((st = vp_graph_backward(g, m->loss)))
+            return st;
+        vp_adamw_cfg cfg = vp_adamw_default_cfg();
+        if ((st = vp_graph_set_optimizer(g, &cfg)))
+            return st;
+    }
+    if ((st = vp_graph_compile(g)))
+        return st;
+    return vp_build_init_params(m->build);
+}
+
+vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_opts *o,
+                          vp_model **out)
+{
+    *out = NULL;
+    if (o->batch < 1)
+        return vp_error_set(VP_ERR_INVALID, "model: batch %lld must be at least 1",
+                            (long long)o->batch);
+    vp_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    const vp_config *model = vp_cfg_get(root, "model");
+    const void *iface;
+    vp_status st = model ? VP_OK : vp_cfg_fail(root, "model", "missing: the backbone and head");
+    if (!st) {
+        const vp_config *bb = vp_cfg_get(model, "backbone");
+        st = bb ? load_entry(bb, VP_PLUGIN_BACKBONE, &m->bb_plugin, &iface, &m->bb_self)
+                : vp_cfg_fail(model, "backbone", "missing");
+        m->bb = iface;
+    }
+    if (!st) {
+        const vp_config *hd = vp_cfg_get(model, "head");
+        st = hd ? load_entry(hd, VP_PLUGIN_HEAD, &m->head_plugin, &iface, &m->head_self)
+                : vp_cfg_fail(model, "head", "missing");
+        m->head = iface;
+    }
+    if (!st)
+        st = vp_peft_set_load(vp_cfg_get(root, "peft"), &m->pefts);
+    const char **globs = NULL;
+    uint32_t n_globs = 0;
+    int64_t seed = 0;
+    if (!st)
+        st = trainable_globs(root, &globs, &n_globs);
+    if (!st)
+        st = vp_cfg_int(vp_cfg_get(root, "train"), "seed", 0, &seed);
+    if (!st) {
+        vp_build_opts bo = {(uint64_t)seed, globs, n_globs, m->pefts.n > 0};
+        st = vp_build_create(dev, &bo, &m->build);
+    }
+    free(globs);
+    if (!st)
+        st = vp_peft_set_attach(&m->pefts, m->build);
+    if (!st)
+        st = build(m, root, o);
+    if (st) {
+        vp_model_destroy(m);
+        return st;
+    }
+    m->g = vp_build_take_graph(m->build);
+    *out = m;
+    return VP_OK;
+}
+
+vp_graph *vp_model_graph(const vp_model *m) { return m->g; }
+const vp_build *vp_model_build(const vp_model *m) { return m->build; }
+vp_gt *vp_model_image(const vp_model *m) { return m->image; }
+vp_gt *vp_model_loss(const vp_model *m) { return m->loss; }
+
+vp_gt *vp_model_output(const vp_model *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->out.n_outputs; i++)
+        if (!strcmp(m->out.names[i], name))
+            return m->out.outputs[i];
+    return NULL;
+}

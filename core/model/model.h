@@ -1,0 +1,65 @@
+/*
+ * Model assembly from a run config: the backbone, head and PEFT plugins it
+ * names, loaded, created with their parts of the config, and built into
+ * one compiled graph with its parameters filled.
+ *
+ *     vp_model *m;
+ *     vp_model_create(dev, cfg, &(vp_model_opts){.batch = 2, .train = true}, &m);
+ *     vp_graph *g = vp_model_graph(m);
+ *     vp_graph_write(g, vp_model_image(m), pixels, bytes);  ... targets by name ...
+ *     vp_graph_run(g);  vp_graph_step(g, lr, step);
+ *     vp_model_destroy(m);
+ *
+ * The config keys read here: model.backbone and model.head (objects, each
+ * with "plugin"), peft (a list of objects, each with "plugin"),
+ * train.trainable (globs over base parameter names) and train.seed.
+ */
+#ifndef VP_MODEL_MODEL_H
+#define VP_MODEL_MODEL_H
+
+#include <vpeft/backbone.h>
+#include <vpeft/head.h>
+
+#include "config/config.h"
+#include "model/build.h"
+#include "plugin/loader.h"
+
+/* The PEFT methods of a config's "peft" list, loaded and created. */
+typedef struct vp_peft_item {
+    char name[64];              /* the plugin's */
+    vp_plugin *plugin;
+    const vp_peft_iface *iface;
+    void *self;
+} vp_peft_item;
+
+typedef struct vp_peft_set {
+    vp_peft_item *items;
+    uint32_t n;
+} vp_peft_set;
+
+/* list: the config's "peft" array (NULL or absent: none). On failure the
+ * set is empty and the message names the file, entry and plugin. */
+vp_status vp_peft_set_load(const vp_config *list, vp_peft_set *out);
+void vp_peft_set_release(vp_peft_set *s);
+/* Add every method to b, in order. */
+vp_status vp_peft_set_attach(const vp_peft_set *s, vp_build *b);
+
+typedef struct vp_model_opts {
+    int64_t batch;              /* images per run */
+    bool train;                 /* build the loss, gradients and AdamW state */
+} vp_model_opts;
+
+typedef struct vp_model vp_model;
+
+vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_opts *o,
+                          vp_model **out);
+void vp_model_destroy(vp_model *m);
+
+vp_graph *vp_model_graph(const vp_model *m);
+const vp_build *vp_model_build(const vp_model *m);
+vp_gt *vp_model_image(const vp_model *m);      /* (batch, C, H, W) input */
+vp_gt *vp_model_loss(const vp_model *m);       /* NULL unless training */
+/* A head output by name ("logits"), or NULL. */
+vp_gt *vp_model_output(const vp_model *m, const char *name);
+
+#endif
