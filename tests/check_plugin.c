@@ -777,7 +777,7 @@ START_TEST(test_cli_check)
     assert_has(out, "VPEFT_PLUGIN_PATH");
     assert_has(out, VP_CONFIG_PLUGIN_DIR);
     ck_assert_int_eq(run("%s --help", bin()), 0);
-    assert_has(out, "  plugins    list the plugins on the search path");
+    assert_has(out, "  plugins      list the plugins on the search path");
     assert_has(out, "VPEFT_PLUGIN_PATH");
 }
 END_TEST
