@@ -24,7 +24,8 @@
 #   make clean        remove what the build made
 #
 # Variables (command line or environment), with their defaults:
-#   SRCDIR        where SOURCES and SHADERS are [the including Makefile's directory]
+#   SRCDIR        where SOURCES and SHADERS are [the including Makefile's
+#                 directory; the current one when make runs this file directly]
 #   OBJDIR        objects, generated headers, dependency files [obj]
 #   OUTDIR        the .so [.]
 #   CC, CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS   [cc, -O2, -, -, -]; add -lm to
@@ -39,7 +40,9 @@
 # plugins/<name>/, with VPEFT_CFLAGS pointing at the source tree.
 
 vp_sdkdir := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-vp_mkdir := $(patsubst %/,%,$(dir $(firstword $(MAKEFILE_LIST))))
+# The including Makefile's directory; run directly (make -f vpeft-plugin.mk
+# PLUGIN=... SOURCES=...), the current one.
+vp_mkdir := $(if $(filter 1,$(words $(MAKEFILE_LIST))),.,$(patsubst %/,%,$(dir $(firstword $(MAKEFILE_LIST)))))
 
 PKG_CONFIG ?= pkg-config
 GLSLANG ?= glslangValidator
