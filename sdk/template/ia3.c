@@ -104,7 +104,7 @@ static vp_gt *ones_row(vp_graph *g, int64_t n)
     vp_gt *t = H->find(g, name);
     if (t)
         return t;
-    float *one = malloc((size_t)n * sizeof *one);
+    float *one = malloc((size_t)(n > 0 ? n : 1) * sizeof *one);
     if (!one) {
         H->error(VP_ERR_NOMEM, "ia3: out of host memory for %s", name);
         return NULL;
@@ -241,7 +241,7 @@ static vp_status ia3_attach(void *self, vp_build *b, const vp_site *site, vp_gt 
     int ndim = H->ndim(*y);
     const int64_t *shape = H->shape(*y);
     int64_t cols = site->out_features, total = H->nelem(*y);
-    if (H->dtype(*y) != VP_F32 || ndim < 1 || shape[ndim - 1] != cols)
+    if (H->dtype(*y) != VP_F32 || ndim < 1 || cols < 1 || shape[ndim - 1] != cols)
         return H->error(VP_ERR_SHAPE, "ia3: %s: expected a float32 output (..., %lld)",
                         site->path, (long long)cols);
     if (total > INT32_MAX)
@@ -262,12 +262,16 @@ static vp_status ia3_attach(void *self, vp_build *b, const vp_site *site, vp_gt 
     /* HF PEFT's init_ia3_weights = false leaves torch.randn's N(0, 1). */
     vp_init init = m->init_ones ? vp_init_ones() : vp_init_normal(0.0f, 1.0f);
     vp_gt *l = H->param(b, name, 1, &cols, &init, true);
-    if (l && !e->mark) {
-        e->mark = l;
-        e->mark_name = name;
-        name = NULL;
-    }
     free(name);
+    if (l && !e->mark) {
+        /* The tensor's own name: find() looks tensors up by it. */
+        const char *n = H->name(l);
+        e->mark_name = malloc(strlen(n) + 1);
+        if (!e->mark_name)
+            return H->error(VP_ERR_NOMEM, "ia3: out of host memory");
+        memcpy(e->mark_name, n, strlen(n) + 1);
+        e->mark = l;
+    }
     if (!l) {
         st = H->graph_status(g);
         return st != VP_OK ? st
