@@ -1,14 +1,19 @@
 /*
  * SDK suite: what a third-party plugin author gets. Every public header
  * compiles on its own as C11, C17 and C++; vpeft-plugin.mk refuses bad
- * input with one clear line and links nothing from the core; `make install`
- * puts the SDK where vpeft.pc says; the installed template builds out of
- * tree with nothing but pkg-config, exports only vp_plugin_entry, and loads
- * and trains in the installed vpeft. Runs the real make, compiler and vpeft.
+ * input with one clear line and links nothing from the core; in-tree plugin
+ * directories build through it; the template's descriptor is what the
+ * loader expects and its init() refuses a host without custom kernels;
+ * `make install` puts the SDK where vpeft.pc says; the installed template
+ * builds out of tree with nothing but pkg-config, exports only
+ * vp_plugin_entry, and loads and trains in the installed vpeft (that last
+ * part needs the loader and `vpeft plugin-test`). Runs the real make,
+ * compiler, nm and vpeft.
  */
 #include "harness.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <vpeft/version.h>
+#include <vpeft/vpeft.h>
+
+#include "plugin/host.h"
 
 static char out[1 << 16], err[1 << 16];
 
@@ -257,6 +264,46 @@ START_TEST(test_in_tree)
 }
 END_TEST
 
+/* The template as the loader sees it: its descriptor and interface, and an
+ * init() that refuses, by name, a host without custom kernels, whether the
+ * members are NULL or beyond the end of an older host's shorter table. */
+START_TEST(test_template_descriptor)
+{
+    void *h = dlopen("plugins/vpeft-ia3.so", RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h != NULL, "dlopen: %s", dlerror());
+    vp_plugin_entry_fn entry = (vp_plugin_entry_fn)(uintptr_t)dlsym(h, VP_PLUGIN_ENTRY_SYMBOL);
+    ck_assert_ptr_nonnull(entry);
+    const vp_plugin_desc *d = entry();
+    ck_assert_uint_eq(d->size, sizeof(vp_plugin_desc));
+    ck_assert_uint_eq(d->abi_major, VP_ABI_MAJOR);
+    ck_assert_uint_eq(d->abi_minor, VP_ABI_MINOR);
+    ck_assert_str_eq(d->name, "ia3");
+    ck_assert_uint_eq(d->kind, VP_PLUGIN_PEFT);
+    ck_assert_str_eq(d->version, "0.1.0");
+    ck_assert_str_eq(d->description, "IA3: learned per-channel scaling of linear layer outputs");
+    ck_assert_ptr_nonnull(d->init);
+    ck_assert_ptr_null(d->get_interface(VP_BACKBONE_IFACE_ID));
+    ck_assert_ptr_null(d->get_interface("vpeft.peft/2"));
+    const vp_peft_iface *pi = d->get_interface(VP_PEFT_IFACE_ID);
+    ck_assert_ptr_nonnull(pi);
+    ck_assert_uint_eq(pi->size, sizeof(vp_peft_iface));
+    ck_assert_str_eq(pi->peft_type, "IA3");
+    ck_assert(pi->create && pi->destroy && pi->attach);
+    pi->destroy(NULL);
+
+    vp_host_api host = *vp_host_api_get();
+    host.custom = NULL;
+    vt_expect_err(d->init(&host), VP_ERR_UNSUPPORTED,
+                  "ia3: vpeft " VP_VERSION_STRING " has no custom kernels");
+    host = *vp_host_api_get();
+    host.size = (uint32_t)offsetof(vp_host_api, kernel);
+    host.kernel = (vp_status(*)(vp_graph *, const vp_kernel_desc *, vp_custom_kernel **))(uintptr_t)1;
+    vt_expect_err(d->init(&host), VP_ERR_UNSUPPORTED,
+                  "ia3: vpeft " VP_VERSION_STRING " has no custom kernels");
+    dlclose(h);
+}
+END_TEST
+
 /* ---- install, and the template out of tree ------------------------------------- */
 
 static char stage[512], oot[512];
@@ -392,6 +439,7 @@ int main(void)
     tcase_add_test(tc, test_fragment_errors);
     tcase_add_test(tc, test_fragment_enforces_abi);
     tcase_add_test(tc, test_in_tree);
+    tcase_add_test(tc, test_template_descriptor);
     tcase_add_test(tc, test_install_sdk);
     tcase_add_test(tc, test_installed_plugin_runs);
     tcase_add_test(tc, test_uninstall_sdk);
