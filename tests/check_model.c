@@ -491,6 +491,10 @@ START_TEST(test_custom_errors)
     d.push_size = 12;
     vt_ok(vp_graph_create(dev, &g));
     vt_ok(vp_graph_kernel(g, &d, &k));
+    /* The same name again: the same kernel; another kernel under it: no. */
+    vp_custom_kernel *k2;
+    vt_ok(vp_graph_kernel(g, &d, &k2));
+    ck_assert_ptr_eq(k, k2);
     vp_gt *x = vp_g_input(g, "x", 2, (int64_t[]){3, 5});
     vp_custom_call c = {.size = sizeof c};
     c.kernel = k;
@@ -504,6 +508,14 @@ START_TEST(test_custom_errors)
                   "custom op t.bad: 1 inputs, the kernel binds 3 buffers (the inputs, then the "
                   "output)");
     vp_graph_destroy(g);
+
+    vt_ok(vp_graph_create(dev, &g));
+    vt_ok(vp_graph_kernel(g, &d, &k));
+    d.local_size[0] = 32;
+    vt_expect_err(vp_graph_kernel(g, &d, &k2), VP_ERR_INVALID,
+                  "custom kernel t.bad: another kernel of that name is registered in this graph");
+    vp_graph_destroy(g);
+    d.local_size[0] = 64;
 
     vt_ok(vp_graph_create(dev, &g));
     vt_ok(vp_graph_kernel(g, &d, &k));

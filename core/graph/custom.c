@@ -74,6 +74,18 @@ vp_status vp_graph_kernel(vp_graph *g, const vp_kernel_desc *d, vp_custom_kernel
         return vp_graph_fail(g, VP_ERR_INVALID, "custom kernel %s: %u bytes of push constants; "
                              "vpeft allows a multiple of 4 up to %d", name, d->push_size,
                              VP_MAX_PUSH);
+    /* Registering again returns the kernel the graph has: plugins need no
+     * cache of their own, and no bookkeeping of which graph is which. */
+    for (vp_custom_kernel *k = g->kernels; k; k = k->next)
+        if (!strncmp(k->name, name, sizeof k->name - 1)) {
+            if (k->k.code_bytes != d->spirv_bytes || memcmp(k->k.code, d->spirv, d->spirv_bytes) ||
+                k->k.n_bindings != d->n_bindings || k->k.push_size != d->push_size ||
+                memcmp(k->local, d->local_size, sizeof k->local))
+                return vp_graph_fail(g, VP_ERR_INVALID, "custom kernel %s: another kernel of "
+                                     "that name is registered in this graph", name);
+            *out = k;
+            return VP_OK;
+        }
     vp_custom_kernel *k = calloc(1, sizeof *k);
     uint32_t *code = malloc(d->spirv_bytes);
     if (!k || !code) {

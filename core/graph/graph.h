@@ -122,7 +122,9 @@ vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, in
 
 /* A plugin's own kernel as an op (see <vpeft/kernel.h>): vp_graph_kernel
  * copies the SPIR-V and builds its pipeline now, so a broken shader is
- * reported here; the kernel belongs to the graph. vp_g_custom records one
+ * reported here; the kernel belongs to the graph. Registering the same
+ * name again gives the same kernel (another descriptor under that name is
+ * an error). vp_g_custom records one
  * call; its backward, if any, is built from graph ops by the plugin's
  * callback during vp_graph_backward. */
 vp_status vp_graph_kernel(vp_graph *g, const vp_kernel_desc *d, vp_custom_kernel **out);

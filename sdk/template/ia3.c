@@ -31,27 +31,9 @@
 /* The host's function table, from init() until the library is unloaded. */
 static const vp_host_api *H;
 
-/* The scale kernel as registered in one graph. Kernels belong to their
- * graph, so one IA3 instance used for several models (a training and an
- * evaluation graph) keeps one entry per graph. Entries are heap nodes that
- * live until the instance is destroyed: a custom op's user pointer must
- * outlive the model. */
-typedef struct ia3_kernel {
-    struct ia3_kernel *next;
-    vp_graph *g;
-    vp_custom_kernel *k;
-    /* The first scale vector made with this entry, and its name: a graph
-     * freed and a new one allocated at the same address must not inherit
-     * the old kernel, so the entry is trusted only while its graph holds
-     * this very tensor under this name. */
-    vp_gt *mark;
-    char *mark_name;
-} ia3_kernel;
-
 typedef struct ia3 {
     vp_selector *sel;
     bool init_ones;
-    ia3_kernel *kernels;
 } ia3;
 
 enum { IA3_LOCAL_SIZE = 64, IA3_MAX_GROUPS = 65535 };
@@ -61,11 +43,29 @@ enum { IA3_LOCAL_SIZE = 64, IA3_MAX_GROUPS = 65535 };
 static vp_status scale_backward(void *user, vp_graph *g, const vp_custom_grad *gr);
 static vp_status scale_reference(void *user, const vp_custom_ref_io *io);
 
+/* The kernel, registered in g: the first call builds it, later calls in
+ * the same graph return it (the host keeps one per name and graph). */
+static vp_custom_kernel *scale_kernel(vp_graph *g)
+{
+    vp_kernel_desc d = {
+        .size = sizeof d,
+        .name = "ia3.scale",
+        .spirv = vp_spv_ia3_scale,
+        .spirv_bytes = sizeof vp_spv_ia3_scale,
+        .n_bindings = 3,                 /* x, l, out */
+        .push_size = 2 * sizeof(uint32_t),
+        .local_size = {IA3_LOCAL_SIZE, 1, 1},
+    };
+    vp_custom_kernel *k = NULL;
+    return H->kernel(g, &d, &k) == VP_OK ? k : NULL;
+}
+
 /* out = x * l, row by row.   x: (rows, cols), l: (cols) -> out: (rows, cols).
  * The caller has checked rows * cols < 2^31 (the shader's index range). */
-static vp_gt *scale(ia3_kernel *e, vp_graph *g, vp_gt *x, vp_gt *l)
+static vp_gt *scale(vp_graph *g, vp_gt *x, vp_gt *l)
 {
-    if (!x || !l)
+    vp_custom_kernel *k = scale_kernel(g);
+    if (!x || !l || !k)
         return NULL; /* as the host's ops: the graph holds the first error */
     const int64_t *s = H->shape(x);
     int64_t total = s[0] * s[1];
@@ -80,7 +80,7 @@ static vp_gt *scale(ia3_kernel *e, vp_graph *g, vp_gt *x, vp_gt *l)
     vp_gt *in[2] = {x, l};
     vp_custom_call c = {
         .size = sizeof c,
-        .kernel = e->k,
+        .kernel = k,
         .n_in = 2,
         .in = in,
         .out_ndim = 2,
@@ -90,7 +90,7 @@ static vp_gt *scale(ia3_kernel *e, vp_graph *g, vp_gt *x, vp_gt *l)
         .groups = {(uint32_t)groups, 1, 1},
         .backward = scale_backward,
         .reference = scale_reference,
-        .user = e,
+        .user = NULL,
     };
     return H->custom(g, &c);
 }
@@ -121,10 +121,10 @@ static vp_gt *ones_row(vp_graph *g, int64_t n)
  * dl[c] = sum_r dout[r, c] x[r, c] = ones (1, rows) x (dout * x), as (cols). */
 static vp_status scale_backward(void *user, vp_graph *g, const vp_custom_grad *gr)
 {
-    ia3_kernel *e = user;
+    (void)user;
     vp_gt *x = gr->in[0], *l = gr->in[1];
     if (gr->needs[0])
-        gr->din[0] = scale(e, g, gr->dout, l);
+        gr->din[0] = scale(g, gr->dout, l);
     if (gr->needs[1]) {
         int64_t rows = H->shape(x)[0], cols = H->shape(x)[1];
         vp_gt *ones = ones_row(g, rows);
@@ -148,42 +148,6 @@ static vp_status scale_reference(void *user, const vp_custom_ref_io *io)
     return VP_OK;
 }
 
-/* The kernel of graph g: registered on the first call for g, then reused. */
-static vp_status kernel_for(ia3 *m, vp_graph *g, ia3_kernel **out)
-{
-    ia3_kernel *e = m->kernels;
-    while (e && e->g != g)
-        e = e->next;
-    if (e && e->mark && H->find(g, e->mark_name) == e->mark) {
-        *out = e;
-        return VP_OK;
-    }
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        if (!e)
-            return H->error(VP_ERR_NOMEM, "ia3: out of host memory");
-        e->g = g;
-        e->next = m->kernels;
-        m->kernels = e;
-    }
-    free(e->mark_name);
-    e->mark_name = NULL;
-    e->mark = NULL;
-    vp_kernel_desc d = {
-        .size = sizeof d,
-        .name = "ia3.scale",
-        .spirv = vp_spv_ia3_scale,
-        .spirv_bytes = sizeof vp_spv_ia3_scale,
-        .n_bindings = 3,                 /* x, l, out */
-        .push_size = 2 * sizeof(uint32_t),
-        .local_size = {IA3_LOCAL_SIZE, 1, 1},
-    };
-    vp_status st = H->kernel(g, &d, &e->k);
-    if (st == VP_OK)
-        *out = e;
-    return st;
-}
-
 /* ---- the PEFT interface ------------------------------------------------------ */
 
 static void ia3_destroy(void *self)
@@ -191,12 +155,6 @@ static void ia3_destroy(void *self)
     ia3 *m = self;
     if (!m)
         return;
-    while (m->kernels) {
-        ia3_kernel *e = m->kernels;
-        m->kernels = e->next;
-        free(e->mark_name);
-        free(e);
-    }
     if (m->sel)
         H->selector_destroy(m->sel);
     free(m);
@@ -249,11 +207,6 @@ static vp_status ia3_attach(void *self, vp_build *b, const vp_site *site, vp_gt 
                         "ia3: %s: %lld output elements, more than the scale kernel's 2^31 - 1",
                         site->path, (long long)total);
 
-    ia3_kernel *e = NULL;
-    vp_status st = kernel_for(m, g, &e);
-    if (st != VP_OK)
-        return st;
-
     size_t len = strlen(site->path) + sizeof ".ia3_l";
     char *name = malloc(len);
     if (!name)
@@ -263,26 +216,17 @@ static vp_status ia3_attach(void *self, vp_build *b, const vp_site *site, vp_gt 
     vp_init init = m->init_ones ? vp_init_ones() : vp_init_normal(0.0f, 1.0f);
     vp_gt *l = H->param(b, name, 1, &cols, &init, true);
     free(name);
-    if (l && !e->mark) {
-        /* The tensor's own name: find() looks tensors up by it. */
-        const char *n = H->name(l);
-        e->mark_name = malloc(strlen(n) + 1);
-        if (!e->mark_name)
-            return H->error(VP_ERR_NOMEM, "ia3: out of host memory");
-        memcpy(e->mark_name, n, strlen(n) + 1);
-        e->mark = l;
-    }
     if (!l) {
-        st = H->graph_status(g);
+        vp_status st = H->graph_status(g);
         return st != VP_OK ? st
                            : H->error(VP_ERR_INTERNAL, "ia3: %s: the host made no parameter",
                                       site->path);
     }
 
     int64_t flat[2] = {total / cols, cols};
-    vp_gt *out = scale(e, g, H->reshape(g, *y, 2, flat), l);
+    vp_gt *out = scale(g, H->reshape(g, *y, 2, flat), l);
     vp_gt *adapted = H->reshape(g, out, ndim, shape);
-    st = H->graph_status(g);
+    vp_status st = H->graph_status(g);
     if (st != VP_OK)
         return st;
     if (!adapted)

@@ -31,6 +31,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <vpeft/config.h>
@@ -110,7 +111,10 @@ struct vp_host_api {
      * param: a weight named hierarchically ("head.decoder.0.ffn.fc1.weight";
      * unique in the model). trainable: for a PEFT plugin, whether it is
      * trained (almost always true); for a backbone or head, the default the
-     * run's config (train.trainable) overrides. init NULL means zeros. */
+     * run's config (train.trainable) overrides. init NULL means zeros.
+     * The name and init data are copied. On error (a duplicate name, a bad
+     * shape) NULL, and the error is the graph's, like an op's. constant
+     * copies its data. */
     vp_gt *(*param)(vp_build *b, const char *name, int ndim, const int64_t *shape,
                     const vp_init *init, bool trainable);
     vp_status (*param_lr_scale)(vp_gt *param, float scale);
@@ -188,7 +192,12 @@ struct vp_host_api {
                                int64_t shape[VP_MAX_DIMS]);
     vp_status (*param_load)(vp_build *b, vp_gt *param, const vp_weights *w, const char *key);
 
-    /* ---- ABI 1.0: custom kernels (vpeft/kernel.h) ------------------------------ */
+    /* ---- ABI 1.0: custom kernels (vpeft/kernel.h) ------------------------------
+     * kernel: the code is copied and its pipeline built now (a shader that
+     * does not fit is an error here); the kernel belongs to g. Registering
+     * a descriptor with the same name in the same g again returns the same
+     * kernel, so a plugin keeps no per-graph cache; a different descriptor
+     * under that name is an error. */
     vp_status (*kernel)(vp_graph *g, const vp_kernel_desc *d, vp_custom_kernel **out);
     vp_gt *(*custom)(vp_graph *g, const vp_custom_call *call);
 

@@ -5,7 +5,7 @@
  *     // shaders/scale.comp compiled and embedded by sdk/vpeft-plugin.mk
  *     vp_kernel_desc d = {sizeof d, "ia3.scale", vp_spv_scale, sizeof vp_spv_scale,
  *                         3, sizeof(uint32_t) * 2, {64, 1, 1}};
- *     vp_custom_kernel *k;  H->kernel(g, &d, &k);
+ *     vp_custom_kernel *k;  H->kernel(g, &d, &k);      // again in this graph: the same k
  *     vp_custom_call c = {.size = sizeof c};
  *     c.kernel = k; c.n_in = 2; c.in = (vp_gt *[]){x, s};
  *     c.out_ndim = H->ndim(x); c.out_shape = H->shape(x);
