@@ -48,7 +48,8 @@ static void usage(FILE *f)
                "FILE: {\"peft\": [{\"plugin\": \"ia3\", ...}], \"steps\": 10, \"lr\": 0.01,\n"
                "\"seed\": 0}; the options override the file. Plugins are found on\n"
                "VPEFT_PLUGIN_PATH first (see `vpeft plugins`); VPEFT_DEVICE picks the\n"
-               "device. Exit status: 0 all checks passed, 1 a check failed or an error,\n"
+               "device; with VPEFT_VALIDATION=1 an error from the validation layer fails\n"
+               "the test. Exit status: 0 all checks passed, 1 a check failed or an error,\n"
                "2 usage.\n\n"
                "options:\n"
                "  --config FILE  the test config (required)\n"
@@ -252,11 +253,11 @@ static int run_checks(vp_device *dev, const vp_peft_set *pefts, int64_t steps, d
                          first, last);
                 rc = fail(msg);
             }
+            if (!rc)
+                printf("plugin-test: ok\n");
         }
     }
     pt_release(&r);
-    if (!rc)
-        printf("plugin-test: ok\n");
     return rc;
 }
 
@@ -360,6 +361,15 @@ int vp_cli_plugin_test(int argc, char **argv)
         } else {
             printf("plugin-test: device %u: %s\n", idx, vp_device_get_info(dev)->name);
             rc = run_checks(dev, &pefts, steps, lr, (uint64_t)seed);
+            vp_device_destroy(dev);
+            dev = NULL;
+            uint64_t verr = vp_instance_validation_errors(inst);
+            if (verr) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "the validation layer reported %llu error%s",
+                         (unsigned long long)verr, verr == 1 ? "" : "s");
+                rc = fail(msg);
+            }
         }
     }
     vp_peft_set_release(&pefts);
