@@ -98,36 +98,14 @@ static const char *capture_end(void)
 
 /* ---- subprocesses (as tests/check_cli.c) ---------------------------------- */
 
-static char out[1 << 16], err[1 << 16];
-
-static void slurp(const char *path, char *buf, size_t n)
-{
-    FILE *f = fopen(path, "rb");
-    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[got] = '\0';
-    if (f)
-        fclose(f);
-}
-
-/* Run `sh -c cmd` with stdout and stderr captured; return the exit status. */
-static int run(const char *fmt, ...)
-{
-    char cmd[8192], full[9000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int len = snprintf(full, sizeof full, "(%s) >%s/cli.out 2>%s/cli.err", cmd, tmp, tmp);
-    ck_assert_int_lt(len, (int)sizeof full);
-    int st = system(full);
-    slurp(pathf("%s/cli.out", tmp), out, sizeof out);
-    slurp(pathf("%s/cli.err", tmp), err, sizeof err);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+/* The harness's subprocess runner (vt_sh), under this suite's short names. */
+#define run vt_sh
+#define out vt_out
+#define err vt_err
+#define assert_has vt_assert_has
 
 static const char *bin(void) { return pathf("%s/vpeft", build); }
 
-#define assert_has(buf, s) ck_assert_msg(strstr((buf), (s)) != NULL, "expected '%s' in:\n%s", (s), (buf))
 
 /* buf with every run of spaces made one, for rows whose padding depends on
  * the other rows (the build tree may hold real plugins). */

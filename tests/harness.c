@@ -8,7 +8,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define MAX_DEV 16
 
@@ -291,4 +294,38 @@ float vt_check_graph_grads(vp_graph *g, vp_gt *loss, vp_gt *const *leaves, doubl
     }
     vp_graph_ref_destroy(ref);
     return loss_dev;
+}
+
+/* ---- subprocesses ----------------------------------------------------------------- */
+
+char vt_out[1 << 16], vt_err[1 << 16];
+
+static void slurp(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
+    buf[got] = '\0';
+    if (f)
+        fclose(f);
+}
+
+int vt_sh(const char *fmt, ...)
+{
+    char cmd[8192], full[9000], o[600], e[600];
+    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    ck_assert_msg(n >= 0 && n < (int)sizeof cmd, "command too long");
+    snprintf(o, sizeof o, "%s/vt-sh-%d.out", tmp, (int)getpid());
+    snprintf(e, sizeof e, "%s/vt-sh-%d.err", tmp, (int)getpid());
+    n = snprintf(full, sizeof full, "(%s) >%s 2>%s", cmd, o, e);
+    ck_assert_msg(n >= 0 && n < (int)sizeof full, "command too long");
+    int st = system(full);
+    slurp(o, vt_out, sizeof vt_out);
+    slurp(e, vt_err, sizeof vt_err);
+    unlink(o);
+    unlink(e);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }

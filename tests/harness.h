@@ -86,6 +86,15 @@ float *vt_download(const vp_tensor *t);
         }                                                                                       \
     } while (0)
 
+/* Subprocesses: `sh -c` the formatted command with its stdout and stderr
+ * captured into vt_out and vt_err (NUL-terminated, cut at 64 KiB); returns
+ * the exit status (128 when a signal ended it). Capture files go to
+ * $TMPDIR (run.sh gives each run its own). */
+extern char vt_out[1 << 16], vt_err[1 << 16];
+int vt_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define vt_assert_has(buf, s)                                                                   \
+    ck_assert_msg(strstr((buf), (s)) != NULL, "expected '%s' in:\n%s", (s), (buf))
+
 /* Assert that a call fails with status and exactly the message msg. */
 #define vt_expect_err(call, status, msg)                                                        \
     do {                                                                                        \
