@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/strbuf.h"
+
 /* What every node of one tree shares; owned by the root, stable across
  * vp_cfg_set rebuilds. */
 typedef struct cfg_info {
@@ -36,49 +38,6 @@ struct vp_config {
 
 /* ---- small strings -------------------------------------------------------- */
 
-/* A growing string; on allocation failure it stays NULL-able and marks oom,
- * so a sequence of appends needs one check at the end. */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (!b->p || b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-/* The string built, or NULL (freed) when an append failed. */
-static char *sb_done(sbuf *b)
-{
-    if (b->oom) {
-        free(b->p);
-        return NULL;
-    }
-    if (!b->p)
-        sb_add(b, "", 0);
-    return b->oom ? NULL : b->p;
-}
-
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -98,48 +57,48 @@ static bool key_needs_quotes(const char *k)
     return false;
 }
 
-static void sb_key(sbuf *b, bool first, const char *key)
+static void sb_key(vp_strbuf *b, bool first, const char *key)
 {
     if (!key_needs_quotes(key)) {
         if (!first)
-            sb_str(b, ".");
-        sb_str(b, key);
+            vp_strbuf_str(b, ".");
+        vp_strbuf_str(b, key);
         return;
     }
-    sb_str(b, "[\"");
+    vp_strbuf_str(b, "[\"");
     for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_add(b, esc, 2);
+            vp_strbuf_add(b, esc, 2);
         } else if (*p < 0x20 || *p == 0x7f) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_str(b, esc);
+            vp_strbuf_str(b, esc);
         } else {
-            sb_add(b, (const char *)p, 1);
+            vp_strbuf_add(b, (const char *)p, 1);
         }
     }
-    sb_str(b, "\"]");
+    vp_strbuf_str(b, "\"]");
 }
 
 /* parent's path extended by a member key; NULL when out of memory. */
 static char *path_member(const char *parent, const char *key)
 {
-    sbuf b = {0};
-    sb_str(&b, parent);
+    vp_strbuf b = {0};
+    vp_strbuf_str(&b, parent);
     sb_key(&b, !*parent, key);
-    return sb_done(&b);
+    return vp_strbuf_done(&b);
 }
 
 static char *path_index(const char *parent, int i)
 {
     char idx[24];
     snprintf(idx, sizeof idx, "[%d]", i);
-    sbuf b = {0};
-    sb_str(&b, parent);
-    sb_str(&b, idx);
-    return sb_done(&b);
+    vp_strbuf b = {0};
+    vp_strbuf_str(&b, parent);
+    vp_strbuf_str(&b, idx);
+    return vp_strbuf_done(&b);
 }
 
 /* ---- messages ------------------------------------------------------------- */
@@ -221,10 +180,10 @@ static vp_status build(vp_config *c, cJSON *j, cfg_info *info, const char *prefi
     if (cJSON_IsString(j)) {
         const char *s = j->valuestring;
         if (info->base && s[0] && s[0] != '/') {
-            sbuf b = {0};
-            sb_str(&b, info->base);
-            sb_str(&b, s);
-            if (!(c->file = sb_done(&b)))
+            vp_strbuf b = {0};
+            vp_strbuf_str(&b, info->base);
+            vp_strbuf_str(&b, s);
+            if (!(c->file = vp_strbuf_done(&b)))
                 return nomem();
         }
         return VP_OK;
@@ -668,19 +627,19 @@ vp_status vp_cfg_check_keys(const vp_config *c, const char *const *known, uint32
          * suggest a key nearer than its own length. */
         if (best && !tie && best_d < strlen(best))
             return node_error(m, "unknown field, did you mean '%s'?", best);
-        sbuf b = {0};
-        sb_str(&b, "unknown field (expected ");
-        sb_str(&b, n ? "one of: " : "no fields");
+        vp_strbuf b = {0};
+        vp_strbuf_str(&b, "unknown field (expected ");
+        vp_strbuf_str(&b, n ? "one of: " : "no fields");
         for (uint32_t k = 0, first = 1; k < n; k++) {
             if (!known[k])
                 continue;
             if (!first)
-                sb_str(&b, ", ");
-            sb_str(&b, known[k]);
+                vp_strbuf_str(&b, ", ");
+            vp_strbuf_str(&b, known[k]);
             first = 0;
         }
-        sb_str(&b, ")");
-        char *what = sb_done(&b);
+        vp_strbuf_str(&b, ")");
+        char *what = vp_strbuf_done(&b);
         if (!what)
             return nomem();
         vp_status st = loc_error(VP_ERR_CONFIG, c->info->name, m->path, what);

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/strbuf.h"
+
 static const struct {
     const char *name;
     size_t size;
@@ -666,59 +668,30 @@ const char *vp_st_meta(const vp_st *st, const char *key)
 
 /* ---- the writer --------------------------------------------------------- */
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} buf;
-
-static void put(buf *b, const char *s, size_t n)
+static void put_json_str(vp_strbuf *b, const char *s)
 {
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void put_json_str(buf *b, const char *s)
-{
-    put(b, "\"", 1);
+    vp_strbuf_add(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char e[8];
         if (c == '"' || c == '\\') {
             e[0] = '\\';
             e[1] = (char)c;
-            put(b, e, 2);
+            vp_strbuf_add(b, e, 2);
         } else if (c < 0x20) {
             snprintf(e, sizeof e, "\\u%04x", c);
-            put(b, e, 6);
+            vp_strbuf_add(b, e, 6);
         } else {
-            put(b, (const char *)&c, 1);
+            vp_strbuf_add(b, (const char *)&c, 1);
         }
     }
-    put(b, "\"", 1);
+    vp_strbuf_add(b, "\"", 1);
 }
 
-static void put_u64(buf *b, uint64_t v)
+static void put_u64(vp_strbuf *b, uint64_t v)
 {
     char s[24];
-    puts_(b, (snprintf(s, sizeof s, "%llu", (unsigned long long)v), s));
+    vp_strbuf_str(b, (snprintf(s, sizeof s, "%llu", (unsigned long long)v), s));
 }
 
 typedef struct wtensor {
@@ -768,7 +741,7 @@ static bool write_all(int fd, const void *p, uint64_t n)
 /* Check the entries and build the header; the order of the data in ws. */
 static vp_status build_header(const char *path, const vp_st_entry *entries, size_t n,
                               const vp_st_kv *meta, size_t n_meta, wtensor *ws,
-                              const wtensor **order, const vp_st_kv **kvs, buf *h)
+                              const wtensor **order, const vp_st_kv **kvs, vp_strbuf *h)
 {
     char q[QBUF];
     for (size_t i = 0; i < n; i++) {
@@ -834,40 +807,40 @@ static vp_status build_header(const char *path, const vp_st_entry *entries, size
         order[i] = &ws[i];
     qsort(order, n, sizeof *order, cmp_wlayout);
 
-    puts_(h, "{");
+    vp_strbuf_str(h, "{");
     if (n_meta) {
-        puts_(h, "\"__metadata__\":{");
+        vp_strbuf_str(h, "\"__metadata__\":{");
         for (size_t i = 0; i < n_meta; i++) {
             if (i)
-                puts_(h, ",");
+                vp_strbuf_str(h, ",");
             put_json_str(h, kvs[i]->key);
-            puts_(h, ":");
+            vp_strbuf_str(h, ":");
             put_json_str(h, kvs[i]->value);
         }
-        puts_(h, "}");
+        vp_strbuf_str(h, "}");
     }
     for (size_t i = 0; i < n; i++) {
         const vp_st_entry *e = ws[i].e;
         if (i || n_meta)
-            puts_(h, ",");
+            vp_strbuf_str(h, ",");
         put_json_str(h, e->name);
-        puts_(h, ":{\"dtype\":\"");
-        puts_(h, dtypes[e->dtype].name);
-        puts_(h, "\",\"shape\":[");
+        vp_strbuf_str(h, ":{\"dtype\":\"");
+        vp_strbuf_str(h, dtypes[e->dtype].name);
+        vp_strbuf_str(h, "\",\"shape\":[");
         for (int k = 0; k < e->ndim; k++) {
             if (k)
-                puts_(h, ",");
+                vp_strbuf_str(h, ",");
             put_u64(h, (uint64_t)e->shape[k]);
         }
-        puts_(h, "],\"data_offsets\":[");
+        vp_strbuf_str(h, "],\"data_offsets\":[");
         put_u64(h, ws[i].offset);
-        puts_(h, ",");
+        vp_strbuf_str(h, ",");
         put_u64(h, ws[i].offset + ws[i].nbytes);
-        puts_(h, "]}");
+        vp_strbuf_str(h, "]}");
     }
-    puts_(h, "}");
-    while (h->n % 8)
-        puts_(h, " ");
+    vp_strbuf_str(h, "}");
+    while (h->len % 8)
+        vp_strbuf_str(h, " ");
     if (h->oom)
         return vp_error_set(VP_ERR_NOMEM, "%s: out of memory for the header", path);
     return VP_OK;
@@ -879,7 +852,7 @@ vp_status vp_st_write(const char *path, const vp_st_entry *entries, size_t n,
     wtensor *ws = calloc(n ? n : 1, sizeof *ws);
     const wtensor **order = calloc(n ? n : 1, sizeof *order);
     const vp_st_kv **kvs = calloc(n_meta ? n_meta : 1, sizeof *kvs);
-    buf h = {0};
+    vp_strbuf h = {0};
     char *tmp = NULL;
     int fd = -1;
     vp_status err = VP_OK;
@@ -914,8 +887,8 @@ vp_status vp_st_write(const char *path, const vp_st_entry *entries, size_t n,
     }
     uint8_t len[8];
     for (int i = 0; i < 8; i++)
-        len[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
-    bool ok = write_all(fd, len, 8) && write_all(fd, h.p, h.n);
+        len[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
+    bool ok = write_all(fd, len, 8) && write_all(fd, h.p, h.len);
     for (size_t i = 0; ok && i < n; i++)
         ok = write_all(fd, order[i]->e->data, order[i]->nbytes);
     if (!ok || fsync(fd)) {
