@@ -657,27 +657,6 @@ START_TEST(test_set_errors)
 }
 END_TEST
 
-static void rm_rf(const char *d)
-{
-    DIR *dp = opendir(d);
-    if (!dp)
-        return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(dp))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
-        struct stat sb;
-        if (!lstat(p, &sb) && S_ISDIR(sb.st_mode))
-            rm_rf(p);
-        else
-            unlink(p);
-    }
-    closedir(dp);
-    rmdir(d);
-}
-
 int main(void)
 {
     (void)table_fit;
@@ -709,7 +688,7 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    rm_rf(base);
+    vt_rm_rf(base);
     printf("skipped: %u\n", 0u);
     return failed ? 1 : 0;
 }

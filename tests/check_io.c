@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "io/safetensors.h"
 
 static char base[512];    /* private directory for this run */
@@ -56,29 +57,6 @@ static int n_entries(const char *d)
             n++;
     closedir(dp);
     return n;
-}
-
-static void rm_rf(const char *d)
-{
-    DIR *dp = opendir(d);
-    if (!dp)
-        return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(dp))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
-        struct stat sb;
-        if (!lstat(p, &sb) && S_ISDIR(sb.st_mode)) {
-            chmod(p, 0700);
-            rm_rf(p);
-        } else {
-            unlink(p);
-        }
-    }
-    closedir(dp);
-    rmdir(d);
 }
 
 /* A file: 8-byte length (hlen, or the header's own length when hlen < 0),
@@ -616,7 +594,7 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    rm_rf(base);
+    vt_rm_rf(base);
     printf("skipped: %u\n", n_skips);
     return failed ? 1 : 0;
 }

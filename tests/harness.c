@@ -8,8 +8,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -328,4 +330,27 @@ int vt_sh(const char *fmt, ...)
     unlink(o);
     unlink(e);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+void vt_rm_rf(const char *d)
+{
+    DIR *dp = opendir(d);
+    if (!dp)
+        return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(dp))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+        struct stat sb;
+        if (!lstat(p, &sb) && S_ISDIR(sb.st_mode)) {
+            chmod(p, 0700);
+            vt_rm_rf(p);
+        } else {
+            unlink(p);
+        }
+    }
+    closedir(dp);
+    rmdir(d);
 }

@@ -95,6 +95,9 @@ int vt_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define vt_assert_has(buf, s)                                                                   \
     ck_assert_msg(strstr((buf), (s)) != NULL, "expected '%s' in:\n%s", (s), (buf))
 
+/* Remove a directory tree (made writable first); missing is fine. */
+void vt_rm_rf(const char *dir);
+
 /* Assert that a call fails with status and exactly the message msg. */
 #define vt_expect_err(call, status, msg)                                                        \
     do {                                                                                        \
