@@ -645,6 +645,19 @@ START_TEST(test_site_errors)
     ck_assert_ptr_null(H->site_output(b, "backbone.attn", VP_SITE_ATTN_OUT, x));
     vt_expect_err(H->graph_status(g), VP_ERR_INVALID, "vit: site backbone.attn is declared twice");
     vp_build_destroy(b);
+
+    /* Named outputs: found by name, kept, unique. */
+    vt_ok(vp_build_create(dev, NULL, &b));
+    vp_build_enter(b, "vit", false);
+    g = vp_build_graph(b);
+    x = H->input(g, "x", 2, (int64_t[]){2, 4});
+    vp_gt *y = H->gelu(g, x);
+    ck_assert_ptr_eq(H->output(b, "backbone.y", y), y);
+    ck_assert_ptr_eq(vp_build_output_find(b, "backbone.y"), y);
+    ck_assert_uint_eq(vp_build_output_count(b), 1);
+    ck_assert_ptr_null(H->output(b, "backbone.y", x));
+    vt_expect_err(H->graph_status(g), VP_ERR_INVALID, "vit: output backbone.y is declared twice");
+    vp_build_destroy(b);
 }
 END_TEST
 

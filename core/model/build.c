@@ -52,6 +52,9 @@ struct vp_build {
     peft_inst *pefts;
     uint32_t n_pefts, cap_pefts;
     struct vp_weights *weights;
+    char **out_names;
+    vp_gt **outs;
+    uint32_t n_outs, cap_outs, cap_out_names;
     char caller[64];
     int caller_peft;            /* -1: the base model; else the PEFT instance index */
 };
@@ -109,6 +112,10 @@ void vp_build_destroy(vp_build *b)
         free(b->modules[i].path);
     free(b->modules);
     free(b->pefts);
+    for (uint32_t i = 0; i < b->n_outs; i++)
+        free(b->out_names[i]);
+    free(b->out_names);
+    free(b->outs);
     for (struct vp_weights *w = b->weights, *next; w; w = next) {
         next = w->next;
         vp_st_close(w->st);
@@ -482,6 +489,53 @@ vp_status vp_build_site_module(vp_build *b, const char *path, vp_site_kind kind)
     b->modules[b->n_modules++] = (module_decl){copy, kind};
     vp_build_site *s = site_new(b, path, kind, 0, 0);
     return s ? VP_OK : g->err;
+}
+
+/* ---- named outputs ------------------------------------------------------------ */
+
+vp_gt *vp_build_output(vp_build *b, const char *name, vp_gt *t)
+{
+    vp_graph *g = b->g;
+    if (!t || g->err)
+        return NULL;
+    if (!name || !name[0]) {
+        vp_graph_fail(g, VP_ERR_INVALID, "%s: an output needs a name", b->caller);
+        return NULL;
+    }
+    if (vp_build_output_find(b, name)) {
+        vp_graph_fail(g, VP_ERR_INVALID, "%s: output %s is declared twice", b->caller, name);
+        return NULL;
+    }
+    char *copy = dup_str(name);
+    if (!copy || VP_RESERVE(b->outs, b->cap_outs, b->n_outs + 1) ||
+        VP_RESERVE(b->out_names, b->cap_out_names, b->n_outs + 1)) {
+        free(copy);
+        vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory");
+        return NULL;
+    }
+    b->outs[b->n_outs] = t;
+    b->out_names[b->n_outs++] = copy;
+    vp_g_keep(t);
+    return t;
+}
+
+uint32_t vp_build_output_count(const vp_build *b) { return b->n_outs; }
+
+vp_gt *vp_build_output_at(const vp_build *b, uint32_t i, const char **name)
+{
+    if (i >= b->n_outs)
+        return NULL;
+    if (name)
+        *name = b->out_names[i];
+    return b->outs[i];
+}
+
+vp_gt *vp_build_output_find(const vp_build *b, const char *name)
+{
+    for (uint32_t i = 0; i < b->n_outs; i++)
+        if (!strcmp(b->out_names[i], name))
+            return b->outs[i];
+    return NULL;
 }
 
 /* ---- weights -------------------------------------------------------------------- */

@@ -69,6 +69,10 @@ vp_status vp_build_init_params(vp_build *b);
 
 uint32_t vp_build_site_count(const vp_build *b);
 const vp_build_site *vp_build_site_at(const vp_build *b, uint32_t i);
+/* Named outputs (host table: output), in the order declared. */
+uint32_t vp_build_output_count(const vp_build *b);
+vp_gt *vp_build_output_at(const vp_build *b, uint32_t i, const char **name);
+vp_gt *vp_build_output_find(const vp_build *b, const char *name);
 uint32_t vp_build_param_count(const vp_build *b);
 const vp_build_param *vp_build_param_at(const vp_build *b, uint32_t i);
 
@@ -85,6 +89,7 @@ vp_gt *vp_build_site_linear(vp_build *b, const char *path, vp_gt *x, int64_t out
                             bool bias, const vp_init *w_init, const vp_init *b_init);
 vp_gt *vp_build_site_output(vp_build *b, const char *path, vp_site_kind kind, vp_gt *y);
 vp_status vp_build_site_module(vp_build *b, const char *path, vp_site_kind kind);
+vp_gt *vp_build_output(vp_build *b, const char *name, vp_gt *t);
 vp_status vp_build_weights_open(vp_build *b, const char *path, vp_weights **out);
 uint32_t vp_weights_count(const vp_weights *w);
 const char *vp_weights_key(const vp_weights *w, uint32_t i);

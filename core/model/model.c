@@ -294,5 +294,5 @@ vp_gt *vp_model_output(const vp_model *m, const char *name)
     for (uint32_t i = 0; i < m->out.n_outputs; i++)
         if (!strcmp(m->out.names[i], name))
             return m->out.outputs[i];
-    return NULL;
+    return vp_build_output_find(m->build, name);
 }

@@ -59,7 +59,8 @@ vp_graph *vp_model_graph(const vp_model *m);
 const vp_build *vp_model_build(const vp_model *m);
 vp_gt *vp_model_image(const vp_model *m);      /* (batch, C, H, W) input */
 vp_gt *vp_model_loss(const vp_model *m);       /* NULL unless training */
-/* A head output by name ("logits"), or NULL. */
+/* An output by name: the head's ("logits"), or one a plugin named with the
+ * host's output() ("backbone.last_hidden_state"); NULL when none. */
 vp_gt *vp_model_output(const vp_model *m, const char *name);
 
 #endif

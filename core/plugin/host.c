@@ -99,6 +99,8 @@ static const vp_host_api host_api = {
 
     .kernel = vp_graph_kernel,
     .custom = vp_g_custom,
+
+    .output = vp_build_output,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -201,6 +201,13 @@ struct vp_host_api {
     vp_status (*kernel)(vp_graph *g, const vp_kernel_desc *d, vp_custom_kernel **out);
     vp_gt *(*custom)(vp_graph *g, const vp_custom_call *call);
 
+    /* ---- ABI 1.0: named outputs --------------------------------------------------
+     * Name t as an output of the model ("backbone.last_hidden_state",
+     * "backbone.features.0"): kept readable after a run, and found by that
+     * name by `vpeft embed`, evaluation and tests. Names are unique in a
+     * model; the name is copied. Returns t, or NULL on error (the graph's). */
+    vp_gt *(*output)(vp_build *b, const char *name, vp_gt *t);
+
     /* ABI 1.1 and later append here. */
 };
 
