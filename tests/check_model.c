@@ -741,7 +741,7 @@ START_TEST(test_model_train)
     snprintf(text, sizeof text, "{%s, \"train\": {\"seed\": 1}}", toy_model);
     vp_config *c = parse(text);
     vp_model *m;
-    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){2, true}, &m));
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 2, .train = true}, &m));
     vp_graph *g = vp_model_graph(m);
     vp_gt *logits = vp_model_output(m, "logits");
     ck_assert_ptr_nonnull(logits);
@@ -764,7 +764,7 @@ START_TEST(test_model_train)
     snprintf(text, sizeof text, "{%s, \"train\": {\"trainable\": [\"head.*\"]}}", toy_model);
     vp_cfg_free(c);
     c = parse(text);
-    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){2, true}, &m));
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 2, .train = true}, &m));
     mem = vp_graph_memory(vp_model_graph(m));
     ck_assert_msg(mem.trainable >= 4 * (3 * 8 + 3) && mem.trainable < 4 * (3 * 8 + 3) + 64,
                   "%llu trainable bytes", (unsigned long long)mem.trainable);
@@ -779,7 +779,7 @@ static void expect_model_err(int dev, const char *text, vp_status code, const ch
 {
     vp_config *c = parse(text);
     vp_model *m = (vp_model *)&m;
-    ck_assert_int_eq(vp_model_create(vt_device((uint32_t)dev), c, &(vp_model_opts){2, true}, &m),
+    ck_assert_int_eq(vp_model_create(vt_device((uint32_t)dev), c, &(vp_model_opts){.batch = 2, .train = true}, &m),
                      code);
     ck_assert_ptr_null(m);
     ck_assert_msg(!strncmp(vp_error_last(), want, strlen(want)), "got \"%s\", want \"%s...\"",
@@ -798,7 +798,7 @@ START_TEST(test_model_errors)
                      "m.json: model.backbone.plugin: missing: which backbone plugin to use");
     vp_config *c = parse("{\"model\": {\"backbone\": {\"plugin\": \"toyhead\"}}}");
     vp_model *m;
-    ck_assert_int_eq(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){2, true}, &m),
+    ck_assert_int_eq(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 2, .train = true}, &m),
                      VP_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(vp_error_last(), ": is a head plugin, expected a backbone"));
     vp_cfg_free(c);
@@ -831,7 +831,7 @@ START_TEST(test_model_weights)
     snprintf(src, sizeof src, "{%s, \"train\": {\"seed\": 3}}", toy_model);
     vp_config *c = parse(src);
     vp_model *m;
-    vt_ok(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m));
+    vt_ok(vp_model_create(dev, c, &(vp_model_opts){.batch = 2}, &m));
     const vp_build *b = vp_model_build(m);
     vp_st_entry e[32];
     float *vals[32];
@@ -859,7 +859,7 @@ START_TEST(test_model_weights)
              "\"weights\": \"%s\"}, \"head\": {\"plugin\": \"toyhead\"}}, \"train\": {\"seed\": 9}}",
              path);
     c = parse(text);
-    vt_ok(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m));
+    vt_ok(vp_model_create(dev, c, &(vp_model_opts){.batch = 2}, &m));
     vp_graph *g = vp_model_graph(m);
     for (size_t i = 0; i < n; i++) {
         char name[96];
@@ -882,7 +882,7 @@ START_TEST(test_model_weights)
     snprintf(want, sizeof want, "toybackbone: build: parameter backbone.patch.weight: %s: tensor "
              "\"patch.weight\" has shape (8, 3, 2, 2), expected (8, 3, 4, 4)", path);
     ck_assert_str_eq(e[0].name, "patch.weight");
-    ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m), VP_ERR_SHAPE);
+    ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){.batch = 2}, &m), VP_ERR_SHAPE);
     ck_assert_str_eq(vp_error_last(), want);
     vp_cfg_free(c);
     e[0].shape = shapes[0];
@@ -891,13 +891,112 @@ START_TEST(test_model_weights)
     c = parse(text);
     snprintf(want, sizeof want, "toybackbone: build: toybackbone: %s: tensor \"blocks.0.extra\" is "
              "not a parameter of this model", path);
-    ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){2, false}, &m), VP_ERR_INVALID);
+    ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){.batch = 2}, &m), VP_ERR_INVALID);
     ck_assert_str_eq(vp_error_last(), want);
     vp_cfg_free(c);
     for (size_t i = 0; i < n; i++)
         free(vals[i]);
     unlink(path);
     rmdir(dir);
+}
+END_TEST
+
+/* ---- vpeft info and vpeft embed ------------------------------------------------- */
+
+static const char *bin(void)
+{
+    const char *b = getenv("VPEFT_BIN");
+    ck_assert_msg(b != NULL, "VPEFT_BIN is not set (run through make check)");
+    return b;
+}
+
+START_TEST(test_cli_info)
+{
+    char dir[] = "/tmp/vpeft-info-XXXXXX", path[96];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/m.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{%s, \"peft\": [{\"plugin\": \"ia3\", \"target_modules\": [\"qkv\"]}]}", toy_model);
+    fclose(f);
+    ck_assert_int_eq(vt_sh("%s info %s --sites", bin(), path), 0);
+    /* qkv (8 -> 24): 24 scales; the toy model 1,019 + 24 parameters. */
+    vt_assert_has(vt_out, "trainable params: 24 || all params: 1,043 || trainable%: 2.3011\n");
+    vt_assert_has(vt_out, "model: toybackbone (backbone) + toyhead (head); peft: ia3\n");
+    vt_assert_has(vt_out, "  blocks.0 ");
+    vt_assert_has(vt_out, "backbone.blocks.0.attn.qkv ");
+    ck_assert_ptr_nonnull(strstr(vt_out, "linear 8->24"));
+    ck_assert_ptr_nonnull(strstr(strstr(vt_out, "backbone.blocks.0.attn.qkv "), " ia3\n"));
+    ck_assert_int_eq(vt_sh("%s info %s --depth 1", bin(), path), 0);
+    vt_assert_has(vt_out, "backbone ");
+    ck_assert_ptr_null(strstr(vt_out, "  blocks.0"));
+    ck_assert_int_eq(vt_sh("%s info %s/none.json", bin(), dir), 1);
+    vt_assert_has(vt_err, "none.json: cannot read: No such file or directory\n");
+    ck_assert_int_eq(vt_sh("%s info", bin()), 2);
+    ck_assert_int_eq(vt_sh("%s info %s --depth x", bin(), path), 2);
+    vt_assert_has(vt_err, "vpeft info: --depth x: expected 0 to 8\n");
+    vt_rm_rf(dir);
+}
+END_TEST
+
+START_TEST(test_cli_embed)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    char dir[] = "/tmp/vpeft-embed-XXXXXX", cfg[96], px[96], out[96], img[96];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cfg, sizeof cfg, "%s/m.json", dir);
+    snprintf(px, sizeof px, "%s/px.safetensors", dir);
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    snprintf(img, sizeof img, "%s/bad.png", dir);
+    char text[512];
+    snprintf(text, sizeof text, "{%s, \"train\": {\"seed\": 4}}", toy_model);
+    FILE *f = fopen(cfg, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    float pixels[3 * 8 * 8];
+    vt_rand(pixels, 3 * 8 * 8, 2);
+    vp_st_entry e = {"pixel_values", VP_ST_F32, 4, (int64_t[]){1, 3, 8, 8}, pixels};
+    vt_ok(vp_st_write(px, &e, 1, NULL, 0));
+    ck_assert_int_eq(vt_sh("%s embed --config %s --image %s --out %s", bin(), cfg, px, out), 0);
+    vt_assert_has(vt_out, "backbone.features.0 (1, 2, 2, 8)");
+
+    /* The file holds what the backbone computes in this process. */
+    vp_config *c = parse(text);
+    vp_model *m;
+    vt_ok(vp_model_create(dev, c, &(vp_model_opts){.batch = 1, .backbone_only = true}, &m));
+    vt_ok(vp_graph_write(vp_model_graph(m), vp_model_image(m), pixels, sizeof pixels));
+    vt_ok(vp_graph_run(vp_model_graph(m)));
+    vp_gt *maps[VP_MAX_LEVELS];
+    ck_assert_uint_eq(vp_model_features(m, maps), 1);
+    float want[32], got[32];
+    vt_ok(vp_graph_read(vp_model_graph(m), maps[0], want, sizeof want));
+    vp_st *st;
+    vt_ok(vp_st_open(out, &st));
+    vt_ok(vp_st_read_f32(st, "backbone.features.0", got, 32));
+    ck_assert_str_eq(vp_st_meta(st, "config"), cfg);
+    vp_st_close(st);
+    for (int i = 0; i < 32; i++)
+        ck_assert_float_eq_tol(got[i], want[i], 1e-6f);
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+
+    /* A bad image: one line, exit 1, and no output file. */
+    unlink(out);
+    f = fopen(img, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("not an image", f);
+    fclose(f);
+    ck_assert_int_eq(vt_sh("%s embed --config %s --image %s --out %s", bin(), cfg, img, out), 1);
+    char want_err[256];
+    snprintf(want_err, sizeof want_err, "vpeft: %s: not a PNG or JPEG image stb_image can decode "
+             "(unknown image type)\n", img);
+    ck_assert_str_eq(vt_err, want_err);
+    ck_assert_int_ne(access(out, F_OK), 0);
+    ck_assert_int_eq(vt_sh("%s embed --config %s --image %s", bin(), cfg, px), 2);
+    ck_assert_int_eq(vt_sh("%s embed --config %s --image %s --out %s --std 1,0,1", bin(), cfg,
+                           px, out), 2);
+    vt_rm_rf(dir);
 }
 END_TEST
 
@@ -928,6 +1027,8 @@ int main(void)
     vt_add_per_device(tc, test_model_train, NULL);
     vt_add_per_device(tc, test_model_errors, NULL);
     vt_add_per_device(tc, test_model_weights, NULL);
+    tcase_add_test(tc, test_cli_info);
+    vt_add_per_device(tc, test_cli_embed, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -17,6 +17,8 @@ static const struct {
 } commands[] = {
     {"devices", vp_cli_devices, "list Vulkan devices and the features vpeft uses on each"},
     {"plugins", vp_cli_plugins, "list the plugins on the search path, or check a plugin file"},
+    {"info", vp_cli_info, "a config's model: modules, parameter counts, the trainable set, sites"},
+    {"embed", vp_cli_embed, "run a config's backbone on one image and save its outputs"},
     {"plugin-test", vp_cli_plugin_test, "check PEFT plugins on a small built-in model: gradients, training"},
 };
 
@@ -59,6 +61,15 @@ vp_status vp_cli_instance(vp_instance **inst)
     if (st)
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
     return st;
+}
+
+vp_status vp_cli_device(vp_instance *inst, vp_device **dev)
+{
+    *dev = NULL;
+    const char *spec = getenv("VPEFT_DEVICE");
+    uint32_t idx = vp_instance_default_device(inst);
+    vp_status st = spec && *spec ? vp_instance_pick(inst, spec, &idx) : VP_OK;
+    return st ? st : vp_device_create(inst, idx, NULL, dev);
 }
 
 int main(int argc, char **argv)

@@ -351,15 +351,11 @@ int vp_cli_plugin_test(int argc, char **argv)
     vp_device *dev = NULL;
     int rc = 1;
     if (!vp_cli_instance(&inst)) {
-        const char *spec = getenv("VPEFT_DEVICE");
-        uint32_t idx = vp_instance_default_device(inst);
-        st = spec && *spec ? vp_instance_pick(inst, spec, &idx) : VP_OK;
-        if (!st)
-            st = vp_device_create(inst, idx, NULL, &dev);
+        st = vp_cli_device(inst, &dev);
         if (st) {
             fprintf(stderr, "vpeft: %s\n", vp_error_last());
         } else {
-            printf("plugin-test: device %u: %s\n", idx, vp_device_get_info(dev)->name);
+            printf("plugin-test: device: %s\n", vp_device_get_info(dev)->name);
             rc = run_checks(dev, &pefts, steps, lr, (uint64_t)seed);
             vp_device_destroy(dev);
             dev = NULL;

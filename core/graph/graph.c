@@ -150,6 +150,7 @@ int64_t vp_gt_nelem(const vp_gt *t)
 const char *vp_gt_name(const vp_gt *t) { return t->name; }
 int vp_gt_ndim(const vp_gt *t) { return t->ndim; }
 vp_dtype vp_gt_dtype(const vp_gt *t) { return t->dtype; }
+bool vp_gt_trainable(const vp_gt *t) { return t->kind == VP_GT_PARAM && t->trainable; }
 const int64_t *vp_gt_shape(const vp_gt *t) { return t->shape; }
 vp_gt *vp_g_grad(const vp_gt *t) { return t ? t->grad : NULL; }
 void vp_g_keep(vp_gt *t)

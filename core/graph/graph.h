@@ -149,6 +149,8 @@ int vp_gt_ndim(const vp_gt *t);
 const int64_t *vp_gt_shape(const vp_gt *t);
 int64_t vp_gt_nelem(const vp_gt *t);
 vp_dtype vp_gt_dtype(const vp_gt *t);
+/* A parameter that gets a gradient (and moments) when the graph trains. */
+bool vp_gt_trainable(const vp_gt *t);
 /* The gradient of t after vp_graph_backward (NULL when none flows to it). */
 vp_gt *vp_g_grad(const vp_gt *t);
 /* Keep t's values readable after a run (the planner would reuse its memory

@@ -23,6 +23,8 @@ struct vp_model {
     vp_graph *g;
     vp_gt *image, *loss;
     vp_head_out out;
+    vp_gt *features[VP_MAX_LEVELS];
+    uint32_t n_features;
 };
 
 /* ---- PEFT sets ------------------------------------------------------------- */
@@ -173,7 +175,7 @@ static vp_status build(vp_model *m, const vp_config *root, const vp_model_opts *
 {
     vp_graph *g = vp_build_graph(m->build);
     const char *bb_name = vp_plugin_descriptor(m->bb_plugin)->name;
-    const char *head_name = vp_plugin_descriptor(m->head_plugin)->name;
+    const char *head_name = m->head_plugin ? vp_plugin_descriptor(m->head_plugin)->name : "";
     (void)root;
     int64_t chw[3] = {0, 0, 0};
     vp_error_clear();
@@ -199,6 +201,14 @@ static vp_status build(vp_model *m, const vp_config *root, const vp_model_opts *
             return vp_error_set(VP_ERR_INVALID, "%s: feature level %u is not a (B, H, W, C) map "
                                 "with a stride", bb_name, i);
 
+    for (uint32_t i = 0; i < f.n; i++)
+        m->features[i] = f.map[i];
+    m->n_features = f.n;
+    if (o->backbone_only) {
+        for (uint32_t i = 0; i < f.n; i++)
+            vp_g_keep(f.map[i]); /* the backbone's result: readable */
+        goto built;
+    }
     m->out.size = sizeof m->out;
     vp_build_enter(m->build, head_name, false);
     vp_error_clear();
@@ -219,6 +229,9 @@ static vp_status build(vp_model *m, const vp_config *root, const vp_model_opts *
     vp_build_enter(m->build, "vpeft", false);
     if ((st = vp_build_check_pefts(m->build)))
         return st;
+built:
+    if (o->no_compile)
+        return VP_OK;
     if (o->train) {
         m->loss = m->out.loss;
         if ((st = vp_graph_backward(g, m->loss)))
@@ -239,6 +252,7 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
     if (o->batch < 1)
         return vp_error_set(VP_ERR_INVALID, "model: batch %lld must be at least 1",
                             (long long)o->batch);
+    VP_ASSERT(!(o->backbone_only && o->train));
     vp_model *m = calloc(1, sizeof *m);
     if (!m)
         return vp_error_set(VP_ERR_NOMEM, "out of host memory");
@@ -251,7 +265,7 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
                 : vp_cfg_fail(model, "backbone", "missing");
         m->bb = iface;
     }
-    if (!st) {
+    if (!st && !o->backbone_only) {
         const vp_config *hd = vp_cfg_get(model, "head");
         st = hd ? load_entry(hd, VP_PLUGIN_HEAD, &m->head_plugin, &iface, &m->head_self)
                 : vp_cfg_fail(model, "head", "missing");
@@ -288,6 +302,23 @@ vp_graph *vp_model_graph(const vp_model *m) { return m->g; }
 const vp_build *vp_model_build(const vp_model *m) { return m->build; }
 vp_gt *vp_model_image(const vp_model *m) { return m->image; }
 vp_gt *vp_model_loss(const vp_model *m) { return m->loss; }
+
+uint32_t vp_model_features(const vp_model *m, vp_gt **maps)
+{
+    for (uint32_t i = 0; i < m->n_features; i++)
+        maps[i] = m->features[i];
+    return m->n_features;
+}
+
+const char *vp_model_plugin_name(const vp_model *m, vp_plugin_kind kind)
+{
+    const vp_plugin *p = kind == VP_PLUGIN_BACKBONE ? m->bb_plugin
+                         : kind == VP_PLUGIN_HEAD   ? m->head_plugin
+                                                    : NULL;
+    return p ? vp_plugin_descriptor(p)->name : NULL;
+}
+
+const vp_peft_set *vp_model_pefts(const vp_model *m) { return &m->pefts; }
 
 vp_gt *vp_model_output(const vp_model *m, const char *name)
 {

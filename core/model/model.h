@@ -47,6 +47,9 @@ vp_status vp_peft_set_attach(const vp_peft_set *s, vp_build *b);
 typedef struct vp_model_opts {
     int64_t batch;              /* images per run */
     bool train;                 /* build the loss, gradients and AdamW state */
+    bool backbone_only;         /* no head (vpeft embed); not with train */
+    bool no_compile;            /* build and check the graph only, no device memory
+                                 * (vpeft info): it cannot run */
 } vp_model_opts;
 
 typedef struct vp_model vp_model;
@@ -59,6 +62,11 @@ vp_graph *vp_model_graph(const vp_model *m);
 const vp_build *vp_model_build(const vp_model *m);
 vp_gt *vp_model_image(const vp_model *m);      /* (batch, C, H, W) input */
 vp_gt *vp_model_loss(const vp_model *m);       /* NULL unless training */
+/* The backbone's feature maps (at most VP_MAX_LEVELS), finest first. */
+uint32_t vp_model_features(const vp_model *m, vp_gt **maps);
+/* The backbone's or head's plugin name (NULL: none). */
+const char *vp_model_plugin_name(const vp_model *m, vp_plugin_kind kind);
+const vp_peft_set *vp_model_pefts(const vp_model *m);
 /* An output by name: the head's ("logits"), or one a plugin named with the
  * host's output() ("backbone.last_hidden_state"); NULL when none. */
 vp_gt *vp_model_output(const vp_model *m, const char *name);
