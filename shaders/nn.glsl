@@ -148,6 +148,21 @@ float nn_gelu(float x)
     return x * nn_phi(x);
 }
 
+// sigmoid(x) = 1 / (1 + e^-x), from e^-|x| only, so neither tail overflows.
+float nn_sigmoid(float x)
+{
+    float e = nn_exp(-abs(x));
+    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+// softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|); log1p's series
+// where e^-|x| is tiny, which log(1 + e) would round away.
+float nn_softplus(float x)
+{
+    float e = nn_exp(-abs(x));
+    return max(x, 0.0) + (e < 1e-4 ? e * (1.0 - 0.5 * e) : log(1.0 + e));
+}
+
 // d gelu / dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
 float nn_gelu_grad(float x)
 {

@@ -2,6 +2,9 @@
 // Activations, forward.   x, y: (n); y may be x
 //   OP 0 relu: y = max(x, 0)
 //   OP 1 gelu: y = x Phi(x) (exact erf form, see nn.glsl)
+//   OP 2 sigmoid: y = 1 / (1 + e^-x)
+//   OP 3 softplus: y = log(1 + e^x)
+//   OP 4 silu (swish): y = x sigmoid(x)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -19,5 +22,9 @@ void main()
     if (i >= p.n)
         return;
     float v = x[i];
-    y[i] = OP == 0 ? (v > 0.0 ? v : 0.0) : nn_gelu(v);
+    y[i] = OP == 0   ? (v > 0.0 ? v : 0.0)
+           : OP == 1 ? nn_gelu(v)
+           : OP == 2 ? nn_sigmoid(v)
+           : OP == 3 ? nn_softplus(v)
+                     : v * nn_sigmoid(v);
 }

@@ -3,6 +3,9 @@
 //   dx (+)= f'(x) dy
 //   OP 0 relu: f'(x) = 1 where x > 0, else 0 (0 at x = 0, like PyTorch)
 //   OP 1 gelu: f'(x) = Phi(x) + x phi(x)
+//   OP 2 sigmoid: f'(x) = s (1 - s), s = sigmoid(x)
+//   OP 3 softplus: f'(x) = sigmoid(x)
+//   OP 4 silu: f'(x) = s + x s (1 - s)
 // acc 1 adds into dx, 0 overwrites it (without reading it).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -22,6 +25,11 @@ void main()
     if (i >= p.n)
         return;
     float v = x[i], g = dy[i];
-    float d = OP == 0 ? (v > 0.0 ? g : 0.0) : nn_gelu_grad(v) * g;
+    float s = nn_sigmoid(v);
+    float d = OP == 0   ? (v > 0.0 ? g : 0.0)
+              : OP == 1 ? nn_gelu_grad(v) * g
+              : OP == 2 ? s * (1.0 - s) * g
+              : OP == 3 ? s * g
+                        : (s + v * s * (1.0 - s)) * g;
     dx[i] = p.acc != 0u ? dx[i] + d : d;
 }

@@ -192,6 +192,8 @@ START_TEST(test_nn_layers)
     h = vp_g_gelu(g, vp_g_linear(g, h, w1, b1));
     h = vp_g_relu(g, vp_g_linear(g, h, w2, NULL));
     h = vp_g_layernorm(g, h, NULL, NULL, 1e-5f);
+    /* sigmoid, softplus, silu in between: each one's rule and kernel */
+    h = vp_g_add(g, vp_g_silu(g, h), vp_g_mul(g, vp_g_sigmoid(g, h), vp_g_softplus(g, h)));
     vp_gt *p = vp_g_softmax(g, vp_g_linear(g, h, w3, b3));
     vp_gt *loss = vp_g_sum(g, vp_g_mul(g, p, t));
     vt_ok(vp_graph_backward(g, loss));

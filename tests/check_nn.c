@@ -91,12 +91,13 @@ static void check_tensor(const vp_tensor *t, const double *want, const char *wha
 
 /* ---- activations ------------------------------------------------------------- */
 
-typedef enum { RELU, GELU } act_kind;
+static const char *const act_name[VP_ACT_COUNT] = {"relu", "gelu", "sigmoid", "softplus",
+                                                  "silu"};
 
-static void run_act(uint32_t d, act_kind k, int64_t rows, int64_t C, bool acc, bool inplace)
+static void run_act(uint32_t d, vp_act k, int64_t rows, int64_t C, bool acc, bool inplace)
 {
     vp_device *dev = vt_device(d);
-    const char *dn = vt_device_info(d)->name, *name = k == RELU ? "relu" : "gelu";
+    const char *dn = vt_device_info(d)->name, *name = act_name[k];
     size_t n = (size_t)(rows * C);
     int64_t shape[2] = {rows, C};
     /* [-4, 4): gelu's tails and both erf branches */
@@ -109,16 +110,17 @@ static void run_act(uint32_t d, act_kind k, int64_t rows, int64_t C, bool acc, b
     /* forward, y = x when in place */
     vp_tensor *y = inplace ? x : vt_tensor(dev, "y", 2, shape, NULL);
     vp_cmd *cmd = cmd_begin(dev);
-    if (k == RELU) {
-        vp_ref_relu(dx, want, (int64_t)n);
+    vp_ref_act(k, dx, want, (int64_t)n);
+    if (k == VP_ACT_RELU)
         vt_ok(vp_op_relu(cmd, x, y));
-    } else {
-        vp_ref_gelu(dx, want, (int64_t)n);
+    else if (k == VP_ACT_GELU)
         vt_ok(vp_op_gelu(cmd, x, y));
-    }
+    else
+        vt_ok(vp_op_act(cmd, k, x, y));
     cmd_run(cmd);
-    check_tensor(y, want, inplace ? (k == RELU ? "relu in place" : "gelu in place") : name, dn,
-                 rows, C, false);
+    char what[64];
+    snprintf(what, sizeof what, "%s%s", name, inplace ? " in place" : "");
+    check_tensor(y, want, what, dn, rows, C, false);
     if (inplace)
         vt_ok(vp_tensor_upload(x, hx, n * sizeof *hx));
     else
@@ -134,15 +136,16 @@ static void run_act(uint32_t d, act_kind k, int64_t rows, int64_t C, bool acc, b
         gx = grad_out(dev, "dx", 2, shape, acc, (uint64_t)(rows * 5 + C), &wdx);
     }
     cmd = cmd_begin(dev);
-    if (k == RELU) {
-        vp_ref_relu_backward(dx, ddy, wdx, (int64_t)n, acc);
+    vp_ref_act_backward(k, dx, ddy, wdx, (int64_t)n, acc);
+    if (k == VP_ACT_RELU)
         vt_ok(vp_op_relu_backward(cmd, x, dy, gx, acc));
-    } else {
-        vp_ref_gelu_backward(dx, ddy, wdx, (int64_t)n, acc);
+    else if (k == VP_ACT_GELU)
         vt_ok(vp_op_gelu_backward(cmd, x, dy, gx, acc));
-    }
+    else
+        vt_ok(vp_op_act_backward(cmd, k, x, dy, gx, acc));
     cmd_run(cmd);
-    check_tensor(gx, wdx, k == RELU ? "relu_backward" : "gelu_backward", dn, rows, C, acc);
+    snprintf(what, sizeof what, "%s_backward", name);
+    check_tensor(gx, wdx, what, dn, rows, C, acc);
     if (!inplace)
         vp_tensor_destroy(gx);
     vp_tensor_destroy(x);
@@ -157,14 +160,14 @@ static void run_act(uint32_t d, act_kind k, int64_t rows, int64_t C, bool acc, b
 
 START_TEST(test_act)
 {
-    for (int k = RELU; k <= GELU; k++)
+    for (int k = 0; k < VP_ACT_COUNT; k++)
         for (size_t r = 0; r < N_SIZES; r++)
             for (size_t c = 0; c < N_SIZES; c += 2)
                 for (int acc = 0; acc < 2; acc++)
-                    run_act((uint32_t)_i, (act_kind)k, sizes[r] > 300 ? 3 : sizes[r], sizes[c],
+                    run_act((uint32_t)_i, (vp_act)k, sizes[r] > 300 ? 3 : sizes[r], sizes[c],
                             acc, false);
-    run_act((uint32_t)_i, RELU, 33, 7, false, true);
-    run_act((uint32_t)_i, GELU, 33, 7, false, true);
+    for (int k = 0; k < VP_ACT_COUNT; k++)
+        run_act((uint32_t)_i, (vp_act)k, 33, 7, false, true);
 }
 END_TEST
 
@@ -693,14 +696,15 @@ END_TEST
 
 /* f(x) = sum(forward(x) * w) for a fixed random w */
 typedef struct fd_ctx {
-    int op;
+    int op, act;
     int64_t rows, C;
     const double *w;       /* weights of the outputs */
     double *x, *g, *b;     /* layernorm: input and affine parameters */
     double *scratch;
 } fd_ctx;
 
-enum { FD_RELU, FD_GELU, FD_SOFTMAX, FD_SUM_ROWS, FD_MEAN_ROWS, FD_SUM_ALL, FD_MEAN_ALL, FD_LN };
+enum { FD_RELU, FD_GELU, FD_SOFTMAX, FD_SUM_ROWS, FD_MEAN_ROWS, FD_SUM_ALL, FD_MEAN_ALL, FD_LN,
+       FD_ACT };
 
 static double fd_eval(const double *in, void *vctx)
 {
@@ -716,6 +720,7 @@ static double fd_eval(const double *in, void *vctx)
     case FD_SUM_ALL: vp_ref_sum_all(in, y, n); nout = 1; break;
     case FD_MEAN_ALL: vp_ref_mean_all(in, y, n); nout = 1; break;
     case FD_LN: vp_ref_layernorm(c->x, c->g, c->b, 1e-5, y, NULL, NULL, rows, C); break;
+    case FD_ACT: vp_ref_act(c->act, in, y, n); break;
     }
     double s = 0;
     for (int64_t i = 0; i < nout; i++)
@@ -769,6 +774,14 @@ START_TEST(test_ref_grads)
     fd_check("gelu_backward", &c, x, (size_t)n, grad);
     ACC_CHECK("gelu_backward", vp_ref_gelu_backward(x, w, acc, n, true));
 
+    for (int k = VP_ACT_SIGMOID; k < VP_ACT_COUNT; k++) {
+        c.op = FD_ACT;
+        c.act = k;
+        vp_ref_act_backward(k, x, w, grad, n, false);
+        fd_check(act_name[k], &c, x, (size_t)n, grad);
+        ACC_CHECK(act_name[k], vp_ref_act_backward(k, x, w, acc, n, true));
+    }
+
     c.op = FD_SOFTMAX;
     vp_ref_softmax(x, y, rows, C);
     vp_ref_softmax_backward(y, w, grad, rows, C, false);
@@ -797,7 +810,8 @@ START_TEST(test_ref_grads)
     double *dg = zeros((size_t)C), *db = zeros((size_t)C);
     double *accg = zeros((size_t)C), *accb = zeros((size_t)C);
     for (int with_gamma = 0; with_gamma < 2; with_gamma++) {
-        c = (fd_ctx){FD_LN, rows, C, w, x, with_gamma ? g : NULL, b, scratch};
+        c = (fd_ctx){.op = FD_LN, .rows = rows, .C = C, .w = w, .x = x,
+                     .g = with_gamma ? g : NULL, .b = b, .scratch = scratch};
         vp_ref_layernorm(x, c.g, b, 1e-5, y, mean, rstd, rows, C);
         vp_ref_layernorm_backward(x, c.g, mean, rstd, w, grad, dg, db, rows, C, false);
         fd_check(with_gamma ? "layernorm_backward dx" : "layernorm_backward dx (no gamma)", &c, x,

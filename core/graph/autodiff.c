@@ -246,6 +246,16 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
                       n->op == VP_GOP_RELU ? "relu.backward" : "gelu.backward", a, dy, da, acc);
         }
         break;
+    case VP_GOP_ACT:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            vp_gnode *b = NULL;
+            if (da)
+                emit2(g, VP_GOP_ACT_BWD, "act.backward", a, dy, da, acc);
+            if (da && !g->err && (b = &g->nodes[g->n_nodes - 1]))
+                b->ip[0] = n->ip[0];
+        }
+        break;
     case VP_GOP_SOFTMAX:
         if (a->requires_grad) {
             vp_gt *da = grad_target(g, a, &acc);
@@ -416,6 +426,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
     case VP_GOP_DICE_BWD:
     case VP_GOP_RELU_BWD:
     case VP_GOP_GELU_BWD:
+    case VP_GOP_ACT_BWD:
     case VP_GOP_LN_BWD:
     case VP_GOP_SOFTMAX_BWD:
         break; /* constants to autodiff, or gradient plumbing */

@@ -51,6 +51,12 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
         st = vp_op_layernorm(cmd, &n->in[0]->rt, RT(n->in[1]), RT(n->in[2]), n->fp[0], o,
                              &n->out[1]->rt, &n->out[2]->rt);
         break;
+    case VP_GOP_ACT:
+        st = vp_op_act(cmd, (vp_act)n->ip[0], &n->in[0]->rt, o);
+        break;
+    case VP_GOP_ACT_BWD:
+        st = vp_op_act_backward(cmd, (vp_act)n->ip[0], &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
     case VP_GOP_RELU_BWD:
         st = vp_op_relu_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
         break;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "ops/nn.h"
 #include "util/array.h"
 
 vp_status vp_graph_create(vp_device *dev, vp_graph **out)
@@ -462,6 +463,18 @@ static vp_gt *unary(vp_graph *g, vp_gop op, const char *opname, vp_gt *x)
 
 vp_gt *vp_g_relu(vp_graph *g, vp_gt *x) { return unary(g, VP_GOP_RELU, "relu", x); }
 vp_gt *vp_g_gelu(vp_graph *g, vp_gt *x) { return unary(g, VP_GOP_GELU, "gelu", x); }
+
+static vp_gt *act(vp_graph *g, vp_act a, const char *name, vp_gt *x)
+{
+    vp_gt *y = unary(g, VP_GOP_ACT, name, x);
+    if (y)
+        g->nodes[g->n_nodes - 1].ip[0] = a;
+    return y;
+}
+
+vp_gt *vp_g_sigmoid(vp_graph *g, vp_gt *x) { return act(g, VP_ACT_SIGMOID, "sigmoid", x); }
+vp_gt *vp_g_softplus(vp_graph *g, vp_gt *x) { return act(g, VP_ACT_SOFTPLUS, "softplus", x); }
+vp_gt *vp_g_silu(vp_graph *g, vp_gt *x) { return act(g, VP_ACT_SILU, "silu", x); }
 vp_gt *vp_g_softmax(vp_graph *g, vp_gt *x) { return unary(g, VP_GOP_SOFTMAX, "softmax", x); }
 
 vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float eps)

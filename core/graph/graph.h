@@ -67,9 +67,13 @@ vp_gt *vp_g_mul(vp_graph *g, vp_gt *a, vp_gt *b);
 vp_gt *vp_g_scale(vp_graph *g, vp_gt *a, float s);
 /* Same elements, another shape: no copy. */
 vp_gt *vp_g_reshape(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape);
-/* Activations, elementwise. GELU is the exact (erf) form. */
+/* Activations, elementwise. GELU is the exact (erf) form; softplus is
+ * log(1 + e^x); silu (swish) is x sigmoid(x). */
 vp_gt *vp_g_relu(vp_graph *g, vp_gt *x);
 vp_gt *vp_g_gelu(vp_graph *g, vp_gt *x);
+vp_gt *vp_g_sigmoid(vp_graph *g, vp_gt *x);
+vp_gt *vp_g_softplus(vp_graph *g, vp_gt *x);
+vp_gt *vp_g_silu(vp_graph *g, vp_gt *x);
 /* Layer normalization over the last axis (PyTorch semantics); gamma and
  * beta (C) may be NULL. */
 vp_gt *vp_g_layernorm(vp_graph *g, vp_gt *x, vp_gt *gamma, vp_gt *beta, float eps);

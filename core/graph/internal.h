@@ -62,9 +62,11 @@ typedef enum vp_gop {
     VP_GOP_MSDEFORM,   /* out = msdeform(in0 value, in1 loc, in2 attn), ip[0] levels index */
     VP_GOP_BOOLMASK,   /* out = in0 != 0 ? -inf : 0 (no gradient) */
     VP_GOP_CUSTOM,     /* out = a plugin's kernel on in0..; custom: the call (custom.c) */
+    VP_GOP_ACT,        /* out = act(in0), ip[0] the vp_act (sigmoid, softplus, silu) */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
+    VP_GOP_ACT_BWD,    /* out (+)= act'(in0) * in1, ip[0] the vp_act */
     VP_GOP_LN_BWD,     /* in: x, gamma|NULL, mean, rstd, dy; out: dx, dgamma|NULL, dbeta|NULL */
     VP_GOP_SOFTMAX_BWD,/* out (+)= softmax backward(in0 = y, in1 = dy) */
     VP_GOP_CE_BWD,     /* in: logits, target, weight|NULL, saved, dloss; out: dlogits */

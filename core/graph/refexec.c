@@ -143,6 +143,9 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
             in[i] = r->data[n->in[i]->id];
         return vp_custom_reference(n, in, o);
     }
+    case VP_GOP_ACT:
+        vp_ref_act(n->ip[0], da, o, vp_gt_nelem(y));
+        return VP_OK;
     case VP_GOP_RELU:
         vp_ref_relu(da, o, vp_gt_nelem(y));
         return VP_OK;
@@ -270,6 +273,7 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
     case VP_GOP_DICE_BWD:
     case VP_GOP_RELU_BWD:
     case VP_GOP_GELU_BWD:
+    case VP_GOP_ACT_BWD:
     case VP_GOP_LN_BWD:
     case VP_GOP_SOFTMAX_BWD:
     case VP_GOP_COUNT:

@@ -24,7 +24,7 @@ static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24, NULL, 0};
 static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20, NULL, 0};
 static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12, NULL, 0};
 
-enum { ACT_RELU = 0, ACT_GELU = 1 };
+enum { ACT_RELU = VP_ACT_RELU, ACT_GELU = VP_ACT_GELU };
 
 /* ---- launch geometry ------------------------------------------------------ */
 
@@ -224,6 +224,24 @@ vp_status vp_op_gelu_backward(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *
                               vp_tensor *dx, bool accumulate)
 {
     return act_backward(cmd, "gelu_backward", ACT_GELU, x, dy, dx, accumulate);
+}
+
+static const char *const act_names[VP_ACT_COUNT][2] = {
+    {"relu", "relu_backward"},         {"gelu", "gelu_backward"},
+    {"sigmoid", "sigmoid_backward"},   {"softplus", "softplus_backward"},
+    {"silu", "silu_backward"}};
+
+vp_status vp_op_act(vp_cmd *cmd, vp_act act, const vp_tensor *x, vp_tensor *y)
+{
+    VP_ASSERT((unsigned)act < VP_ACT_COUNT);
+    return act_forward(cmd, act_names[act][0], act, x, y);
+}
+
+vp_status vp_op_act_backward(vp_cmd *cmd, vp_act act, const vp_tensor *x, const vp_tensor *dy,
+                             vp_tensor *dx, bool accumulate)
+{
+    VP_ASSERT((unsigned)act < VP_ACT_COUNT);
+    return act_backward(cmd, act_names[act][1], act, x, dy, dx, accumulate);
 }
 
 /* ---- layer normalization ---------------------------------------------------- */

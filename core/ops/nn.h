@@ -26,6 +26,21 @@
 
 /* ---- activations (elementwise; y may be x, dx may be dy) ---------------- */
 
+/* Every activation by code: relu and gelu as below; sigmoid 1 / (1 + e^-x);
+ * softplus log(1 + e^x) (PyTorch's with beta 1, without its threshold);
+ * silu (swish) x sigmoid(x). Backward: dx (+)= f'(x) dy. */
+typedef enum vp_act {
+    VP_ACT_RELU = 0,
+    VP_ACT_GELU = 1,
+    VP_ACT_SIGMOID = 2,
+    VP_ACT_SOFTPLUS = 3,
+    VP_ACT_SILU = 4,
+    VP_ACT_COUNT
+} vp_act;
+vp_status vp_op_act(vp_cmd *cmd, vp_act act, const vp_tensor *x, vp_tensor *y);
+vp_status vp_op_act_backward(vp_cmd *cmd, vp_act act, const vp_tensor *x, const vp_tensor *dy,
+                             vp_tensor *dx, bool accumulate);
+
 /* y = max(x, 0).   x, y: same shape */
 vp_status vp_op_relu(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y);
 /* dx (+)= dy where x > 0, else 0 (the gradient at x = 0 is 0, like

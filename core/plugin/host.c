@@ -101,6 +101,10 @@ static const vp_host_api host_api = {
     .custom = vp_g_custom,
 
     .output = vp_build_output,
+
+    .sigmoid = vp_g_sigmoid,
+    .softplus = vp_g_softplus,
+    .silu = vp_g_silu,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

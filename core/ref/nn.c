@@ -45,6 +45,41 @@ void vp_ref_gelu_backward(const double *x, const double *dy, double *dx, int64_t
     }
 }
 
+static double sigmoid(double x)
+{
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+void vp_ref_act(int act, const double *x, double *y, int64_t n)
+{
+    if (act == 0)
+        vp_ref_relu(x, y, n);
+    else if (act == 1)
+        vp_ref_gelu(x, y, n);
+    else
+        for (int64_t i = 0; i < n; i++)
+            y[i] = act == 2   ? sigmoid(x[i])
+                   : act == 3 ? fmax(x[i], 0.0) + log1p(exp(-fabs(x[i])))
+                              : x[i] * sigmoid(x[i]);
+}
+
+void vp_ref_act_backward(int act, const double *x, const double *dy, double *dx, int64_t n,
+                         bool accumulate)
+{
+    if (act == 0) {
+        vp_ref_relu_backward(x, dy, dx, n, accumulate);
+    } else if (act == 1) {
+        vp_ref_gelu_backward(x, dy, dx, n, accumulate);
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            double s = sigmoid(x[i]);
+            double d = act == 2 ? s * (1 - s) : act == 3 ? s : s + x[i] * s * (1 - s);
+            put(&dx[i], d * dy[i], accumulate);
+        }
+    }
+}
+
 void vp_ref_layernorm(const double *x, const double *gamma, const double *beta, double eps,
                       double *y, double *mean, double *rstd, int64_t rows, int64_t C)
 {

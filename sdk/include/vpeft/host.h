@@ -208,6 +208,12 @@ struct vp_host_api {
      * model; the name is copied. Returns t, or NULL on error (the graph's). */
     vp_gt *(*output)(vp_build *b, const char *name, vp_gt *t);
 
+    /* ---- ABI 1.0: more activations: sigmoid 1 / (1 + e^-x), softplus
+     * log(1 + e^x), silu (swish) x sigmoid(x) ------------------------------------ */
+    vp_gt *(*sigmoid)(vp_graph *g, vp_gt *x);
+    vp_gt *(*softplus)(vp_graph *g, vp_gt *x);
+    vp_gt *(*silu)(vp_graph *g, vp_gt *x);
+
     /* ABI 1.1 and later append here. */
 };
 
