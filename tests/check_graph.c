@@ -208,6 +208,37 @@ START_TEST(test_nn_layers)
 }
 END_TEST
 
+/* Masked attention as Mask2Former's decoder uses it: a mask per image
+ * (B, 1, Nq, Nk) from mask logits, repeated for every head (here 9, more
+ * than one concat takes), fully masked rows unmasked; gradients of q, k and
+ * v against finite differences. */
+START_TEST(test_masked_attention)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { B = 2, NQ = 3, NK = 5, D = 18, HEADS = 9 };
+    vp_gt *leaf[4];
+    vp_gt *logits = leaf[0] = vp_g_input(g, "mask_logits", 4, (int64_t[]){B, 1, NQ, NK});
+    vp_gt *q = leaf[1] = vp_g_param(g, "q", 3, (int64_t[]){B, NQ, D}, true);
+    vp_gt *k = leaf[2] = vp_g_param(g, "k", 3, (int64_t[]){B, NK, D}, true);
+    vp_gt *v = leaf[3] = vp_g_param(g, "v", 3, (int64_t[]){B, NK, D}, true);
+    vp_gt *o = vp_g_attention(g, q, k, v, vp_g_logit_mask(g, logits), HEADS);
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, o, o));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[4];
+    for (int i = 0; i < 4; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 300 + (uint64_t)i, 1.0);
+    for (int c = 0; c < NK; c++)
+        vals[0][c] = -0.5; /* image 0, query 0: every key masked -> unmasked */
+    vt_check_graph_grads(g, loss, leaf, vals, 4, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    for (int i = 0; i < 4; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* The losses inside a graph, summed: cross-entropy with class weights and
  * an ignored row, BCE with logits, dice; gradients against finite
  * differences. */
@@ -699,6 +730,7 @@ int main(void)
     vt_add_per_device(tc, test_replay_accumulate, NULL);
     vt_add_per_device(tc, test_nn_layers, NULL);
     vt_add_per_device(tc, test_losses, NULL);
+    vt_add_per_device(tc, test_masked_attention, NULL);
     vt_add_per_device(tc, test_vision_layers, NULL);
     vt_add_per_device(tc, test_transformer_gradients, NULL);
     vt_add_per_device(tc, test_transformer_training, NULL);

@@ -460,6 +460,49 @@ static void run_softmax(uint32_t d, int64_t rows, int64_t C, double scale, int m
     free(wdx);
 }
 
+/* Mask2Former's attention mask: exact against the reference, with rows
+ * that are fully masked (unmasked instead), rows with a single position
+ * kept, zeros (kept: sigmoid(0) = 0.5 is not < 0.5), and wide rows that
+ * take several segments. */
+START_TEST(test_logit_mask)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    static const int64_t shapes[][2] = {{7, 33}, {3, 1}, {5, 257}, {1, 4099}, {9, 16}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int64_t rows = shapes[t][0], C = shapes[t][1];
+        size_t n = (size_t)(rows * C);
+        float *hx = rand_f(n, 40 + t, 1.0, -0.3);
+        for (int64_t c = 0; c < C; c++) {
+            hx[c] = -fabsf(hx[c]) - 1e-3f;                /* row 0: every position masked */
+            if (rows > 2)
+                hx[2 * C + c] = c == C / 2 ? 0.0f : -1.0f; /* row 2: one kept, at 0 */
+        }
+        double *dx = vt_f64(hx, n), *want = zeros(n);
+        vp_ref_logit_mask(dx, want, rows, C);
+        vp_tensor *x = vt_tensor(dev, "x", 2, (int64_t[]){rows, C}, hx);
+        vp_tensor *y = vt_tensor(dev, "y", 2, (int64_t[]){rows, C}, NULL);
+        vp_cmd *cmd = cmd_begin(dev);
+        vt_ok(vp_op_logit_mask(cmd, x, y));
+        cmd_run(cmd);
+        float *got = vt_download(y);
+        for (size_t i = 0; i < n; i++)
+            ck_assert_msg(got[i] == (float)want[i], "logit_mask %lldx%lld [%zu]: %g, want %g",
+                          (long long)rows, (long long)C, i, got[i], want[i]);
+        for (int64_t c = 0; c < C; c++)
+            ck_assert(got[c] == 0.0f); /* the fully masked row attends everywhere */
+        if (rows > 2)
+            for (int64_t c = 0; c < C; c++)
+                ck_assert(got[2 * C + c] == (c == C / 2 || C == 1 ? 0.0f : -INFINITY));
+        free(got);
+        free(hx);
+        free(dx);
+        free(want);
+        vp_tensor_destroy(x);
+        vp_tensor_destroy(y);
+    }
+}
+END_TEST
+
 START_TEST(test_softmax)
 {
     for (size_t i = 0; i < N_SIZES; i++)
@@ -958,6 +1001,7 @@ int main(void)
     tc = vt_tcase("softmax");
     vt_add_per_device(tc, test_softmax, NULL);
     vt_add_per_device(tc, test_softmax_masked, NULL);
+    vt_add_per_device(tc, test_logit_mask, NULL);
     suite_add_tcase(s, tc);
     tc = vt_tcase("reductions");
     vt_add_per_device(tc, test_reduce_rows, NULL);

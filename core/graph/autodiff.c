@@ -409,6 +409,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
     case VP_GOP_CUSTOM:
         vp_custom_backward(g, n);
         break;
+    case VP_GOP_LOGITMASK:
     case VP_GOP_FILL:
     case VP_GOP_HOST:
     case VP_GOP_BOOLMASK:

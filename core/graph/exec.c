@@ -51,6 +51,9 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
         st = vp_op_layernorm(cmd, &n->in[0]->rt, RT(n->in[1]), RT(n->in[2]), n->fp[0], o,
                              &n->out[1]->rt, &n->out[2]->rt);
         break;
+    case VP_GOP_LOGITMASK:
+        st = vp_op_logit_mask(cmd, &n->in[0]->rt, o);
+        break;
     case VP_GOP_ACT:
         st = vp_op_act(cmd, (vp_act)n->ip[0], &n->in[0]->rt, o);
         break;

@@ -472,6 +472,14 @@ static vp_gt *act(vp_graph *g, vp_act a, const char *name, vp_gt *x)
     return y;
 }
 
+vp_gt *vp_g_logit_mask(vp_graph *g, vp_gt *x)
+{
+    vp_gt *y = unary(g, VP_GOP_LOGITMASK, "logit_mask", x);
+    if (y)
+        y->requires_grad = false;
+    return y;
+}
+
 vp_gt *vp_g_sigmoid(vp_graph *g, vp_gt *x) { return act(g, VP_ACT_SIGMOID, "sigmoid", x); }
 vp_gt *vp_g_softplus(vp_graph *g, vp_gt *x) { return act(g, VP_ACT_SOFTPLUS, "softplus", x); }
 vp_gt *vp_g_silu(vp_graph *g, vp_gt *x) { return act(g, VP_ACT_SILU, "silu", x); }
@@ -915,6 +923,27 @@ vp_gt *vp_g_resize_bilinear(vp_graph *g, vp_gt *x, int64_t oh, int64_t ow)
     return y;
 }
 
+/* A per-batch mask (B, 1, Nq, Nk) repeated for every head: (B, heads, Nq,
+ * Nk), by concatenating views along the head axis (8 at a time). */
+static vp_gt *tile_heads(vp_graph *g, vp_gt *mask, int heads)
+{
+    int64_t B = mask->shape[0], N = mask->shape[2] * mask->shape[3];
+    vp_gt *one = vp_g_view(g, mask, 3, (int64_t[]){B, 1, N}, NULL);
+    vp_gt *acc = NULL;
+    for (int done = 0; done < heads;) {
+        vp_gt *parts[8];
+        int n = 0;
+        if (acc)
+            parts[n++] = acc;
+        while (n < 8 && done < heads) {
+            parts[n++] = one;
+            done++;
+        }
+        acc = vp_g_concat(g, parts, (uint32_t)n, 1);
+    }
+    return vp_g_view(g, acc, 4, (int64_t[]){B, heads, mask->shape[2], mask->shape[3]}, NULL);
+}
+
 vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads)
 {
     if (!q || !k || !v)
@@ -938,6 +967,8 @@ vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, in
     vp_gt *kh = vp_g_permute(g, vp_g_view(g, k, 4, (int64_t[]){B, Nk, heads, Dh}, NULL), to_heads);
     vp_gt *vh = vp_g_permute(g, vp_g_view(g, v, 4, (int64_t[]){B, Nk, heads, Dh}, NULL), to_heads);
     vp_gt *s = vp_g_scale(g, vp_g_gemm(g, qh, false, kh, true, NULL), 1.0f / sqrtf((float)Dh));
+    if (mask && mask->ndim == 4 && mask->shape[0] == B && mask->shape[1] == 1 && heads > 1)
+        mask = tile_heads(g, mask, heads);
     if (mask)
         s = vp_g_add(g, s, mask);
     vp_gt *o = vp_g_gemm(g, vp_g_softmax(g, s), false, vh, false, NULL); /* (B, H, Nq, Dh) */

@@ -116,10 +116,16 @@ vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *levels
  * 0 elsewhere) for vp_g_attention; no gradient flows through it. */
 vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m);
 
+/* Mask2Former's masked attention, from mask logits (..., K): -inf where a
+ * logit is < 0 (sigmoid < 0.5), 0 elsewhere, and a row (last axis) that
+ * would mask every key is all 0 instead. No gradient flows through it. */
+vp_gt *vp_g_logit_mask(vp_graph *g, vp_gt *logits);
+
 /* Multi-head scaled dot-product attention: q (B, Nq, D), k and v (B, Nk,
  * D), heads dividing D; mask NULL or additive (-inf masks; a boolean mask
  * goes through vp_g_bool_mask first), broadcast onto
- * the scores (B, heads, Nq, Nk) from its trailing dimensions; a query whose
+ * the scores (B, heads, Nq, Nk) from its trailing dimensions, or one mask
+ * per image (B, 1, Nq, Nk) for every head; a query whose
  * keys are all masked attends to nothing (its output is 0). Composed of
  * permutes, batched gemms and a softmax. -> (B, Nq, D) */
 vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads);

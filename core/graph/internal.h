@@ -63,6 +63,7 @@ typedef enum vp_gop {
     VP_GOP_BOOLMASK,   /* out = in0 != 0 ? -inf : 0 (no gradient) */
     VP_GOP_CUSTOM,     /* out = a plugin's kernel on in0..; custom: the call (custom.c) */
     VP_GOP_ACT,        /* out = act(in0), ip[0] the vp_act (sigmoid, softplus, silu) */
+    VP_GOP_LOGITMASK,  /* out = logit_mask(in0) (no gradient) */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */

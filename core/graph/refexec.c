@@ -143,6 +143,11 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
             in[i] = r->data[n->in[i]->id];
         return vp_custom_reference(n, in, o);
     }
+    case VP_GOP_LOGITMASK: {
+        int64_t C = y->shape[y->ndim - 1];
+        vp_ref_logit_mask(da, o, vp_gt_nelem(y) / C, C);
+        return VP_OK;
+    }
     case VP_GOP_ACT:
         vp_ref_act(n->ip[0], da, o, vp_gt_nelem(y));
         return VP_OK;

@@ -22,6 +22,7 @@ static const vp_kernel k_softmax = {"nn_softmax", 2, 0x2, 12, NULL, 0};
 static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16, NULL, 0};
 static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24, NULL, 0};
 static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20, NULL, 0};
+static const vp_kernel k_logit_mask = {"nn_logit_mask", 2, 0x2, 12, NULL, 0};
 static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12, NULL, 0};
 
 enum { ACT_RELU = VP_ACT_RELU, ACT_GELU = VP_ACT_GELU };
@@ -354,6 +355,21 @@ vp_status vp_op_softmax(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
     struct { uint32_t rows, C, T; } push;
     vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
     return row_dispatch(cmd, &k_softmax, r, &push, n_rows(x), last_dim(x));
+}
+
+vp_status vp_op_logit_mask(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
+{
+    const char *op = "logit_mask";
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, y}, 2);
+    if (!st)
+        st = vp_check_same_shape(op, x, y);
+    if (!st)
+        st = vp_check_no_overlap(op, (vp_tensor *[]){y}, 1, (const vp_tensor *[]){x}, 1);
+    if (st)
+        return st;
+    struct { uint32_t rows, C, T; } push;
+    vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
+    return row_dispatch(cmd, &k_logit_mask, r, &push, n_rows(x), last_dim(x));
 }
 
 vp_status vp_op_softmax_backward(vp_cmd *cmd, const vp_tensor *y, const vp_tensor *dy,

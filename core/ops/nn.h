@@ -90,6 +90,10 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
  * entirely -inf (fully masked) gives all 0 (PyTorch gives NaN; masked
  * attention wants 0). +inf or NaN in a row gives NaN.
  *   x, y: (..., C), y must not overlap x */
+/* Mask2Former's attention mask from mask logits, over the last axis:
+ * y = -inf where x < 0 (sigmoid < 0.5), 0 elsewhere; a row with no x >= 0
+ * is all 0 (unmasked) instead. y must not overlap x. No backward. */
+vp_status vp_op_logit_mask(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y);
 vp_status vp_op_softmax(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y);
 /* dx (+)= y (dy - sum_c dy y) per row, from the forward's output y (a
  * fully masked row, y = 0, gets 0).   y, dy, dx: (..., C), dx must not

@@ -105,6 +105,7 @@ static const vp_host_api host_api = {
     .sigmoid = vp_g_sigmoid,
     .softplus = vp_g_softplus,
     .silu = vp_g_silu,
+    .logit_mask = vp_g_logit_mask,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -45,6 +45,17 @@ void vp_ref_gelu_backward(const double *x, const double *dy, double *dx, int64_t
     }
 }
 
+void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        bool any = false;
+        for (int64_t c = 0; c < C; c++)
+            any |= x[r * C + c] >= 0;
+        for (int64_t c = 0; c < C; c++)
+            y[r * C + c] = any && x[r * C + c] < 0 ? -INFINITY : 0.0;
+    }
+}
+
 static double sigmoid(double x)
 {
     double e = exp(-fabs(x));

@@ -20,6 +20,8 @@ void vp_ref_relu_backward(const double *x, const double *dy, double *dx, int64_t
 /* y = 0.5 x (1 + erf(x / sqrt 2)) (libm erf/erfc in double);
  * dx (+)= dy (Phi(x) + x phi(x)) */
 void vp_ref_gelu(const double *x, double *y, int64_t n);
+/* Mask2Former's attention mask from logits (ops/nn.h vp_op_logit_mask). */
+void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C);
 /* Any activation by its vp_act code (ops/nn.h): 0 relu ... 4 silu. */
 void vp_ref_act(int act, const double *x, double *y, int64_t n);
 void vp_ref_act_backward(int act, const double *x, const double *dy, double *dx, int64_t n,

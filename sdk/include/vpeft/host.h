@@ -213,6 +213,11 @@ struct vp_host_api {
     vp_gt *(*sigmoid)(vp_graph *g, vp_gt *x);
     vp_gt *(*softplus)(vp_graph *g, vp_gt *x);
     vp_gt *(*silu)(vp_graph *g, vp_gt *x);
+    /* Mask2Former's masked attention from mask logits (..., K): -inf where
+     * a logit is < 0, else 0; a row that would mask every key is all 0.
+     * attention() takes it as (B, 1, Nq, Nk), one mask per image for every
+     * head. No gradient flows through it. */
+    vp_gt *(*logit_mask)(vp_graph *g, vp_gt *logits);
 
     /* ABI 1.1 and later append here. */
 };
