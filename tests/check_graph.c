@@ -626,6 +626,57 @@ static vp_status onehot_argmax(void *user, const vp_host_io *io)
     return VP_OK;
 }
 
+/* A host node that reads int32 indices and writes int32 ones (as
+ * Hungarian matching does), feeding a gather: the device and the
+ * reference executor agree, and the int32 values pass as int32 bits. */
+static vp_status shift_indices(void *user, const vp_host_io *io)
+{
+    (void)user;
+    const int32_t *in = (const int32_t *)io->in[0];
+    int32_t *out = (int32_t *)io->out[0];
+    for (int64_t i = 0; i < io->in_shape[0][0]; i++)
+        out[i] = (in[i] + 1) % 4;
+    return VP_OK;
+}
+
+START_TEST(test_host_node_int)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *idx = vp_g_input_i32(g, "idx", 1, (int64_t[]){3});
+    vp_gt *table = vp_g_param(g, "table", 2, (int64_t[]){4, 2}, true);
+    vp_gt *shifted;
+    vt_ok(vp_g_host(g, "shift", shift_indices, NULL, 1, &idx, 1, (int[]){1},
+                    (const int64_t *const[]){(int64_t[]){3}}, (vp_dtype[]){VP_I32}, &shifted));
+    ck_assert_int_eq(vp_gt_dtype(shifted), VP_I32);
+    vp_gt *rows = vp_g_gather_rows(g, table, shifted);
+    vp_g_keep(rows);
+    vt_ok(vp_graph_compile(g));
+    int32_t hi[3] = {3, 0, 2};
+    float ht[8] = {0, 1, 10, 11, 20, 21, 30, 31}, got[6];
+    vt_ok(vp_graph_write(g, idx, hi, sizeof hi));
+    vt_ok(vp_graph_write(g, table, ht, sizeof ht));
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, rows, got, sizeof got));
+    const float want[6] = {0, 1, 10, 11, 30, 31}; /* rows 0, 1, 3 */
+    for (int k = 0; k < 6; k++)
+        ck_assert_float_eq(got[k], want[k]);
+    vp_graph_ref *ref;
+    vt_ok(vp_graph_ref_create(g, &ref));
+    for (int k = 0; k < 3; k++)
+        vp_graph_ref_data(ref, idx)[k] = hi[k];
+    for (int k = 0; k < 8; k++)
+        vp_graph_ref_data(ref, table)[k] = ht[k];
+    vt_ok(vp_graph_ref_forward(ref));
+    for (int k = 0; k < 6; k++)
+        ck_assert(vp_graph_ref_data(ref, rows)[k] == want[k]);
+    ck_assert(vp_graph_ref_data(ref, shifted)[2] == 3.0);
+    vp_graph_ref_destroy(ref);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 START_TEST(test_host_node)
 {
     vp_device *dev = vt_device((uint32_t)_i);
@@ -638,7 +689,7 @@ START_TEST(test_host_node)
     vp_gt *onehot;
     int calls = 0;
     vt_ok(vp_g_host(g, "argmax", onehot_argmax, &calls, 1, &z, 1, (int[]){2},
-                    (const int64_t *const[]){(int64_t[]){R, C}}, &onehot));
+                    (const int64_t *const[]){(int64_t[]){R, C}}, NULL, &onehot));
     vp_gt *loss = vp_g_sum(g, vp_g_mul(g, z, onehot));
     vt_ok(vp_graph_backward(g, loss));
     vt_ok(vp_graph_compile(g));
@@ -738,6 +789,7 @@ int main(void)
     vt_add_per_device(tc, test_frozen_memory, NULL);
     vt_add_per_device(tc, test_planner_reuse, NULL);
     vt_add_per_device(tc, test_host_node, NULL);
+    vt_add_per_device(tc, test_host_node_int, NULL);
     vt_add_per_device(tc, test_build_errors, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);

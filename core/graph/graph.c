@@ -636,7 +636,7 @@ vp_gt *vp_g_mean(vp_graph *g, vp_gt *a)
 
 vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, uint32_t n_in,
                     vp_gt *const *ins, uint32_t n_out, const int *out_ndim,
-                    const int64_t *const *out_shapes, vp_gt **outs)
+                    const int64_t *const *out_shapes, const vp_dtype *out_dtypes, vp_gt **outs)
 {
     if (g->err)
         return g->err;
@@ -653,6 +653,10 @@ vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, ui
         snprintf(nm, sizeof nm, "%s.out%u", name, i);
         if (!(o[i] = vp_gt_new(g, VP_GT_ACT, nm, out_ndim[i], out_shapes[i])))
             return g->err;
+        if (out_dtypes && out_dtypes[i] != VP_F32 && out_dtypes[i] != VP_I32)
+            return vp_graph_fail(g, VP_ERR_INVALID, "host node %s: output %u must be float32 or "
+                                 "int32", name, i);
+        o[i]->dtype = out_dtypes ? out_dtypes[i] : VP_F32;
     }
     vp_gnode *n = vp_node_new(g, VP_GOP_HOST, name);
     if (!n)

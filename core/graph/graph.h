@@ -146,11 +146,15 @@ vp_gt *vp_g_mean(vp_graph *g, vp_gt *a);
 
 /* A host node: small inputs are read back, fn runs on the CPU, its outputs
  * are uploaded, and the graph goes on; it splits the graph into segments.
- * Outputs are constants to autodiff (no gradient flows through). */
+ * Outputs are constants to autodiff (no gradient flows through). Buffers
+ * hold each tensor's own element type: an int32 input's in[i] and an int32
+ * output's out[i] (out_dtypes[i] == VP_I32; out_dtypes NULL: all float32)
+ * are int32 arrays behind the float pointers. */
 /* outs[i] receives output i; out_shapes[i] has out_ndim[i] entries. */
 vp_status vp_g_host(vp_graph *g, const char *name, vp_host_fn fn, void *user, uint32_t n_in,
                     vp_gt *const *ins, uint32_t n_out, const int *out_ndim,
-                    const int64_t *const *out_shapes, vp_gt **outs);
+                    const int64_t *const *out_shapes, const vp_dtype *out_dtypes,
+                    vp_gt **outs);
 
 /* ---- tensors ---------------------------------------------------------------- */
 

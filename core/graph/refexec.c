@@ -83,8 +83,14 @@ static vp_status ref_host(vp_graph_ref *r, const vp_gnode *n)
         in_ndim[i] = n->in[i]->ndim;
         if (!(in[i] = malloc(k * sizeof(float))))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        for (size_t e = 0; !st && e < k; e++)
-            in[i][e] = (float)r->data[n->in[i]->id][e];
+        for (size_t e = 0; !st && e < k; e++) {
+            if (n->in[i]->dtype == VP_I32) { /* the device hands over int32 bits */
+                int32_t v = (int32_t)r->data[n->in[i]->id][e];
+                memcpy(&in[i][e], &v, sizeof v);
+            } else {
+                in[i][e] = (float)r->data[n->in[i]->id][e];
+            }
+        }
     }
     for (uint32_t i = 0; i < n->n_out && !st; i++)
         if (!(out[i] = calloc((size_t)vp_gt_nelem(n->out[i]), sizeof(float))))
@@ -95,8 +101,11 @@ static vp_status ref_host(vp_graph_ref *r, const vp_gnode *n)
         st = n->host_fn(n->host_user, &io);
     }
     for (uint32_t i = 0; i < n->n_out && !st; i++)
-        for (int64_t e = 0; e < vp_gt_nelem(n->out[i]); e++)
-            r->data[n->out[i]->id][e] = out[i][e];
+        for (int64_t e = 0; e < vp_gt_nelem(n->out[i]); e++) {
+            int32_t v;
+            memcpy(&v, &out[i][e], sizeof v);
+            r->data[n->out[i]->id][e] = n->out[i]->dtype == VP_I32 ? (double)v : out[i][e];
+        }
     for (uint32_t i = 0; i < VP_GMAX_IN; i++)
         free(in[i]);
     for (uint32_t i = 0; i < VP_GMAX_OUT; i++)

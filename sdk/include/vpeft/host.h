@@ -153,10 +153,14 @@ struct vp_host_api {
     vp_gt *(*sum)(vp_graph *g, vp_gt *a);
     vp_gt *(*mean)(vp_graph *g, vp_gt *a);
     /* A CPU callback between two submits (e.g. Hungarian matching); its
-     * outputs carry no gradient. outs[i] receives output i. */
+     * outputs carry no gradient. outs[i] receives output i, of type
+     * out_dtypes[i] (VP_F32 or VP_I32; out_dtypes NULL: all float32). An
+     * int32 input or output is an int32 array behind its float pointer in
+     * vp_host_io: cast it. */
     vp_status (*host)(vp_graph *g, const char *name, vp_host_fn fn, void *user, uint32_t n_in,
                       vp_gt *const *ins, uint32_t n_out, const int *out_ndim,
-                      const int64_t *const *out_shapes, vp_gt **outs);
+                      const int64_t *const *out_shapes, const vp_dtype *out_dtypes,
+                      vp_gt **outs);
 
     /* ---- ABI 1.0: sites (vpeft/site.h) ---------------------------------------
      * site_linear: y = x w^T + b with w <path>.weight (out, in) and b
