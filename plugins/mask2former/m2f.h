@@ -1,0 +1,97 @@
+/*
+ * The mask2former head plugin's parts, shared by its files: the config,
+ * the host table, and the three stages of the head.
+ *
+ *   pixel.c    the pixel decoder: input projections, level embeddings, sine
+ *              position encodings, multi-scale deformable attention encoder
+ *              layers (Deformable DETR), mask features at stride 8
+ *   decoder.c  the transformer decoder: learned queries, masked cross-
+ *              attention, self-attention, FFN; class and mask predictions
+ *              after every layer (deep supervision)
+ *   loss.c     Hungarian matching (a host node; match/hungarian.c) and the
+ *              class, BCE and dice losses, summed over the predictions
+ *
+ * Parameter and site names follow Mask2Former's (Detectron2) modules under
+ * "head.": head.pixel_decoder.input_proj.<l>, head.pixel_decoder.encoder.
+ * layers.<i>.self_attn.{value_proj,sampling_offsets,attention_weights,
+ * output_proj}, head.predictor.transformer_cross_attention_layers.<i>, ...
+ * (docs/mask2former.md lists them all).
+ *
+ * Shapes: B images, Q queries, d the hidden width, L feature levels, maps
+ * channels-last (B, H, W, C) as the backbone gives them.
+ */
+#ifndef M2F_H
+#define M2F_H
+
+#include <vpeft/vpeft.h>
+
+/* The host table, from the plugin's init (tests set it themselves). */
+extern const vp_host_api *m2f_H;
+
+typedef struct m2f_cfg {
+    int64_t classes;          /* C, without the no-object class */
+    int64_t queries;          /* Q */
+    int64_t hidden;           /* d */
+    int64_t heads;            /* attention heads everywhere */
+    int64_t enc_layers;       /* deformable encoder layers of the pixel decoder */
+    int64_t dec_layers;       /* transformer decoder layers */
+    int64_t levels;           /* feature levels used (the backbone's coarsest ones) */
+    int64_t points;           /* sampling points per head and level */
+    int64_t enc_ffn;          /* encoder FFN width */
+    int64_t dec_ffn;          /* decoder FFN width */
+    int64_t mask_dim;         /* mask embedding width */
+    int64_t max_targets;      /* T: instances per image a batch may hold */
+    double no_object_weight;  /* cross-entropy weight of the no-object class */
+    double class_weight, mask_weight, dice_weight; /* loss and matching-cost weights */
+} m2f_cfg;
+
+/* ---- pixel.c ---------------------------------------------------------------- */
+
+typedef struct m2f_pixel_out {
+    uint32_t n;                          /* levels, = cfg->levels */
+    /* Encoder output per level, coarsest first (the order the decoder
+     * visits them in): (B, H_l * W_l, d), and its sine position encoding
+     * (H_l * W_l, d), a constant. */
+    vp_gt *memory[VP_MAX_LEVELS];
+    vp_gt *pos[VP_MAX_LEVELS];
+    int64_t hw[VP_MAX_LEVELS][2];        /* (H_l, W_l) */
+    vp_gt *mask_features;                /* (B, Hm, Wm, mask_dim), the finest level's size */
+} m2f_pixel_out;
+
+/* DETR's PositionEmbeddingSine(d / 2, temperature 10000, normalize=True,
+ * scale 2 pi) for an h x w map: (h * w, d) as floats, row-major positions;
+ * the first d/2 channels encode y, the rest x. data holds h * w * d. */
+void m2f_sine_pos(int64_t h, int64_t w, int64_t d, float *data);
+
+/* The pixel decoder over the backbone's levels f (finest first, as
+ * vp_features gives them); uses the cfg->levels coarsest of them. Errors
+ * are the graph's (or a returned status with its message). */
+vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
+                            m2f_pixel_out *out);
+
+/* ---- decoder.c ----------------------------------------------------------------- */
+
+typedef struct m2f_pred {
+    vp_gt *logits;   /* (B, Q, C + 1) */
+    vp_gt *masks;    /* (B, Q, Hm * Wm) mask logits at the mask features' size */
+} m2f_pred;
+
+#define M2F_MAX_PREDS 33
+
+typedef struct m2f_decoder_out {
+    uint32_t n;                   /* dec_layers + 1: before the first layer, after each */
+    m2f_pred pred[M2F_MAX_PREDS]; /* the last is the model's prediction */
+} m2f_decoder_out;
+
+vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px,
+                      m2f_decoder_out *out);
+
+/* ---- loss.c ----------------------------------------------------------------------- */
+
+/* The training loss over every prediction (deep supervision), against the
+ * graph inputs "target.labels" (B, T) int32 (class ids, -1 for no
+ * instance) and "target.masks" (B, T, Hm * Wm) float (1 inside), which it
+ * creates. Returns the (1) loss. */
+vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm);
+
+#endif
