@@ -28,6 +28,15 @@
 /* The host table, from the plugin's init (tests set it themselves). */
 extern const vp_host_api *m2f_H;
 
+/* Memory that must live as long as the models built with an instance (host
+ * nodes' user data): freed when the instance is destroyed. */
+typedef struct m2f_owned {
+    void **p;
+    size_t n, cap;
+} m2f_owned;
+void *m2f_own(m2f_owned *o, size_t bytes); /* zeroed; NULL when out of memory */
+void m2f_owned_free(m2f_owned *o);
+
 typedef struct m2f_cfg {
     int64_t classes;          /* C, without the no-object class */
     int64_t queries;          /* Q */
@@ -92,6 +101,7 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px,
  * graph inputs "target.labels" (B, T) int32 (class ids, -1 for no
  * instance) and "target.masks" (B, T, Hm * Wm) float (1 inside), which it
  * creates. Returns the (1) loss. */
-vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm);
+vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm,
+                m2f_owned *own);
 
 #endif
