@@ -309,6 +309,13 @@ static vp_gt *embeddings(vit_build *c, vp_gt *image)
     return H->concat(g, (vp_gt *[]){H->add(g, z, tok), x}, 2, 1);
 }
 
+/* "<a>.<b>" in buf. */
+static const char *join(char *buf, size_t n, const char *a, const char *b)
+{
+    snprintf(buf, n, "%s.%s", a, b);
+    return buf;
+}
+
 /* Encoder layer i. x: (B, T, D) -> (B, T, D). */
 static vp_gt *block(vit_build *c, int64_t i, vp_gt *x)
 {
@@ -317,22 +324,19 @@ static vp_gt *block(vit_build *c, int64_t i, vp_gt *x)
     int64_t D = m->width;
     char p[NAME_MAX_LEN], n[NAME_MAX_LEN + 40];
     snprintf(p, sizeof p, "encoder.layer.%lld", (long long)i);
-#define SUB(s) (snprintf(n, sizeof n, "%s.%s", p, s), n)
-    vp_gt *h = norm(c, SUB("layernorm_before"), x, D, m->eps);
-    vp_gt *q = linear(c, SUB("attention.attention.query"), h, D);
-    vp_gt *k = linear(c, SUB("attention.attention.key"), h, D);
-    vp_gt *v = linear(c, SUB("attention.attention.value"), h, D);
+    vp_gt *h = norm(c, join(n, sizeof n, p, "layernorm_before"), x, D, m->eps);
+    vp_gt *q = linear(c, join(n, sizeof n, p, "attention.attention.query"), h, D);
+    vp_gt *k = linear(c, join(n, sizeof n, p, "attention.attention.key"), h, D);
+    vp_gt *v = linear(c, join(n, sizeof n, p, "attention.attention.value"), h, D);
     vp_gt *a = H->attention(g, q, k, v, NULL, (int)m->heads);
-    a = linear(c, SUB("attention.output.dense"), a, D);
+    a = linear(c, join(n, sizeof n, p, "attention.output.dense"), a, D);
     snprintf(n, sizeof n, "backbone.%s.attention", p);
     x = H->add(g, x, H->site_output(c->b, n, VP_SITE_ATTN_OUT, a));
-    h = norm(c, SUB("layernorm_after"), x, D, m->eps);
-    h = H->gelu(g, linear(c, SUB("intermediate.dense"), h, m->mlp));
-    h = linear(c, SUB("output.dense"), h, D);
+    h = norm(c, join(n, sizeof n, p, "layernorm_after"), x, D, m->eps);
+    h = H->gelu(g, linear(c, join(n, sizeof n, p, "intermediate.dense"), h, m->mlp));
+    h = linear(c, join(n, sizeof n, p, "output.dense"), h, D);
     snprintf(n, sizeof n, "backbone.%s.output", p);
-    x = H->add(g, x, H->site_output(c->b, n, VP_SITE_FFN_OUT, h));
-#undef SUB
-    return x;
+    return H->add(g, x, H->site_output(c->b, n, VP_SITE_FFN_OUT, h));
 }
 
 /* The simple feature pyramid. map: (B, G, G, D) -> out's three levels
