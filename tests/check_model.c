@@ -889,7 +889,7 @@ START_TEST(test_model_weights)
     e[n] = (vp_st_entry){"blocks.0.extra", VP_ST_F32, 1, shapes[0], vals[0]};
     vt_ok(vp_st_write(path, e, n + 1, NULL, 0));
     c = parse(text);
-    snprintf(want, sizeof want, "toybackbone: build: toybackbone: %s: tensor \"blocks.0.extra\" is "
+    snprintf(want, sizeof want, "toybackbone: build: %s: tensor \"blocks.0.extra\" is "
              "not a parameter of this model", path);
     ck_assert_int_eq(vp_model_create(dev, c, &(vp_model_opts){.batch = 2}, &m), VP_ERR_INVALID);
     ck_assert_str_eq(vp_error_last(), want);

@@ -42,7 +42,7 @@ static vp_status make_model(int dev, const char *bb, int seed, int64_t batch, vp
     snprintf(text, sizeof text, "{\"model\": {\"backbone\": {\"plugin\": \"vit\", %s}, "
              "\"head\": {\"plugin\": \"toyhead\"}}, \"train\": {\"seed\": %d}}", bb, seed);
     vp_config *c = parse(text);
-    vp_status st = vp_model_create(vt_device((uint32_t)dev), c, &(vp_model_opts){batch, false}, m);
+    vp_status st = vp_model_create(vt_device((uint32_t)dev), c, &(vp_model_opts){.batch = batch}, m);
     vp_cfg_free(c);
     return st;
 }
@@ -311,7 +311,7 @@ START_TEST(test_weights_roundtrip)
     vp_st_entry keep = s.e[last];
     s.e[last] = s.e[s.n - 1];
     vt_ok(vp_st_write(path, s.e, s.n - 1, NULL, 0));
-    snprintf(want, sizeof want, "vit: build: vit: %s: no tensor \"vit.encoder.layer.1.output."
+    snprintf(want, sizeof want, "vit: build: %s: no tensor \"vit.encoder.layer.1.output."
              "dense.bias\" (this ViT needs it with shape (32))", path);
     expect_model_err(_i, bb, VP_ERR_NOT_FOUND, want);
     s.e[s.n - 1] = s.e[last];
@@ -321,7 +321,7 @@ START_TEST(test_weights_roundtrip)
     s.e[s.n] = (vp_st_entry){"vit.encoder.layer.2.output.dense.bias", VP_ST_F32, 1, pool_shape,
                              junk};
     vt_ok(vp_st_write(path, s.e, s.n + 1, NULL, 0));
-    snprintf(want, sizeof want, "vit: build: vit: %s: tensor \"vit.encoder.layer.2.output.dense."
+    snprintf(want, sizeof want, "vit: build: %s: tensor \"vit.encoder.layer.2.output.dense."
              "bias\" is not part of this ViT (depth 2, width 32, with a class token)", path);
     expect_model_err(_i, bb, VP_ERR_INVALID, want);
 
@@ -329,7 +329,7 @@ START_TEST(test_weights_roundtrip)
     int64_t tok_shape[3] = {1, 1, 32};
     s.e[s.n] = (vp_st_entry){"vit.embeddings.distillation_token", VP_ST_F32, 3, tok_shape, junk};
     vt_ok(vp_st_write(path, s.e, s.n + 1, NULL, 0));
-    snprintf(want, sizeof want, "vit: build: vit: %s: tensor \"vit.embeddings.distillation_token"
+    snprintf(want, sizeof want, "vit: build: %s: tensor \"vit.embeddings.distillation_token"
              "\": a distilled DeiT checkpoint; its distillation token has no place in a ViT "
              "(use a checkpoint without one)", path);
     expect_model_err(_i, bb, VP_ERR_INVALID, want);
@@ -603,6 +603,41 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* `vpeft embed` on the HF reference: the pixel values file in, the
+ * backbone's last_hidden_state out, equal to transformers' within 1e-4. */
+START_TEST(test_embed_hf)
+{
+    const char *bin = getenv("VPEFT_BIN");
+    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
+    char dir[512], cfg[600], out[600];
+    temp_dir(dir, sizeof dir);
+    snprintf(cfg, sizeof cfg, "%s/embed.json", dir);
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    FILE *f = fopen(cfg, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"model\": {\"backbone\": {\"plugin\": \"vit\", %s, \"weights\": \"%s\"}}}",
+            tiny, hf_weights);
+    fclose(f);
+    ck_assert_int_eq(vt_sh("%s embed --config %s --image %s --out %s", bin, cfg, hf_io, out), 0);
+    vt_assert_has(vt_out, "backbone.last_hidden_state (1, 17, 32)");
+    vp_st *got, *ref;
+    vt_ok(vp_st_open(out, &got));
+    vt_ok(vp_st_open(hf_io, &ref));
+    float g[17 * 32], w[17 * 32];
+    vt_ok(vp_st_read_f32(got, "backbone.last_hidden_state", g, 17 * 32));
+    vt_ok(vp_st_read_f32(ref, "last_hidden_state", w, 17 * 32));
+    double emax = 0, wmax = 0;
+    for (int i = 0; i < 17 * 32; i++) {
+        emax = fmax(emax, fabs((double)g[i] - w[i]));
+        wmax = fmax(wmax, fabs(w[i]));
+    }
+    ck_assert_msg(emax / wmax < 1e-4, "vpeft embed: relative error %g", emax / wmax);
+    vp_st_close(got);
+    vp_st_close(ref);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     /* The toy head (this suite is <build>/obj/tests/check_vit). */
@@ -627,6 +662,7 @@ int main(void)
     vt_add_per_device(tc, test_pyramid, NULL);
     vt_add_per_device(tc, test_pyramid_gradients, NULL);
     vt_add_per_device(tc, test_config_errors, NULL);
+    vt_add_per_device(tc, test_embed_hf, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

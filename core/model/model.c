@@ -27,6 +27,21 @@ struct vp_model {
     uint32_t n_features;
 };
 
+/* The message of a failing plugin call, prefixed with the plugin's name
+ * (and what it was doing) once: plugins are asked to start their messages
+ * with their name, so a message that already does is not prefixed twice. */
+static vp_status plugin_error(vp_status st, const char *name, const char *what)
+{
+    char old[1024];
+    const char *m = vp_error_last();
+    size_t n = strlen(name);
+    if (!strncmp(m, name, n) && m[n] == ':' && m[n + 1] == ' ')
+        m += n + 2;
+    snprintf(old, sizeof old, "%s", m[0] ? m : vp_status_str(st));
+    return what ? vp_error_set(st, "%s: %s: %s", name, what, old)
+                : vp_error_set(st, "%s: %s", name, old);
+}
+
 /* ---- PEFT sets ------------------------------------------------------------- */
 
 void vp_peft_set_release(vp_peft_set *s)
@@ -70,7 +85,7 @@ static vp_status load_entry(const vp_config *entry, vp_plugin_kind kind, vp_plug
     vp_error_clear();
     st = create ? create(entry, self) : VP_OK;
     if (st) {
-        st = vp_error_wrap(st, "%s", name);
+        st = plugin_error(st, name, NULL);
         vp_plugin_unload(*plugin);
         *plugin = NULL;
         *self = NULL;
@@ -166,9 +181,8 @@ static vp_status trainable_globs(const vp_config *root, const char ***globs, uin
 /* The message of a failing plugin call, prefixed with the plugin's name. */
 static vp_status plugin_failed(vp_graph *g, vp_status st, const char *who, const char *what)
 {
-    if (vp_graph_status(g))
-        return vp_error_wrap(vp_graph_status(g), "%s: %s", who, what);
-    return vp_error_wrap(st, "%s: %s", who, what);
+    vp_status gs = vp_graph_status(g);
+    return plugin_error(gs ? gs : st, who, what);
 }
 
 static vp_status build(vp_model *m, const vp_config *root, const vp_model_opts *o)
