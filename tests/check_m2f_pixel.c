@@ -62,10 +62,10 @@ END_TEST
 
 /* ---- building on a fake pyramid -------------------------------------------------- */
 
-/* A backbone's three levels, finest first: 8x8, 4x4, 2x2 (strides 8, 16,
- * 32), with different channel counts so that a level mix-up changes
- * shapes. */
-static const int64_t px_side[3] = {8, 4, 2};
+/* A backbone's three levels, finest first: (H, W) 8x12, 4x6, 2x3 (strides
+ * 8, 16, 32), not square so that x and y cannot be swapped unseen, with
+ * different channel counts so that a level mix-up changes shapes. */
+static const int64_t px_hw[3][2] = {{8, 12}, {4, 6}, {2, 3}};
 static const int64_t px_cin[3] = {6, 8, 12};
 
 /* Records every site it is shown; attaches nowhere. */
@@ -121,7 +121,8 @@ static void px_begin(vp_device *dev, int64_t B, recorder *r, px_model *m)
     for (int k = 0; k < 3; k++) {
         char name[32];
         snprintf(name, sizeof name, "feat.%d", k);
-        m->feat[k] = m2f_H->input(g, name, 4, (int64_t[]){B, px_side[k], px_side[k], px_cin[k]});
+        m->feat[k] = m2f_H->input(g, name, 4,
+                                  (int64_t[]){B, px_hw[k][0], px_hw[k][1], px_cin[k]});
         m->f.map[k] = m->feat[k];
         m->f.stride[k] = 8 << k;
     }
@@ -179,17 +180,17 @@ START_TEST(test_param_count)
     px_build(dev, &bc, 2, NULL, &m);
     ck_assert_int_eq(px_param_count(m.b), 1764);
     ck_assert_uint_eq(m.out.n, 3);
-    /* Coarsest first: the 2x2 level, then 4x4, then 8x8. */
+    /* Coarsest first: the 2x3 level, then 4x6, then 8x12. */
     for (int l = 0; l < 3; l++) {
-        int64_t s = px_side[2 - l];
-        ck_assert(m.out.hw[l][0] == s && m.out.hw[l][1] == s);
+        int64_t h = px_hw[2 - l][0], w = px_hw[2 - l][1];
+        ck_assert(m.out.hw[l][0] == h && m.out.hw[l][1] == w);
         const int64_t *ms = m2f_H->shape(m.out.memory[l]);
-        ck_assert(m2f_H->ndim(m.out.memory[l]) == 3 && ms[0] == 2 && ms[1] == s * s && ms[2] == 8);
+        ck_assert(m2f_H->ndim(m.out.memory[l]) == 3 && ms[0] == 2 && ms[1] == h * w && ms[2] == 8);
         const int64_t *ps = m2f_H->shape(m.out.pos[l]);
-        ck_assert(m2f_H->ndim(m.out.pos[l]) == 2 && ps[0] == s * s && ps[1] == 8);
+        ck_assert(m2f_H->ndim(m.out.pos[l]) == 2 && ps[0] == h * w && ps[1] == 8);
     }
     const int64_t *mf = m2f_H->shape(m.out.mask_features);
-    ck_assert(m2f_H->ndim(m.out.mask_features) == 4 && mf[0] == 2 && mf[1] == 8 && mf[2] == 8 &&
+    ck_assert(m2f_H->ndim(m.out.mask_features) == 4 && mf[0] == 2 && mf[1] == 8 && mf[2] == 12 &&
               mf[3] == 4);
     vp_build_destroy(m.b);
 }
@@ -442,6 +443,293 @@ START_TEST(test_gradients)
 }
 END_TEST
 
+/* ---- the decoder against a naive implementation ------------------------------------- */
+
+/* The verifier above compares the graph with itself (device against the
+ * reference executor): it cannot see a reference point, offset layout or
+ * level order composed wrongly. So the forward pass is also written out
+ * here with loops in double, from Deformable DETR's and Mask2Former's
+ * PyTorch code rather than from graph ops, on the parameters read back
+ * from the device. */
+
+static double *nv_get(vp_graph *g, const char *name)
+{
+    vp_gt *t = vp_graph_find(g, name);
+    ck_assert_msg(t != NULL, "no parameter %s", name);
+    size_t n = (size_t)vp_gt_nelem(t);
+    float *f = malloc(n * sizeof *f);
+    double *d = malloc(n * sizeof *d);
+    ck_assert(f && d);
+    vt_ok(vp_graph_read(g, t, f, n * sizeof *f));
+    for (size_t i = 0; i < n; i++)
+        d[i] = f[i];
+    free(f);
+    return d;
+}
+
+/* y (rows, out) = x (rows, in) w^T + b, with <path>.weight and <path>.bias. */
+static void nv_linear(vp_graph *g, const char *path, const double *x, int64_t rows, int64_t in,
+                      int64_t out, double *y)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s.weight", path);
+    double *w = nv_get(g, name);
+    snprintf(name, sizeof name, "%s.bias", path);
+    double *b = nv_get(g, name);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < out; o++) {
+            double acc = b[o];
+            for (int64_t i = 0; i < in; i++)
+                acc += x[r * in + i] * w[o * in + i];
+            y[r * out + o] = acc;
+        }
+    free(w);
+    free(b);
+}
+
+/* nn.LayerNorm(C, eps 1e-5) in place over rows of x, with <path>.weight, .bias. */
+static void nv_layernorm(vp_graph *g, const char *path, double *x, int64_t rows, int64_t C)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s.weight", path);
+    double *w = nv_get(g, name);
+    snprintf(name, sizeof name, "%s.bias", path);
+    double *b = nv_get(g, name);
+    for (int64_t r = 0; r < rows; r++) {
+        double *v = x + r * C, mean = 0, var = 0;
+        for (int64_t i = 0; i < C; i++)
+            mean += v[i] / (double)C;
+        for (int64_t i = 0; i < C; i++)
+            var += (v[i] - mean) * (v[i] - mean) / (double)C;
+        for (int64_t i = 0; i < C; i++)
+            v[i] = (v[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+    }
+    free(w);
+    free(b);
+}
+
+/* F.grid_sample(bilinear, align_corners=False, zeros) of one head's map
+ * vmap (H, W) at (x, y) in [0, 1], times wgt, added to o (Dh). vmap's
+ * pixel (i, j) is at vmap + (i * W + j) * stride. */
+static void nv_sample(const double *vmap, int64_t stride, int64_t H, int64_t W, int64_t Dh,
+                      double x, double y, double wgt, double *o)
+{
+    double px = x * (double)W - 0.5, py = y * (double)H - 0.5;
+    double x0 = floor(px), y0 = floor(py), fx = px - x0, fy = py - y0;
+    for (int dy = 0; dy < 2; dy++)
+        for (int dx = 0; dx < 2; dx++) {
+            int64_t xi = (int64_t)x0 + dx, yi = (int64_t)y0 + dy;
+            if (xi < 0 || yi < 0 || xi >= W || yi >= H)
+                continue;
+            double bw = (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy);
+            const double *v = vmap + (yi * W + xi) * stride;
+            for (int64_t ch = 0; ch < Dh; ch++)
+                o[ch] += wgt * bw * v[ch];
+        }
+}
+
+/* The decoder on the 3-level pyramid feat (finest first): memory (B, S, d)
+ * with the levels coarsest first, and mask features (B, Hf * Wf, mask_dim). */
+static void nv_forward(vp_graph *g, const m2f_cfg *c, int64_t B, const float *const feat[3],
+                       double *memory, double *mf)
+{
+    const int64_t L = c->levels, d = c->hidden, NH = c->heads, P = c->points, Dh = d / NH;
+    const int64_t LP = L * P;
+    int64_t hw[3][2], start[3], S = 0;
+    for (int64_t l = 0; l < L; l++) {
+        hw[l][0] = px_hw[2 - l][0], hw[l][1] = px_hw[2 - l][1];
+        start[l] = S;
+        S += hw[l][0] * hw[l][1];
+    }
+    double *src = memory, *pos = calloc((size_t)(S * d), sizeof *pos);
+    double *le = nv_get(g, "head.pixel_decoder.level_embed");
+    ck_assert_ptr_nonnull(pos);
+    char path[128];
+    for (int64_t l = 0; l < L; l++) {
+        int64_t k = 2 - l, n = hw[l][0] * hw[l][1], cin = px_cin[k];
+        double *x = malloc((size_t)(B * n * cin) * sizeof *x);
+        double *y = malloc((size_t)(B * n * d) * sizeof *y);
+        float *sine = malloc((size_t)(n * d) * sizeof *sine);
+        ck_assert(x && y && sine);
+        for (int64_t i = 0; i < B * n * cin; i++)
+            x[i] = feat[k][i];
+        snprintf(path, sizeof path, "head.pixel_decoder.input_proj.%d", (int)l);
+        nv_linear(g, path, x, B * n, cin, d, y);
+        snprintf(path, sizeof path, "head.pixel_decoder.input_proj.%d.norm", (int)l);
+        nv_layernorm(g, path, y, B * n, d);
+        for (int64_t b = 0; b < B; b++)
+            memcpy(src + (b * S + start[l]) * d, y + b * n * d, (size_t)(n * d) * sizeof *y);
+        m2f_sine_pos(hw[l][0], hw[l][1], d, sine);
+        for (int64_t i = 0; i < n * d; i++)
+            pos[start[l] * d + i] = sine[i] + le[l * d + i % d];
+        free(x);
+        free(y);
+        free(sine);
+    }
+    free(le);
+
+    size_t nbs = (size_t)(B * S);
+    double *q = malloc(nbs * (size_t)d * sizeof *q), *value = malloc(nbs * (size_t)d * sizeof *q);
+    double *off = malloc(nbs * (size_t)(NH * LP * 2) * sizeof *off);
+    double *aw = malloc(nbs * (size_t)(NH * LP) * sizeof *aw);
+    double *att = malloc(nbs * (size_t)d * sizeof *att), *a = malloc(nbs * (size_t)d * sizeof *a);
+    double *h1 = malloc(nbs * (size_t)c->enc_ffn * sizeof *h1);
+    ck_assert(q && value && off && aw && att && a && h1);
+    for (int i = 0; i < c->enc_layers; i++) {
+        char mod[96];
+        snprintf(mod, sizeof mod, "head.pixel_decoder.encoder.layers.%d.self_attn", i);
+        for (size_t j = 0; j < nbs * (size_t)d; j++)
+            q[j] = src[j] + pos[j % (size_t)(S * d)];
+        snprintf(path, sizeof path, "%s.value_proj", mod);
+        nv_linear(g, path, src, B * S, d, d, value); /* (B, S, NH, Dh) */
+        snprintf(path, sizeof path, "%s.sampling_offsets", mod);
+        nv_linear(g, path, q, B * S, d, NH * LP * 2, off); /* (B, S, NH, L, P, 2) */
+        snprintf(path, sizeof path, "%s.attention_weights", mod);
+        nv_linear(g, path, q, B * S, d, NH * LP, aw); /* (B, S, NH, L * P) */
+        for (size_t r = 0; r < nbs * (size_t)NH; r++) {
+            double *v = aw + r * (size_t)LP, mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < LP; j++)
+                mx = v[j] > mx ? v[j] : mx;
+            for (int64_t j = 0; j < LP; j++)
+                sum += (v[j] = exp(v[j] - mx));
+            for (int64_t j = 0; j < LP; j++)
+                v[j] /= sum;
+        }
+        memset(att, 0, nbs * (size_t)d * sizeof *att);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t lq = 0; lq < L; lq++)
+                for (int64_t t = 0; t < hw[lq][0] * hw[lq][1]; t++) {
+                    /* The query's reference point: its own pixel centre. */
+                    int64_t s = start[lq] + t;
+                    double rx = ((double)(t % hw[lq][1]) + 0.5) / (double)hw[lq][1];
+                    double ry = ((double)(t / hw[lq][1]) + 0.5) / (double)hw[lq][0];
+                    for (int64_t h = 0; h < NH; h++)
+                        for (int64_t l = 0; l < L; l++)
+                            for (int64_t p = 0; p < P; p++) {
+                                int64_t j = ((b * S + s) * NH + h) * LP + l * P + p;
+                                const double *o = off + j * 2;
+                                double x = rx + o[0] / (double)hw[l][1];
+                                double y = ry + o[1] / (double)hw[l][0];
+                                nv_sample(value + ((b * S + start[l]) * NH + h) * Dh, NH * Dh,
+                                          hw[l][0], hw[l][1], Dh, x, y, aw[j],
+                                          att + (b * S + s) * d + h * Dh);
+                            }
+                }
+        snprintf(path, sizeof path, "%s.output_proj", mod);
+        nv_linear(g, path, att, B * S, d, d, a);
+        for (size_t j = 0; j < nbs * (size_t)d; j++)
+            src[j] += a[j];
+        snprintf(path, sizeof path, "head.pixel_decoder.encoder.layers.%d.norm1", i);
+        nv_layernorm(g, path, src, B * S, d);
+        snprintf(path, sizeof path, "head.pixel_decoder.encoder.layers.%d.linear1", i);
+        nv_linear(g, path, src, B * S, d, c->enc_ffn, h1);
+        for (size_t j = 0; j < nbs * (size_t)c->enc_ffn; j++)
+            h1[j] = h1[j] > 0 ? h1[j] : 0;
+        snprintf(path, sizeof path, "head.pixel_decoder.encoder.layers.%d.linear2", i);
+        nv_linear(g, path, h1, B * S, c->enc_ffn, d, a);
+        for (size_t j = 0; j < nbs * (size_t)d; j++)
+            src[j] += a[j];
+        snprintf(path, sizeof path, "head.pixel_decoder.encoder.layers.%d.norm2", i);
+        nv_layernorm(g, path, src, B * S, d);
+    }
+    /* Mask features from the finest level, the last. */
+    int64_t nf = hw[L - 1][0] * hw[L - 1][1];
+    for (int64_t b = 0; b < B; b++)
+        nv_linear(g, "head.pixel_decoder.mask_features", src + (b * S + start[L - 1]) * d, nf, d,
+                  c->mask_dim, mf + b * nf * c->mask_dim);
+    free(pos);
+    free(q);
+    free(value);
+    free(off);
+    free(aw);
+    free(att);
+    free(a);
+    free(h1);
+}
+
+static double *px_read_f64(vp_graph *g, vp_gt *t)
+{
+    size_t n = (size_t)vp_gt_nelem(t);
+    float *f = malloc(n * sizeof *f);
+    double *d = malloc(n * sizeof *d);
+    ck_assert(f && d);
+    vt_ok(vp_graph_read(g, t, f, n * sizeof *f));
+    for (size_t i = 0; i < n; i++)
+        d[i] = f[i];
+    free(f);
+    return d;
+}
+
+START_TEST(test_forward_naive)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    /* All three levels, two layers, three points: every sampled level
+     * differs from the query's in size and aspect. */
+    enum { B = 2, D = 16 };
+    m2f_cfg c = px_cfg(D, 2, 3, 3, 2, 24, 8);
+    px_model m;
+    px_build(dev, &c, B, NULL, &m);
+    vp_graph *g = vp_build_graph(m.b);
+    for (uint32_t l = 0; l < 3; l++)
+        m2f_H->keep(m.out.memory[l]);
+    m2f_H->keep(m.out.mask_features);
+    vt_ok(vp_graph_compile(g));
+    vt_ok(vp_build_init_params(m.b));
+    /* Offsets of about a pixel besides the initial grid, some points
+     * outside the maps; non-uniform attention. */
+    for (int i = 0; i < 2; i++) {
+        char name[128];
+        snprintf(name, sizeof name,
+                 "head.pixel_decoder.encoder.layers.%d.self_attn.sampling_offsets.weight", i);
+        px_perturb(g, name, 0.3f, 31 + (uint64_t)i);
+        snprintf(name, sizeof name,
+                 "head.pixel_decoder.encoder.layers.%d.self_attn.attention_weights.weight", i);
+        px_perturb(g, name, 0.3f, 41 + (uint64_t)i);
+    }
+    float *feat[3];
+    for (int k = 0; k < 3; k++) {
+        size_t n = (size_t)vp_gt_nelem(m.feat[k]);
+        feat[k] = malloc(n * sizeof *feat[k]);
+        ck_assert_ptr_nonnull(feat[k]);
+        vt_rand(feat[k], n, 50 + (uint64_t)k);
+        vt_ok(vp_graph_write(g, m.feat[k], feat[k], n * sizeof *feat[k]));
+    }
+    vt_ok(vp_graph_run(g));
+
+    const int64_t S = 6 + 24 + 96, nf = 96;
+    double *mem = malloc((size_t)(B * S * D) * sizeof *mem);
+    double *mf = malloc((size_t)(B * nf * 8) * sizeof *mf);
+    ck_assert(mem && mf);
+    nv_forward(g, &c, B, (const float *const *)feat, mem, mf);
+    int64_t start = 0;
+    double worst = 0;
+    for (uint32_t l = 0; l < 3; l++) {
+        int64_t n = m.out.hw[l][0] * m.out.hw[l][1];
+        double *got = px_read_f64(g, m.out.memory[l]), *want = malloc((size_t)(B * n * D) * 8);
+        ck_assert_ptr_nonnull(want);
+        for (int64_t b = 0; b < B; b++)
+            memcpy(want + b * n * D, mem + (b * S + start) * D, (size_t)(n * D) * sizeof *want);
+        double e = vt_rel_err(got, want, (size_t)(B * n * D));
+        worst = e > worst ? e : worst;
+        ck_assert_msg(e < 1e-4, "memory[%u]: relative error %g", l, e);
+        free(got);
+        free(want);
+        start += n;
+    }
+    double *got = px_read_f64(g, m.out.mask_features);
+    double e = vt_rel_err(got, mf, (size_t)(B * nf * 8));
+    printf("m2f_pixel: against the naive forward: memory error %.3g, mask features %.3g\n", worst,
+           e);
+    ck_assert_msg(e < 1e-4, "mask features: relative error %g", e);
+    free(got);
+    free(mem);
+    free(mf);
+    for (int k = 0; k < 3; k++)
+        free(feat[k]);
+    vp_build_destroy(m.b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("m2f_pixel");
@@ -451,6 +739,7 @@ int main(void)
     vt_add_per_device(tc, test_init, NULL);
     vt_add_per_device(tc, test_sites, NULL);
     vt_add_per_device(tc, test_errors, NULL);
+    vt_add_per_device(tc, test_forward_naive, NULL);
     vt_add_per_device(tc, test_gradients, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
