@@ -5,9 +5,10 @@
  * graph inputs: its sine position encodings against numbers computed
  * independently (Python, pasted), its parameter count against a hand
  * count, Deformable DETR's initialization read back from the device, the
- * sites it declares, its shape errors, and the whole decoder (projections,
- * deformable encoder layer, mask features) against the graph's double-
- * precision reference executor, gradients against finite differences.
+ * sites it declares, its shape errors, the whole decoder's forward pass
+ * (projections, deformable encoder layers, mask features) against a naive
+ * double-precision implementation written here, and against the graph's
+ * reference executor with every gradient against finite differences.
  */
 #include <math.h>
 #include <stdio.h>
