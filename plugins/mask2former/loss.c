@@ -1,0 +1,211 @@
+/*
+ * Mask2Former's training loss: for each prediction (before the first
+ * decoder layer and after every layer), Hungarian matching of queries to
+ * the image's instances on cost = class_weight * (-p(class)) + mask_weight
+ * * sigmoid BCE + dice_weight * dice, then cross-entropy over every query
+ * (unmatched ones to the no-object class, weighted no_object_weight) and
+ * BCE and dice over the matched masks, each mask loss normalized by the
+ * batch's number of instances.
+ *
+ * The cost matrices come from the device as gemms over the mask
+ * positions (the heavy part); a host node per prediction finishes them
+ * (O(Q T) arithmetic), solves the assignment (match/hungarian.c), and hands
+ * back int32 indices: the matched prediction row of each target and the
+ * class target of each query, plus the two normalizers of this batch.
+ * Masks are compared at the mask features' resolution.
+ *
+ * A target slot without an instance (label -1) is matched to a constant
+ * row of logits -30 (its mask must be zeros): its BCE and dice are ~1e-13
+ * and carry no gradient, so fixed-size batches need no per-row weights.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "m2f.h"
+#include "match/hungarian.h"
+
+#define H m2f_H
+#define PAD_LOGIT -30.0f
+
+typedef struct match_ctx {
+    int64_t B, Q, T, C, HW;
+    double cw, mw, dw;
+} match_ctx;
+
+/* in: P (B,Q,T) probability of each target's class, A (B,Q,T) and negsum
+ * (B,Q,1) the BCE cost's two parts, numer (B,Q,T) sigmoid . target, ssum
+ * (B,Q,1), tsum (B,T,1), labels (B,T) int32.
+ * out: gidx (B*T) int32, tclass (B*Q) int32, fbce (1), fdice (1). */
+static vp_status match(void *user, const vp_host_io *io)
+{
+    const match_ctx *m = user;
+    const float *P = io->in[0], *A = io->in[1], *negsum = io->in[2], *numer = io->in[3];
+    const float *ssum = io->in[4], *tsum = io->in[5];
+    const int32_t *labels = (const int32_t *)io->in[6];
+    int32_t *gidx = (int32_t *)io->out[0], *tclass = (int32_t *)io->out[1];
+    int64_t B = m->B, Q = m->Q, T = m->T, total = 0;
+    double *cost = malloc((size_t)(Q * T) * sizeof *cost);
+    int *col = malloc((size_t)Q * sizeof *col), *tj = malloc((size_t)T * sizeof *tj);
+    vp_status st = cost && col && tj ? VP_OK
+                                     : H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    for (int64_t b = 0; !st && b < B; b++) {
+        int n = 0;
+        for (int64_t t = 0; t < T; t++) {
+            int32_t l = labels[b * T + t];
+            if (l >= m->C) {
+                st = H->error(VP_ERR_INVALID, "mask2former: image %lld, target %lld: class %d, "
+                              "the head has %lld classes (0 to %lld; -1: no instance)",
+                              (long long)b, (long long)t, l, (long long)m->C,
+                              (long long)m->C - 1);
+                break;
+            }
+            gidx[b * T + t] = (int32_t)(B * Q); /* the constant row, unless matched */
+            if (l >= 0)
+                tj[n++] = (int)t;
+        }
+        for (int64_t q = 0; q < Q; q++)
+            tclass[b * Q + q] = (int32_t)m->C; /* no object, unless matched */
+        if (st || !n)
+            continue;
+        for (int64_t q = 0; q < Q; q++)
+            for (int j = 0; j < n; j++) {
+                int64_t k = (b * Q + q) * T + tj[j];
+                double dice = 1.0 - (2.0 * numer[k] + 1.0) /
+                                        ((double)ssum[b * Q + q] + tsum[b * T + tj[j]] + 1.0);
+                cost[q * n + j] = m->cw * -(double)P[k] +
+                                  m->mw * ((double)A[k] + negsum[b * Q + q]) / (double)m->HW +
+                                  m->dw * dice;
+            }
+        double sum;
+        if (m2f_hungarian(cost, (int)Q, n, col, &sum) != 0) {
+            st = H->error(VP_ERR_INVALID, "mask2former: image %lld: the matching cost is not "
+                          "finite (NaN in the predictions?)", (long long)b);
+            break;
+        }
+        for (int64_t q = 0; q < Q; q++)
+            if (col[q] >= 0) {
+                int t = tj[col[q]];
+                gidx[b * T + t] = (int32_t)(b * Q + q);
+                tclass[b * Q + q] = labels[b * T + t];
+            }
+        total += n;
+    }
+    double norm = total > 0 ? (double)total : 1.0;
+    io->out[2][0] = (float)((double)(B * T) / norm); /* mean over B*T masks -> per instance */
+    io->out[3][0] = (float)(1.0 / norm);
+    free(cost);
+    free(col);
+    free(tj);
+    return st;
+}
+
+/* Rows of ones: (n, 1) for row sums by gemm. */
+static vp_gt *ones_col(vp_graph *g, int64_t n)
+{
+    char name[64];
+    snprintf(name, sizeof name, "head.loss.ones.%lld", (long long)n);
+    vp_gt *t = H->find(g, name);
+    if (t)
+        return t;
+    float *v = malloc((size_t)n * sizeof *v);
+    if (!v)
+        return NULL;
+    for (int64_t i = 0; i < n; i++)
+        v[i] = 1.0f;
+    t = H->constant(g, name, 2, (int64_t[]){n, 1}, v);
+    free(v);
+    return t;
+}
+
+vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm,
+                m2f_owned *own)
+{
+    vp_graph *g = H->graph(b);
+    const int64_t *ls = H->shape(d->pred[0].logits);
+    int64_t B = ls[0], Q = c->queries, T = c->max_targets, C = c->classes, HW = hm * wm;
+    vp_gt *labels = H->input_i32(g, "target.labels", 2, (int64_t[]){B, T});
+    vp_gt *tmask = H->input(g, "target.masks", 3, (int64_t[]){B, T, HW});
+    if (!labels || !tmask)
+        return NULL;
+    vp_gt *t2 = H->reshape(g, tmask, 2, (int64_t[]){B * T, HW});
+
+    /* Constants: the identity (class ids to one-hot rows), class weights,
+     * the padding row, ones for row sums. */
+    size_t ne = (size_t)((C + 1) * (C + 1));
+    float *buf = calloc(ne > (size_t)HW ? ne : (size_t)HW, sizeof *buf);
+    if (!buf) {
+        H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i <= C; i++)
+        buf[i * (C + 1) + i] = 1.0f;
+    vp_gt *eye = H->constant(g, "head.loss.eye", 2, (int64_t[]){C + 1, C + 1}, buf);
+    for (int64_t i = 0; i <= C; i++)
+        buf[i] = i == C ? (float)c->no_object_weight : 1.0f;
+    vp_gt *cls_w = H->constant(g, "head.loss.class_weight", 1, (int64_t[]){C + 1}, buf);
+    for (int64_t i = 0; i < HW; i++)
+        buf[i] = PAD_LOGIT;
+    vp_gt *pad = H->constant(g, "head.loss.pad", 2, (int64_t[]){1, HW}, buf);
+    free(buf);
+    vp_gt *ones_hw = ones_col(g, HW);
+
+    /* Targets as one-hot class rows (B, T, C + 1) and their mask sums. */
+    vp_gt *onehot = H->reshape(g, H->gather_rows(g, eye, H->reshape(g, labels, 1,
+                                                                    (int64_t[]){B * T})),
+                               3, (int64_t[]){B, T, C + 1});
+    vp_gt *tsum = H->reshape(g, H->gemm(g, t2, false, ones_hw, false, NULL), 3,
+                             (int64_t[]){B, T, 1});
+
+    vp_gt *total = NULL;
+    for (uint32_t p = 0; p < d->n; p++) {
+        vp_gt *logits = d->pred[p].logits, *x = d->pred[p].masks; /* (B,Q,C+1), (B,Q,HW) */
+        /* The cost matrices' device part. */
+        vp_gt *prob = H->softmax(g, logits);
+        vp_gt *P = H->gemm(g, prob, false, onehot, true, NULL);           /* (B, Q, T) */
+        vp_gt *pos = H->softplus(g, H->scale(g, x, -1.0f)), *neg = H->softplus(g, x);
+        vp_gt *A = H->gemm(g, H->add(g, pos, H->scale(g, neg, -1.0f)), false, tmask, true, NULL);
+        vp_gt *x2 = H->reshape(g, neg, 2, (int64_t[]){B * Q, HW});
+        vp_gt *negsum = H->reshape(g, H->gemm(g, x2, false, ones_hw, false, NULL), 3,
+                                   (int64_t[]){B, Q, 1});
+        vp_gt *s = H->sigmoid(g, x);
+        vp_gt *numer = H->gemm(g, s, false, tmask, true, NULL);
+        vp_gt *ssum = H->reshape(g, H->gemm(g, H->reshape(g, s, 2, (int64_t[]){B * Q, HW}), false,
+                                            ones_hw, false, NULL),
+                                 3, (int64_t[]){B, Q, 1});
+
+        match_ctx *mc = m2f_own(own, sizeof *mc);
+        if (!mc) {
+            H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+            return NULL;
+        }
+        *mc = (match_ctx){B, Q, T, C, HW, c->class_weight, c->mask_weight, c->dice_weight};
+        vp_gt *outs[4];
+        char name[64];
+        snprintf(name, sizeof name, "head.match.%u", p);
+        vp_status st = H->host(g, name, match, mc, 7,
+                               (vp_gt *[]){P, A, negsum, numer, ssum, tsum, labels}, 4,
+                               (int[]){1, 1, 1, 1},
+                               (const int64_t *const[]){(int64_t[]){B * T}, (int64_t[]){B * Q},
+                                                        (int64_t[]){1}, (int64_t[]){1}},
+                               (vp_dtype[]){VP_I32, VP_I32, VP_F32, VP_F32}, outs);
+        if (st)
+            return NULL;
+
+        /* Class loss over every query. */
+        vp_gt *ce = H->cross_entropy(g, H->reshape(g, logits, 2, (int64_t[]){B * Q, C + 1}),
+                                     outs[1], cls_w);
+        /* Mask losses over the matched masks (padding slots: the constant row). */
+        vp_gt *xe = H->concat(g, (vp_gt *[]){H->reshape(g, x, 2, (int64_t[]){B * Q, HW}), pad}, 2,
+                              0);
+        vp_gt *xm = H->gather_rows(g, xe, outs[0]); /* (B*T, HW) */
+        vp_gt *bce = H->mul(g, H->bce_logits(g, xm, t2), outs[2]);
+        vp_gt *dice = H->mul(g, H->dice(g, xm, t2, 1.0f), outs[3]);
+        vp_gt *l = H->add(g, H->scale(g, ce, (float)c->class_weight),
+                          H->add(g, H->scale(g, bce, (float)c->mask_weight),
+                                 H->scale(g, dice, (float)c->dice_weight)));
+        total = total ? H->add(g, total, l) : l;
+    }
+    return total;
+}

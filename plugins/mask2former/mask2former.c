@@ -1,0 +1,314 @@
+/*
+ * The mask2former head plugin: its config, the head interface, and the
+ * plugin's descriptor. The head is the small-scale counterpart of
+ * Mask2Former (Cheng et al. 2022): a deformable pixel decoder (pixel.c), a
+ * masked-attention transformer decoder (decoder.c) and Hungarian-matched
+ * losses (loss.c); docs/mask2former.md describes the config, the names and
+ * the outputs.
+ *
+ * Outputs: "pred_logits" (B, Q, C + 1) and "pred_masks" (B, Q, Hm, Wm)
+ * mask logits at the mask features' resolution (stride 8), the last
+ * decoder layer's; with training, the loss summed over every layer's
+ * prediction; without, the instances as Mask2Former's instance inference
+ * makes them: "instances.scores" (B, K), "instances.labels" (B, K) int32
+ * and "instances.masks" (B, K, H, W) mask logits at the image's size
+ * (> 0: inside), K = min(top_k, Q * C).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "m2f.h"
+
+#define H m2f_H
+
+const vp_host_api *m2f_H;
+
+void *m2f_own(m2f_owned *o, size_t bytes)
+{
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 16;
+        void **p = realloc(o->p, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        o->p = p;
+        o->cap = cap;
+    }
+    void *m = calloc(1, bytes);
+    if (m)
+        o->p[o->n++] = m;
+    return m;
+}
+
+void m2f_owned_free(m2f_owned *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->p[i]);
+    free(o->p);
+    memset(o, 0, sizeof *o);
+}
+
+typedef struct m2f {
+    m2f_cfg cfg;
+    int64_t top_k;
+    m2f_owned own;
+} m2f;
+
+/* ---- instance inference ---------------------------------------------------------- */
+
+typedef struct topk_ctx {
+    int64_t B, Q, C, HW, K;
+} topk_ctx;
+
+typedef struct scored {
+    float score;
+    int32_t idx; /* q * C + c */
+} scored;
+
+static int by_score(const void *a, const void *b)
+{
+    const scored *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return x->idx - y->idx; /* ties: the lower index first, as torch.topk's order */
+}
+
+/* in: prob (B, Q, C + 1), mask logits (B, Q, HW).
+ * out: scores (B, K), labels (B, K) int32, rows (B * K) int32 (b * Q + q).
+ * Mask2Former: the top K of every (query, class) pair's class probability
+ * (no-object left out), each times its mask's mean probability inside the
+ * mask (logit > 0). */
+static vp_status topk(void *user, const vp_host_io *io)
+{
+    const topk_ctx *t = user;
+    const float *prob = io->in[0], *masks = io->in[1];
+    float *scores = io->out[0];
+    int32_t *labels = (int32_t *)io->out[1], *rows = (int32_t *)io->out[2];
+    int64_t QC = t->Q * t->C;
+    scored *s = malloc((size_t)QC * sizeof *s);
+    float *mscore = malloc((size_t)t->Q * sizeof *mscore);
+    if (!s || !mscore) {
+        free(s);
+        free(mscore);
+        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    }
+    for (int64_t b = 0; b < t->B; b++) {
+        for (int64_t q = 0; q < t->Q; q++) {
+            const float *x = masks + (b * t->Q + q) * t->HW;
+            double in = 0, n = 0;
+            for (int64_t i = 0; i < t->HW; i++)
+                if (x[i] > 0) {
+                    in += 1.0 / (1.0 + exp(-(double)x[i]));
+                    n += 1;
+                }
+            mscore[q] = (float)(in / (n + 1e-6));
+            for (int64_t c = 0; c < t->C; c++)
+                s[q * t->C + c] = (scored){prob[(b * t->Q + q) * (t->C + 1) + c],
+                                           (int32_t)(q * t->C + c)};
+        }
+        qsort(s, (size_t)QC, sizeof *s, by_score);
+        for (int64_t k = 0; k < t->K; k++) {
+            int32_t q = s[k].idx / (int32_t)t->C;
+            scores[b * t->K + k] = s[k].score * mscore[q];
+            labels[b * t->K + k] = s[k].idx % (int32_t)t->C;
+            rows[b * t->K + k] = (int32_t)(b * t->Q + q);
+        }
+    }
+    free(s);
+    free(mscore);
+    return VP_OK;
+}
+
+/* The instances of the last prediction, masks upsampled to h x w. */
+static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t wm, int64_t h,
+                           int64_t w, vp_head_out *out)
+{
+    const m2f_cfg *c = &m->cfg;
+    vp_graph *g = H->graph(b);
+    int64_t B = H->shape(p.logits)[0], Q = c->queries, C = c->classes, HW = hm * wm;
+    int64_t K = m->top_k < Q * C ? m->top_k : Q * C;
+    topk_ctx *t = m2f_own(&m->own, sizeof *t);
+    if (!t)
+        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    *t = (topk_ctx){B, Q, C, HW, K};
+    vp_gt *o[3];
+    vp_status st = H->host(g, "head.instances", topk, t, 2,
+                           (vp_gt *[]){H->softmax(g, p.logits), p.masks}, 3, (int[]){2, 2, 1},
+                           (const int64_t *const[]){(int64_t[]){B, K}, (int64_t[]){B, K},
+                                                    (int64_t[]){B * K}},
+                           (vp_dtype[]){VP_F32, VP_I32, VP_I32}, o);
+    if (st)
+        return st;
+    /* The chosen queries' masks first, then upsampled: K maps, not Q. */
+    vp_gt *sel = H->gather_rows(g, H->reshape(g, p.masks, 2, (int64_t[]){B * Q, HW}), o[2]);
+    sel = H->reshape(g, sel, 4, (int64_t[]){B * K, hm, wm, 1});
+    if (h != hm || w != wm)
+        sel = H->resize_bilinear(g, sel, h, w);
+    uint32_t n = out->n_outputs;
+    out->outputs[n] = o[0];
+    out->names[n++] = "instances.scores";
+    out->outputs[n] = o[1];
+    out->names[n++] = "instances.labels";
+    out->outputs[n] = H->reshape(g, sel, 4, (int64_t[]){B, K, h, w});
+    out->names[n++] = "instances.masks";
+    out->n_outputs = n;
+    return H->graph_status(g);
+}
+
+static void m2f_destroy(void *self)
+{
+    m2f *m = self;
+    if (!m)
+        return;
+    m2f_owned_free(&m->own);
+    free(m);
+}
+
+typedef struct field {
+    const char *key;
+    int64_t def, min, max;
+    size_t off; /* in m2f_cfg */
+} field;
+
+#define F(k, d, lo, hi, member) {k, d, lo, hi, offsetof(m2f_cfg, member)}
+
+static vp_status m2f_create(const vp_config *cfg, void **self)
+{
+    static const field ints[] = {
+        F("classes", -1, 1, 100000, classes),
+        F("queries", 100, 1, 10000, queries),
+        F("hidden", 256, 1, 65536, hidden),
+        F("heads", 8, 1, 1024, heads),
+        F("encoder_layers", 6, 0, 64, enc_layers),
+        F("decoder_layers", 9, 0, M2F_MAX_PREDS - 1, dec_layers),
+        F("levels", 3, 1, VP_MSDEFORM_MAX_LEVELS, levels),
+        F("points", 4, 1, 64, points),
+        F("encoder_ffn", 1024, 1, 1 << 20, enc_ffn),
+        F("decoder_ffn", 2048, 1, 1 << 20, dec_ffn),
+        F("mask_dim", 256, 1, 65536, mask_dim),
+        F("max_targets", 50, 1, 10000, max_targets),
+    };
+    static const char *const known[] = {"plugin", "classes", "queries", "hidden", "heads",
+                                        "encoder_layers", "decoder_layers", "levels", "points",
+                                        "encoder_ffn", "decoder_ffn", "mask_dim", "max_targets",
+                                        "no_object_weight", "class_weight", "mask_weight",
+                                        "dice_weight", "top_k"};
+    vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
+    if (st)
+        return st;
+    m2f *m = calloc(1, sizeof *m);
+    if (!m)
+        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    m2f_cfg *c = &m->cfg;
+    for (size_t i = 0; !st && i < sizeof ints / sizeof ints[0]; i++) {
+        int64_t v;
+        st = H->cfg_int(cfg, ints[i].key, ints[i].def, &v);
+        if (!st && ints[i].def < 0 && H->cfg_type(cfg, ints[i].key) == VP_CFG_ABSENT)
+            st = H->cfg_fail(cfg, ints[i].key, "missing: the number of classes (without "
+                             "the no-object class)");
+        else if (!st && (v < ints[i].min || v > ints[i].max))
+            st = H->cfg_fail(cfg, ints[i].key, "%lld is out of range (%lld to %lld)",
+                             (long long)v, (long long)ints[i].min, (long long)ints[i].max);
+        if (!st)
+            *(int64_t *)((char *)c + ints[i].off) = v;
+    }
+    static const struct {
+        const char *key;
+        double def;
+        size_t off;
+    } reals[] = {{"no_object_weight", 0.1, offsetof(m2f_cfg, no_object_weight)},
+                 {"class_weight", 2.0, offsetof(m2f_cfg, class_weight)},
+                 {"mask_weight", 5.0, offsetof(m2f_cfg, mask_weight)},
+                 {"dice_weight", 5.0, offsetof(m2f_cfg, dice_weight)}};
+    for (size_t i = 0; !st && i < sizeof reals / sizeof reals[0]; i++) {
+        double v;
+        st = H->cfg_float(cfg, reals[i].key, reals[i].def, &v);
+        if (!st && !(v >= 0))
+            st = H->cfg_fail(cfg, reals[i].key, "must be >= 0, got %g", v);
+        if (!st)
+            *(double *)((char *)c + reals[i].off) = v;
+    }
+    if (!st)
+        st = H->cfg_int(cfg, "top_k", 100, &m->top_k);
+    if (!st && m->top_k < 1)
+        st = H->cfg_fail(cfg, "top_k", "must be at least 1, got %lld", (long long)m->top_k);
+    if (!st && c->hidden % c->heads)
+        st = H->cfg_fail(cfg, "heads", "%lld heads do not divide hidden %lld",
+                         (long long)c->heads, (long long)c->hidden);
+    if (st) {
+        m2f_destroy(m);
+        return st;
+    }
+    *self = m;
+    return VP_OK;
+}
+
+static vp_status m2f_build(void *self, vp_build *b, const vp_features *f, bool train,
+                           vp_head_out *out)
+{
+    m2f *m = self;
+    const m2f_cfg *c = &m->cfg;
+    vp_graph *g = H->graph(b);
+    if ((int64_t)f->n < c->levels)
+        return H->error(VP_ERR_INVALID, "mask2former: levels is %lld, the backbone gives %u "
+                        "feature maps", (long long)c->levels, f->n);
+    m2f_pixel_out px;
+    vp_status st = m2f_pixel_decoder(c, b, f, &px);
+    if (st || (st = H->graph_status(g)))
+        return st;
+    m2f_decoder_out d;
+    if ((st = m2f_decoder(c, b, &px, &d)))
+        return st;
+    const int64_t *ms = H->shape(px.mask_features);
+    int64_t B = ms[0], hm = ms[1], wm = ms[2];
+    m2f_pred last = d.pred[d.n - 1];
+    out->outputs[0] = last.logits;
+    out->names[0] = "pred_logits";
+    out->outputs[1] = H->reshape(g, last.masks, 4, (int64_t[]){B, c->queries, hm, wm});
+    out->names[1] = "pred_masks";
+    out->n_outputs = 2;
+    if (train) {
+        out->loss = m2f_loss(c, b, &d, hm, wm, &m->own);
+        return H->graph_status(g);
+    }
+    /* The finest level the pixel decoder used gives the mask features:
+     * their stride scales them to the image. */
+    int32_t stride = f->stride[f->n - (uint32_t)c->levels];
+    return instances(m, b, last, hm, wm, hm * stride, wm * stride, out);
+}
+
+static const vp_head_iface m2f_iface = {
+    .size = sizeof m2f_iface,
+    .create = m2f_create,
+    .destroy = m2f_destroy,
+    .build = m2f_build,
+};
+
+static vp_status m2f_init(const vp_host_api *host)
+{
+    H = host;
+    return VP_OK;
+}
+
+static const void *m2f_get_interface(const char *id)
+{
+    return strcmp(id, VP_HEAD_IFACE_ID) ? NULL : &m2f_iface;
+}
+
+VP_PLUGIN_EXPORT const vp_plugin_desc *vp_plugin_entry(void)
+{
+    static const vp_plugin_desc d = {
+        .size = sizeof d,
+        .abi_major = VP_ABI_MAJOR,
+        .abi_minor = VP_ABI_MINOR,
+        .name = "mask2former",
+        .kind = VP_PLUGIN_HEAD,
+        .version = "0.1.0",
+        .description = "Mask2Former-style instance segmentation: deformable pixel decoder, "
+                       "masked-attention decoder, Hungarian-matched losses",
+        .init = m2f_init,
+        .fini = NULL,
+        .get_interface = m2f_get_interface,
+    };
+    return &d;
+}

@@ -1,0 +1,312 @@
+/*
+ * The mask2former head's pixel decoder: Mask2Former's
+ * MSDeformAttnPixelDecoder (Detectron2), built through the host table.
+ *
+ *   backbone levels (finest first) -> the cfg->levels coarsest, reordered
+ *   coarsest first -> per level a 1x1 projection (a linear site) and a
+ *   layernorm -> flattened and concatenated to src (B, S, d), S = sum of
+ *   H_l W_l; pos = sine encoding + level embedding (S, d) -> enc_layers
+ *   Deformable DETR encoder layers (post-norm): multi-scale deformable
+ *   self-attention, each position sampling every level around its own
+ *   centre; FFN -> split back per level (memory) -> mask features, a 1x1
+ *   projection of the finest level's memory.
+ *
+ * Level order: level 0 is the coarsest everywhere here (input_proj.0,
+ * level_embed row 0, the msdeform level 0, memory[0]), as in Mask2Former,
+ * whose pixel decoder walks transformer_in_features[::-1] (res5, res4,
+ * res3) and whose decoder visits the levels in that order.
+ *
+ * Differences from Mask2Former, on purpose:
+ *   - the input projections are normalized by a layernorm over channels
+ *     (head.pixel_decoder.input_proj.<l>.norm) instead of GroupNorm(32, d):
+ *     the graph has no group norm, and a per-position norm needs no
+ *     statistics over the map;
+ *   - no FPN from the stride-4 level: mask features are a 1x1 projection of
+ *     the finest encoder level (stride 8 for res3-res5), the one Mask2Former
+ *     applies to its FPN output;
+ *   - no dropout, no padding masks (every image fills its maps, so the
+ *     valid ratios are 1).
+ *
+ * Initialization as Mask2Former's: input projections Xavier-uniform
+ * weights and zero biases; the encoder's matrices Xavier-uniform (its
+ * _reset_parameters), the FFN biases nn.Linear's default; inside each
+ * deformable attention MSDeformAttn._reset_parameters (sampling-offset
+ * weight 0 and bias a per-head direction grid scaled by point index,
+ * attention weights 0, value and output projections Xavier-uniform with
+ * zero bias); level_embed N(0, 1); mask_features Detectron2's
+ * c2_xavier_fill (kaiming_uniform with a = 1, zero bias); norms 1 and 0.
+ *
+ * Sites: every projection is a linear site: input_proj.<l>,
+ * encoder.layers.<i>.self_attn.{value_proj,sampling_offsets,
+ * attention_weights,output_proj} (inside the VP_SITE_DEFORM module
+ * encoder.layers.<i>.self_attn), encoder.layers.<i>.linear1, .linear2,
+ * mask_features; after-attention sites encoder.layers.<i>.self_attn
+ * (VP_SITE_ATTN_OUT) and after-FFN sites encoder.layers.<i>.ffn
+ * (VP_SITE_FFN_OUT); all under "head.pixel_decoder.".
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "m2f.h"
+
+#define PX "head.pixel_decoder"
+/* Name buffers; a module path is at most PX_MOD long, a name under it fits. */
+#define PX_MOD 96
+#define PX_NAME 160
+
+/* Deformable DETR and Mask2Former use nn.LayerNorm's default. */
+#define PX_LN_EPS 1e-5f
+
+static const double px_pi = 3.14159265358979323846;
+
+void m2f_sine_pos(int64_t h, int64_t w, int64_t d, float *data)
+{
+    /* DETR's PositionEmbeddingSine with normalize=True: the cumulative sum
+     * of an unpadded mask at row r is r + 1, normalized by its last value
+     * (h) and scaled to (0, 2 pi]. Channel i of each half divides by
+     * 10000^(2 floor(i / 2) / npf); even channels take the sine, odd the
+     * cosine (DETR's stack of sin(0::2) and cos(1::2), flattened). */
+    const int64_t npf = d / 2;
+    const double scale = 2.0 * px_pi, eps = 1e-6;
+    for (int64_t r = 0; r < h; r++)
+        for (int64_t c = 0; c < w; c++) {
+            double e[2] = {(double)(r + 1) / ((double)h + eps) * scale,
+                           (double)(c + 1) / ((double)w + eps) * scale};
+            float *o = data + (r * w + c) * d;
+            for (int a = 0; a < 2; a++) /* y first, then x */
+                for (int64_t i = 0; i < npf; i++) {
+                    double t = e[a] / pow(10000.0, (double)(2 * (i / 2)) / (double)npf);
+                    o[a * npf + i] = (float)((i & 1) ? cos(t) : sin(t));
+                }
+        }
+}
+
+/* nn.LayerNorm(C) as <name>.weight and <name>.bias. x: (..., C) */
+static vp_gt *px_norm(vp_build *b, const char *name, vp_gt *x, int64_t C)
+{
+    const vp_host_api *H = m2f_H;
+    char wn[PX_NAME], bn[PX_NAME];
+    snprintf(wn, sizeof wn, "%s.weight", name);
+    snprintf(bn, sizeof bn, "%s.bias", name);
+    vp_init one = vp_init_ones(), zero = vp_init_zeros();
+    vp_gt *w = H->param(b, wn, 1, &C, &one, true);
+    vp_gt *bias = H->param(b, bn, 1, &C, &zero, true);
+    return H->layernorm(H->graph(b), x, w, bias, PX_LN_EPS);
+}
+
+/* Which cfg values the pixel decoder cannot build, as a message. */
+static vp_status px_check(const m2f_cfg *c, const vp_features *f)
+{
+    const vp_host_api *H = m2f_H;
+    if (!f || f->n < 1 || f->n > VP_MAX_LEVELS)
+        return H->error(VP_ERR_INVALID, "mask2former: the backbone gave %u feature levels",
+                        f ? f->n : 0u);
+    if (c->levels < 1 || c->levels > (int64_t)f->n || c->levels > VP_MSDEFORM_MAX_LEVELS)
+        return H->error(VP_ERR_INVALID,
+                        "mask2former: levels is %lld, but the backbone gives %u levels (and "
+                        "deformable attention takes at most %d)",
+                        (long long)c->levels, f->n, VP_MSDEFORM_MAX_LEVELS);
+    if (c->hidden < 2 || c->hidden % 2 || c->heads < 1 || c->hidden % c->heads)
+        return H->error(VP_ERR_INVALID,
+                        "mask2former: hidden (%lld) must be even and a multiple of heads (%lld)",
+                        (long long)c->hidden, (long long)c->heads);
+    if (c->points < 1 || c->enc_layers < 0 || c->enc_ffn < 1 || c->mask_dim < 1)
+        return H->error(VP_ERR_INVALID,
+                        "mask2former: points (%lld), enc_ffn (%lld) and mask_dim (%lld) must be "
+                        "at least 1 and enc_layers (%lld) at least 0",
+                        (long long)c->points, (long long)c->enc_ffn, (long long)c->mask_dim,
+                        (long long)c->enc_layers);
+    return VP_OK;
+}
+
+/* The constants every encoder layer shares: the reference points (S, NH,
+ * L*P*2) - each position's own pixel centre (x, y) in [0, 1], repeated for
+ * every head, sampled level and point (valid ratios 1) - and the offset
+ * normalizer (L*P*2): 1 / W_l for x and 1 / H_l for y of the sampled level,
+ * so an offset of 1 moves one pixel of the level it samples. */
+static vp_status px_locations(vp_graph *g, const vp_msdeform_levels *lv, int64_t S, int64_t NH,
+                              int64_t P, vp_gt **ref, vp_gt **inv_wh)
+{
+    const vp_host_api *H = m2f_H;
+    const int64_t L = lv->n, LP2 = L * P * 2;
+    float *r = malloc((size_t)(S * NH * LP2) * sizeof *r), *n = malloc((size_t)LP2 * sizeof *n);
+    if (!r || !n) {
+        free(r);
+        free(n);
+        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    }
+    for (int64_t l = 0; l < L; l++) {
+        int64_t hl = lv->shape[l][0], wl = lv->shape[l][1];
+        for (int64_t p = 0; p < P; p++) {
+            n[(l * P + p) * 2] = (float)(1.0 / (double)wl);
+            n[(l * P + p) * 2 + 1] = (float)(1.0 / (double)hl);
+        }
+        for (int64_t t = 0; t < hl * wl; t++) {
+            float x = (float)(((double)(t % wl) + 0.5) / (double)wl);
+            float y = (float)(((double)(t / wl) + 0.5) / (double)hl);
+            float *row = r + (lv->start[l] + t) * NH * LP2;
+            for (int64_t j = 0; j < NH * LP2; j += 2)
+                row[j] = x, row[j + 1] = y;
+        }
+    }
+    *ref = H->constant(g, PX ".reference_points", 3, (int64_t[]){S, NH, LP2}, r);
+    *inv_wh = H->constant(g, PX ".offset_normalizer", 1, &LP2, n);
+    free(r);
+    free(n);
+    return H->graph_status(g);
+}
+
+/* MSDeformAttn's sampling-offset bias: head h points along the angle
+ * 2 pi h / NH, scaled so its larger coordinate is 1, and point p of every
+ * level goes p + 1 steps that way. (NH * L * P * 2) as (NH, L, P, 2). */
+static float *px_offset_grid(int64_t NH, int64_t L, int64_t P)
+{
+    float *grid = malloc((size_t)(NH * L * P * 2) * sizeof *grid);
+    if (!grid)
+        return NULL;
+    for (int64_t h = 0; h < NH; h++) {
+        double th = (double)h * (2.0 * px_pi / (double)NH), gx = cos(th), gy = sin(th);
+        double m = fabs(gx) > fabs(gy) ? fabs(gx) : fabs(gy);
+        for (int64_t l = 0; l < L; l++)
+            for (int64_t p = 0; p < P; p++) {
+                float *o = grid + ((h * L + l) * P + p) * 2;
+                o[0] = (float)(gx / m * (double)(p + 1));
+                o[1] = (float)(gy / m * (double)(p + 1));
+            }
+    }
+    return grid;
+}
+
+/* One DeformableTransformerEncoderLayer (post-norm). src: (B, S, d), pos
+ * (S, d) -> (B, S, d). */
+static vp_gt *px_layer(const m2f_cfg *c, vp_build *b, int i, vp_gt *src, vp_gt *pos,
+                       const vp_msdeform_levels *lv, vp_gt *ref, vp_gt *inv_wh,
+                       const float *grid)
+{
+    const vp_host_api *H = m2f_H;
+    vp_graph *g = H->graph(b);
+    const int64_t d = c->hidden, NH = c->heads, L = lv->n, P = c->points;
+    const int64_t B = H->shape(src)[0], S = H->shape(src)[1];
+    vp_init xavier = vp_init_xavier_uniform(1.0f), zero = vp_init_zeros();
+    vp_init offset_bias = vp_init_data(grid);
+    char mod[PX_MOD], name[PX_NAME];
+    snprintf(mod, sizeof mod, PX ".encoder.layers.%d.self_attn", i);
+    if (H->site_module(b, mod, VP_SITE_DEFORM))
+        return NULL;
+
+    /* The queries carry the positions; the values do not. */
+    vp_gt *query = H->add(g, src, pos);
+    snprintf(name, sizeof name, "%s.value_proj", mod);
+    vp_gt *value = H->reshape(g, H->site_linear(b, name, src, d, true, &xavier, &zero), 4,
+                              (int64_t[]){B, S, NH, d / NH});
+    snprintf(name, sizeof name, "%s.sampling_offsets", mod);
+    vp_gt *off = H->reshape(g, H->site_linear(b, name, query, NH * L * P * 2, true, &zero,
+                                              &offset_bias),
+                            4, (int64_t[]){B, S, NH, L * P * 2});
+    vp_gt *loc = H->add(g, H->mul(g, off, inv_wh), ref);        /* (B, S, NH, L*P*2) */
+    snprintf(name, sizeof name, "%s.attention_weights", mod);
+    vp_gt *aw = H->site_linear(b, name, query, NH * L * P, true, &zero, &zero);
+    vp_gt *attn = H->softmax(g, H->reshape(g, aw, 4, (int64_t[]){B, S, NH, L * P}));
+    vp_gt *a = H->msdeform(g, value, lv, loc, attn);            /* (B, S, d) */
+    snprintf(name, sizeof name, "%s.output_proj", mod);
+    a = H->site_linear(b, name, a, d, true, &xavier, &zero);
+    a = H->site_output(b, mod, VP_SITE_ATTN_OUT, a);
+    snprintf(name, sizeof name, PX ".encoder.layers.%d.norm1", i);
+    src = px_norm(b, name, H->add(g, src, a), d);
+
+    /* FFN; its biases keep nn.Linear's default (Mask2Former resets only
+     * the matrices). */
+    snprintf(name, sizeof name, PX ".encoder.layers.%d.linear1", i);
+    vp_gt *h = H->relu(g, H->site_linear(b, name, src, c->enc_ffn, true, &xavier, NULL));
+    snprintf(name, sizeof name, PX ".encoder.layers.%d.linear2", i);
+    h = H->site_linear(b, name, h, d, true, &xavier, NULL);
+    snprintf(name, sizeof name, PX ".encoder.layers.%d.ffn", i);
+    h = H->site_output(b, name, VP_SITE_FFN_OUT, h);
+    snprintf(name, sizeof name, PX ".encoder.layers.%d.norm2", i);
+    return px_norm(b, name, H->add(g, src, h), d);
+}
+
+vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
+                            m2f_pixel_out *out)
+{
+    const vp_host_api *H = m2f_H;
+    vp_graph *g = H->graph(b);
+    memset(out, 0, sizeof *out);
+    vp_status st = px_check(c, f);
+    if (st)
+        return st;
+    const int64_t L = c->levels, d = c->hidden, NH = c->heads, P = c->points;
+    vp_init xavier = vp_init_xavier_uniform(1.0f), zero = vp_init_zeros();
+    vp_init unit = vp_init_normal(0.0f, 1.0f);
+    vp_gt *level_embed = H->param(b, PX ".level_embed", 2, (int64_t[]){L, d}, &unit, true);
+
+    /* Per level, coarsest first: src_l (B, H_l W_l, d) and its query
+     * position (H_l W_l, d). */
+    vp_gt *srcs[VP_MAX_LEVELS], *qpos[VP_MAX_LEVELS];
+    vp_msdeform_levels lv = {.n = (int)L};
+    int64_t B = 0, S = 0;
+    char name[PX_NAME];
+    for (int64_t l = 0; l < L; l++) {
+        vp_gt *x = f->map[f->n - 1 - l];
+        if (!x)
+            return H->graph_status(g) ? H->graph_status(g)
+                                      : H->error(VP_ERR_INVALID, "mask2former: feature level "
+                                                 "%lld is missing", (long long)(f->n - 1 - l));
+        const int64_t *s = H->shape(x);
+        if (H->ndim(x) != 4 || (l && s[0] != B))
+            return H->error(VP_ERR_SHAPE, "mask2former: feature level %lld (%s) is not "
+                            "(B, H, W, C) with the other levels' B", (long long)(f->n - 1 - l),
+                            H->name(x));
+        B = s[0];
+        int64_t hl = s[1], wl = s[2];
+        lv.shape[l][0] = hl, lv.shape[l][1] = wl, lv.start[l] = S;
+        out->hw[l][0] = hl, out->hw[l][1] = wl;
+        S += hl * wl;
+
+        snprintf(name, sizeof name, PX ".input_proj.%lld", (long long)l);
+        vp_gt *y = H->site_linear(b, name, x, d, true, &xavier, &zero); /* (B, H, W, d) */
+        snprintf(name, sizeof name, PX ".input_proj.%lld.norm", (long long)l);
+        srcs[l] = H->reshape(g, px_norm(b, name, y, d), 3, (int64_t[]){B, hl * wl, d});
+
+        float *sine = malloc((size_t)(hl * wl * d) * sizeof *sine);
+        if (!sine)
+            return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+        m2f_sine_pos(hl, wl, d, sine);
+        snprintf(name, sizeof name, PX ".pos.%lld", (long long)l);
+        out->pos[l] = H->constant(g, name, 2, (int64_t[]){hl * wl, d}, sine);
+        free(sine);
+        vp_gt *row = H->reshape(g, H->slice(g, level_embed, 0, l, 1), 1, &d);
+        qpos[l] = H->add(g, out->pos[l], row);
+    }
+    vp_gt *src = L > 1 ? H->concat(g, srcs, (uint32_t)L, 1) : srcs[0]; /* (B, S, d) */
+    vp_gt *pos = L > 1 ? H->concat(g, qpos, (uint32_t)L, 0) : qpos[0]; /* (S, d) */
+    if ((st = H->graph_status(g)))
+        return st;
+
+    vp_gt *ref = NULL, *inv_wh = NULL;
+    if ((st = px_locations(g, &lv, S, NH, P, &ref, &inv_wh)))
+        return st;
+    float *grid = px_offset_grid(NH, L, P);
+    if (!grid)
+        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    for (int i = 0; i < (int)c->enc_layers && src; i++)
+        src = px_layer(c, b, i, src, pos, &lv, ref, inv_wh, grid);
+    free(grid);
+    if ((st = H->graph_status(g)))
+        return st;
+
+    out->n = (uint32_t)L;
+    for (int64_t l = 0; l < L; l++)
+        out->memory[l] = H->slice(g, src, 1, lv.start[l], lv.shape[l][0] * lv.shape[l][1]);
+
+    /* Detectron2's c2_xavier_fill: kaiming_uniform(a = 1), i.e.
+     * U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), zero bias. */
+    vp_init c2 = vp_init_kaiming_uniform(1.0f);
+    int64_t hm = out->hw[L - 1][0], wm = out->hw[L - 1][1];
+    vp_gt *mf = H->site_linear(b, PX ".mask_features", out->memory[L - 1], c->mask_dim, true,
+                               &c2, &zero);
+    out->mask_features = H->reshape(g, mf, 4, (int64_t[]){B, hm, wm, c->mask_dim});
+    return H->graph_status(g);
+}
