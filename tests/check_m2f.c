@@ -15,6 +15,7 @@
 #include "harness.h"
 #include "model/build.h"
 #include "model/model.h"
+#include "model/verify.h"
 
 /* The tiny model: a 32x32 image, a ViT of patch 4 with the pyramid (maps
  * 16x16, 8x8, 4x4), the head at width 16. */
@@ -318,6 +319,196 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* ---- instance inference -------------------------------------------------------------- */
+
+/* torch's F.interpolate(bilinear, align_corners=False) of one map. */
+static double bilinear(const float *m, int h, int w, int H, int W, int y, int x)
+{
+    double fy = fmax((y + 0.5) * h / H - 0.5, 0), fx = fmax((x + 0.5) * w / W - 0.5, 0);
+    int y0 = (int)fy, x0 = (int)fx, y1 = y0 + 1 < h ? y0 + 1 : y0, x1 = x0 + 1 < w ? x0 + 1 : x0;
+    double ly = fy - y0, lx = fx - x0;
+    return (1 - ly) * ((1 - lx) * m[y0 * w + x0] + lx * m[y0 * w + x1]) +
+           ly * ((1 - lx) * m[y1 * w + x0] + lx * m[y1 * w + x1]);
+}
+
+START_TEST(test_instances)
+{
+    vp_model *m;
+    enum { Q = 5, C = 2, K = 4, B = 2 };
+    vt_ok(make_model(_i, "\"classes\": 2, \"queries\": 5, \"hidden\": 16, \"heads\": 2, "
+                         "\"encoder_layers\": 1, \"decoder_layers\": 1, \"points\": 2, "
+                         "\"encoder_ffn\": 32, \"decoder_ffn\": 32, \"mask_dim\": 16, "
+                         "\"top_k\": 4", NULL, B, false, &m));
+    ck_assert_ptr_null(vp_model_loss(m));
+    batch d;
+    make_batch(B, &d);
+    vt_ok(vp_graph_write(vp_model_graph(m), vp_model_image(m), d.pixels,
+                         (size_t)(B * 3 * IMG * IMG) * 4));
+    vt_ok(vp_graph_run(vp_model_graph(m)));
+    float *lg = read_out(m, "pred_logits", B * Q * (C + 1)), *mk = read_out(m, "pred_masks",
+                                                                            B * Q * HM * HM);
+    float *sc = read_out(m, "instances.scores", B * K), *im = read_out(m, "instances.masks",
+                                                                        B * K * IMG * IMG);
+    int32_t *lb = (int32_t *)read_out(m, "instances.labels", B * K);
+    for (int b = 0; b < B; b++) {
+        /* Mask2Former's instance_inference, in double. */
+        double pr[Q * C], ms[Q];
+        for (int q = 0; q < Q; q++) {
+            const float *l = lg + (b * Q + q) * (C + 1), *x = mk + (b * Q + q) * HM * HM;
+            double mx = fmax(fmax(l[0], l[1]), l[2]), se = 0, in = 0, n = 0;
+            for (int c = 0; c <= C; c++)
+                se += exp(l[c] - mx);
+            for (int c = 0; c < C; c++)
+                pr[q * C + c] = exp(l[c] - mx) / se;
+            for (int i = 0; i < HM * HM; i++)
+                if (x[i] > 0)
+                    in += sigm(x[i]), n++;
+            ms[q] = in / (n + 1e-6);
+        }
+        bool used[Q * C] = {false};
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int i = 0; i < Q * C; i++)
+                if (!used[i] && (best < 0 || pr[i] > pr[best]))
+                    best = i;
+            used[best] = true;
+            int q = best / C;
+            ck_assert_int_eq(lb[b * K + k], best % C);
+            ck_assert_msg(fabs(sc[b * K + k] - pr[best] * ms[q]) <= 1e-5,
+                          "score %d,%d: %g, want %g", b, k, sc[b * K + k], pr[best] * ms[q]);
+            /* its mask, upsampled from 16x16 to the image's 32x32 */
+            const float *x = mk + (b * Q + q) * HM * HM, *u = im + (b * K + k) * IMG * IMG;
+            for (int y = 0; y < IMG; y++)
+                for (int xx = 0; xx < IMG; xx++)
+                    ck_assert_msg(fabs(u[y * IMG + xx] - bilinear(x, HM, HM, IMG, IMG, y, xx)) <
+                                  1e-4, "mask %d,%d at %d,%d", b, k, y, xx);
+        }
+    }
+    free(lg);
+    free(mk);
+    free(sc);
+    free(im);
+    free(lb);
+    free_batch(&d);
+    vp_model_destroy(m);
+}
+END_TEST
+
+/* ---- parameters and sites ----------------------------------------------------------- */
+
+static int64_t head_params(vp_model *m)
+{
+    const vp_build *b = vp_model_build(m);
+    int64_t n = 0;
+    for (uint32_t i = 0; i < vp_build_param_count(b); i++)
+        if (!strncmp(vp_gt_name(vp_build_param_at(b, i)->t), "head.", 5))
+            n += vp_gt_nelem(vp_build_param_at(b, i)->t);
+    return n;
+}
+
+START_TEST(test_param_counts)
+{
+    /* d = 16, 2 heads, 3 levels of 16 channels, 2 points, 1 encoder layer
+     * (FFN 32), mask_dim 16, 2 classes, 5 queries, decoder FFN 32:
+     *   pixel decoder: input_proj 3 x (16*16+16 + 2*16) = 912; level_embed 3*16 = 48;
+     *     encoder layer: value_proj 272 + sampling_offsets 16*24+24 = 408
+     *       + attention_weights 16*12+12 = 204 + output_proj 272 + norm1 32
+     *       + linear1 16*32+32 = 544 + linear2 32*16+16 = 528 + norm2 32 = 2292;
+     *     mask_features 272                                       -> 3524
+     *   decoder: query_feat 80 + query_embed 80 + level_embed 48 = 208;
+     *     decoder_norm 32 + class_embed 16*3+3 = 51 + mask_embed 3 x 272 = 899
+     *                                                              -> 4631 with no layer
+     *   per decoder layer: cross-attention 4 x 272 + norm 32 = 1120, self-attention
+     *     1120, FFN 544 + 528 + norm 32 = 1104                      -> 3344 */
+    const char *head = "\"classes\": 2, \"queries\": 5, \"hidden\": 16, \"heads\": 2, "
+                       "\"encoder_layers\": 1, \"decoder_layers\": %d, \"points\": 2, "
+                       "\"encoder_ffn\": 32, \"decoder_ffn\": 32, \"mask_dim\": 16";
+    char text[512];
+    int64_t want[2] = {4631, 4631 + 3344};
+    for (int layers = 0; layers < 2; layers++) {
+        snprintf(text, sizeof text, head, layers);
+        char cfg[1024];
+        snprintf(cfg, sizeof cfg, "{\"model\": {\"backbone\": %s, \"head\": {\"plugin\": "
+                 "\"mask2former\", %s}}}", backbone, text);
+        vp_config *c = parse(cfg);
+        vp_model *m;
+        vt_ok(vp_model_create(vt_device((uint32_t)_i), c,
+                              &(vp_model_opts){.batch = 1, .no_compile = true}, &m));
+        ck_assert_int_eq(head_params(m), want[layers]);
+        vp_model_destroy(m);
+        vp_cfg_free(c);
+    }
+
+    /* The study's 24 adapter places in a 6-layer encoder and 9-layer
+     * decoder: every after-attention site of the head. */
+    snprintf(text, sizeof text, "{\"model\": {\"backbone\": %s, \"head\": {\"plugin\": "
+             "\"mask2former\", \"classes\": 2, \"queries\": 4, \"hidden\": 16, \"heads\": 2, "
+             "\"encoder_layers\": 6, \"decoder_layers\": 9, \"points\": 1, \"encoder_ffn\": 8, "
+             "\"decoder_ffn\": 8, \"mask_dim\": 8}}}", backbone);
+    vp_config *c = parse(text);
+    vp_model *m;
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c,
+                          &(vp_model_opts){.batch = 1, .no_compile = true}, &m));
+    const vp_build *b = vp_model_build(m);
+    int attn = 0, deform = 0, lin = 0;
+    for (uint32_t i = 0; i < vp_build_site_count(b); i++) {
+        const vp_build_site *st = vp_build_site_at(b, i);
+        if (strncmp(st->path, "head.", 5))
+            continue;
+        attn += st->kind == VP_SITE_ATTN_OUT;
+        deform += st->kind == VP_SITE_DEFORM;
+        lin += st->kind == VP_SITE_LINEAR;
+    }
+    ck_assert_int_eq(attn, 24);
+    ck_assert_int_eq(deform, 6);
+    /* 3 input projections + 6 x (4 deformable + 2 FFN) + mask_features + 9 x (8 + 2) */
+    ck_assert_int_eq(lin, 3 + 36 + 1 + 90);
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+}
+END_TEST
+
+/* ---- gradients ---------------------------------------------------------------------- */
+
+/* The head's gradients (the backbone frozen by train.trainable) against
+ * finite differences of the reference executor, matching and all. */
+START_TEST(test_gradients)
+{
+    vp_model *m;
+    vt_ok(make_model(_i, "\"classes\": 2, \"queries\": 4, \"hidden\": 8, \"heads\": 2, "
+                         "\"encoder_layers\": 1, \"decoder_layers\": 1, \"points\": 1, "
+                         "\"encoder_ffn\": 8, \"decoder_ffn\": 8, \"mask_dim\": 8, "
+                         "\"max_targets\": 3",
+                     "\"train\": {\"trainable\": [\"head.*\"], \"seed\": 2}", 2, true, &m));
+    batch d;
+    make_batch(2, &d);
+    vp_graph *g = vp_model_graph(m);
+    /* Sampling offsets off the pixel grid (their init puts points on it,
+     * where bilinear sampling has no derivative). */
+    vp_gt *off = vp_graph_find(g, "head.pixel_decoder.encoder.layers.0.self_attn.sampling_offsets.bias");
+    ck_assert_ptr_nonnull(off);
+    float ob[16];
+    ck_assert_int_le(vp_gt_nelem(off), 16);
+    vt_rand(ob, (size_t)vp_gt_nelem(off), 9);
+    for (int i = 0; i < (int)vp_gt_nelem(off); i++)
+        ob[i] = 0.37f + 0.3f * ob[i];
+    vt_ok(vp_graph_write(g, off, ob, (size_t)vp_gt_nelem(off) * 4));
+    vp_gt *in[3] = {vp_model_image(m), vp_graph_find(g, "target.labels"),
+                    vp_graph_find(g, "target.masks")};
+    vp_verify r;
+    vt_ok(vp_verify_graph(g, vp_model_loss(m), NULL, 3, in,
+                          (const void *[]){d.pixels, d.labels, d.masks}, 3, &r));
+    printf("mask2former: loss %.7g (reference %.7g), gradients of %u parameters (%llu "
+           "elements) within %.2g\n", r.loss_dev, r.loss_ref, r.params_checked,
+           (unsigned long long)r.grad_checked, r.grad_err);
+    ck_assert_msg(fabs(r.loss_dev - r.loss_ref) <= 1e-4 * fabs(r.loss_ref), "loss %g vs %g",
+                  r.loss_dev, r.loss_ref);
+    ck_assert_msg(r.grad_err < 2e-3, "gradient error %g at %s", r.grad_err, r.grad_worst);
+    free_batch(&d);
+    vp_model_destroy(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("m2f");
@@ -325,6 +516,9 @@ int main(void)
     tcase_set_timeout(tc, 600);
     vt_add_per_device(tc, test_config_errors, NULL);
     vt_add_per_device(tc, test_loss_reference, NULL);
+    vt_add_per_device(tc, test_instances, NULL);
+    vt_add_per_device(tc, test_param_counts, NULL);
+    vt_add_per_device(tc, test_gradients, NULL);
     vt_add_per_device(tc, test_overfit, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
