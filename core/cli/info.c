@@ -14,9 +14,11 @@
 #include "model/model.h"
 #include "util/error.h"
 
-/* A module: one path component, or a name with its index ("layer.3"). */
+/* A module: one path component; an index is a node of its own, shown with
+ * its parent's name ("layer.3"). */
 typedef struct node {
     char name[96];
+    bool index;
     uint64_t total, trainable;
     struct node *child, *next, *last_child;
 } node;
@@ -51,18 +53,18 @@ static void free_tree(node *n)
  * tensor's own name, is not a module). */
 static bool add_param(node *root, const char *name, uint64_t n, bool trainable)
 {
-    char comp[8][96];
+    char comp[12][96];
+    bool index[12];
     int k = 0;
     const char *p = name;
-    while (*p && k < 8) {
+    while (*p && k < 12) {
         size_t len = strcspn(p, ".");
-        /* An index joins its name: "layer" "3" -> "layer.3". */
-        if (k > 0 && len > 0 && strspn(p, "0123456789") == len) {
-            size_t have = strlen(comp[k - 1]);
-            snprintf(comp[k - 1] + have, sizeof comp[0] - have, ".%.*s", (int)len, p);
-        } else {
-            snprintf(comp[k++], sizeof comp[0], "%.*s", (int)len, p);
-        }
+        index[k] = k > 0 && len > 0 && strspn(p, "0123456789") == len;
+        if (index[k]) /* "layer" "3" -> shown as "layer.3" */
+            snprintf(comp[k], sizeof comp[0], "%.40s.%.*s", comp[k - 1], (int)len, p);
+        else
+            snprintf(comp[k], sizeof comp[0], "%.*s", (int)len, p);
+        k++;
         p += len + (p[len] == '.');
     }
     root->total += n;
@@ -71,6 +73,7 @@ static bool add_param(node *root, const char *name, uint64_t n, bool trainable)
     for (int i = 0; i < k - 1; i++) {
         if (!(cur = child_of(cur, comp[i])))
             return false;
+        cur->index = index[i];
         cur->total += n;
         cur->trainable += trainable ? n : 0;
     }
@@ -89,9 +92,25 @@ static void commas(uint64_t v, char *buf, size_t n)
     buf[o] = '\0';
 }
 
+/* A module whose children are all indices (a list of layers) is not a
+ * level of its own: its children are shown in its place. */
+static bool is_list(const node *n)
+{
+    if (!n->child)
+        return false;
+    for (const node *c = n->child; c; c = c->next)
+        if (!c->index)
+            return false;
+    return true;
+}
+
 static void print_tree(const node *n, int depth, int max_depth)
 {
     for (const node *c = n->child; c; c = c->next) {
+        if (is_list(c)) {
+            print_tree(c, depth, max_depth);
+            continue;
+        }
         char t[40], tr[40], label[160];
         commas(c->total, t, sizeof t);
         commas(c->trainable, tr, sizeof tr);
