@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "harness.h"
 #include "model/build.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 
 static const char *bin(void)
@@ -141,6 +142,152 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* ---- saving, loading, merging -------------------------------------------------- */
+
+/* An eval model: vit + mask2former, lora_deform entry, seed. */
+static vp_model *eval_model(int dev, const char *entry, int seed, vp_config **cfg)
+{
+    char text[2048], full[2200];
+    snprintf(text, sizeof text, model_fmt, entry);
+    text[strlen(text) - 1] = '\0'; /* reopen the object for "train" */
+    snprintf(full, sizeof full, "%s, \"train\": {\"seed\": %d}}", text, seed);
+    vt_ok(vp_cfg_parse(full, strlen(full), "m.json", cfg));
+    vp_model *m;
+    vt_ok(vp_model_create(vt_device((uint32_t)dev), *cfg, &(vp_model_opts){.batch = 1}, &m));
+    return m;
+}
+
+static float *logits_of(vp_model *m)
+{
+    float px[3 * 32 * 32];
+    vt_rand(px, sizeof px / sizeof *px, 5);
+    vp_graph *g = vp_model_graph(m);
+    vt_ok(vp_graph_write(g, vp_model_image(m), px, sizeof px));
+    vt_ok(vp_graph_run(g));
+    vp_gt *t = vp_model_output(m, "pred_logits");
+    float *v = malloc((size_t)vp_gt_nelem(t) * sizeof *v);
+    vt_ok(vp_graph_read(g, t, v, (size_t)vp_gt_nelem(t) * sizeof *v));
+    return v;
+}
+
+static const char *lora_all = "\"r\": 3, \"lora_alpha\": 6, \"init_lora_weights\": false, "
+                              "\"targets\": [\"sampling_offsets\", \"attention_weights\", "
+                              "\"value_proj\", \"output_proj\"]";
+
+START_TEST(test_save_load_merge)
+{
+    char dir[] = "/tmp/vpeft-ldio-XXXXXX", path[128], merged[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(merged, sizeof merged, "%s/merged.safetensors", dir);
+    /* A: B random (the update is not 0). */
+    vp_config *ca, *cb, *cc;
+    vp_model *a = eval_model(_i, lora_all, 3, &ca);
+    float *ya = logits_of(a);
+    vt_ok(vp_model_save_peft(a, ca, dir));
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    vp_config *saved;
+    vt_ok(vp_cfg_load(path, &saved));
+    const char *s;
+    vt_ok(vp_cfg_string(saved, "peft_type", NULL, &s));
+    ck_assert_str_eq(s, "LORA");
+    vt_ok(vp_cfg_string(saved, "vpeft_plugin", NULL, &s));
+    ck_assert_str_eq(s, "lora_deform");
+    int64_t r;
+    vt_ok(vp_cfg_int(saved, "r", 0, &r));
+    ck_assert_int_eq(r, 3);
+    ck_assert_int_eq(vp_cfg_type_of(saved, "plugin"), VP_CFG_ABSENT);
+    vp_cfg_free(saved);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    vp_st *f;
+    vt_ok(vp_st_open(path, &f));
+    /* 2 encoder layers x 4 projections x (A, B) */
+    ck_assert_uint_eq(vp_st_count(f), 16);
+    ck_assert_ptr_nonnull(vp_st_find(f, "base_model.model.head.pixel_decoder.encoder.layers.1."
+                                        "self_attn.value_proj.lora_B.weight"));
+    vp_st_close(f);
+
+    /* B: the same base, B zero; loading A's methods makes it A, bit for bit. */
+    vp_model *b = eval_model(_i, "\"r\": 3, \"lora_alpha\": 6, \"targets\": [\"sampling_offsets\", "
+                                 "\"attention_weights\", \"value_proj\", \"output_proj\"]", 3, &cb);
+    vt_ok(vp_model_load_peft(b, dir));
+    float *yb = logits_of(b);
+    int64_t n = vp_gt_nelem(vp_model_output(a, "pred_logits"));
+    ck_assert(!memcmp(ya, yb, (size_t)n * sizeof *ya));
+
+    /* Merged into the base weights: a model without the method computes
+     * the same to float rounding. */
+    vt_ok(vp_model_merge(a, merged));
+    char text[2048];
+    snprintf(text, sizeof text, model_fmt, "\"r\": 1");
+    char *peft = strstr(text, ", \"peft\"");
+    snprintf(peft, sizeof text - (size_t)(peft - text), "}");
+    vt_ok(vp_cfg_parse(text, strlen(text), "m.json", &cc));
+    vp_model *c;
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), cc, &(vp_model_opts){.batch = 1}, &c));
+    uint32_t loaded;
+    vt_ok(vp_model_load_params(c, merged, &loaded));
+    ck_assert_uint_eq(loaded, vp_build_param_count(vp_model_build(c)));
+    float *yc = logits_of(c);
+    double emax = 0, wmax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        emax = fmax(emax, fabs((double)yc[i] - ya[i]));
+        wmax = fmax(wmax, fabs((double)ya[i]));
+    }
+    printf("lora_deform: merged against unmerged outputs: %.3g of the largest\n", emax / wmax);
+    ck_assert_msg(emax / wmax < 1e-5, "merged outputs differ by %g", emax / wmax);
+
+    /* `vpeft merge` writes the same file. */
+    snprintf(path, sizeof path, "%s/m.json", dir);
+    FILE *cf = fopen(path, "w");
+    ck_assert_ptr_nonnull(cf);
+    snprintf(text, sizeof text, model_fmt, lora_all);
+    text[strlen(text) - 1] = '\0';
+    fprintf(cf, "%s, \"train\": {\"seed\": 3}}", text);
+    fclose(cf);
+    ck_assert_int_eq(vt_sh("%s merge --config %s --adapter %s --out %s/cli.safetensors", bin(),
+                           path, dir, dir), 0);
+    vt_assert_has(vt_out, "merge: lora_deform from ");
+    vp_st *f1, *f2;
+    vt_ok(vp_st_open(merged, &f1));
+    char cli_out[160];
+    snprintf(cli_out, sizeof cli_out, "%s/cli.safetensors", dir);
+    vt_ok(vp_st_open(cli_out, &f2));
+    ck_assert_uint_eq(vp_st_count(f1), vp_st_count(f2));
+    for (size_t i = 0; i < vp_st_count(f1); i++) {
+        const vp_st_tensor *t1 = vp_st_get(f1, i), *t2 = vp_st_find(f2, t1->name);
+        ck_assert_ptr_nonnull(t2);
+        ck_assert(t1->nbytes == t2->nbytes && !memcmp(t1->data, t2->data, t1->nbytes));
+    }
+    vp_st_close(f1);
+    vp_st_close(f2);
+
+    /* Loading into another rank: the key and both shapes. */
+    vp_config *cd;
+    vp_model *d = eval_model(_i, "\"r\": 2, \"targets\": [\"sampling_offsets\", "
+                                 "\"attention_weights\", \"value_proj\", \"output_proj\"]", 3, &cd);
+    ck_assert_int_eq(vp_model_load_peft(d, dir), VP_ERR_SHAPE);
+    ck_assert_msg(strstr(vp_error_last(), "adapter_model.safetensors: tensor \"base_model.model."
+                                          "head.pixel_decoder.encoder.layers.0.self_attn."
+                                          "value_proj.lora_A.weight\" has shape (3, 16), "
+                                          "expected (2, 16)") != NULL, "%s", vp_error_last());
+    ck_assert_int_ne(vp_model_load_peft(d, "/nonexistent"), VP_OK);
+    ck_assert_ptr_nonnull(strstr(vp_error_last(), "/nonexistent/adapter_config.json"));
+    vp_model_destroy(d);
+    vp_cfg_free(cd);
+
+    free(ya);
+    free(yb);
+    free(yc);
+    vp_model_destroy(a);
+    vp_model_destroy(b);
+    vp_model_destroy(c);
+    vp_cfg_free(ca);
+    vp_cfg_free(cb);
+    vp_cfg_free(cc);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lora_deform");
@@ -148,6 +295,7 @@ int main(void)
     tcase_add_test(tc, test_plugin_test);
     vt_add_per_device(tc, test_mask2former, NULL);
     vt_add_per_device(tc, test_errors, NULL);
+    vt_add_per_device(tc, test_save_load_merge, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

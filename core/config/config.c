@@ -923,3 +923,8 @@ vp_status vp_cfg_set(vp_config *root, const char *assignment)
     root->n_kids = fresh.n_kids;
     return VP_OK;
 }
+
+char *vp_cfg_to_json(const vp_config *c)
+{
+    return c ? cJSON_Print(c->json) : NULL;
+}

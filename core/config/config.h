@@ -91,6 +91,10 @@ const char *vp_cfg_file_name(const vp_config *c);
  * invalid. */
 vp_status vp_cfg_set(vp_config *root, const char *assignment);
 
+/* The value c as JSON text (pretty-printed), malloc'd; NULL when out of
+ * memory. Writers of derived files (adapter_config.json) start from it. */
+char *vp_cfg_to_json(const vp_config *c);
+
 /* ---- the host table's accessors (vpeft/host.h, "config") ------------------
  * key names a direct member of object c; key NULL means c itself. A key on
  * a c that is not an object reads as absent in vp_cfg_type_of/vp_cfg_get,

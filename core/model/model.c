@@ -115,6 +115,7 @@ vp_status vp_peft_set_load(const vp_config *list, vp_peft_set *out)
             return st;
         }
         it->iface = iface;
+        it->cfg = vp_cfg_at(list, i);
         snprintf(it->name, sizeof it->name, "%s", vp_plugin_descriptor(it->plugin)->name);
         out->n++;
     }

@@ -30,6 +30,7 @@ typedef struct vp_peft_item {
     vp_plugin *plugin;
     const vp_peft_iface *iface;
     void *self;
+    const vp_config *cfg;       /* its entry of the config's "peft" list */
 } vp_peft_item;
 
 typedef struct vp_peft_set {
@@ -67,6 +68,24 @@ uint32_t vp_model_features(const vp_model *m, vp_gt **maps);
 /* The backbone's or head's plugin name (NULL: none). */
 const char *vp_model_plugin_name(const vp_model *m, vp_plugin_kind kind);
 const vp_peft_set *vp_model_pefts(const vp_model *m);
+/* The PEFT methods' parameters in Hugging Face PEFT's layout, one
+ * directory per method (dir itself when there is one method, else
+ * dir/<plugin>, dir/<plugin>_<i> for repeats): adapter_config.json (the
+ * method's config entry, its peft_type, the base model) and
+ * adapter_model.safetensors (its parameters as base_model.model.<name>).
+ * Files are replaced atomically. */
+vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const char *dir);
+/* Their values back from such a directory: every key and shape must be the
+ * model's (the first mismatch is the error); bit-exact. */
+vp_status vp_model_load_peft(vp_model *m, const char *dir);
+/* Fold the PEFT methods into the base weights and write every base
+ * parameter (by its model name) to out, atomically. A method without
+ * merge() (adapters) is an error naming it. */
+vp_status vp_model_merge(const vp_model *m, const char *out);
+/* Every parameter of the model from a safetensors file of model names
+ * (what vp_model_merge writes); parameters absent from the file keep their
+ * values, shapes must match. n_loaded: how many were found. */
+vp_status vp_model_load_params(vp_model *m, const char *path, uint32_t *n_loaded);
 /* An output by name: the head's ("logits"), or one a plugin named with the
  * host's output() ("backbone.last_hidden_state"); NULL when none. */
 vp_gt *vp_model_output(const vp_model *m, const char *name);

@@ -153,12 +153,40 @@ static vp_status ld_attach(void *self, vp_build *b, const vp_site *site, vp_gt *
     return VP_OK;
 }
 
+/* W += (alpha / r) B A, in double per element: merged and unmerged
+ * outputs agree to float rounding. */
+static vp_status ld_merge(void *self, const vp_merge_io *io)
+{
+    lora_deform *m = self;
+    char name[256];
+    int nd;
+    const int64_t *sa, *sb;
+    snprintf(name, sizeof name, "%s.lora_A.weight", io->path);
+    const float *A = io->param(io, name, &nd, &sa);
+    snprintf(name, sizeof name, "%s.lora_B.weight", io->path);
+    const float *B = io->param(io, name, &nd, &sb);
+    if (!A || !B)
+        return H->error(VP_ERR_INTERNAL, "lora_deform: %s: its LoRA parameters are missing",
+                        io->path);
+    int64_t r = sa[0], in = io->in_features, out = io->out_features;
+    double scale = m->alpha / (double)r;
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) {
+            double s = 0;
+            for (int64_t k = 0; k < r; k++)
+                s += (double)B[o * r + k] * A[k * in + i];
+            io->weight[o * in + i] = (float)(io->weight[o * in + i] + scale * s);
+        }
+    return VP_OK;
+}
+
 static const vp_peft_iface ld_iface = {
     .size = sizeof ld_iface,
     .peft_type = "LORA",
     .create = ld_create,
     .destroy = ld_destroy,
     .attach = ld_attach,
+    .merge = ld_merge,
 };
 
 static vp_status ld_init(const vp_host_api *host)

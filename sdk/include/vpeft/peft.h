@@ -35,6 +35,21 @@ extern "C" {
 
 typedef struct vp_build vp_build; /* the model being built (opaque, vpeft/host.h) */
 
+/* What merge() gets: one linear site's base weights, in host memory. */
+typedef struct vp_merge_io {
+    uint32_t size;            /* sizeof(vp_merge_io) as the host made it */
+    const char *path;         /* the site's path */
+    int64_t in_features, out_features;
+    float *weight;            /* (out, in), row-major: add the update in place */
+    float *bias;              /* (out), or NULL when the layer has none */
+    /* The current values of a parameter of this method, by the name it was
+     * registered under (for LoRA: <path>.lora_A.weight), and its shape;
+     * NULL when there is none. Valid during the call. */
+    const float *(*param)(const struct vp_merge_io *io, const char *name, int *ndim,
+                          const int64_t **shape);
+    void *host;               /* the host's, for param() */
+} vp_merge_io;
+
 typedef struct vp_peft_iface {
     uint32_t size;          /* sizeof(vp_peft_iface) as the plugin compiled it */
     /* Hugging Face PEFT's peft_type for adapter_config.json ("LORA", "IA3"),
@@ -50,6 +65,11 @@ typedef struct vp_peft_iface {
      * parameters go through the host's param(), named under site->path. */
     vp_status (*attach)(void *self, vp_build *b, const vp_site *site, vp_gt *x, vp_gt **y,
                         bool *attached);
+    /* Fold the method into the base weights at a linear site it attached
+     * to (vpeft merge): add its update to io->weight (out, in) and io->bias
+     * (out, may be NULL), from the values of its own parameters (io->param).
+     * NULL: the method cannot be merged (a nonlinear adapter). */
+    vp_status (*merge)(void *self, const vp_merge_io *io);
     /* ABI 1.1 and later append here. */
 } vp_peft_iface;
 

@@ -1,0 +1,411 @@
+/*
+ * PEFT methods on disk (model.h): saving and loading each method's
+ * parameters in Hugging Face PEFT's layout, folding methods into the base
+ * weights (vpeft merge), and loading a whole model's parameters by name.
+ *
+ * The layout per method: adapter_config.json, the method's config entry as
+ * the user wrote it (LoRA's fields are HF LoraConfig's) plus peft_type,
+ * base_model_name_or_path (the backbone's weights file, or its plugin) and
+ * vpeft_plugin; and adapter_model.safetensors with the method's parameters
+ * only, each as "base_model.model.<name>" (HF's key for a module path).
+ * Every file goes through a temporary file, fsync and rename: a reader sees
+ * the old file or the new one, never half of one.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <vpeft/version.h>
+
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "util/error.h"
+
+#define KEY_PREFIX "base_model.model."
+
+/* ---- files ---------------------------------------------------------------------- */
+
+static vp_status write_atomic(const char *path, const char *data, size_t n)
+{
+    char tmp[4300];
+    if (strlen(path) > 4200)
+        return vp_error_set(VP_ERR_INVALID, "%.64s...: the path is too long", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, data + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    int err = off < n ? errno : 0;
+    if (!err && fsync(fd))
+        err = errno;
+    if (close(fd) && !err)
+        err = errno;
+    if (!err && rename(tmp, path))
+        err = errno;
+    if (err) {
+        unlink(tmp);
+        return vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(err ? err : EIO));
+    }
+    return VP_OK;
+}
+
+static vp_status make_dir(const char *dir)
+{
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return vp_error_set(VP_ERR_IO, "%s: cannot create the directory: %s", dir,
+                            strerror(errno));
+    struct stat sb;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode))
+        return vp_error_set(VP_ERR_IO, "%s: not a directory", dir);
+    return VP_OK;
+}
+
+/* The directory of method k: dir itself for a single method, else
+ * dir/<plugin>, with _<k> when a plugin appears twice. */
+static void method_dir(const vp_peft_set *s, uint32_t k, const char *dir, char *out, size_t n)
+{
+    if (s->n == 1) {
+        snprintf(out, n, "%s", dir);
+        return;
+    }
+    uint32_t same = 0;
+    for (uint32_t i = 0; i < s->n; i++)
+        same += !strcmp(s->items[i].name, s->items[k].name);
+    if (same > 1)
+        snprintf(out, n, "%s/%s_%u", dir, s->items[k].name, k);
+    else
+        snprintf(out, n, "%s/%s", dir, s->items[k].name);
+}
+
+static vp_status read_param(vp_graph *g, vp_gt *t, float **out)
+{
+    size_t bytes = (size_t)vp_gt_nelem(t) * sizeof(float);
+    *out = malloc(bytes ? bytes : 1);
+    if (!*out)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory reading %s", vp_gt_name(t));
+    vp_status st = vp_graph_read(g, t, *out, bytes);
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* ---- save ------------------------------------------------------------------------ */
+
+static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t k,
+                             const char *path)
+{
+    const vp_peft_item *it = &vp_model_pefts(m)->items[k];
+    char *text = vp_cfg_to_json(it->cfg);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!j)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
+    const char *base = vp_model_plugin_name(m, VP_PLUGIN_BACKBONE);
+    const vp_config *bb = vp_cfg_get(vp_cfg_get(root, "model"), "backbone");
+    const char *weights = NULL;
+    if (vp_cfg_type_of(bb, "weights") == VP_CFG_STRING)
+        vp_cfg_string(bb, "weights", NULL, &weights);
+    cJSON_DeleteItemFromObject(j, "plugin");
+    cJSON_AddStringToObject(j, "peft_type",
+                            it->iface->peft_type ? it->iface->peft_type : it->name);
+    cJSON_AddStringToObject(j, "base_model_name_or_path", weights ? weights : base ? base : "");
+    cJSON_AddStringToObject(j, "vpeft_plugin", it->name);
+    cJSON_AddStringToObject(j, "vpeft_version", VP_VERSION_STRING);
+    char *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!out)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
+    vp_status st = write_atomic(path, out, strlen(out));
+    free(out);
+    return st;
+}
+
+vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const char *dir)
+{
+    const vp_peft_set *s = vp_model_pefts(m);
+    const vp_build *b = vp_model_build(m);
+    vp_graph *g = vp_model_graph(m);
+    if (!s->n)
+        return vp_error_set(VP_ERR_INVALID, "the model has no PEFT method to save");
+    vp_status st = make_dir(dir);
+    for (uint32_t k = 0; !st && k < s->n; k++) {
+        char mdir[4096], path[4200];
+        method_dir(s, k, dir, mdir, sizeof mdir);
+        if ((st = make_dir(mdir)))
+            break;
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < vp_build_param_count(b); i++)
+            n += vp_build_param_at(b, i)->owner == k + 1;
+        vp_st_entry *e = calloc(n ? n : 1, sizeof *e);
+        float **vals = calloc(n ? n : 1, sizeof *vals);
+        char **keys = calloc(n ? n : 1, sizeof *keys);
+        if (!e || !vals || !keys)
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        uint32_t j = 0;
+        for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
+            const vp_build_param *p = vp_build_param_at(b, i);
+            if (p->owner != k + 1)
+                continue;
+            size_t len = strlen(KEY_PREFIX) + strlen(vp_gt_name(p->t)) + 1;
+            if (!(keys[j] = malloc(len))) {
+                st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+                break;
+            }
+            snprintf(keys[j], len, KEY_PREFIX "%s", vp_gt_name(p->t));
+            if ((st = read_param(g, p->t, &vals[j])))
+                break;
+            e[j] = (vp_st_entry){keys[j], VP_ST_F32, vp_gt_ndim(p->t), vp_gt_shape(p->t), vals[j]};
+            j++;
+        }
+        vp_st_kv meta[2] = {{"format", "pt"}, {"vpeft_plugin", s->items[k].name}};
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", mdir);
+        if (!st)
+            st = vp_st_write(path, e, j, meta, 2);
+        snprintf(path, sizeof path, "%s/adapter_config.json", mdir);
+        if (!st)
+            st = save_config(m, root, k, path);
+        for (uint32_t i = 0; i < n; i++) {
+            if (vals)
+                free(vals[i]);
+            if (keys)
+                free(keys[i]);
+        }
+        free(vals);
+        free(keys);
+        free(e);
+    }
+    return st;
+}
+
+/* ---- load ------------------------------------------------------------------------------ */
+
+vp_status vp_model_load_peft(vp_model *m, const char *dir)
+{
+    const vp_peft_set *s = vp_model_pefts(m);
+    const vp_build *b = vp_model_build(m);
+    vp_graph *g = vp_model_graph(m);
+    if (!s->n)
+        return vp_error_set(VP_ERR_INVALID, "%s: the model has no PEFT method to load into", dir);
+    for (uint32_t k = 0; k < s->n; k++) {
+        char mdir[4096], path[4200];
+        method_dir(s, k, dir, mdir, sizeof mdir);
+        snprintf(path, sizeof path, "%s/adapter_config.json", mdir);
+        vp_config *cfg;
+        vp_status st = vp_cfg_load(path, &cfg);
+        const char *plugin = NULL;
+        if (!st)
+            st = vp_cfg_string(cfg, "vpeft_plugin", NULL, &plugin);
+        if (!st && (!plugin || strcmp(plugin, s->items[k].name)))
+            st = vp_cfg_fail(cfg, "vpeft_plugin", "was saved by %s, the config's method here is "
+                             "%s", plugin ? plugin : "another tool", s->items[k].name);
+        vp_cfg_free(cfg);
+        if (st)
+            return st;
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", mdir);
+        vp_st *f;
+        if ((st = vp_st_open(path, &f)))
+            return st;
+        size_t used = 0;
+        float *buf = NULL;
+        for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
+            const vp_build_param *p = vp_build_param_at(b, i);
+            if (p->owner != k + 1)
+                continue;
+            char key[512];
+            snprintf(key, sizeof key, KEY_PREFIX "%s", vp_gt_name(p->t));
+            size_t n = (size_t)vp_gt_nelem(p->t);
+            st = vp_st_check_shape(f, key, vp_gt_ndim(p->t), vp_gt_shape(p->t));
+            float *nb = st ? NULL : realloc(buf, n * sizeof *buf);
+            if (!st && !nb)
+                st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+            if (nb)
+                buf = nb;
+            if (!st)
+                st = vp_st_read_f32(f, key, buf, n);
+            if (!st)
+                st = vp_graph_write(g, p->t, buf, n * sizeof *buf);
+            used++;
+        }
+        free(buf);
+        if (!st && vp_st_count(f) != used) {
+            /* the first key this model has no parameter for */
+            for (size_t i = 0; i < vp_st_count(f); i++) {
+                const char *key = vp_st_get(f, i)->name;
+                vp_gt *t = strncmp(key, KEY_PREFIX, strlen(KEY_PREFIX))
+                               ? NULL
+                               : vp_graph_find(g, key + strlen(KEY_PREFIX));
+                if (!t) {
+                    st = vp_error_set(VP_ERR_INVALID, "%s: tensor \"%s\" is not a parameter of "
+                                      "%s in this model", path, key, s->items[k].name);
+                    break;
+                }
+            }
+        }
+        vp_st_close(f);
+        if (st)
+            return st;
+    }
+    return VP_OK;
+}
+
+vp_status vp_model_load_params(vp_model *m, const char *path, uint32_t *n_loaded)
+{
+    const vp_build *b = vp_model_build(m);
+    vp_graph *g = vp_model_graph(m);
+    vp_st *f;
+    vp_status st = vp_st_open(path, &f);
+    if (st)
+        return st;
+    uint32_t n = 0;
+    float *buf = NULL;
+    for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
+        vp_gt *t = vp_build_param_at(b, i)->t;
+        if (!vp_st_find(f, vp_gt_name(t)))
+            continue;
+        size_t k = (size_t)vp_gt_nelem(t);
+        st = vp_st_check_shape(f, vp_gt_name(t), vp_gt_ndim(t), vp_gt_shape(t));
+        float *nb = st ? NULL : realloc(buf, k * sizeof *buf);
+        if (!st && !nb)
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (nb)
+            buf = nb;
+        if (!st)
+            st = vp_st_read_f32(f, vp_gt_name(t), buf, k);
+        if (!st)
+            st = vp_graph_write(g, t, buf, k * sizeof *buf);
+        n++;
+    }
+    free(buf);
+    vp_st_close(f);
+    if (n_loaded)
+        *n_loaded = n;
+    return st;
+}
+
+/* ---- merge ---------------------------------------------------------------------------------- */
+
+typedef struct merge_host {
+    vp_graph *g;
+    const vp_build *b;
+    uint32_t owner;
+    float *cache[8];
+    uint32_t n_cache;
+    vp_status st;
+} merge_host;
+
+static const float *merge_param(const vp_merge_io *io, const char *name, int *ndim,
+                                const int64_t **shape)
+{
+    merge_host *h = io->host;
+    for (uint32_t i = 0; i < vp_build_param_count(h->b); i++) {
+        const vp_build_param *p = vp_build_param_at(h->b, i);
+        if (p->owner != h->owner || strcmp(vp_gt_name(p->t), name))
+            continue;
+        if (h->n_cache == 8)
+            return NULL;
+        float *v;
+        if ((h->st = read_param(h->g, p->t, &v)))
+            return NULL;
+        h->cache[h->n_cache++] = v;
+        if (ndim)
+            *ndim = vp_gt_ndim(p->t);
+        if (shape)
+            *shape = vp_gt_shape(p->t);
+        return v;
+    }
+    return NULL;
+}
+
+/* A plugin built before merge() existed has a shorter table. */
+static bool can_merge(const vp_peft_iface *i)
+{
+    return i->size >= offsetof(vp_peft_iface, merge) + sizeof i->merge && i->merge;
+}
+
+vp_status vp_model_merge(const vp_model *m, const char *out)
+{
+    const vp_peft_set *s = vp_model_pefts(m);
+    const vp_build *b = vp_model_build(m);
+    vp_graph *g = vp_model_graph(m);
+    for (uint32_t k = 0; k < s->n; k++)
+        if (!can_merge(s->items[k].iface))
+            return vp_error_set(VP_ERR_UNSUPPORTED, "%s cannot be merged into the base weights "
+                                "(it is not a linear update); keep it as an adapter",
+                                s->items[k].name);
+    /* Every base parameter's values, then the updates folded in. */
+    uint32_t np = vp_build_param_count(b), n = 0;
+    vp_st_entry *e = calloc(np ? np : 1, sizeof *e);
+    float **vals = calloc(np ? np : 1, sizeof *vals);
+    vp_status st = e && vals ? VP_OK : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (uint32_t i = 0; !st && i < np; i++) {
+        const vp_build_param *p = vp_build_param_at(b, i);
+        if (p->owner)
+            continue;
+        if (!(st = read_param(g, p->t, &vals[n]))) {
+            e[n] = (vp_st_entry){vp_gt_name(p->t), VP_ST_F32, vp_gt_ndim(p->t), vp_gt_shape(p->t),
+                                 vals[n]};
+            n++;
+        }
+    }
+    for (uint32_t i = 0; !st && i < vp_build_site_count(b); i++) {
+        const vp_build_site *site = vp_build_site_at(b, i);
+        if (site->kind != VP_SITE_LINEAR || !site->attached)
+            continue;
+        char wn[512], bn[512];
+        snprintf(wn, sizeof wn, "%s.weight", site->path);
+        snprintf(bn, sizeof bn, "%s.bias", site->path);
+        float *w = NULL, *bias = NULL;
+        for (uint32_t j = 0; j < n; j++) {
+            if (!strcmp(e[j].name, wn))
+                w = vals[j];
+            if (!strcmp(e[j].name, bn))
+                bias = vals[j];
+        }
+        if (!w) {
+            st = vp_error_set(VP_ERR_INTERNAL, "merge: no base weight %s", wn);
+            break;
+        }
+        for (uint32_t k = 0; !st && k < s->n; k++) {
+            if (!(site->attached & (1u << k)))
+                continue;
+            merge_host h = {g, b, k + 1, {NULL}, 0, VP_OK};
+            vp_merge_io io = {sizeof io, site->path, site->in_features, site->out_features, w,
+                              bias, merge_param, &h};
+            vp_error_clear();
+            st = s->items[k].iface->merge(s->items[k].self, &io);
+            if (!st && h.st)
+                st = h.st;
+            if (st && !vp_error_last()[0])
+                vp_error_set(st, "%s: merge at %s failed", s->items[k].name, site->path);
+            for (uint32_t c = 0; c < h.n_cache; c++)
+                free(h.cache[c]);
+        }
+    }
+    char names[512] = "";
+    for (uint32_t k = 0; k < s->n; k++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? "," : "",
+                 s->items[k].name);
+    vp_st_kv meta[2] = {{"vpeft_merged", names}, {"vpeft_version", VP_VERSION_STRING}};
+    if (!st)
+        st = vp_st_write(out, e, n, meta, 2);
+    for (uint32_t i = 0; vals && i < n; i++)
+        free(vals[i]);
+    free(vals);
+    free(e);
+    return st;
+}
