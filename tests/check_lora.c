@@ -492,8 +492,8 @@ START_TEST(test_vit_query_value)
             continue;
         int layer = -1;
         char role[16] = "";
-        if (sscanf(s->path, "backbone.encoder.layer.%d.attention.attention.%15s", &layer, role) == 2 &&
-            layer >= 0 && layer < 2 && (!strcmp(role, "query") || !strcmp(role, "value")))
+        int got = sscanf(s->path, "backbone.encoder.layer.%d.attention.attention.%15s", &layer, role);
+        if (got == 2 && layer >= 0 && layer < 2 && (!strcmp(role, "query") || !strcmp(role, "value")))
             per_layer[layer]++;
         else
             other++;

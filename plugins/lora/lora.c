@@ -183,7 +183,8 @@ static vp_status read_refused(const vp_config *cfg)
                            "with train.trainable (e.g. [\"*.bias\"])", bias);
     vp_cfg_type t = H->cfg_type(cfg, "modules_to_save");
     const vp_config *mts = H->cfg_get(cfg, "modules_to_save");
-    bool empty = t == VP_CFG_ABSENT || t == VP_CFG_NULL || (t == VP_CFG_ARRAY && H->cfg_len(mts) == 0);
+    bool empty = t == VP_CFG_ABSENT || t == VP_CFG_NULL ||
+                 (t == VP_CFG_ARRAY && H->cfg_len(mts) == 0);
     if (!empty)
         return H->cfg_fail(cfg, "modules_to_save", "not supported: train whole modules with "
                            "train.trainable, globs over parameter names (e.g. "
@@ -207,10 +208,10 @@ static void lora_destroy(void *self)
 
 static vp_status lora_create(const vp_config *cfg, void **self)
 {
-    static const char *const known[] = {
-        "plugin",          "r",          "lora_alpha",        "lora_dropout",
-        "target_modules",  "exclude_modules", "use_rslora",   "init_lora_weights",
-        "rank_pattern",    "alpha_pattern",   "bias",         "modules_to_save"};
+    static const char *const known[] = {"plugin", "r", "lora_alpha", "lora_dropout",
+                                        "target_modules", "exclude_modules", "use_rslora",
+                                        "init_lora_weights", "rank_pattern", "alpha_pattern",
+                                        "bias", "modules_to_save"};
     vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
     if (st)
         return st;
