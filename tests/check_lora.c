@@ -452,7 +452,7 @@ START_TEST(test_two_entries)
     vp_model *m;
     ck_assert_int_eq(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 1}, &m),
                      VP_ERR_CONFIG);
-    ck_assert_msg(strstr(vp_error_last(), "lora: backbone.blocks.0.attn.qkv: already adapted by "
+    ck_assert_msg(strstr(vp_error_last(), "lora: at backbone.blocks.0.attn.qkv: already adapted by "
                          "an earlier lora entry (parameter backbone.blocks.0.attn.qkv.lora_A."
                          "weight exists); make their target_modules disjoint"),
                   "%s", vp_error_last());
@@ -516,6 +516,40 @@ START_TEST(test_vit_query_value)
 }
 END_TEST
 
+/* vpeft merge's fold: with rank and alpha patterns and rsLoRA, the merged
+ * base model computes what the adapted one does. */
+START_TEST(test_merge)
+{
+    vp_model *m, *base;
+    vt_ok(toy_model(_i, "\"target_modules\": \"all-linear\", \"init_lora_weights\": false, "
+                        "\"use_rslora\": true, \"rank_pattern\": {\"qkv\": 3}, "
+                        "\"alpha_pattern\": {\"classifier\": 5}", false, &m));
+    toy_images(m);
+    float want[6], got[6];
+    run_logits(m, want);
+    char dir[] = "/tmp/vpeft-lora-merge-XXXXXX", path[96];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/merged.safetensors", dir);
+    vt_ok(vp_model_merge(m, path));
+    const char *text = "{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\", \"width\": 8},"
+                       " \"head\": {\"plugin\": \"toyhead\", \"classes\": 3}}}";
+    vp_config *c = parse(text);
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 2}, &base));
+    uint32_t n;
+    vt_ok(vp_model_load_params(base, path, &n));
+    ck_assert_uint_eq(n, vp_build_param_count(vp_model_build(base)));
+    toy_images(base);
+    run_logits(base, got);
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(fabs(got[i] - want[i]) <= 1e-5 * (fabs(want[i]) + 1), "logit %d: merged %g, "
+                      "adapted %g", i, got[i], want[i]);
+    vp_model_destroy(m);
+    vp_model_destroy(base);
+    vp_cfg_free(c);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     /* The toy backbone and head (this suite is <build>/obj/tests/check_lora). */
@@ -536,6 +570,7 @@ int main(void)
     vt_add_per_device(tc, test_config_errors, NULL);
     vt_add_per_device(tc, test_two_entries, NULL);
     vt_add_per_device(tc, test_vit_query_value, NULL);
+    vt_add_per_device(tc, test_merge, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -396,9 +396,16 @@ static vp_gt *apply_pefts(vp_build *b, uint32_t site_index, const vp_site *site,
         vp_error_clear();
         vp_status st = p->iface->attach(p->self, b, site, x, &y, &attached);
         if (st || g->err) {
+            /* Plugins start their messages with their name: not twice. */
+            const char *msg = vp_error_last()[0] ? vp_error_last() : vp_status_str(st);
+            size_t nl = strlen(p->name);
+            if (!strncmp(msg, p->name, nl) && msg[nl] == ':' && msg[nl + 1] == ' ')
+                msg += nl + 2;
+            size_t pl = strlen(site->path); /* and the site, which "at" names */
+            if (!strncmp(msg, site->path, pl) && msg[pl] == ':' && msg[pl + 1] == ' ')
+                msg += pl + 2;
             if (!g->err)
-                vp_graph_fail(g, st, "%s: at %s: %s", p->name, site->path,
-                              vp_error_last()[0] ? vp_error_last() : vp_status_str(st));
+                vp_graph_fail(g, st, "%s: at %s: %s", p->name, site->path, msg);
             y = NULL;
             break;
         }

@@ -14,6 +14,7 @@
 #include "util/error.h"
 
 struct vp_model {
+    vp_config *cfg;                 /* a copy of the config: plugins keep pointers into it */
     vp_plugin *bb_plugin, *head_plugin;
     const vp_backbone_iface *bb;
     const vp_head_iface *head;
@@ -148,6 +149,7 @@ void vp_model_destroy(vp_model *m)
         m->bb->destroy(m->bb_self);
     vp_plugin_unload(m->head_plugin);
     vp_plugin_unload(m->bb_plugin);
+    vp_cfg_free(m->cfg);
     free(m);
 }
 
@@ -271,6 +273,19 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
     vp_model *m = calloc(1, sizeof *m);
     if (!m)
         return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    /* The model's own copy: plugin instances may keep the strings of their
+     * config entries (the ABI lets them) for as long as the model lives,
+     * whatever the caller does with root. Same file name: same messages and
+     * relative paths. */
+    char *text = vp_cfg_to_json(root);
+    vp_status cst = text ? vp_cfg_parse(text, strlen(text), vp_cfg_file_name(root), &m->cfg)
+                         : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    free(text);
+    if (cst) {
+        free(m);
+        return cst;
+    }
+    root = m->cfg;
     const vp_config *model = vp_cfg_get(root, "model");
     const void *iface;
     vp_status st = model ? VP_OK : vp_cfg_fail(root, "model", "missing: the backbone and head");

@@ -356,12 +356,44 @@ static vp_status lora_attach(void *self, vp_build *b, const vp_site *site, vp_gt
     return VP_OK;
 }
 
+/* vpeft merge: W += scale B A at a site, the scale as attach() computed
+ * it (rank_pattern, alpha_pattern, use_rslora); in double per element. */
+static vp_status lora_merge(void *self, const vp_merge_io *io)
+{
+    lora *m = self;
+    char *na = param_name(io->path, ".lora_A.weight");
+    char *nb = na ? param_name(io->path, ".lora_B.weight") : NULL;
+    if (!nb) {
+        free(na);
+        return H->error(VP_ERR_NOMEM, "lora: out of host memory");
+    }
+    int nd;
+    const int64_t *sa, *sb;
+    const float *A = io->param(io, na, &nd, &sa), *B = io->param(io, nb, &nd, &sb);
+    free(na);
+    free(nb);
+    if (!A || !B)
+        return H->error(VP_ERR_INTERNAL, "lora: %s: its LoRA parameters are missing", io->path);
+    int64_t r = sa[0], in = io->in_features, out = io->out_features;
+    double alpha = pattern_value(m->alphas, m->n_alphas, io->path, m->alpha);
+    double scale = m->rslora ? alpha / sqrt((double)r) : alpha / (double)r;
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) {
+            double s = 0;
+            for (int64_t k = 0; k < r; k++)
+                s += (double)B[o * r + k] * A[k * in + i];
+            io->weight[o * in + i] = (float)(io->weight[o * in + i] + scale * s);
+        }
+    return VP_OK;
+}
+
 static const vp_peft_iface lora_iface = {
     .size = sizeof lora_iface,
     .peft_type = "LORA",
     .create = lora_create,
     .destroy = lora_destroy,
     .attach = lora_attach,
+    .merge = lora_merge,
 };
 
 /* ---- the plugin ---------------------------------------------------------------- */
