@@ -53,7 +53,8 @@ typedef struct vp_merge_io {
 typedef struct vp_peft_iface {
     uint32_t size;          /* sizeof(vp_peft_iface) as the plugin compiled it */
     /* Hugging Face PEFT's peft_type for adapter_config.json ("LORA", "IA3"),
-     * or NULL when the method has none. */
+     * or a name of the method's own for one HF PEFT lacks
+     * ("BOTTLENECK_ADAPTER"); NULL: the plugin's name is written. */
     const char *peft_type;
     /* Parse and check cfg; *self is the plugin's, passed back to every call. */
     vp_status (*create)(const vp_config *cfg, void **self);
