@@ -530,7 +530,7 @@ START_TEST(test_merge)
     char dir[] = "/tmp/vpeft-lora-merge-XXXXXX", path[96];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/merged.safetensors", dir);
-    vt_ok(vp_model_merge(m, path));
+    vt_ok(vp_model_merge(m, path, false));
     const char *text = "{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\", \"width\": 8},"
                        " \"head\": {\"plugin\": \"toyhead\", \"classes\": 3}}}";
     vp_config *c = parse(text);

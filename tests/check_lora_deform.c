@@ -216,7 +216,7 @@ START_TEST(test_save_load_merge)
 
     /* Merged into the base weights: a model without the method computes
      * the same to float rounding. */
-    vt_ok(vp_model_merge(a, merged));
+    vt_ok(vp_model_merge(a, merged, false));
     char text[2048];
     snprintf(text, sizeof text, model_fmt, "\"r\": 1");
     char *peft = strstr(text, ", \"peft\"");
@@ -260,6 +260,32 @@ START_TEST(test_save_load_merge)
     }
     vp_st_close(f1);
     vp_st_close(f2);
+
+    /* --unmerge takes the update out again: the base weights come back to
+     * float rounding. */
+    ck_assert_int_eq(vt_sh("%s merge --config %s --adapter %s --unmerge %s --out %s/base.safetensors",
+                           bin(), path, dir, merged, dir), 0);
+    vt_assert_has(vt_out, " taken out of ");
+    snprintf(cli_out, sizeof cli_out, "%s/base.safetensors", dir);
+    vt_ok(vp_st_open(cli_out, &f2));
+    const vp_build *ab = vp_model_build(a);
+    double uerr = 0;
+    for (uint32_t i = 0; i < vp_build_param_count(ab); i++) {
+        const vp_build_param *p = vp_build_param_at(ab, i);
+        if (p->owner)
+            continue;
+        size_t k = (size_t)vp_gt_nelem(p->t);
+        float *want = malloc(k * sizeof *want), *got = malloc(k * sizeof *got);
+        vt_ok(vp_graph_read(vp_model_graph(a), p->t, want, k * sizeof *want));
+        vt_ok(vp_st_read_f32(f2, vp_gt_name(p->t), got, k));
+        for (size_t e = 0; e < k; e++)
+            uerr = fmax(uerr, fabs((double)got[e] - want[e]));
+        free(want);
+        free(got);
+    }
+    vp_st_close(f2);
+    printf("lora_deform: unmerged weights against the base: max error %.3g\n", uerr);
+    ck_assert_msg(uerr < 1e-5, "unmerged weights differ by %g", uerr);
 
     /* Loading into another rank: the key and both shapes. */
     vp_config *cd;

@@ -16,7 +16,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vpeft merge --config FILE --adapter DIR --out OUT.safetensors\n\n"
+    fprintf(f, "usage: vpeft merge --config FILE --adapter DIR --out OUT.safetensors\n"
+               "       vpeft merge --config FILE --adapter DIR --unmerge MERGED --out OUT\n\n"
                "Build FILE's model with its PEFT methods, load their parameters from DIR\n"
                "(adapter_config.json and adapter_model.safetensors, one directory per\n"
                "method when there are several: DIR/<plugin>), fold each linear update into\n"
@@ -27,7 +28,9 @@ static void usage(FILE *f)
                "options:\n"
                "  --config FILE    the run config (model and peft)\n"
                "  --adapter DIR    the saved methods\n"
-               "  --out OUT        the merged weights\n"
+               "  --out OUT        the merged weights (with --unmerge: the base weights)\n"
+               "  --unmerge MERGED start from MERGED, weights with the methods folded in,\n"
+               "                   and take them out again: OUT is the base model's\n"
                "  -h, --help       this help\n");
 }
 
@@ -36,9 +39,10 @@ int vp_cli_merge(int argc, char **argv)
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"adapter", required_argument, NULL, 'a'},
                                          {"out", required_argument, NULL, 'o'},
+                                         {"unmerge", required_argument, NULL, 'u'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *cfg_path = NULL, *dir = NULL, *out = NULL;
+    const char *cfg_path = NULL, *dir = NULL, *out = NULL, *merged = NULL;
     int c;
     opterr = 0;
     optind = 1;
@@ -52,6 +56,8 @@ int vp_cli_merge(int argc, char **argv)
             dir = optarg;
         } else if (c == 'o') {
             out = optarg;
+        } else if (c == 'u') {
+            merged = optarg;
         } else {
             fprintf(stderr, "vpeft merge: %s '%s' (see vpeft merge --help)\n",
                     c == ':' ? "missing value for" : "unknown option", argv[optind - 1]);
@@ -78,10 +84,16 @@ int vp_cli_merge(int argc, char **argv)
     if (!st && !vp_model_pefts(m)->n)
         st = vp_error_set(VP_ERR_INVALID, "%s: the config has no PEFT method to merge",
                           cfg_path);
+    uint32_t n_loaded = 0;
+    if (!st && merged)
+        st = vp_model_load_params(m, merged, &n_loaded);
+    if (!st && merged && !n_loaded)
+        st = vp_error_set(VP_ERR_INVALID, "%s: none of its tensors is a parameter of this model",
+                          merged);
     if (!st)
         st = vp_model_load_peft(m, dir);
     if (!st)
-        st = vp_model_merge(m, out);
+        st = vp_model_merge(m, out, merged != NULL);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
         goto out;
@@ -90,7 +102,10 @@ int vp_cli_merge(int argc, char **argv)
     printf("merge: ");
     for (uint32_t k = 0; k < s->n; k++)
         printf("%s%s", k ? " + " : "", s->items[k].name);
-    printf(" from %s folded into the base weights -> %s\n", dir, out);
+    if (merged)
+        printf(" from %s taken out of %s -> %s\n", dir, merged, out);
+    else
+        printf(" from %s folded into the base weights -> %s\n", dir, out);
     rc = 0;
 out:
     vp_model_destroy(m);

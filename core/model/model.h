@@ -78,10 +78,11 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
 /* Their values back from such a directory: every key and shape must be the
  * model's (the first mismatch is the error); bit-exact. */
 vp_status vp_model_load_peft(vp_model *m, const char *dir);
-/* Fold the PEFT methods into the base weights and write every base
- * parameter (by its model name) to out, atomically. A method without
+/* Fold the PEFT methods into the base weights (unmerge: take them out of
+ * weights that have them folded in) and write every base parameter (by its
+ * model name) to out, atomically. A method without
  * merge() (adapters) is an error naming it. */
-vp_status vp_model_merge(const vp_model *m, const char *out);
+vp_status vp_model_merge(const vp_model *m, const char *out, bool unmerge);
 /* Every parameter of the model from a safetensors file of model names
  * (what vp_model_merge writes); parameters absent from the file keep their
  * values, shapes must match. n_loaded: how many were found. */

@@ -337,7 +337,7 @@ static bool can_merge(const vp_peft_iface *i)
     return i->size >= offsetof(vp_peft_iface, merge) + sizeof i->merge && i->merge;
 }
 
-vp_status vp_model_merge(const vp_model *m, const char *out)
+vp_status vp_model_merge(const vp_model *m, const char *out, bool unmerge)
 {
     const vp_peft_set *s = vp_model_pefts(m);
     const vp_build *b = vp_model_build(m);
@@ -385,7 +385,7 @@ vp_status vp_model_merge(const vp_model *m, const char *out)
                 continue;
             merge_host h = {g, b, k + 1, {NULL}, 0, VP_OK};
             vp_merge_io io = {sizeof io, site->path, site->in_features, site->out_features, w,
-                              bias, merge_param, &h};
+                              bias, merge_param, &h, unmerge ? -1.0f : 1.0f};
             vp_error_clear();
             st = s->items[k].iface->merge(s->items[k].self, &io);
             if (!st && h.st)
@@ -400,7 +400,8 @@ vp_status vp_model_merge(const vp_model *m, const char *out)
     for (uint32_t k = 0; k < s->n; k++)
         snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? "," : "",
                  s->items[k].name);
-    vp_st_kv meta[2] = {{"vpeft_merged", names}, {"vpeft_version", VP_VERSION_STRING}};
+    vp_st_kv meta[2] = {{unmerge ? "vpeft_unmerged" : "vpeft_merged", names},
+                        {"vpeft_version", VP_VERSION_STRING}};
     if (!st)
         st = vp_st_write(out, e, n, meta, 2);
     for (uint32_t i = 0; vals && i < n; i++)

@@ -377,12 +377,14 @@ static vp_status lora_merge(void *self, const vp_merge_io *io)
     int64_t r = sa[0], in = io->in_features, out = io->out_features;
     double alpha = pattern_value(m->alphas, m->n_alphas, io->path, m->alpha);
     double scale = m->rslora ? alpha / sqrt((double)r) : alpha / (double)r;
+    /* A host that predates unmerging passes no sign: fold in. */
+    double sign = io->size >= offsetof(vp_merge_io, sign) + sizeof io->sign ? io->sign : 1.0;
     for (int64_t o = 0; o < out; o++)
         for (int64_t i = 0; i < in; i++) {
             double s = 0;
             for (int64_t k = 0; k < r; k++)
                 s += (double)B[o * r + k] * A[k * in + i];
-            io->weight[o * in + i] = (float)(io->weight[o * in + i] + scale * s);
+            io->weight[o * in + i] = (float)(io->weight[o * in + i] + sign * scale * s);
         }
     return VP_OK;
 }

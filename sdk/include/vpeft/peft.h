@@ -48,6 +48,7 @@ typedef struct vp_merge_io {
     const float *(*param)(const struct vp_merge_io *io, const char *name, int *ndim,
                           const int64_t **shape);
     void *host;               /* the host's, for param() */
+    float sign;               /* +1: fold the update in; -1: take it out again (unmerge) */
 } vp_merge_io;
 
 typedef struct vp_peft_iface {
@@ -67,9 +68,10 @@ typedef struct vp_peft_iface {
     vp_status (*attach)(void *self, vp_build *b, const vp_site *site, vp_gt *x, vp_gt **y,
                         bool *attached);
     /* Fold the method into the base weights at a linear site it attached
-     * to (vpeft merge): add its update to io->weight (out, in) and io->bias
-     * (out, may be NULL), from the values of its own parameters (io->param).
-     * NULL: the method cannot be merged (a nonlinear adapter). */
+     * to (vpeft merge): add io->sign times its update to io->weight (out,
+     * in) and io->bias (out, may be NULL), from the values of its own
+     * parameters (io->param); sign -1 unmerges. NULL: the method cannot be
+     * merged (a nonlinear adapter). */
     vp_status (*merge)(void *self, const vp_merge_io *io);
     /* ABI 1.1 and later append here. */
 } vp_peft_iface;
