@@ -114,6 +114,7 @@ static const struct {
     M(vp_host_api, softplus, 608),
     M(vp_host_api, silu, 616),
     M(vp_host_api, logit_mask, 624),
+    M(vp_host_api, dropout, 632),
     M(vp_peft_iface, size, 0),
     M(vp_peft_iface, peft_type, 8),
     M(vp_peft_iface, create, 16),
@@ -209,7 +210,7 @@ static const struct {
     size_t got, want;
 } sizes[] = {
     {"vp_plugin_desc", sizeof(vp_plugin_desc), 64},
-    {"vp_host_api", sizeof(vp_host_api), 632},
+    {"vp_host_api", sizeof(vp_host_api), 640},
     {"vp_peft_iface", sizeof(vp_peft_iface), 48},
     {"vp_merge_io", sizeof(vp_merge_io), 72},
     {"vp_backbone_iface", sizeof(vp_backbone_iface), 40},

@@ -239,6 +239,50 @@ START_TEST(test_masked_attention)
 }
 END_TEST
 
+/* Dropout in a training graph: the gradient through the same mask as the
+ * forward (device against finite differences of the reference, which
+ * uses the run's seed); two runs draw two masks; in an evaluation graph it
+ * is no node at all. */
+START_TEST(test_dropout_graph)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_graph_set_training(g, true);
+    enum { R = 4, C = 6 };
+    vp_gt *leaf[2];
+    vp_gt *x = leaf[0] = vp_g_input(g, "x", 2, (int64_t[]){R, C});
+    vp_gt *w = leaf[1] = vp_g_param(g, "w", 2, (int64_t[]){C, C}, true);
+    vp_gt *h = vp_g_dropout(g, vp_g_linear(g, x, w, NULL), 0.4f);
+    vp_g_keep(h);
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, h, h));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[2];
+    for (int i = 0; i < 2; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 500 + (uint64_t)i, 1.0);
+    vt_check_graph_grads(g, loss, leaf, vals, 2, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    float a[R * C], b[R * C];
+    vt_ok(vp_graph_read(g, h, a, sizeof a));
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, h, b, sizeof b));
+    int differ = 0;
+    for (int i = 0; i < R * C; i++)
+        differ += (a[i] == 0.0f) != (b[i] == 0.0f);
+    ck_assert_msg(differ > 0, "two runs drew the same dropout mask");
+    for (int i = 0; i < 2; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+
+    vt_ok(vp_graph_create(dev, &g));
+    x = vp_g_input(g, "x", 2, (int64_t[]){R, C});
+    ck_assert_ptr_eq(vp_g_dropout(g, x, 0.4f), x); /* evaluation: the identity */
+    ck_assert_ptr_null(vp_g_dropout(g, x, 1.0f));
+    vt_expect_err(vp_graph_status(g), VP_ERR_INVALID, "dropout of x: p 1 must be in [0, 1)");
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* The losses inside a graph, summed: cross-entropy with class weights and
  * an ignored row, BCE with logits, dice; gradients against finite
  * differences. */
@@ -782,6 +826,7 @@ int main(void)
     vt_add_per_device(tc, test_nn_layers, NULL);
     vt_add_per_device(tc, test_losses, NULL);
     vt_add_per_device(tc, test_masked_attention, NULL);
+    vt_add_per_device(tc, test_dropout_graph, NULL);
     vt_add_per_device(tc, test_vision_layers, NULL);
     vt_add_per_device(tc, test_transformer_gradients, NULL);
     vt_add_per_device(tc, test_transformer_training, NULL);

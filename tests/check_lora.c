@@ -387,9 +387,8 @@ START_TEST(test_config_errors)
     ERR("\"r\": 2.5", VP_ERR_CONFIG, "lora: m.json: peft[0].r: expected an integer, got 2.5");
     ERR("\"lora_alpha\": -1", VP_ERR_CONFIG,
         "lora: m.json: peft[0].lora_alpha: must be a number >= 0, got -1");
-    ERR("\"lora_dropout\": 0.1", VP_ERR_CONFIG,
-        "lora: m.json: peft[0].lora_dropout: dropout is not supported yet (vpeft has no dropout "
-        "op), got 0.1: set 0 or leave it out");
+    ERR("\"lora_dropout\": 1", VP_ERR_CONFIG,
+        "lora: m.json: peft[0].lora_dropout: must be in [0, 1), got 1");
     ERR("\"lora_alhpa\": 16", VP_ERR_CONFIG,
         "lora: m.json: peft[0].lora_alhpa: unknown field, did you mean 'lora_alpha'?");
     ERR("\"use_dora\": true", VP_ERR_CONFIG,
@@ -550,6 +549,29 @@ START_TEST(test_merge)
 }
 END_TEST
 
+/* lora_dropout: the branch's input dropped during training (the gradient
+ * check uses the run's mask), the identity in evaluation. */
+START_TEST(test_dropout)
+{
+    char dir[] = "/tmp/vpeft-lora-drop-XXXXXX", path[96];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"peft\": [{\"plugin\": \"lora\", \"target_modules\": [\"qkv\", \"fc2\"], "
+          "\"lora_dropout\": 0.3}], \"steps\": 5}", f);
+    fclose(f);
+    ck_assert_int_eq(vt_sh("%s plugin-test --config %s", bin(), path), 0);
+    vt_assert_has(vt_out, "identity at init: yes"); /* evaluation: no dropout */
+    const char *g = strstr(vt_out, "worst error ");
+    double err = 1;
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(sscanf(g, "worst error %lg", &err), 1);
+    ck_assert_msg(err < 2e-3, "gradient error %g", err);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     /* The toy backbone and head (this suite is <build>/obj/tests/check_lora). */
@@ -571,6 +593,7 @@ int main(void)
     vt_add_per_device(tc, test_two_entries, NULL);
     vt_add_per_device(tc, test_vit_query_value, NULL);
     vt_add_per_device(tc, test_merge, NULL);
+    tcase_add_test(tc, test_dropout);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -503,6 +503,60 @@ START_TEST(test_logit_mask)
 }
 END_TEST
 
+/* Dropout: the kept elements scaled by 1 / (1 - p) and the rest 0, the
+ * mask exactly the reference's (the same hash), about 1 - p of the elements
+ * kept, a new mask for a new seed; the backward with the same mask, with
+ * and without accumulate. */
+START_TEST(test_dropout)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    const int64_t n = 100003;
+    const float p = 0.3f;
+    float *hx = rand_f((size_t)n, 61, 1.0, 0.0);
+    double *dx = vt_f64(hx, (size_t)n), *want = zeros((size_t)n);
+    vp_tensor *x = vt_tensor(dev, "x", 1, &n, hx), *y = vt_tensor(dev, "y", 1, &n, NULL);
+    vp_tensor *seed;
+    vt_ok(vp_tensor_create(dev, VP_I32, 1, (int64_t[]){1}, "seed", &seed));
+    for (uint32_t sv = 7; sv < 9; sv++) {
+        vt_ok(vp_tensor_upload(seed, &sv, sizeof sv));
+        vp_cmd *cmd = cmd_begin(dev);
+        vt_ok(vp_op_dropout(cmd, x, seed, p, y));
+        cmd_run(cmd);
+        float *got = vt_download(y);
+        vp_ref_dropout(dx, sv, p, want, n);
+        int64_t kept = 0;
+        for (int64_t i = 0; i < n; i++) {
+            ck_assert_msg((got[i] == 0.0f) == (want[i] == 0.0) || hx[i] == 0.0f, "mask at %lld",
+                          (long long)i);
+            ck_assert(fabs(got[i] - want[i]) <= 1e-6 * fabs(want[i]) + 1e-12);
+            kept += want[i] != 0.0;
+        }
+        ck_assert_msg(fabs((double)kept / (double)n - (1 - p)) < 0.01, "kept %g", (double)kept / n);
+        /* backward: the same mask on dy, overwrite then accumulate */
+        vp_tensor *g = vt_tensor(dev, "g", 1, &n, hx);
+        cmd = cmd_begin(dev);
+        vt_ok(vp_op_dropout_backward(cmd, x, seed, p, g, true)); /* g = x + mask(x) */
+        cmd_run(cmd);
+        float *gb = vt_download(g);
+        for (int64_t i = 0; i < n; i += 97)
+            ck_assert(fabs(gb[i] - (hx[i] + want[i])) <= 1e-5);
+        free(gb);
+        free(got);
+        vp_tensor_destroy(g);
+    }
+    /* two seeds give two masks */
+    ck_assert(vp_ref_dropout_keep(7, 5, 0.5) != vp_ref_dropout_keep(8, 5, 0.5) ||
+              vp_ref_dropout_keep(7, 6, 0.5) != vp_ref_dropout_keep(8, 6, 0.5) ||
+              vp_ref_dropout_keep(7, 9, 0.5) != vp_ref_dropout_keep(8, 9, 0.5));
+    free(hx);
+    free(dx);
+    free(want);
+    vp_tensor_destroy(x);
+    vp_tensor_destroy(y);
+    vp_tensor_destroy(seed);
+}
+END_TEST
+
 START_TEST(test_softmax)
 {
     for (size_t i = 0; i < N_SIZES; i++)
@@ -1002,6 +1056,7 @@ int main(void)
     vt_add_per_device(tc, test_softmax, NULL);
     vt_add_per_device(tc, test_softmax_masked, NULL);
     vt_add_per_device(tc, test_logit_mask, NULL);
+    vt_add_per_device(tc, test_dropout, NULL);
     suite_add_tcase(s, tc);
     tc = vt_tcase("reductions");
     vt_add_per_device(tc, test_reduce_rows, NULL);

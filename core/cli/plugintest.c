@@ -65,6 +65,8 @@ static vp_status pt_build(vp_device *dev, const vp_peft_set *pefts, uint64_t see
     memset(r, 0, sizeof *r);
     vp_build_opts bo = {.seed = seed, .freeze_base = pefts != NULL};
     vp_status st = vp_build_create(dev, &bo, &r->b);
+    if (!st)
+        vp_graph_set_training(vp_build_graph(r->b), train);
     if (!st && pefts)
         st = vp_peft_set_attach(pefts, r->b);
     if (st)

@@ -246,6 +246,15 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
                       n->op == VP_GOP_RELU ? "relu.backward" : "gelu.backward", a, dy, da, acc);
         }
         break;
+    case VP_GOP_DROPOUT:
+        if (a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            if (da)
+                emit2(g, VP_GOP_DROPOUT_BWD, "dropout.backward", dy, n->in[1], da, acc);
+            if (da && !g->err)
+                g->nodes[g->n_nodes - 1].fp[0] = n->fp[0];
+        }
+        break;
     case VP_GOP_ACT:
         if (a->requires_grad) {
             vp_gt *da = grad_target(g, a, &acc);
@@ -428,6 +437,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
     case VP_GOP_RELU_BWD:
     case VP_GOP_GELU_BWD:
     case VP_GOP_ACT_BWD:
+    case VP_GOP_DROPOUT_BWD:
     case VP_GOP_LN_BWD:
     case VP_GOP_SOFTMAX_BWD:
         break; /* constants to autodiff, or gradient plumbing */

@@ -51,6 +51,12 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
         st = vp_op_layernorm(cmd, &n->in[0]->rt, RT(n->in[1]), RT(n->in[2]), n->fp[0], o,
                              &n->out[1]->rt, &n->out[2]->rt);
         break;
+    case VP_GOP_DROPOUT:
+        st = vp_op_dropout(cmd, &n->in[0]->rt, &n->in[1]->rt, n->fp[0], o);
+        break;
+    case VP_GOP_DROPOUT_BWD:
+        st = vp_op_dropout_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, n->fp[0], o, n->acc[0]);
+        break;
     case VP_GOP_LOGITMASK:
         st = vp_op_logit_mask(cmd, &n->in[0]->rt, o);
         break;
@@ -415,6 +421,15 @@ vp_status vp_graph_run(vp_graph *g)
 {
     if (!g->compiled)
         return vp_error_set(VP_ERR_INVALID, "run: compile the graph first");
+    if (g->seed) { /* a new dropout mask per run, reproducible from the run count */
+        uint64_t x = ++g->runs * 0x9e3779b97f4a7c15ull;
+        x ^= x >> 31;
+        x *= 0xbf58476d1ce4e5b9ull;
+        g->seed_value = (uint32_t)(x ^ (x >> 29));
+        vp_status st = vp_tensor_upload(&g->seed->rt, &g->seed_value, sizeof g->seed_value);
+        if (st)
+            return st;
+    }
     for (uint32_t i = 0; i < g->n_segs; i++) {
         vp_segment *s = &g->segs[i];
         vp_status st = s->cmd ? vp_cmd_submit(s->cmd) : VP_OK;

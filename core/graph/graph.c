@@ -472,6 +472,34 @@ static vp_gt *act(vp_graph *g, vp_act a, const char *name, vp_gt *x)
     return y;
 }
 
+void vp_graph_set_training(vp_graph *g, bool training) { g->training = training; }
+
+vp_gt *vp_g_dropout(vp_graph *g, vp_gt *x, float p)
+{
+    if (!x || g->err)
+        return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        vp_graph_fail(g, VP_ERR_INVALID, "dropout of %s: p %g must be in [0, 1)", x->name, p);
+        return NULL;
+    }
+    if (!g->training || p == 0.0f)
+        return x; /* evaluation: the identity, no node */
+    if (!g->seed) {
+        g->seed = vp_gt_new(g, VP_GT_INPUT, "vpeft.dropout_seed", 1, (int64_t[]){1});
+        if (!g->seed)
+            return NULL;
+        g->seed->dtype = VP_I32;
+    }
+    vp_gt *y = unary(g, VP_GOP_DROPOUT, "dropout", x);
+    if (y) {
+        vp_gnode *n = &g->nodes[g->n_nodes - 1];
+        n->in[1] = g->seed;
+        n->n_in = 2;
+        n->fp[0] = p;
+    }
+    return y;
+}
+
 vp_gt *vp_g_logit_mask(vp_graph *g, vp_gt *x)
 {
     vp_gt *y = unary(g, VP_GOP_LOGITMASK, "logit_mask", x);

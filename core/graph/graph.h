@@ -116,6 +116,14 @@ vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *levels
  * 0 elsewhere) for vp_g_attention; no gradient flows through it. */
 vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m);
 
+/* Training builds (vp_graph_set_training, false by default) make dropout
+ * drop; others make it the identity. */
+void vp_graph_set_training(vp_graph *g, bool training);
+/* Dropout: each element kept with probability 1 - p and scaled by
+ * 1 / (1 - p), the mask new at every run (from a seed the graph draws
+ * from its run count) and the same in the backward; p in [0, 1). */
+vp_gt *vp_g_dropout(vp_graph *g, vp_gt *x, float p);
+
 /* Mask2Former's masked attention, from mask logits (..., K): -inf where a
  * logit is < 0 (sigmoid < 0.5), 0 elsewhere, and a row (last axis) that
  * would mask every key is all 0 instead. No gradient flows through it. */

@@ -64,10 +64,12 @@ typedef enum vp_gop {
     VP_GOP_CUSTOM,     /* out = a plugin's kernel on in0..; custom: the call (custom.c) */
     VP_GOP_ACT,        /* out = act(in0), ip[0] the vp_act (sigmoid, softplus, silu) */
     VP_GOP_LOGITMASK,  /* out = logit_mask(in0) (no gradient) */
+    VP_GOP_DROPOUT,    /* out = dropout(in0; in1 the graph's seed, fp0 p) */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
     VP_GOP_ACT_BWD,    /* out (+)= act'(in0) * in1, ip[0] the vp_act */
+    VP_GOP_DROPOUT_BWD,/* out (+)= dropout mask of in1 (seed), fp0 p, on in0 = dy */
     VP_GOP_LN_BWD,     /* in: x, gamma|NULL, mean, rstd, dy; out: dx, dgamma|NULL, dbeta|NULL */
     VP_GOP_SOFTMAX_BWD,/* out (+)= softmax backward(in0 = y, in1 = dy) */
     VP_GOP_CE_BWD,     /* in: logits, target, weight|NULL, saved, dloss; out: dlogits */
@@ -146,6 +148,10 @@ struct vp_graph {
     vp_gt *ones;             /* constant 1s for reductions by gemm */
     struct vp_custom_kernel *kernels; /* plugins' kernels, a list (custom.c) */
     struct vp_custom_rec *customs;    /* custom op calls, a list */
+    bool training;           /* dropout drops (vp_graph_set_training) */
+    vp_gt *seed;             /* dropout's seed, an int32 input the graph writes each run */
+    uint32_t seed_value;     /* the value of the latest run */
+    uint64_t runs;
     int64_t ones_len;
     /* compiled state */
     vp_alloc bufs[VP_BUF_COUNT];

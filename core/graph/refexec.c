@@ -152,6 +152,9 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
             in[i] = r->data[n->in[i]->id];
         return vp_custom_reference(n, in, o);
     }
+    case VP_GOP_DROPOUT:
+        vp_ref_dropout(da, (uint32_t)db[0], n->fp[0], o, vp_gt_nelem(y));
+        return VP_OK;
     case VP_GOP_LOGITMASK: {
         int64_t C = y->shape[y->ndim - 1];
         vp_ref_logit_mask(da, o, vp_gt_nelem(y) / C, C);
@@ -288,6 +291,7 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
     case VP_GOP_RELU_BWD:
     case VP_GOP_GELU_BWD:
     case VP_GOP_ACT_BWD:
+    case VP_GOP_DROPOUT_BWD:
     case VP_GOP_LN_BWD:
     case VP_GOP_SOFTMAX_BWD:
     case VP_GOP_COUNT:
@@ -300,6 +304,8 @@ vp_status vp_graph_ref_forward(vp_graph_ref *r)
 {
     const vp_graph *g = r->g;
     uint32_t n = g->differentiated ? g->n_forward : g->n_nodes;
+    if (g->seed) /* the device's latest run's dropout masks */
+        r->data[g->seed->id][0] = (double)g->seed_value;
     for (uint32_t i = 0; i < n; i++) {
         vp_status st = ref_node(r, &g->nodes[i]);
         if (st)

@@ -316,6 +316,8 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
     }
     free(globs);
     if (!st)
+        vp_graph_set_training(vp_build_graph(m->build), o->train);
+    if (!st)
         st = vp_peft_set_attach(&m->pefts, m->build);
     if (!st)
         st = build(m, root, o);

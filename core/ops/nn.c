@@ -22,6 +22,7 @@ static const vp_kernel k_softmax = {"nn_softmax", 2, 0x2, 12, NULL, 0};
 static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16, NULL, 0};
 static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24, NULL, 0};
 static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20, NULL, 0};
+static const vp_kernel k_dropout = {"nn_dropout", 3, 0x4, 12, NULL, 0};
 static const vp_kernel k_logit_mask = {"nn_logit_mask", 2, 0x2, 12, NULL, 0};
 static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12, NULL, 0};
 
@@ -355,6 +356,36 @@ vp_status vp_op_softmax(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
     struct { uint32_t rows, C, T; } push;
     vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
     return row_dispatch(cmd, &k_softmax, r, &push, n_rows(x), last_dim(x));
+}
+
+static vp_status dropout(vp_cmd *cmd, const char *op, uint32_t code, const vp_tensor *x,
+                         const vp_tensor *seed, float p, vp_tensor *y, bool accumulate)
+{
+    vp_status st = check_f32s(op, (const vp_tensor *[]){x, y}, 2);
+    if (!st)
+        st = vp_check_same_shape(op, x, y);
+    if (!st && (seed->dtype != VP_I32 || vp_tensor_nelem(seed) != 1))
+        st = vp_error_set(VP_ERR_INVALID, "%s: the seed %s must be one int32", op, seed->name);
+    if (!st && !(p >= 0.0f && p < 1.0f))
+        st = vp_error_set(VP_ERR_INVALID, "%s: p %g must be in [0, 1)", op, p);
+    if (st)
+        return st;
+    struct { uint32_t n; float p; uint32_t acc; } push = {(uint32_t)vp_tensor_nelem(x), p,
+                                                          accumulate};
+    vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(seed), vp_tensor_range(y)};
+    return ew_dispatch(cmd, &k_dropout, code, r, &push, push.n);
+}
+
+vp_status vp_op_dropout(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *seed, float p,
+                        vp_tensor *y)
+{
+    return dropout(cmd, "dropout", 0, x, seed, p, y, false);
+}
+
+vp_status vp_op_dropout_backward(vp_cmd *cmd, const vp_tensor *dy, const vp_tensor *seed, float p,
+                                 vp_tensor *dx, bool accumulate)
+{
+    return dropout(cmd, "dropout_backward", 1, dy, seed, p, dx, accumulate);
 }
 
 vp_status vp_op_logit_mask(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)

@@ -90,6 +90,15 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
  * entirely -inf (fully masked) gives all 0 (PyTorch gives NaN; masked
  * attention wants 0). +inf or NaN in a row gives NaN.
  *   x, y: (..., C), y must not overlap x */
+/* Dropout with the mask from a hash of seed (an int32 (1) tensor) and
+ * each element's index: y = keep ? x / (1 - p) : 0 with keep = u >= p, u
+ * uniform in [0, 1). The backward recomputes the mask: dx (+)= keep ? dy /
+ * (1 - p) : 0. p in [0, 1); y may be x (dx may be dy) only without accumulate. */
+vp_status vp_op_dropout(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *seed, float p,
+                        vp_tensor *y);
+vp_status vp_op_dropout_backward(vp_cmd *cmd, const vp_tensor *dy, const vp_tensor *seed, float p,
+                                 vp_tensor *dx, bool accumulate);
+
 /* Mask2Former's attention mask from mask logits, over the last axis:
  * y = -inf where x < 0 (sigmoid < 0.5), 0 elsewhere; a row with no x >= 0
  * is all 0 (unmasked) instead. y must not overlap x. No backward. */

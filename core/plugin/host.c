@@ -106,6 +106,7 @@ static const vp_host_api host_api = {
     .softplus = vp_g_softplus,
     .silu = vp_g_silu,
     .logit_mask = vp_g_logit_mask,
+    .dropout = vp_g_dropout,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -45,6 +45,29 @@ void vp_ref_gelu_backward(const double *x, const double *dy, double *dx, int64_t
     }
 }
 
+static uint32_t lowbias32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+bool vp_ref_dropout_keep(uint32_t seed, uint64_t i, double p)
+{
+    uint32_t h = lowbias32(seed ^ lowbias32((uint32_t)i + 0x9e3779b9u));
+    return (double)(h >> 8) * (1.0 / 16777216.0) >= (double)(float)p;
+}
+
+void vp_ref_dropout(const double *x, uint32_t seed, double p, double *y, int64_t n)
+{
+    double s = 1.0 / (1.0 - (double)(float)p);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = vp_ref_dropout_keep(seed, (uint64_t)i, p) ? x[i] * s : 0.0;
+}
+
 void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C)
 {
     for (int64_t r = 0; r < rows; r++) {

@@ -20,6 +20,9 @@ void vp_ref_relu_backward(const double *x, const double *dy, double *dx, int64_t
 /* y = 0.5 x (1 + erf(x / sqrt 2)) (libm erf/erfc in double);
  * dx (+)= dy (Phi(x) + x phi(x)) */
 void vp_ref_gelu(const double *x, double *y, int64_t n);
+/* Dropout as vp_op_dropout, the same hash: keep(i) = u(seed, i) >= p. */
+bool vp_ref_dropout_keep(uint32_t seed, uint64_t i, double p);
+void vp_ref_dropout(const double *x, uint32_t seed, double p, double *y, int64_t n);
 /* Mask2Former's attention mask from logits (ops/nn.h vp_op_logit_mask). */
 void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C);
 /* Any activation by its vp_act code (ops/nn.h): 0 relu ... 4 silu. */

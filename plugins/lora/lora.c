@@ -62,6 +62,7 @@ typedef struct lora {
     bool all_linear;
     int64_t r;
     double alpha;
+    double dropout;         /* lora_dropout: on the LoRA branch's input, training only */
     bool rslora;
     lora_init init;
     lora_pattern *ranks, *alphas;
@@ -219,7 +220,6 @@ static vp_status lora_create(const vp_config *cfg, void **self)
     if (!m)
         return H->error(VP_ERR_NOMEM, "lora: out of host memory");
 
-    double dropout = 0.0;
     st = H->cfg_int(cfg, "r", 8, &m->r);
     if (!st && (m->r < 1 || m->r > LORA_MAX_RANK))
         st = rank_error(cfg, "r", m->r);
@@ -228,10 +228,12 @@ static vp_status lora_create(const vp_config *cfg, void **self)
     if (!st && (!(m->alpha >= 0.0) || !isfinite(m->alpha)))
         st = H->cfg_fail(cfg, "lora_alpha", "must be a number >= 0, got %g", m->alpha);
     if (!st)
-        st = H->cfg_float(cfg, "lora_dropout", 0.0, &dropout);
-    if (!st && dropout != 0.0)
-        st = H->cfg_fail(cfg, "lora_dropout", "dropout is not supported yet (vpeft has no "
-                         "dropout op), got %g: set 0 or leave it out", dropout);
+        st = H->cfg_float(cfg, "lora_dropout", 0.0, &m->dropout);
+    if (!st && !(m->dropout >= 0.0 && m->dropout < 1.0))
+        st = H->cfg_fail(cfg, "lora_dropout", "must be in [0, 1), got %g", m->dropout);
+    if (!st && m->dropout > 0.0 && !VP_HOST_HAS(H, dropout))
+        st = H->cfg_fail(cfg, "lora_dropout", "this vpeft (%s) has no dropout: set 0",
+                         H->version);
     if (!st)
         st = H->cfg_bool(cfg, "use_rslora", false, &m->rslora);
     if (!st) {
@@ -340,7 +342,9 @@ static vp_status lora_attach(void *self, vp_build *b, const vp_site *site, vp_gt
     free(na);
     free(nb);
 
-    vp_gt *d = H->linear(g, H->linear(g, x, A, NULL), B, NULL); /* (..., r) -> (..., out) */
+    /* HF: B (A dropout(x)); dropout is the identity outside training. */
+    vp_gt *xd = m->dropout > 0.0 ? H->dropout(g, x, (float)m->dropout) : x;
+    vp_gt *d = H->linear(g, H->linear(g, xd, A, NULL), B, NULL); /* (..., r) -> (..., out) */
     if (scale != 1.0)
         d = H->scale(g, d, (float)scale);
     vp_gt *adapted = H->add(g, *y, d);

@@ -222,6 +222,10 @@ struct vp_host_api {
      * attention() takes it as (B, 1, Nq, Nk), one mask per image for every
      * head. No gradient flows through it. */
     vp_gt *(*logit_mask)(vp_graph *g, vp_gt *logits);
+    /* Dropout with probability p in [0, 1): in a graph built for training,
+     * each element kept with probability 1 - p and scaled by 1 / (1 - p),
+     * the mask new at every run; otherwise (evaluation) x itself. */
+    vp_gt *(*dropout)(vp_graph *g, vp_gt *x, float p);
 
     /* ABI 1.1 and later append here. */
 };
