@@ -89,7 +89,7 @@ static vp_status rec_attach(void *self, vp_build *b, const vp_site *site, vp_gt 
     }
     return VP_OK;
 }
-static const vp_peft_iface rec_iface = {sizeof(vp_peft_iface), NULL, NULL, NULL, rec_attach};
+static const vp_peft_iface rec_iface = {.size = sizeof(vp_peft_iface), .attach = rec_attach};
 
 typedef struct px_model {
     vp_build *b;

@@ -242,9 +242,10 @@ static vp_status scale_attach(void *self, vp_build *b, const vp_site *site, vp_g
     return H->graph_status(g);
 }
 
-static const vp_peft_iface rec_iface = {sizeof(vp_peft_iface), NULL, NULL, NULL, rec_attach};
-static const vp_peft_iface lora_iface = {sizeof(vp_peft_iface), "LORA", NULL, NULL, lora_attach};
-static const vp_peft_iface scale_iface = {sizeof(vp_peft_iface), NULL, NULL, NULL, scale_attach};
+static const vp_peft_iface rec_iface = {.size = sizeof(vp_peft_iface), .attach = rec_attach};
+static const vp_peft_iface lora_iface = {.size = sizeof(vp_peft_iface), .peft_type = "LORA",
+                                         .attach = lora_attach};
+static const vp_peft_iface scale_iface = {.size = sizeof(vp_peft_iface), .attach = scale_attach};
 
 static const vp_probe_cfg probe_cfg = {2, 4, 8, 2, 16, 1, 3, 2};
 

@@ -86,19 +86,21 @@ static vp_status fx_attach(void *self, vp_build *b, const vp_site *site, vp_gt *
 /* What vp_peft_iface and vp_plugin_desc might look like in ABI 1.1. */
 typedef struct fx_peft_iface_1_1 {
     vp_peft_iface base;
-    vp_status (*merge)(void *self);
+    vp_status (*later)(void *self);
 } fx_peft_iface_1_1;
 static const fx_peft_iface_1_1 peft_iface_1_1 = {
-    {sizeof peft_iface_1_1, "FIXTURE", fx_create, fx_destroy, fx_attach}, NULL};
+    {.size = sizeof peft_iface_1_1, .peft_type = "FIXTURE", .create = fx_create,
+     .destroy = fx_destroy, .attach = fx_attach},
+    NULL};
 #define FX_PEFT_IFACE (&peft_iface_1_1.base)
 #else
 static const vp_peft_iface peft_iface = {
 #ifdef FX_SMALL_IFACE
-    offsetof(vp_peft_iface, attach),
+    .size = offsetof(vp_peft_iface, attach),
 #else
-    sizeof peft_iface,
+    .size = sizeof peft_iface,
 #endif
-    "FIXTURE", fx_create, fx_destroy, fx_attach};
+    .peft_type = "FIXTURE", .create = fx_create, .destroy = fx_destroy, .attach = fx_attach};
 #define FX_PEFT_IFACE (&peft_iface)
 #endif
 
