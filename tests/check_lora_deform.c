@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "harness.h"
@@ -314,6 +315,42 @@ START_TEST(test_save_load_merge)
 }
 END_TEST
 
+/* Two methods in one config: one subdirectory each, loaded back bit for
+ * bit into a model whose methods start elsewhere. */
+START_TEST(test_two_methods)
+{
+    char dir[] = "/tmp/vpeft-ld2-XXXXXX", path[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *both_a = "\"r\": 2, \"init_lora_weights\": false}, {\"plugin\": \"lora\", "
+                         "\"r\": 2, \"target_modules\": [\"q_proj\", \"v_proj\"], "
+                         "\"init_lora_weights\": false";
+    const char *both_b = "\"r\": 2}, {\"plugin\": \"lora\", \"r\": 2, "
+                         "\"target_modules\": [\"q_proj\", \"v_proj\"]";
+    vp_config *ca, *cb;
+    vp_model *a = eval_model(_i, both_a, 3, &ca), *b = eval_model(_i, both_b, 3, &cb);
+    ck_assert_uint_eq(vp_model_pefts(a)->n, 2);
+    float *ya = logits_of(a), *yb0 = logits_of(b);
+    int64_t n = vp_gt_nelem(vp_model_output(a, "pred_logits"));
+    ck_assert(memcmp(ya, yb0, (size_t)n * sizeof *ya)); /* the methods start elsewhere */
+    vt_ok(vp_model_save_peft(a, ca, dir));
+    snprintf(path, sizeof path, "%s/lora_deform/adapter_model.safetensors", dir);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/lora/adapter_config.json", dir);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    vt_ok(vp_model_load_peft(b, dir));
+    float *yb = logits_of(b);
+    ck_assert(!memcmp(ya, yb, (size_t)n * sizeof *ya));
+    free(ya);
+    free(yb0);
+    free(yb);
+    vp_model_destroy(a);
+    vp_model_destroy(b);
+    vp_cfg_free(ca);
+    vp_cfg_free(cb);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lora_deform");
@@ -322,6 +359,7 @@ int main(void)
     vt_add_per_device(tc, test_mask2former, NULL);
     vt_add_per_device(tc, test_errors, NULL);
     vt_add_per_device(tc, test_save_load_merge, NULL);
+    vt_add_per_device(tc, test_two_methods, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }
