@@ -1,0 +1,413 @@
+/*
+ * COCO segmentation evaluation (core/eval/cocoeval.c) against pycocotools:
+ * tests/data/coco-eval/case-a scored here gives the 12 numbers pycocotools'
+ * COCOeval(iouType='segm') printed for it (expected.json); hand cases with
+ * known answers (a perfect detection, no detections, a crowd region that
+ * absorbs detections, ties, area ranges); polygon rasterization against
+ * known pixel counts and the areas pycocotools wrote into case-a; every
+ * error message. Needs no Vulkan device.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eval/cocoeval.h"
+#include "harness.h"
+
+static const char *case_path(const char *name, char *buf, size_t n)
+{
+    const char *src = getenv("VPEFT_SRCDIR");
+    ck_assert_msg(src != NULL, "VPEFT_SRCDIR is not set (run through make check)");
+    snprintf(buf, n, "%s/tests/data/coco-eval/case-a/%s", src, name);
+    return buf;
+}
+
+static cJSON *load_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(text, 1, (size_t)n, f), (size_t)n);
+    text[n] = '\0';
+    fclose(f);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}
+
+static const double *stat_ptr(const vp_coco_stats *s, int i) { return &s->ap + i; }
+static const char *const stat_names[12] = {"AP",  "AP50", "AP75", "APs",  "APm", "APl",
+                                           "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"};
+
+START_TEST(test_pycocotools)
+{
+    char g[4200], r[4200], e[4200];
+    vp_coco_stats s;
+    vt_ok(vp_coco_eval_files(case_path("gt.json", g, sizeof g), case_path("results.json", r, sizeof r),
+                             &s));
+    cJSON *want = load_json(case_path("expected.json", e, sizeof e));
+    double maxdiff = 0;
+    for (int i = 0; i < 12; i++) {
+        const cJSON *w = cJSON_GetObjectItem(want, stat_names[i]);
+        ck_assert_ptr_nonnull(w);
+        double d = fabs(*stat_ptr(&s, i) - w->valuedouble);
+        printf("cocoeval: %-5s %.17g (pycocotools %.17g)\n", stat_names[i], *stat_ptr(&s, i),
+               w->valuedouble);
+        if (d > maxdiff)
+            maxdiff = d;
+    }
+    printf("cocoeval: case-a, max |difference| from pycocotools %.3g\n", maxdiff);
+    ck_assert_msg(maxdiff <= 1e-12, "max difference %g", maxdiff);
+    cJSON_Delete(want);
+}
+END_TEST
+
+/* The polygons of case-a rasterize to the areas pycocotools gave them. */
+START_TEST(test_case_polygons)
+{
+    char g[4200];
+    cJSON *gt = load_json(case_path("gt.json", g, sizeof g));
+    int n = 0;
+    const cJSON *a, *im;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItem(gt, "annotations")) {
+        const cJSON *seg = cJSON_GetObjectItem(a, "segmentation");
+        if (!cJSON_IsArray(seg) || cJSON_GetArraySize(seg) != 1)
+            continue;
+        double id = cJSON_GetObjectItem(a, "image_id")->valuedouble;
+        int64_t h = -1, w = -1;
+        cJSON_ArrayForEach(im, cJSON_GetObjectItem(gt, "images"))
+            if (cJSON_GetObjectItem(im, "id")->valuedouble == id) {
+                h = (int64_t)cJSON_GetObjectItem(im, "height")->valuedouble;
+                w = (int64_t)cJSON_GetObjectItem(im, "width")->valuedouble;
+            }
+        const cJSON *poly = cJSON_GetArrayItem(seg, 0);
+        int k = cJSON_GetArraySize(poly);
+        double xy[64];
+        ck_assert_int_le(k, 64);
+        for (int i = 0; i < k; i++)
+            xy[i] = cJSON_GetArrayItem(poly, i)->valuedouble;
+        vp_rle rle;
+        vt_ok(vp_coco_poly_to_rle(xy, (size_t)k / 2, h, w, &rle));
+        ck_assert_msg((double)vp_rle_area(&rle) == cJSON_GetObjectItem(a, "area")->valuedouble,
+                      "annotation %g: area %llu, pycocotools %g",
+                      cJSON_GetObjectItem(a, "id")->valuedouble,
+                      (unsigned long long)vp_rle_area(&rle),
+                      cJSON_GetObjectItem(a, "area")->valuedouble);
+        vp_rle_free(&rle);
+        n++;
+    }
+    printf("cocoeval: %d case-a polygons have pycocotools' areas\n", n);
+    ck_assert_int_ge(n, 10);
+    cJSON_Delete(gt);
+}
+END_TEST
+
+START_TEST(test_polygons)
+{
+    vp_rle r;
+    uint8_t m[100];
+    /* A square with corners on pixel boundaries covers exactly its pixels
+     * (pycocotools: frPyObjects([[2, 3, 6, 3, 6, 7, 2, 7]], 10, 10) -> 16). */
+    vt_ok(vp_coco_poly_to_rle((const double[]){2, 3, 6, 3, 6, 7, 2, 7}, 4, 10, 10, &r));
+    ck_assert_uint_eq(vp_rle_area(&r), 16);
+    vp_rle_to_mask(&r, m);
+    for (int y = 0; y < 10; y++)
+        for (int x = 0; x < 10; x++)
+            ck_assert_int_eq(m[y * 10 + x], x >= 2 && x < 6 && y >= 3 && y < 7);
+    vp_rle_free(&r);
+    /* Clipped to the image: a square over its right and bottom edges. */
+    vt_ok(vp_coco_poly_to_rle((const double[]){7, 8, 12, 8, 12, 12, 7, 12}, 4, 10, 10, &r));
+    ck_assert_uint_eq(vp_rle_area(&r), 6);
+    vp_rle_free(&r);
+    /* The right triangle (0,0) (8,0) (0,8): column x holds the pixel
+     * centers y + .5 below the hypotenuse x + y = 8 sampled at the column
+     * center, rounded as rleFrPoly rounds: 8 - x pixels in column x. */
+    vt_ok(vp_coco_poly_to_rle((const double[]){0, 0, 8, 0, 0, 8}, 3, 10, 10, &r));
+    vp_rle_to_mask(&r, m);
+    int area = 0;
+    for (int x = 0; x < 10; x++) {
+        int col = 0;
+        for (int y = 0; y < 10; y++)
+            col += m[y * 10 + x];
+        ck_assert_msg(col == (x < 8 ? 8 - x : 0), "column %d has %d pixels", x, col);
+        area += col;
+    }
+    ck_assert_int_eq(area, 36);
+    ck_assert_uint_eq(vp_rle_area(&r), 36);
+    vp_rle_free(&r);
+    vt_expect_err(vp_coco_poly_to_rle((const double[]){0, 0, 1e9, 0, 0, 1}, 3, 10, 10, &r),
+                  VP_ERR_INVALID, "polygon: coordinate 2 (1e+09) is not within +-1e6");
+}
+END_TEST
+
+/* Hand cases go through files like a user's. */
+static char tmpdir[64];
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[8][160];
+    static int slot;
+    char *p = path[slot++ % 8];
+    snprintf(p, 160, "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+/* One 20 x 20 image (id 5), categories 1 and 2; a 4 x 4 square (area 16,
+ * small) of category 1 at (2, 3); a crowd region of category 1 covering
+ * x 10..20, y 0..20 (area 200). */
+static const char *gt_text =
+    "{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}],"
+    " \"categories\": [{\"id\": 2}, {\"id\": 1}],"
+    " \"annotations\": ["
+    "  {\"id\": 1, \"image_id\": 5, \"category_id\": 1, \"iscrowd\": 0, \"area\": 16,"
+    "   \"segmentation\": [[2, 3, 6, 3, 6, 7, 2, 7]]},"
+    "  {\"id\": 2, \"image_id\": 5, \"category_id\": 1, \"iscrowd\": 1, \"area\": 200,"
+    "   \"segmentation\": {\"size\": [20, 20], \"counts\": [200, 200]}}]}";
+
+/* A results entry with a box-shaped mask given as uncompressed counts. */
+static void box_counts(char *buf, size_t n, int x0, int y0, int x1, int y1)
+{
+    /* column-major runs of the box [x0, x1) x [y0, y1) on 20 x 20 */
+    size_t len = (size_t)snprintf(buf, n, "[%d", x0 * 20 + y0);
+    for (int x = x0; x < x1; x++)
+        len += (size_t)snprintf(buf + len, n - len, ", %d, %d", y1 - y0,
+                                x + 1 < x1 ? 20 - (y1 - y0) : 400 - x * 20 - y1);
+    snprintf(buf + len, n - len, "]");
+}
+
+static void add_result(char *res, size_t n, int cat, double score, int x0, int y0, int x1, int y1)
+{
+    char c[512];
+    box_counts(c, sizeof c, x0, y0, x1, y1);
+    size_t len = strlen(res);
+    snprintf(res + len, n - len,
+             "%s{\"image_id\": 5, \"category_id\": %d, \"score\": %g,"
+             " \"segmentation\": {\"size\": [20, 20], \"counts\": %s}}",
+             len > 1 ? ", " : "", cat, score, c);
+}
+
+static void expect(const vp_coco_stats *s, const double want[12])
+{
+    for (int i = 0; i < 12; i++)
+        ck_assert_msg(fabs(*stat_ptr(s, i) - want[i]) < 1e-12, "%s %.17g, expected %.17g",
+                      stat_names[i], *stat_ptr(s, i), want[i]);
+}
+
+START_TEST(test_hand)
+{
+    const char *gt = write_file("gt.json", gt_text);
+    char res[8192];
+    vp_coco_stats s;
+
+    /* Perfect: AP 1 over the small range; medium and large hold no gt: -1.
+     * Category 2 has neither gt nor detections: left out of the means. */
+    strcpy(res, "[");
+    add_result(res, sizeof res, 1, 0.9, 2, 3, 6, 7);
+    strcat(res, "]");
+    vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
+    expect(&s, (const double[12]){1, 1, 1, 1, -1, -1, 1, 1, 1, 1, -1, -1});
+
+    /* No detections: 0 where there is gt, -1 where there is none. */
+    vt_ok(vp_coco_eval_files(gt, write_file("res.json", "[]"), &s));
+    expect(&s, (const double[12]){0, 0, 0, 0, -1, -1, 0, 0, 0, 0, -1, -1});
+
+    /* Three detections inside the crowd region, one above the perfect one:
+     * the crowd absorbs them all (IoU = intersection / detection area = 1),
+     * none is a false positive. */
+    strcpy(res, "[");
+    add_result(res, sizeof res, 1, 0.95, 12, 2, 16, 6);
+    add_result(res, sizeof res, 1, 0.9, 2, 3, 6, 7);
+    add_result(res, sizeof res, 1, 0.8, 10, 10, 20, 20);
+    add_result(res, sizeof res, 1, 0.7, 11, 0, 13, 19);
+    strcat(res, "]");
+    vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
+    expect(&s, (const double[12]){1, 1, 1, 1, -1, -1, 1, 1, 1, 1, -1, -1});
+
+    /* The same detection outside the crowd is a false positive ranked
+     * first: precision 1/2 at every recall; AR1 0 (the top one is wrong). */
+    strcpy(res, "[");
+    add_result(res, sizeof res, 1, 0.95, 0, 12, 4, 16);
+    add_result(res, sizeof res, 1, 0.9, 2, 3, 6, 7);
+    strcat(res, "]");
+    vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
+    expect(&s, (const double[12]){0.5, 0.5, 0.5, 0.5, -1, -1, 0, 1, 1, 1, -1, -1});
+
+    /* Ties keep the file order: the false positive first when listed first,
+     * last when listed last (then precision 1 up to recall 1). */
+    strcpy(res, "[");
+    add_result(res, sizeof res, 1, 0.9, 2, 3, 6, 7);
+    add_result(res, sizeof res, 1, 0.9, 0, 12, 4, 16);
+    strcat(res, "]");
+    vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
+    expect(&s, (const double[12]){1, 1, 1, 1, -1, -1, 1, 1, 1, 1, -1, -1});
+
+    /* A detection overlapping the square by 12 of 16 pixels, IoU 12/20 =
+     * .6: a hit at thresholds .5, .55, .6 (3 of 10); a large false
+     * positive (area 100 > 96^2? no: medium) is ignored in the small range
+     * because it matches nothing and is outside it. */
+    strcpy(res, "[");
+    add_result(res, sizeof res, 1, 0.9, 2, 4, 6, 8);
+    add_result(res, sizeof res, 1, 0.95, 0, 10, 10, 20);
+    strcat(res, "]");
+    vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
+    /* all areas: the FP ranks first, precision 1/2 at the 3 thresholds it
+     * hits, 0 at the rest: AP = .3 * .5; small range: 1 * .3 */
+    expect(&s, (const double[12]){0.15, 0.5, 0, 0.3, -1, -1, 0, 0.3, 0.3, 0.3, -1, -1});
+}
+END_TEST
+
+/* The in-memory API gives what the files give. */
+START_TEST(test_memory)
+{
+    vp_coco_gt *gt;
+    vt_ok(vp_coco_gt_load(write_file("gt.json", gt_text), &gt));
+    vp_rle r[2];
+    vt_ok(vp_coco_poly_to_rle((const double[]){2, 3, 6, 3, 6, 7, 2, 7}, 4, 20, 20, &r[0]));
+    vt_ok(vp_coco_poly_to_rle((const double[]){0, 12, 4, 12, 4, 16, 0, 16}, 4, 20, 20, &r[1]));
+    vp_coco_det d[2] = {{5, 1, 0.9, &r[0]}, {5, 1, 0.95, &r[1]}};
+    vp_coco_stats s;
+    vt_ok(vp_coco_evaluate(gt, d, 2, &s));
+    expect(&s, (const double[12]){0.5, 0.5, 0.5, 0.5, -1, -1, 0, 1, 1, 1, -1, -1});
+    d[1].image_id = 6;
+    vt_expect_err(vp_coco_evaluate(gt, d, 2, &s), VP_ERR_INVALID,
+                  "detection 1: image id 6 is not in the ground truth");
+    d[1].image_id = 5;
+    d[1].category_id = 3;
+    vt_expect_err(vp_coco_evaluate(gt, d, 2, &s), VP_ERR_INVALID,
+                  "detection 1: category id 3 is not in the ground truth");
+    vp_rle small;
+    vt_ok(vp_coco_poly_to_rle((const double[]){0, 0, 2, 0, 2, 2}, 3, 10, 20, &small));
+    d[1] = (vp_coco_det){5, 1, 0.5, &small};
+    vt_expect_err(vp_coco_evaluate(gt, d, 2, &s), VP_ERR_INVALID,
+                  "detection 1: the mask is 10 x 20, image 5 is 20 x 20");
+    vp_rle_free(&small);
+    vp_rle_free(&r[0]);
+    vp_rle_free(&r[1]);
+    vp_coco_gt_destroy(gt);
+    vp_coco_gt_destroy(NULL);
+}
+END_TEST
+
+static void expect_err_files(const char *gt_text_, const char *res_text, vp_status want,
+                             const char *fmt)
+{
+    const char *g = write_file("egt.json", gt_text_), *r = write_file("eres.json", res_text);
+    char msg[1024];
+    snprintf(msg, sizeof msg, fmt, g, r);
+    vp_coco_stats s = {.ap = 42};
+    vt_expect_err(vp_coco_eval_files(g, r, &s), want, msg);
+    ck_assert(s.ap == 42);
+}
+
+START_TEST(test_errors)
+{
+    const char *ok_res = "[{\"image_id\": 5, \"category_id\": 1, \"score\": 0.5,"
+                         " \"segmentation\": {\"size\": [20, 20], \"counts\": \"0`<\"}}]";
+    vp_coco_stats s;
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/nothing.json", tmpdir);
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s: cannot open: No such file or directory", missing);
+    vt_expect_err(vp_coco_eval_files(missing, missing, &s), VP_ERR_IO, msg);
+    expect_err_files("{\"images\": [", ok_res, VP_ERR_FORMAT, "%s: not valid JSON (at byte 12)");
+    expect_err_files(gt_text, "[{]", VP_ERR_FORMAT, "%2$s: not valid JSON (at byte 2)");
+    expect_err_files("{\"images\": [], \"annotations\": []}", ok_res, VP_ERR_FORMAT,
+                     "%s: no \"categories\" list");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20}], \"categories\": [],"
+                     " \"annotations\": []}",
+                     ok_res, VP_ERR_FORMAT,
+                     "%s: image 0: no integral \"id\", \"height\" and \"width\"");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
+                     " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 5,"
+                     " \"category_id\": 1, \"iscrowd\": 0, \"segmentation\": [[0, 0, 1, 0, 1, 1]]}]}",
+                     ok_res, VP_ERR_FORMAT, "%s: annotation 0: no number \"area\"");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
+                     " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 7,"
+                     " \"category_id\": 1, \"iscrowd\": 0, \"area\": 1, \"segmentation\": [[0, 0,"
+                     " 1, 0, 1, 1]]}]}",
+                     ok_res, VP_ERR_FORMAT, "%s: annotation 0: image id 7 is not in \"images\"");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
+                     " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 5,"
+                     " \"category_id\": 1, \"iscrowd\": 0, \"area\": 1, \"segmentation\":"
+                     " {\"size\": [20, 21], \"counts\": \"0`<\"}}]}",
+                     ok_res, VP_ERR_FORMAT,
+                     "%s: annotation 0: the RLE size is 20 x 21, the image is 20 x 20");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
+                     " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 5,"
+                     " \"category_id\": 1, \"iscrowd\": 0, \"area\": 1, \"segmentation\":"
+                     " [[0, 0, 1, 0, 1]]}]}",
+                     ok_res, VP_ERR_FORMAT,
+                     "%s: annotation 0: polygon 0 is not a list of at least 3 (x, y) pairs");
+    expect_err_files(gt_text, "{}", VP_ERR_FORMAT, "%2$s: not a list of results");
+    expect_err_files(gt_text, "[{\"image_id\": 5, \"category_id\": 1, \"segmentation\": {}}]",
+                     VP_ERR_FORMAT, "%2$s: result 0: no number \"score\"");
+    expect_err_files(gt_text, "[{\"image_id\": 5, \"score\": 1}]", VP_ERR_FORMAT,
+                     "%2$s: result 0: no integral \"category_id\"");
+    expect_err_files(gt_text,
+                     "[{\"image_id\": 9, \"category_id\": 1, \"score\": 0.5,"
+                     " \"segmentation\": {\"size\": [20, 20], \"counts\": \"0`<\"}}]",
+                     VP_ERR_FORMAT, "%2$s: result 0: image id 9 is not in %1$s");
+    expect_err_files(gt_text,
+                     "[{\"image_id\": 5, \"category_id\": 4, \"score\": 0.5,"
+                     " \"segmentation\": {\"size\": [20, 20], \"counts\": \"0`<\"}}]",
+                     VP_ERR_FORMAT, "%2$s: result 0: category id 4 is not in %1$s");
+    expect_err_files(gt_text,
+                     "[{\"image_id\": 5, \"category_id\": 1, \"score\": 0.5,"
+                     " \"segmentation\": {\"size\": [20, 10], \"counts\": \"0`<\"}}]",
+                     VP_ERR_FORMAT,
+                     "%2$s: result 0: the RLE size is 20 x 10, the image is 20 x 20");
+    expect_err_files(gt_text,
+                     "[{\"image_id\": 5, \"category_id\": 1, \"score\": 0.5,"
+                     " \"segmentation\": {\"size\": [20, 20], \"counts\": \"0a<\"}}]",
+                     VP_ERR_FORMAT,
+                     "%2$s: result 0: RLE: the runs cover 401 pixels, a 20 x 20 mask has 400");
+    expect_err_files(gt_text,
+                     "[{\"image_id\": 5, \"category_id\": 1, \"score\": 0.5,"
+                     " \"segmentation\": [[0, 0, 1, 0, 1, 1]]}]",
+                     VP_ERR_FORMAT,
+                     "%2$s: result 0: segmentation is not {\"size\", \"counts\"}");
+}
+END_TEST
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/check_cocoeval.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    static const char *const names[] = {"gt.json", "res.json", "egt.json", "eres.json"};
+    char p[200];
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", tmpdir, names[i]);
+        unlink(p);
+    }
+    rmdir(tmpdir);
+}
+
+int main(void)
+{
+    Suite *s = suite_create("cocoeval");
+    TCase *tc = tcase_create("cocoeval");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_pycocotools);
+    tcase_add_test(tc, test_case_polygons);
+    tcase_add_test(tc, test_polygons);
+    tcase_add_test(tc, test_hand);
+    tcase_add_test(tc, test_memory);
+    tcase_add_test(tc, test_errors);
+    suite_add_tcase(s, tc);
+    return vt_run(s);
+}
