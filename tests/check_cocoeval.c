@@ -126,9 +126,12 @@ START_TEST(test_polygons)
     vt_ok(vp_coco_poly_to_rle((const double[]){7, 8, 12, 8, 12, 12, 7, 12}, 4, 10, 10, &r));
     ck_assert_uint_eq(vp_rle_area(&r), 6);
     vp_rle_free(&r);
-    /* The right triangle (0,0) (8,0) (0,8): column x holds the pixel
-     * centers y + .5 below the hypotenuse x + y = 8 sampled at the column
-     * center, rounded as rleFrPoly rounds: 8 - x pixels in column x. */
+    /* The right triangle (0,0) (8,0) (0,8), worked by hand through
+     * rleFrPoly: scaled by 5, the top edge toggles on at (x, 0) for the
+     * column centers u = 5x + 2 it passes (x = 0..7); the hypotenuse
+     * u + v = 40, walked back, toggles off at ceil((37.5 - 5x) / 5 - .5) =
+     * 7 - x. So column x holds 7 - x pixels: the center (x + .5, 7.5 - x)
+     * lying on the hypotenuse is outside. */
     vt_ok(vp_coco_poly_to_rle((const double[]){0, 0, 8, 0, 0, 8}, 3, 10, 10, &r));
     vp_rle_to_mask(&r, m);
     int area = 0;
@@ -136,11 +139,11 @@ START_TEST(test_polygons)
         int col = 0;
         for (int y = 0; y < 10; y++)
             col += m[y * 10 + x];
-        ck_assert_msg(col == (x < 8 ? 8 - x : 0), "column %d has %d pixels", x, col);
+        ck_assert_msg(col == (x < 7 ? 7 - x : 0), "column %d has %d pixels", x, col);
         area += col;
     }
-    ck_assert_int_eq(area, 36);
-    ck_assert_uint_eq(vp_rle_area(&r), 36);
+    ck_assert_int_eq(area, 28);
+    ck_assert_uint_eq(vp_rle_area(&r), 28);
     vp_rle_free(&r);
     vt_expect_err(vp_coco_poly_to_rle((const double[]){0, 0, 1e9, 0, 0, 1}, 3, 10, 10, &r),
                   VP_ERR_INVALID, "polygon: coordinate 2 (1e+09) is not within +-1e6");
@@ -224,7 +227,8 @@ START_TEST(test_hand)
 
     /* Three detections inside the crowd region, one above the perfect one:
      * the crowd absorbs them all (IoU = intersection / detection area = 1),
-     * none is a false positive. */
+     * none is a false positive. AR1: the top detection is the crowd's,
+     * ignored, so at one detection per image nothing is recalled. */
     strcpy(res, "[");
     add_result(res, sizeof res, 1, 0.95, 12, 2, 16, 6);
     add_result(res, sizeof res, 1, 0.9, 2, 3, 6, 7);
@@ -232,7 +236,7 @@ START_TEST(test_hand)
     add_result(res, sizeof res, 1, 0.7, 11, 0, 13, 19);
     strcat(res, "]");
     vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
-    expect(&s, (const double[12]){1, 1, 1, 1, -1, -1, 1, 1, 1, 1, -1, -1});
+    expect(&s, (const double[12]){1, 1, 1, 1, -1, -1, 0, 1, 1, 1, -1, -1});
 
     /* The same detection outside the crowd is a false positive ranked
      * first: precision 1/2 at every recall; AR1 0 (the top one is wrong). */
@@ -253,17 +257,31 @@ START_TEST(test_hand)
     expect(&s, (const double[12]){1, 1, 1, 1, -1, -1, 1, 1, 1, 1, -1, -1});
 
     /* A detection overlapping the square by 12 of 16 pixels, IoU 12/20 =
-     * .6: a hit at thresholds .5, .55, .6 (3 of 10); a large false
-     * positive (area 100 > 96^2? no: medium) is ignored in the small range
-     * because it matches nothing and is outside it. */
+     * .6: a hit at thresholds .5, .55, .6 (3 of 10), behind a false
+     * positive (area 100, small too): precision 1/2 at those, 0 at the
+     * rest, AP = .3 * .5; recall .3, but 0 at one detection. */
     strcpy(res, "[");
     add_result(res, sizeof res, 1, 0.9, 2, 4, 6, 8);
     add_result(res, sizeof res, 1, 0.95, 0, 10, 10, 20);
     strcat(res, "]");
     vt_ok(vp_coco_eval_files(gt, write_file("res.json", res), &s));
-    /* all areas: the FP ranks first, precision 1/2 at the 3 thresholds it
-     * hits, 0 at the rest: AP = .3 * .5; small range: 1 * .3 */
-    expect(&s, (const double[12]){0.15, 0.5, 0, 0.3, -1, -1, 0, 0.3, 0.3, 0.3, -1, -1});
+    expect(&s, (const double[12]){0.15, 0.5, 0, 0.15, -1, -1, 0, 0.3, 0.3, 0.3, -1, -1});
+
+    /* The gt's "area" field decides its range, not its pixels: the square
+     * said to be 2000 is medium. The perfect detection (16 pixels) matches
+     * it and counts there; the false positive, small and unmatched, is
+     * ignored in the medium range; nothing is left for small (-1). */
+    char gt2[2048];
+    strcpy(gt2, gt_text);
+    char *p16 = strstr(gt2, "\"area\": 16,");
+    ck_assert_ptr_nonnull(p16); /* 11 characters, then a space to spare */
+    memcpy(p16, "\"area\":2000,", 12);
+    strcpy(res, "[");
+    add_result(res, sizeof res, 1, 0.9, 2, 3, 6, 7);
+    add_result(res, sizeof res, 1, 0.95, 0, 10, 10, 20);
+    strcat(res, "]");
+    vt_ok(vp_coco_eval_files(write_file("gt.json", gt2), write_file("res.json", res), &s));
+    expect(&s, (const double[12]){0.5, 0.5, 0.5, -1, 1, -1, 0, 1, 1, -1, 1, -1});
 }
 END_TEST
 
@@ -320,8 +338,8 @@ START_TEST(test_errors)
     char msg[600];
     snprintf(msg, sizeof msg, "%s: cannot open: No such file or directory", missing);
     vt_expect_err(vp_coco_eval_files(missing, missing, &s), VP_ERR_IO, msg);
-    expect_err_files("{\"images\": [", ok_res, VP_ERR_FORMAT, "%s: not valid JSON (at byte 12)");
-    expect_err_files(gt_text, "[{]", VP_ERR_FORMAT, "%2$s: not valid JSON (at byte 2)");
+    expect_err_files("{\"images\": [", ok_res, VP_ERR_FORMAT, "%s: not valid JSON (near byte 12)");
+    expect_err_files(gt_text, "[{]", VP_ERR_FORMAT, "%2$s: not valid JSON (near byte 3)");
     expect_err_files("{\"images\": [], \"annotations\": []}", ok_res, VP_ERR_FORMAT,
                      "%s: no \"categories\" list");
     expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20}], \"categories\": [],"

@@ -81,7 +81,7 @@ static vp_status read_json(const char *path, cJSON **out)
     long at = end ? (long)(end - text) : -1;
     free(text);
     if (!*out)
-        return vp_error_set(VP_ERR_FORMAT, "%s: not valid JSON (at byte %ld)", path, at);
+        return vp_error_set(VP_ERR_FORMAT, "%s: not valid JSON (near byte %ld)", path, at);
     return VP_OK;
 }
 
