@@ -351,6 +351,10 @@ START_TEST(test_errors)
                      " \"category_id\": 1, \"iscrowd\": 0, \"segmentation\": [[0, 0, 1, 0, 1, 1]]}]}",
                      ok_res, VP_ERR_FORMAT, "%s: annotation 0: no number \"area\"");
     expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
+                     " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 5,"
+                     " \"category_id\": 1, \"area\": 1, \"segmentation\": [[0, 0, 1, 0, 1, 1]]}]}",
+                     ok_res, VP_ERR_FORMAT, "%s: annotation 0: no integral \"iscrowd\"");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
                      " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 7,"
                      " \"category_id\": 1, \"iscrowd\": 0, \"area\": 1, \"segmentation\": [[0, 0,"
                      " 1, 0, 1, 1]]}]}",

@@ -60,10 +60,8 @@ static vp_status read_json(const char *path, cJSON **out)
         if (n < cap - 1)
             break;
         char *g = realloc(text, cap * 2);
-        if (!g) {
+        if (!g)
             free(text);
-            text = NULL;
-        }
         text = g;
         cap *= 2;
     }
@@ -338,8 +336,11 @@ static vp_status gt_from_json(const cJSON *root, const char *path, vp_coco_gt *g
         snprintf(what, sizeof what, "%s: annotation %zu", path, i);
         static const char *const keys[] = {"id", "image_id", "category_id", "iscrowd"};
         int64_t *vals[] = {&tmp[i].id, &img_id, &cat_id, &crowd};
+        const cJSON *cr = cJSON_GetObjectItemCaseSensitive(e, "iscrowd");
         for (int q = 0; q < 4; q++)
-            if (!id_field(e, keys[q], vals[q])) {
+            if (q == 3 && cJSON_IsBool(cr))
+                crowd = cJSON_IsTrue(cr);
+            else if (!id_field(e, keys[q], vals[q])) {
                 st = vp_error_set(VP_ERR_FORMAT, "%s: no integral \"%s\"", what, keys[q]);
                 goto out;
             }
