@@ -3,7 +3,8 @@
  * tests/data/coco-eval/case-a scored here gives the 12 numbers pycocotools'
  * COCOeval(iouType='segm') printed for it (expected.json); hand cases with
  * known answers (a perfect detection, no detections, a crowd region that
- * absorbs detections, ties, area ranges); polygon rasterization against
+ * absorbs detections, ties, area ranges); the in-memory API on case-a;
+ * polygon rasterization against
  * known pixel counts and the areas pycocotools wrote into case-a; every
  * error message. Needs no Vulkan device.
  */
@@ -66,6 +67,43 @@ START_TEST(test_pycocotools)
     printf("cocoeval: case-a, max |difference| from pycocotools %.3g\n", maxdiff);
     ck_assert_msg(maxdiff <= 1e-12, "max difference %g", maxdiff);
     cJSON_Delete(want);
+}
+END_TEST
+
+/* case-a through the in-memory API gives the same numbers bit for bit. */
+START_TEST(test_case_memory)
+{
+    char g[4200], r[4200];
+    vp_coco_stats want, got;
+    vt_ok(vp_coco_eval_files(case_path("gt.json", g, sizeof g), case_path("results.json", r, sizeof r),
+                             &want));
+    vp_coco_gt *gt;
+    vt_ok(vp_coco_gt_load(g, &gt));
+    cJSON *res = load_json(r);
+    int n = cJSON_GetArraySize(res), i = 0;
+    vp_rle *rle = calloc((size_t)n, sizeof *rle);
+    vp_coco_det *d = calloc((size_t)n, sizeof *d);
+    const cJSON *a;
+    cJSON_ArrayForEach(a, res) {
+        const cJSON *seg = cJSON_GetObjectItem(a, "segmentation");
+        const cJSON *size = cJSON_GetObjectItem(seg, "size");
+        vt_ok(vp_rle_from_string(cJSON_GetObjectItem(seg, "counts")->valuestring,
+                                 (int64_t)cJSON_GetArrayItem(size, 0)->valuedouble,
+                                 (int64_t)cJSON_GetArrayItem(size, 1)->valuedouble, &rle[i]));
+        d[i] = (vp_coco_det){(int64_t)cJSON_GetObjectItem(a, "image_id")->valuedouble,
+                             (int64_t)cJSON_GetObjectItem(a, "category_id")->valuedouble,
+                             cJSON_GetObjectItem(a, "score")->valuedouble, &rle[i]};
+        i++;
+    }
+    vt_ok(vp_coco_evaluate(gt, d, (size_t)n, &got));
+    for (int q = 0; q < 12; q++)
+        ck_assert_msg(*stat_ptr(&got, q) == *stat_ptr(&want, q), "%s", stat_names[q]);
+    for (i = 0; i < n; i++)
+        vp_rle_free(&rle[i]);
+    free(rle);
+    free(d);
+    cJSON_Delete(res);
+    vp_coco_gt_destroy(gt);
 }
 END_TEST
 
@@ -425,6 +463,7 @@ int main(void)
     TCase *tc = tcase_create("cocoeval");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_pycocotools);
+    tcase_add_test(tc, test_case_memory);
     tcase_add_test(tc, test_case_polygons);
     tcase_add_test(tc, test_polygons);
     tcase_add_test(tc, test_hand);
