@@ -4,9 +4,9 @@
  * COCOeval(iouType='segm') printed for it (expected.json); hand cases with
  * known answers (a perfect detection, no detections, a crowd region that
  * absorbs detections, ties, area ranges); the in-memory API on case-a;
- * polygon rasterization against
- * known pixel counts and the areas pycocotools wrote into case-a; every
- * error message. Needs no Vulkan device.
+ * polygon rasterization against known pixel counts and the areas
+ * pycocotools wrote into case-a; every error message. Needs no Vulkan
+ * device.
  */
 #include <cjson/cJSON.h>
 #include <math.h>

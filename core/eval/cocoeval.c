@@ -419,7 +419,7 @@ vp_status vp_coco_gt_load(const char *path, vp_coco_gt **out)
  * detection's area; no intersection is 0. */
 static double rle_iou(const vp_rle *d, const vp_rle *g, int crowd)
 {
-    uint64_t inter = 0, uni = 0, ad = 0;
+    uint64_t inter = 0, uni = 0;
     size_t a = 0, b = 0;
     uint64_t ca = d->n ? d->counts[0] : 0, cb = g->n ? g->counts[0] : 0;
     int va = 0, vb = 0;
@@ -430,8 +430,6 @@ static double rle_iou(const vp_rle *d, const vp_rle *g, int crowd)
             if (va && vb)
                 inter += c;
         }
-        if (va)
-            ad += c;
         ca -= c;
         cb -= c;
         while (!ca && ++a < d->n)
@@ -442,7 +440,7 @@ static double rle_iou(const vp_rle *d, const vp_rle *g, int crowd)
     if (!inter)
         return 0;
     if (crowd) {
-        ad = 0;
+        uint64_t ad = 0;
         for (size_t j = 1; j < d->n; j += 2)
             ad += d->counts[j];
         uni = ad;
