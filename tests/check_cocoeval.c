@@ -457,6 +457,24 @@ static void teardown(void)
     rmdir(tmpdir);
 }
 
+/* `vpeft eval` prints COCOeval.summarize()'s layout with case-a's numbers. */
+START_TEST(test_cli)
+{
+    const char *bin = getenv("VPEFT_BIN"), *src = getenv("VPEFT_SRCDIR");
+    ck_assert_msg(bin && src, "VPEFT_BIN and VPEFT_SRCDIR are set by make check");
+    ck_assert_int_eq(vt_sh("%s eval --gt %s/tests/data/coco-eval/case-a/gt.json --results "
+                           "%s/tests/data/coco-eval/case-a/results.json", bin, src, src), 0);
+    vt_assert_has(vt_out, " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] "
+                          "= 0.119\n");
+    vt_assert_has(vt_out, " Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets=100 ] "
+                          "= 0.533\n");
+    ck_assert_int_eq(vt_sh("%s eval --gt %s/tests/data/coco-eval/case-a/gt.json", bin, src), 2);
+    vt_assert_has(vt_err, "--gt and --results are required");
+    ck_assert_int_eq(vt_sh("%s eval --gt /nonexistent.json --results x.json", bin), 1);
+    vt_assert_has(vt_err, "vpeft: /nonexistent.json: ");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cocoeval");
@@ -469,6 +487,7 @@ int main(void)
     tcase_add_test(tc, test_hand);
     tcase_add_test(tc, test_memory);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_cli);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

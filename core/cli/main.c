@@ -20,6 +20,7 @@ static const struct {
     {"info", vp_cli_info, "a config's model: modules, parameter counts, the trainable set, sites"},
     {"embed", vp_cli_embed, "run a config's backbone on one image and save its outputs"},
     {"merge", vp_cli_merge, "fold saved PEFT methods into the base weights"},
+    {"eval", vp_cli_eval, "COCO mask AP of a results file, as pycocotools computes it"},
     {"plugin-test", vp_cli_plugin_test, "check PEFT plugins on a small built-in model: gradients, training"},
 };
 
