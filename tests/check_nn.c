@@ -544,6 +544,16 @@ START_TEST(test_dropout)
         free(got);
         vp_tensor_destroy(g);
     }
+    /* the device's seed sequence is the reference's */
+    uint32_t sv = 7, got_seed;
+    vt_ok(vp_tensor_upload(seed, &sv, sizeof sv));
+    vp_cmd *cmd = cmd_begin(dev);
+    vt_ok(vp_op_seed_next(cmd, seed));
+    vt_ok(vp_op_seed_next(cmd, seed));
+    cmd_run(cmd);
+    vt_ok(vp_tensor_download(seed, &got_seed, sizeof got_seed));
+    ck_assert_uint_eq(got_seed, vp_ref_seed_next(vp_ref_seed_next(7)));
+    ck_assert_uint_ne(got_seed, 7);
     /* two seeds give two masks */
     ck_assert(vp_ref_dropout_keep(7, 5, 0.5) != vp_ref_dropout_keep(8, 5, 0.5) ||
               vp_ref_dropout_keep(7, 6, 0.5) != vp_ref_dropout_keep(8, 6, 0.5) ||

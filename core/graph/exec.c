@@ -197,6 +197,16 @@ static vp_status add_segment(vp_graph *g, uint32_t first, uint32_t end, vp_gnode
     vp_status st = vp_cmd_create(g->dev, &s->cmd);
     if (!st)
         st = vp_cmd_begin(s->cmd);
+    /* Dropout's seed moves on at the start of the segment that first reads
+     * it: a new mask every run, no upload. */
+    bool first_dropout = false;
+    for (uint32_t i = 0; g->seed && i < end; i++)
+        if (g->nodes[i].op == VP_GOP_DROPOUT) {
+            first_dropout = i >= first;
+            break;
+        }
+    if (!st && first_dropout)
+        st = vp_op_seed_next(s->cmd, &g->seed->rt);
     for (uint32_t i = first; i < end && !st; i++)
         st = record_node(g, &g->nodes[i], s->cmd);
     if (!st)
@@ -421,15 +431,6 @@ vp_status vp_graph_run(vp_graph *g)
 {
     if (!g->compiled)
         return vp_error_set(VP_ERR_INVALID, "run: compile the graph first");
-    if (g->seed) { /* a new dropout mask per run, reproducible from the run count */
-        uint64_t x = ++g->runs * 0x9e3779b97f4a7c15ull;
-        x ^= x >> 31;
-        x *= 0xbf58476d1ce4e5b9ull;
-        g->seed_value = (uint32_t)(x ^ (x >> 29));
-        vp_status st = vp_tensor_upload(&g->seed->rt, &g->seed_value, sizeof g->seed_value);
-        if (st)
-            return st;
-    }
     for (uint32_t i = 0; i < g->n_segs; i++) {
         vp_segment *s = &g->segs[i];
         vp_status st = s->cmd ? vp_cmd_submit(s->cmd) : VP_OK;

@@ -120,8 +120,9 @@ vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m);
  * drop; others make it the identity. */
 void vp_graph_set_training(vp_graph *g, bool training);
 /* Dropout: each element kept with probability 1 - p and scaled by
- * 1 / (1 - p), the mask new at every run (from a seed the graph draws
- * from its run count) and the same in the backward; p in [0, 1). */
+ * 1 / (1 - p), the mask new at every run (a seed advanced on the device at
+ * the start of each run, from 0 at compile) and the same in the backward;
+ * p in [0, 1). */
 vp_gt *vp_g_dropout(vp_graph *g, vp_gt *x, float p);
 
 /* Mask2Former's masked attention, from mask logits (..., K): -inf where a

@@ -149,9 +149,7 @@ struct vp_graph {
     struct vp_custom_kernel *kernels; /* plugins' kernels, a list (custom.c) */
     struct vp_custom_rec *customs;    /* custom op calls, a list */
     bool training;           /* dropout drops (vp_graph_set_training) */
-    vp_gt *seed;             /* dropout's seed, an int32 input the graph writes each run */
-    uint32_t seed_value;     /* the value of the latest run */
-    uint64_t runs;
+    vp_gt *seed;             /* dropout's seed (int32), advanced on the device every run */
     int64_t ones_len;
     /* compiled state */
     vp_alloc bufs[VP_BUF_COUNT];

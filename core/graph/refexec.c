@@ -304,8 +304,13 @@ vp_status vp_graph_ref_forward(vp_graph_ref *r)
 {
     const vp_graph *g = r->g;
     uint32_t n = g->differentiated ? g->n_forward : g->n_nodes;
-    if (g->seed) /* the device's latest run's dropout masks */
-        r->data[g->seed->id][0] = (double)g->seed_value;
+    if (g->seed && g->compiled) { /* the masks of the device's latest run */
+        uint32_t seed;
+        vp_status st = vp_tensor_download(&g->seed->rt, &seed, sizeof seed);
+        if (st)
+            return st;
+        r->data[g->seed->id][0] = (double)seed;
+    }
     for (uint32_t i = 0; i < n; i++) {
         vp_status st = ref_node(r, &g->nodes[i]);
         if (st)

@@ -23,6 +23,7 @@ static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16, NULL, 0};
 static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24, NULL, 0};
 static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20, NULL, 0};
 static const vp_kernel k_dropout = {"nn_dropout", 3, 0x4, 12, NULL, 0};
+static const vp_kernel k_seed = {"nn_seed", 1, 0x1, 4, NULL, 0};
 static const vp_kernel k_logit_mask = {"nn_logit_mask", 2, 0x2, 12, NULL, 0};
 static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12, NULL, 0};
 
@@ -374,6 +375,19 @@ static vp_status dropout(vp_cmd *cmd, const char *op, uint32_t code, const vp_te
                                                           accumulate};
     vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(seed), vp_tensor_range(y)};
     return ew_dispatch(cmd, &k_dropout, code, r, &push, push.n);
+}
+
+vp_status vp_op_seed_next(vp_cmd *cmd, vp_tensor *seed)
+{
+    if (seed->dtype != VP_I32 || vp_tensor_nelem(seed) != 1)
+        return vp_error_set(VP_ERR_INVALID, "seed_next: %s must be one int32", seed->name);
+    vp_pipeline *p;
+    vp_status st = get_pipeline(cmd, &k_seed, 1, 1, 0, &p);
+    if (st)
+        return st;
+    uint32_t push = 0;
+    vp_range r = vp_tensor_range(seed);
+    return vp_cmd_dispatch(cmd, p, &r, 1, &push, sizeof push, 1, 1, 1);
 }
 
 vp_status vp_op_dropout(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *seed, float p,

@@ -96,6 +96,9 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
  * (1 - p) : 0. p in [0, 1); y may be x (dx may be dy) only without accumulate. */
 vp_status vp_op_dropout(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *seed, float p,
                         vp_tensor *y);
+/* seed = lowbias32(seed + 0x9e3779b9) on the device: a new mask per run
+ * without a host upload (vp_ref_seed_next is the same on the CPU). */
+vp_status vp_op_seed_next(vp_cmd *cmd, vp_tensor *seed);
 vp_status vp_op_dropout_backward(vp_cmd *cmd, const vp_tensor *dy, const vp_tensor *seed, float p,
                                  vp_tensor *dx, bool accumulate);
 

@@ -55,6 +55,8 @@ static uint32_t lowbias32(uint32_t x)
     return x;
 }
 
+uint32_t vp_ref_seed_next(uint32_t seed) { return lowbias32(seed + 0x9e3779b9u); }
+
 bool vp_ref_dropout_keep(uint32_t seed, uint64_t i, double p)
 {
     uint32_t h = lowbias32(seed ^ lowbias32((uint32_t)i + 0x9e3779b9u));

@@ -22,6 +22,7 @@ void vp_ref_relu_backward(const double *x, const double *dy, double *dx, int64_t
 void vp_ref_gelu(const double *x, double *y, int64_t n);
 /* Dropout as vp_op_dropout, the same hash: keep(i) = u(seed, i) >= p. */
 bool vp_ref_dropout_keep(uint32_t seed, uint64_t i, double p);
+uint32_t vp_ref_seed_next(uint32_t seed);
 void vp_ref_dropout(const double *x, uint32_t seed, double p, double *y, int64_t n);
 /* Mask2Former's attention mask from logits (ops/nn.h vp_op_logit_mask). */
 void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C);
