@@ -32,6 +32,8 @@
 typedef struct match_ctx {
     int64_t B, Q, T, C, HW;
     double cw, mw, dw;
+    double *cost;   /* Q * T scratch, made with the graph: nothing allocated per step */
+    int *col, *tj;  /* Q, T */
 } match_ctx;
 
 /* in: P (B,Q,T) probability of each target's class, A (B,Q,T) and negsum
@@ -46,10 +48,9 @@ static vp_status match(void *user, const vp_host_io *io)
     const int32_t *labels = (const int32_t *)io->in[6];
     int32_t *gidx = (int32_t *)io->out[0], *tclass = (int32_t *)io->out[1];
     int64_t B = m->B, Q = m->Q, T = m->T, total = 0;
-    double *cost = malloc((size_t)(Q * T) * sizeof *cost);
-    int *col = malloc((size_t)Q * sizeof *col), *tj = malloc((size_t)T * sizeof *tj);
-    vp_status st = cost && col && tj ? VP_OK
-                                     : H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    double *cost = m->cost;
+    int *col = m->col, *tj = m->tj;
+    vp_status st = VP_OK;
     for (int64_t b = 0; !st && b < B; b++) {
         int n = 0;
         for (int64_t t = 0; t < T; t++) {
@@ -95,9 +96,6 @@ static vp_status match(void *user, const vp_host_io *io)
     double norm = total > 0 ? (double)total : 1.0;
     io->out[2][0] = (float)((double)(B * T) / norm); /* mean over B*T masks -> per instance */
     io->out[3][0] = (float)(1.0 / norm);
-    free(cost);
-    free(col);
-    free(tj);
     return st;
 }
 
@@ -176,11 +174,14 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
                                  3, (int64_t[]){B, Q, 1});
 
         match_ctx *mc = m2f_own(own, sizeof *mc);
-        if (!mc) {
+        double *cost = m2f_own(own, (size_t)(Q * T) * sizeof *cost);
+        int *col = m2f_own(own, (size_t)Q * sizeof *col), *tj = m2f_own(own, (size_t)T * sizeof *tj);
+        if (!mc || !cost || !col || !tj) {
             H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
             return NULL;
         }
-        *mc = (match_ctx){B, Q, T, C, HW, c->class_weight, c->mask_weight, c->dice_weight};
+        *mc = (match_ctx){B, Q, T, C, HW, c->class_weight, c->mask_weight, c->dice_weight,
+                          cost, col, tj};
         vp_gt *outs[4];
         char name[64];
         snprintf(name, sizeof name, "head.match.%u", p);

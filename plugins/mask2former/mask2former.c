@@ -58,6 +58,8 @@ typedef struct m2f {
 
 typedef struct topk_ctx {
     int64_t B, Q, C, HW, K;
+    struct scored *s;   /* Q * C, made with the graph: nothing allocated per run */
+    float *mscore;      /* Q */
 } topk_ctx;
 
 typedef struct scored {
@@ -85,13 +87,8 @@ static vp_status topk(void *user, const vp_host_io *io)
     float *scores = io->out[0];
     int32_t *labels = (int32_t *)io->out[1], *rows = (int32_t *)io->out[2];
     int64_t QC = t->Q * t->C;
-    scored *s = malloc((size_t)QC * sizeof *s);
-    float *mscore = malloc((size_t)t->Q * sizeof *mscore);
-    if (!s || !mscore) {
-        free(s);
-        free(mscore);
-        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
-    }
+    scored *s = t->s;
+    float *mscore = t->mscore;
     for (int64_t b = 0; b < t->B; b++) {
         for (int64_t q = 0; q < t->Q; q++) {
             const float *x = masks + (b * t->Q + q) * t->HW;
@@ -114,8 +111,6 @@ static vp_status topk(void *user, const vp_host_io *io)
             rows[b * t->K + k] = (int32_t)(b * t->Q + q);
         }
     }
-    free(s);
-    free(mscore);
     return VP_OK;
 }
 
@@ -128,9 +123,11 @@ static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t 
     int64_t B = H->shape(p.logits)[0], Q = c->queries, C = c->classes, HW = hm * wm;
     int64_t K = m->top_k < Q * C ? m->top_k : Q * C;
     topk_ctx *t = m2f_own(&m->own, sizeof *t);
-    if (!t)
+    scored *s = m2f_own(&m->own, (size_t)(Q * C) * sizeof *s);
+    float *ms = m2f_own(&m->own, (size_t)Q * sizeof *ms);
+    if (!t || !s || !ms)
         return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
-    *t = (topk_ctx){B, Q, C, HW, K};
+    *t = (topk_ctx){B, Q, C, HW, K, s, ms};
     vp_gt *o[3];
     vp_status st = H->host(g, "head.instances", topk, t, 2,
                            (vp_gt *[]){H->softmax(g, p.logits), p.masks}, 3, (int[]){2, 2, 1},
