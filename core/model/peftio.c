@@ -25,53 +25,11 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "util/error.h"
+#include "util/file.h"
 
 #define KEY_PREFIX "base_model.model."
 
 /* ---- files ---------------------------------------------------------------------- */
-
-static vp_status write_atomic(const char *path, const char *data, size_t n)
-{
-    char tmp[4300];
-    if (strlen(path) > 4200)
-        return vp_error_set(VP_ERR_INVALID, "%.64s...: the path is too long", path);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, data + off, n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    int err = off < n ? errno : 0;
-    if (!err && fsync(fd))
-        err = errno;
-    if (close(fd) && !err)
-        err = errno;
-    if (!err && rename(tmp, path))
-        err = errno;
-    if (err) {
-        unlink(tmp);
-        return vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(err ? err : EIO));
-    }
-    return VP_OK;
-}
-
-static vp_status make_dir(const char *dir)
-{
-    if (mkdir(dir, 0755) && errno != EEXIST)
-        return vp_error_set(VP_ERR_IO, "%s: cannot create the directory: %s", dir,
-                            strerror(errno));
-    struct stat sb;
-    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode))
-        return vp_error_set(VP_ERR_IO, "%s: not a directory", dir);
-    return VP_OK;
-}
 
 /* The directory of method k: dir itself for a single method, else
  * dir/<plugin>, with _<k> when a plugin appears twice. */
@@ -130,7 +88,7 @@ static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t 
     cJSON_Delete(j);
     if (!out)
         return vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
-    vp_status st = write_atomic(path, out, strlen(out));
+    vp_status st = vp_file_write_atomic(path, out, strlen(out));
     free(out);
     return st;
 }
@@ -142,11 +100,11 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
     vp_graph *g = vp_model_graph(m);
     if (!s->n)
         return vp_error_set(VP_ERR_INVALID, "the model has no PEFT method to save");
-    vp_status st = make_dir(dir);
+    vp_status st = vp_mkdir_p(dir);
     for (uint32_t k = 0; !st && k < s->n; k++) {
         char mdir[4096], path[4200];
         method_dir(s, k, dir, mdir, sizeof mdir);
-        if ((st = make_dir(mdir)))
+        if ((st = vp_mkdir_p(mdir)))
             break;
         uint32_t n = 0;
         for (uint32_t i = 0; i < vp_build_param_count(b); i++)
