@@ -16,6 +16,7 @@ int vp_cli_info(int argc, char **argv);
 int vp_cli_embed(int argc, char **argv);
 int vp_cli_merge(int argc, char **argv);
 int vp_cli_eval(int argc, char **argv);
+int vp_cli_make_shapes(int argc, char **argv);
 
 /* Create an instance honouring VPEFT_VALIDATION; prints the error itself. */
 vp_status vp_cli_instance(vp_instance **inst);

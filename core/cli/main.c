@@ -21,6 +21,7 @@ static const struct {
     {"embed", vp_cli_embed, "run a config's backbone on one image and save its outputs"},
     {"merge", vp_cli_merge, "fold saved PEFT methods into the base weights"},
     {"eval", vp_cli_eval, "COCO mask AP of a results file, as pycocotools computes it"},
+    {"make-shapes", vp_cli_make_shapes, "write a synthetic shapes dataset (COCO format), domain A or B"},
     {"plugin-test", vp_cli_plugin_test, "check PEFT plugins on a small built-in model: gradients, training"},
 };
 

@@ -65,6 +65,7 @@ const char *vp_dataset_path(const vp_dataset *ds);       /* the annotation file 
 uint32_t vp_dataset_size(const vp_dataset *ds);          /* images */
 uint32_t vp_dataset_instances(const vp_dataset *ds);     /* non-crowd annotations kept */
 uint32_t vp_dataset_skipped(const vp_dataset *ds);       /* bad annotations skipped */
+uint32_t vp_dataset_crowd(const vp_dataset *ds);         /* iscrowd annotations (not kept) */
 
 /* Categories in the file's order sorted by id; class index k (what the model
  * predicts) is the k-th. */
