@@ -40,10 +40,12 @@ vp_status vp_canvas_write_png(const vp_canvas *c, const char *path);
 vp_rgb vp_palette(uint32_t k);
 
 /* Blend colour over the pixels where mask (c->h * c->w bytes, nonzero:
- * inside) is set, at opacity alpha in [0, 1]. */
+ * inside) is set, at opacity alpha in [0, 1]: with a = round(255 alpha),
+ * each channel becomes (old (255 - a) + colour a + 127) / 255 (integer
+ * division), so a pixel's result is exact and reproducible. */
 void vp_draw_mask(vp_canvas *c, const uint8_t *mask, vp_rgb colour, float alpha);
-/* The mask's boundary pixels (inside pixels with an outside 4-neighbour)
- * in full colour. */
+/* The mask's boundary pixels (inside pixels with an outside 4-neighbour;
+ * beyond the canvas counts as outside) in full colour. */
 void vp_draw_outline(vp_canvas *c, const uint8_t *mask, vp_rgb colour);
 /* One instance as predict draws it: mask at alpha 0.45, its outline, and
  * the label (e.g. "circle 0.93") in a filled box of the colour at the top
@@ -54,9 +56,12 @@ void vp_draw_instance(vp_canvas *c, const uint8_t *mask, vp_rgb colour, const ch
 void vp_draw_rect(vp_canvas *c, int x, int y, int w, int h, vp_rgb colour); /* filled, clipped */
 void vp_draw_line(vp_canvas *c, int x0, int y0, int x1, int y1, vp_rgb colour);
 /* Text in the built-in font (printable ASCII; others drawn as '?'), top
- * left at (x, y), each glyph scale times its native size; clipped. */
+ * left at (x, y), each glyph scale times its native size; clipped. The
+ * font is 5x8 (descenders in the last row) on a 6-pixel advance; s NULL
+ * draws nothing; scale < 1 counts as 1. */
 void vp_draw_text(vp_canvas *c, int x, int y, const char *s, int scale, vp_rgb colour);
-/* Width and height in pixels that vp_draw_text would cover. */
+/* Width and height in pixels that vp_draw_text would cover: (6 n - 1) *
+ * scale by 8 * scale for n characters; 0 by 0 for "" or NULL. */
 void vp_text_size(const char *s, int scale, int *w, int *h);
 
 /* A labelled scatter chart: axes with ticks and numbers at round values
@@ -79,6 +84,34 @@ typedef struct vp_chart {
     int w, h;                /* pixels; 0: 800 x 500 */
 } vp_chart;
 
+/* Draw the chart and write it to path (atomic). Points get vp_palette(i)
+ * dots. Errors (nothing written) name path: no points, a non-finite value,
+ * x <= 0 on a log axis, a size outside 200x150..8192x8192, an unwritable
+ * path. */
 vp_status vp_chart_write_png(const vp_chart *ch, const char *path);
+
+/* Where the chart puts things, for callers that annotate it and for tests.
+ * The plot area is pixel columns x0..x1 and rows y0..y1 (y0 the top);
+ * axis value lo maps to x0 (y1 for y), hi to x1 (y0). On a log x axis lo
+ * and hi are log10 of x and ticks are plain x values. */
+#define VP_CHART_MAX_TICKS 64
+typedef struct vp_chart_axis {
+    double lo, hi;
+    double ticks[VP_CHART_MAX_TICKS]; /* ascending, each labelled when room */
+    int n_ticks;
+    int decimals;                     /* of the tick labels; -1 on a log axis */
+} vp_chart_axis;
+
+typedef struct vp_chart_axes {
+    int x0, y0, x1, y1;
+    bool log_x;
+    vp_chart_axis x, y;
+} vp_chart_axes;
+
+/* The layout vp_chart_write_png would use; the same errors (naming
+ * "chart"). */
+vp_status vp_chart_axes_get(const vp_chart *ch, vp_chart_axes *out);
+/* The pixel a data point lands on (rounded to the nearest). */
+void vp_chart_map(const vp_chart_axes *ax, double x, double y, int *px, int *py);
 
 #endif
