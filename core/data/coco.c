@@ -283,7 +283,10 @@ static vp_status load_images(vp_dataset *ds, const cJSON *imgs, const char *dir,
         char *p = malloc(n);
         if (!p)
             return vp_error_set(VP_ERR_NOMEM, "%s: out of host memory", path);
-        snprintf(p, n, "%s/%s", dir, fn->valuestring);
+        if (fn->valuestring[0] == '/')
+            snprintf(p, n, "%s", fn->valuestring);
+        else
+            snprintf(p, n, "%s/%s", dir, fn->valuestring);
         ds->img[i] = (vp_dataset_image){.id = id, .w = (int)w, .h = (int)h, .path = p};
         ds->n_img = i + 1;
         if (access(p, R_OK))

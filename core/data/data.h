@@ -76,7 +76,7 @@ const char *vp_dataset_category_name(const vp_dataset *ds, uint32_t k);
 typedef struct vp_dataset_image {
     int64_t id;
     int w, h;           /* as the JSON says (checked against the decoded image) */
-    const char *path;   /* image_dir/file_name */
+    const char *path;   /* image_dir/file_name (file_name when absolute) */
 } vp_dataset_image;
 const vp_dataset_image *vp_dataset_image_at(const vp_dataset *ds, uint32_t i);
 

@@ -206,9 +206,10 @@ static vp_status fill_item(vp_loader *l, vp_batch *b, int j, uint32_t index, boo
     if (st)
         return st;
     if (img.w != im->w || img.h != im->h) {
+        int w = img.w, h = img.h;
         vp_image_free(&img);
         return vp_error_set(VP_ERR_FORMAT, "%s: the image is %dx%d, %s says %dx%d (id %lld)",
-                            im->path, img.w, img.h, ds->path, im->w, im->h, (long long)im->id);
+                            im->path, w, h, ds->path, im->w, im->h, (long long)im->id);
     }
     int rw, rh;
     fit(im->w, im->h, size, &rw, &rh);
