@@ -3,14 +3,16 @@
 // (decoupled weight decay, bias correction), with optional clipping by the
 // global gradient norm (torch.nn.utils.clip_grad_norm_) and an optional
 // per-element learning-rate multiplier (parameter groups):
-//   c   = min(1, max_norm / (sqrt(sqnorm) + 1e-6))    (1 without clipping)
-//   g   = c grad,  lr_k = lr * lr_scale[k]            (lr_scale 1 without)
+//   c   = min(1, max_norm / (gs sqrt(sqnorm) + 1e-6)) (1 without clipping)
+//   g   = c gs grad,  lr_k = lr * lr_scale[k]         (lr_scale 1 without)
 //   w  *= 1 - lr_k wd
 //   m   = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2
 //   w  -= lr_k / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
 // What changes every step comes from the state tensor, which the host
 // writes before each submit so that one recording serves every step:
-//   state: (4) = (lr, bc1 = 1 - b1^t, bc2 = 1 - b2^t, 0)
+//   state: (4) = (lr, bc1 = 1 - b1^t, bc2 = 1 - b2^t, gs)
+// gs scales the gradient first (1 / k after k accumulated runs, as if the
+// loss had been divided by k).
 // Betas, eps, wd and max_norm are fixed at record time (push constants).
 //   grad, lr_scale, param, m, v: (n)  sqnorm: (1)
 // Four elements per invocation (vec4; the last n % 4 scalar).
@@ -41,10 +43,10 @@ void main()
     uint j = flat_index();
     if (j >= (p.n + 3u) / 4u)
         return;
-    float lr = state[0], bc1 = state[1], sbc2 = sqrt(state[2]);
+    float lr = state[0], bc1 = state[1], sbc2 = sqrt(state[2]), gs = state[3];
     float clip = 1.0;
     if (p.max_norm > 0.0) {
-        float c = p.max_norm / (sqrt(sqnorm[0]) + 1e-6);
+        float c = p.max_norm / (gs * sqrt(sqnorm[0]) + 1e-6);
         clip = c >= 1.0 ? 1.0 : c; // a NaN norm stays NaN, as in PyTorch
     }
     bool full = 4u * j + 3u < p.n;
@@ -68,7 +70,7 @@ void main()
             v[k] = v1[e];
         }
     }
-    g *= clip;
+    g *= clip * gs;
     vec4 lrk = lr * sc;
     w *= 1.0 - lrk * p.wd;
     m = p.beta1 * m + (1.0 - p.beta1) * g;

@@ -469,7 +469,7 @@ START_TEST(test_cli)
     vt_assert_has(vt_out, " Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets=100 ] "
                           "= 0.533\n");
     ck_assert_int_eq(vt_sh("%s eval --gt %s/tests/data/coco-eval/case-a/gt.json", bin, src), 2);
-    vt_assert_has(vt_err, "--gt and --results are required");
+    vt_assert_has(vt_err, "--gt and --results, or --config, are required");
     ck_assert_int_eq(vt_sh("%s eval --gt /nonexistent.json --results x.json", bin), 1);
     vt_assert_has(vt_err, "vpeft: /nonexistent.json: ");
 }

@@ -212,12 +212,20 @@ static void run_adamw(uint32_t di, const adamw_case *c)
         }
         float hs[4];
         vt_ok(vp_adamw_state(lr_at(step), step, &cfg, hs));
+        ck_assert(hs[3] == 1.0f);
+        /* every other step as after 4 accumulated runs: gradients scaled by 1/4 */
+        double gsc = step % 2 ? 1.0 : 0.25;
+        hs[3] = (float)gsc;
         vt_ok(vp_tensor_upload(state, hs, sizeof hs));
         vt_ok(vp_cmd_submit(cmd));
 
         double *ga = vt_f64(A.hg, (size_t)A.n), *gb = vt_f64(B.hg, (size_t)B.n);
         double sqn_ref = vp_ref_sqnorm((const double *[]){ga, gb}, (int64_t[]){A.n, B.n}, 2);
-        double clip = vp_ref_clip_coef(sqn_ref, c->no_sqnorm ? 0.0 : c->max_norm);
+        for (int64_t i = 0; i < A.n; i++)
+            ga[i] *= gsc;
+        for (int64_t i = 0; i < B.n; i++)
+            gb[i] *= gsc;
+        double clip = vp_ref_clip_coef(sqn_ref * gsc * gsc, c->no_sqnorm ? 0.0 : c->max_norm);
         clipped = clipped || clip < 1.0;
         vp_ref_adamw(A.rw, ga, A.rm, A.rv, A.rscale, A.n, lr_at(step), step, &hp, clip);
         vp_ref_adamw(B.rw, gb, B.rm, B.rv, NULL, B.n, lr_at(step), step, &hp, clip);
@@ -269,9 +277,9 @@ START_TEST(test_adamw_state)
     float s[4];
     vt_ok(vp_adamw_state(1e-3f, 1, &cfg, s));
     ck_assert(s[0] == 1e-3f && s[1] == (float)(1.0 - (double)0.9f) &&
-              s[2] == (float)(1.0 - (double)0.999f) && s[3] == 0.0f);
+              s[2] == (float)(1.0 - (double)0.999f) && s[3] == 1.0f);
     vt_ok(vp_adamw_state(2e-4f, 1000, &cfg, s));
-    ck_assert(s[0] == 2e-4f && s[3] == 0.0f);
+    ck_assert(s[0] == 2e-4f && s[3] == 1.0f);
     ck_assert_msg(fabs(s[1] - (1.0 - pow(0.9f, 1000))) < 1e-7 &&
                   fabs(s[2] - (1.0 - pow(0.999f, 1000))) < 1e-7, "state at step 1000: %g %g",
                   (double)s[1], (double)s[2]);

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 
+#include "config/config.h"
 #include "runtime/runtime.h"
 
 int vp_cli_devices(int argc, char **argv);
@@ -17,6 +18,24 @@ int vp_cli_embed(int argc, char **argv);
 int vp_cli_merge(int argc, char **argv);
 int vp_cli_eval(int argc, char **argv);
 int vp_cli_make_shapes(int argc, char **argv);
+int vp_cli_train(int argc, char **argv);
+int vp_cli_predict(int argc, char **argv);
+int vp_cli_demo(int argc, char **argv);
+
+/* The exit status for a failure: 2 for a config error (VP_ERR_CONFIG), 1
+ * for anything else; 0 for VP_OK. */
+int vp_cli_exit_code(vp_status st);
+/* Load a config and apply --set assignments; prints the error itself. */
+vp_status vp_cli_config(const char *path, const char *const *sets, int n_sets, vp_config **out);
+/* A config's model built for inference with `batch` images, then
+ * model.weights (by the model) and, when not NULL, the full weights file
+ * weights and the PEFT methods saved in adapter_dir. */
+struct vp_model;
+vp_status vp_cli_infer_model(vp_device *dev, const vp_config *cfg, const char *weights,
+                             const char *adapter_dir, int64_t batch, struct vp_model **out);
+/* The 12 numbers in pycocotools' summarize() layout, on stdout. */
+struct vp_coco_stats;
+void vp_cli_print_stats(const struct vp_coco_stats *s);
 
 /* Create an instance honouring VPEFT_VALIDATION; prints the error itself. */
 vp_status vp_cli_instance(vp_instance **inst);

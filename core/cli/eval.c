@@ -2,38 +2,140 @@
  * `vpeft eval --gt ANN.json --results RES.json`: COCO mask AP of a results
  * file against COCO instance ground truth, computed as pycocotools'
  * COCOeval(iouType="segm") computes it (core/eval/cocoeval.c), printed in
- * its summarize() layout.
+ * its summarize() layout. `vpeft eval --config C [--adapter DIR]`: the
+ * config's model run over its validation split first (core/train/evaluate.c),
+ * its results file written, then scored the same way.
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "eval/cocoeval.h"
+#include "model/model.h"
+#include "train/train.h"
 #include "util/error.h"
+#include "util/file.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vpeft eval --gt ANN.json --results RES.json\n\n"
+    fprintf(f, "usage: vpeft eval --gt ANN.json --results RES.json\n"
+               "       vpeft eval --config C [--adapter DIR] [--weights F] [--out RES.json]\n"
+               "                  [--set KEY=VALUE]...\n\n"
                "Score a COCO results file (a list of {image_id, category_id, segmentation:\n"
                "{size, counts}, score}) against COCO instance annotations with mask IoU,\n"
                "as pycocotools' COCOeval(iouType=\"segm\") does: IoU thresholds .50:.05:.95,\n"
                "101-point interpolated precision, maxDets 1/10/100, small/medium/large\n"
                "areas, crowd regions. Prints the 12 numbers of COCOeval.summarize() in its\n"
                "layout (-1: no ground truth for that row). docs/eval.md has the details.\n\n"
+               "With --config, first run C's model over C's train.val split (its images and\n"
+               "annotations), write the detections as a COCO results file, and score it.\n\n"
                "options:\n"
                "  --gt ANN.json       the ground truth (images, categories, annotations)\n"
                "  --results RES.json  the detections\n"
-               "  -h, --help          this help\n");
+               "  --config C          a run config with model, peft and train.val\n"
+               "  --adapter DIR       load C's PEFT methods from DIR (what training wrote\n"
+               "                      to train.out/adapter)\n"
+               "  --weights F         load every parameter F holds (a training run's\n"
+               "                      train.out/model.safetensors)\n"
+               "  --out RES.json      where the results go (default:\n"
+               "                      train.out/eval-results.json)\n"
+               "  --set KEY=VALUE     override a config value\n"
+               "  -h, --help          this help\n\n"
+               "exit status: 0 done, 1 runtime failure, 2 usage or config error\n");
+}
+
+vp_status vp_cli_config(const char *path, const char *const *sets, int n_sets, vp_config **out)
+{
+    vp_status st = vp_cfg_load(path, out);
+    for (int i = 0; !st && i < n_sets; i++)
+        st = vp_cfg_set(*out, sets[i]);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        vp_cfg_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+vp_status vp_cli_infer_model(vp_device *dev, const vp_config *cfg, const char *weights,
+                             const char *adapter_dir, int64_t batch, vp_model **out)
+{
+    vp_status st = vp_model_create(dev, cfg, &(vp_model_opts){.batch = batch}, out);
+    uint32_t n = 0;
+    if (!st && weights && !(st = vp_model_load_params(*out, weights, &n)) && !n)
+        st = vp_error_set(VP_ERR_FORMAT, "%s holds none of the model's parameters", weights);
+    if (!st && adapter_dir)
+        st = vp_model_load_peft(*out, adapter_dir);
+    if (st) {
+        vp_model_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static int eval_config(const char *path, const char *adapter, const char *weights,
+                       const char *out, const char *const *sets, int n_sets)
+{
+    vp_config *cfg;
+    if (vp_cli_config(path, sets, n_sets, &cfg))
+        return 2;
+    vp_train_cfg tc;
+    vp_status st = vp_train_cfg_read(cfg, &tc);
+    if (!st && !tc.val_ann)
+        st = vp_cfg_fail(vp_cfg_get(cfg, "train"), "val", "missing: the split to evaluate on");
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        vp_cfg_free(cfg);
+        return vp_cli_exit_code(st);
+    }
+    char res[4200];
+    if (!out) {
+        snprintf(res, sizeof res, "%s/eval-results.json", tc.out);
+        out = res;
+    }
+    vp_instance *inst;
+    if (vp_cli_instance(&inst)) {
+        vp_cfg_free(cfg);
+        return 1;
+    }
+    vp_device *dev = NULL;
+    vp_model *m = NULL;
+    vp_coco_stats s;
+    st = vp_cli_device(inst, &dev);
+    if (!st && !strcmp(out, res))
+        st = vp_mkdir_p(tc.out);
+    if (!st)
+        st = vp_cli_infer_model(dev, cfg, weights, adapter, tc.eval_batch, &m);
+    if (!st)
+        st = vp_evaluate(m, tc.eval_batch, tc.val_ann, tc.val_images, out, "eval", &s);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    } else {
+        vp_cli_print_stats(&s);
+        printf("results: %s\n", out);
+    }
+    vp_model_destroy(m);
+    vp_device_destroy(dev);
+    vp_instance_destroy(inst);
+    vp_cfg_free(cfg);
+    return vp_cli_exit_code(st);
 }
 
 int vp_cli_eval(int argc, char **argv)
 {
     static const struct option opts[] = {{"gt", required_argument, NULL, 'g'},
                                          {"results", required_argument, NULL, 'r'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"adapter", required_argument, NULL, 'a'},
+                                         {"weights", required_argument, NULL, 'w'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"set", required_argument, NULL, 's'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *gt = NULL, *res = NULL;
-    int c;
+    const char *gt = NULL, *res = NULL, *config = NULL, *adapter = NULL, *weights = NULL,
+               *out = NULL, *sets[64];
+    int c, n_sets = 0;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -44,22 +146,44 @@ int vp_cli_eval(int argc, char **argv)
             gt = optarg;
         } else if (c == 'r') {
             res = optarg;
+        } else if (c == 'c') {
+            config = optarg;
+        } else if (c == 'a') {
+            adapter = optarg;
+        } else if (c == 'w') {
+            weights = optarg;
+        } else if (c == 'o') {
+            out = optarg;
+        } else if (c == 's' && n_sets < 64) {
+            sets[n_sets++] = optarg;
         } else {
             fprintf(stderr, "vpeft eval: %s '%s' (see vpeft eval --help)\n",
                     c == ':' ? "missing value for" : "unknown option", argv[optind - 1]);
             return 2;
         }
     }
-    if (optind < argc || !gt || !res) {
+    if (optind < argc || (config ? gt || res : !gt || !res || adapter || weights || out)) {
         fprintf(stderr, "vpeft eval: %s (see vpeft eval --help)\n",
-                optind < argc ? "unexpected argument" : "--gt and --results are required");
+                optind < argc ? "unexpected argument"
+                : config      ? "--config takes no --gt or --results"
+                : gt && res   ? "--adapter, --weights and --out go with --config"
+                              : "--gt and --results, or --config, are required");
         return 2;
     }
+    if (config)
+        return eval_config(config, adapter, weights, out, sets, n_sets);
     vp_coco_stats s;
     if (vp_coco_eval_files(gt, res, &s)) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
         return 1;
     }
+    vp_cli_print_stats(&s);
+    return 0;
+}
+
+void vp_cli_print_stats(const vp_coco_stats *sp)
+{
+    vp_coco_stats s = *sp;
     static const struct {
         const char *what, *iou, *area, *dets;
     } rows[12] = {
@@ -81,5 +205,4 @@ int vp_cli_eval(int argc, char **argv)
     for (int i = 0; i < 12; i++)
         printf(" %s @[ IoU=%s | area=%s | maxDets=%s ] = %.3f\n", rows[i].what, rows[i].iou,
                rows[i].area, rows[i].dets, v[i]);
-    return 0;
 }

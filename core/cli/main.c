@@ -15,12 +15,15 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"demo", vp_cli_demo, "the study's comparison of fine-tuning methods on synthetic data"},
+    {"train", vp_cli_train, "fine-tune a config's model on a COCO dataset"},
+    {"eval", vp_cli_eval, "COCO mask AP of a results file, or of a config's model"},
+    {"predict", vp_cli_predict, "draw a config's predicted instances over images"},
     {"devices", vp_cli_devices, "list Vulkan devices and the features vpeft uses on each"},
     {"plugins", vp_cli_plugins, "list the plugins on the search path, or check a plugin file"},
     {"info", vp_cli_info, "a config's model: modules, parameter counts, the trainable set, sites"},
     {"embed", vp_cli_embed, "run a config's backbone on one image and save its outputs"},
     {"merge", vp_cli_merge, "fold saved PEFT methods into the base weights"},
-    {"eval", vp_cli_eval, "COCO mask AP of a results file, as pycocotools computes it"},
     {"make-shapes", vp_cli_make_shapes, "write a synthetic shapes dataset (COCO format), domain A or B"},
     {"plugin-test", vp_cli_plugin_test, "check PEFT plugins on a small built-in model: gradients, training"},
 };

@@ -95,6 +95,8 @@ typedef struct vp_loader_opts {
     float mean[3], std[3];/* normalization; all 0: ImageNet's
                            * (0.485, 0.456, 0.406), (0.229, 0.224, 0.225) */
     int prefetch;         /* batches prepared ahead on the host thread; 0: 2 */
+    bool no_targets;      /* pixels and items only (inference): labels stay -1,
+                           * masks 0, max_targets is not warned about */
 } vp_loader_opts;
 
 /* Where a batch's image i came from, to map predictions back. */
@@ -135,6 +137,15 @@ void vp_loader_destroy(vp_loader *l); /* joins the thread; NULL: no-op */
  * row-major) is 1 inside. */
 vp_status vp_batch_unproject(const vp_batch_item *it, int size, const float *logits, int mask_h,
                              int mask_w, uint8_t *out);
+
+/* An image that is not in a dataset (vpeft predict) made into one model
+ * input exactly as the loader makes its images: resized to fit size x size,
+ * normalized (mean, std NULL: ImageNet's), at the top left, the rest 0.
+ * pixels: (3, size, size). *it gets the geometry for vp_batch_unproject
+ * (index and image_id 0, not flipped). img is not changed. */
+struct vp_image;
+vp_status vp_image_to_input(const struct vp_image *img, int size, const float mean[3],
+                            const float std[3], float *pixels, vp_batch_item *it);
 
 /* ---- the synthetic shapes datasets (vpeft make-shapes) ------------------------ */
 

@@ -194,6 +194,25 @@ static int cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* img resized in place to fit size x size, normalized, and written at the
+ * top left of px (3, size, size), mirrored when flip; the rest 0. */
+static vp_status place_image(vp_image *img, int size, const float *mean, const float *std,
+                             bool flip, float *px, int *rw, int *rh)
+{
+    fit(img->w, img->h, size, rw, rh);
+    vp_status st = vp_image_resize(img, *rh, *rw);
+    if (st)
+        return st;
+    vp_image_normalize(img, mean, std);
+    memset(px, 0, (size_t)3 * size * size * sizeof *px);
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < *rh; y++)
+            for (int x = 0; x < *rw; x++)
+                px[((size_t)c * size + y) * size + (flip ? *rw - 1 - x : x)] =
+                    img->data[((size_t)c * *rh + y) * *rw + x];
+    return VP_OK;
+}
+
 /* Image `index` into slot j of b: pixels, labels, masks, item. */
 static vp_status fill_item(vp_loader *l, vp_batch *b, int j, uint32_t index, bool flip)
 {
@@ -212,24 +231,18 @@ static vp_status fill_item(vp_loader *l, vp_batch *b, int j, uint32_t index, boo
                             im->path, w, h, ds->path, im->w, im->h, (long long)im->id);
     }
     int rw, rh;
-    fit(im->w, im->h, size, &rw, &rh);
-    if ((st = vp_image_resize(&img, rh, rw))) {
+    st = place_image(&img, size, o->mean, o->std, flip, b->pixels + (size_t)j * 3 * size * size,
+                     &rw, &rh);
+    if (st) {
         vp_image_free(&img);
         return vp_error_wrap(st, "%s", im->path);
     }
-    vp_image_normalize(&img, o->mean, o->std);
-    float *px = b->pixels + (size_t)j * 3 * size * size;
-    for (int c = 0; c < 3; c++)
-        for (int y = 0; y < rh; y++)
-            for (int x = 0; x < rw; x++)
-                px[((size_t)c * size + y) * size + (flip ? rw - 1 - x : x)] =
-                    img.data[((size_t)c * rh + y) * rw + x];
     vp_image_free(&img);
     b->items[j] = (vp_batch_item){.index = index, .image_id = im->id, .w = im->w, .h = im->h,
                                   .rw = rw, .rh = rh, .flipped = flip};
 
     uint32_t first = ds->first[index], n = ds->first[index + 1] - first;
-    if (!n)
+    if (!n || o->no_targets)
         return VP_OK;
     by_area *order = malloc(n * sizeof *order);
     uint32_t *keep = malloc(n * sizeof *keep);
@@ -461,3 +474,21 @@ vp_status vp_loader_next(vp_loader *l, const vp_batch **out)
 }
 
 uint64_t vp_loader_batches(const vp_loader *l) { return l->nb; }
+
+vp_status vp_image_to_input(const vp_image *img, int size, const float mean[3],
+                            const float std[3], float *pixels, vp_batch_item *it)
+{
+    static const float mean0[3] = {0.485f, 0.456f, 0.406f}, sd0[3] = {0.229f, 0.224f, 0.225f};
+    size_t n = (size_t)3 * img->w * img->h;
+    vp_image r = {img->w, img->h, malloc(n * sizeof(float))};
+    if (!r.data)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory for a %dx%d image", img->w, img->h);
+    memcpy(r.data, img->data, n * sizeof(float));
+    int rw, rh;
+    vp_status st = place_image(&r, size, mean ? mean : mean0, std ? std : sd0, false, pixels, &rw,
+                               &rh);
+    vp_image_free(&r);
+    if (!st)
+        *it = (vp_batch_item){.w = img->w, .h = img->h, .rw = rw, .rh = rh};
+    return st;
+}

@@ -170,9 +170,10 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
                             &n->in[2]->rt, o);
         break;
     case VP_GOP_MSDEFORM_BWD:
-        st = vp_op_msdeform_backward(cmd, &n->in[0]->rt, &g->levels[n->ip[0]], &n->in[1]->rt,
-                                     &n->in[2]->rt, &n->in[3]->rt, o, n->acc[0],
-                                     &n->out[1]->rt, n->acc[1], &n->out[2]->rt, n->acc[2]);
+        st = vp_op_msdeform_backward_ex(
+            cmd, &n->in[0]->rt, &g->levels[n->ip[0]], &n->in[1]->rt, &n->in[2]->rt,
+            &n->in[3]->rt, o, n->acc[0], &n->out[1]->rt, n->acc[1], &n->out[2]->rt, n->acc[2],
+            &(vp_msdeform_cfg){g->deterministic ? VP_MSDEFORM_GATHER : VP_MSDEFORM_AUTO, 0});
         break;
     case VP_GOP_HOST:
     case VP_GOP_COUNT:
@@ -463,17 +464,68 @@ vp_status vp_graph_set_optimizer(vp_graph *g, const vp_adamw_cfg *cfg)
     return VP_OK;
 }
 
-vp_status vp_graph_step(vp_graph *g, float lr, int step)
+vp_status vp_graph_step_accum(vp_graph *g, float lr, int step, int runs)
 {
     if (!g->compiled || !g->opt_cmd)
         return vp_error_set(VP_ERR_INVALID, "step: %s", !g->compiled
                                                             ? "compile the graph first"
                                                             : "no optimizer was set");
+    if (runs < 1)
+        return vp_error_set(VP_ERR_INVALID, "step: %d accumulated runs", runs);
     float state[4];
     vp_status st = vp_adamw_state(lr, step, &g->adamw, state);
+    state[3] = 1.0f / (float)runs;
     if (!st)
         st = vp_tensor_upload(&g->opt_state, state, sizeof state);
     return st ? st : vp_cmd_submit(g->opt_cmd);
+}
+
+vp_status vp_graph_step(vp_graph *g, float lr, int step)
+{
+    return vp_graph_step_accum(g, lr, step, 1);
+}
+
+uint64_t vp_graph_optim_len(const vp_graph *g)
+{
+    return g->compiled && g->has_optim ? (uint64_t)vp_tensor_nelem(&g->m_all) : 0;
+}
+
+static vp_status optim_io(vp_graph *g, float *m, float *v, uint64_t n, bool up)
+{
+    uint64_t len = vp_graph_optim_len(g);
+    if (!len || n != len)
+        return vp_error_set(VP_ERR_INVALID, "optimizer state: %llu values given, the graph "
+                            "has %llu", (unsigned long long)n, (unsigned long long)len);
+    size_t bytes = (size_t)len * sizeof(float);
+    vp_status st = up ? vp_tensor_upload(&g->m_all, m, bytes) : vp_tensor_download(&g->m_all, m, bytes);
+    if (!st)
+        st = up ? vp_tensor_upload(&g->v_all, v, bytes) : vp_tensor_download(&g->v_all, v, bytes);
+    return st;
+}
+
+vp_status vp_graph_optim_read(vp_graph *g, float *m, float *v, uint64_t n)
+{
+    return optim_io(g, m, v, n, false);
+}
+
+vp_status vp_graph_optim_write(vp_graph *g, const float *m, const float *v, uint64_t n)
+{
+    return optim_io(g, (float *)m, (float *)v, n, true);
+}
+
+vp_status vp_graph_seed_read(vp_graph *g, uint32_t *seed)
+{
+    *seed = 0;
+    if (!g->compiled || !g->seed)
+        return VP_OK;
+    return vp_tensor_download(&g->seed->rt, seed, sizeof *seed);
+}
+
+vp_status vp_graph_seed_write(vp_graph *g, uint32_t seed)
+{
+    if (!g->compiled || !g->seed)
+        return VP_OK;
+    return vp_tensor_upload(&g->seed->rt, &seed, sizeof seed);
 }
 
 vp_graph_stats vp_graph_get_stats(const vp_graph *g)

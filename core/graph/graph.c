@@ -472,6 +472,12 @@ static vp_gt *act(vp_graph *g, vp_act a, const char *name, vp_gt *x)
     return y;
 }
 
+void vp_graph_set_deterministic(vp_graph *g, bool on)
+{
+    VP_ASSERT(!g->compiled);
+    g->deterministic = on;
+}
+
 void vp_graph_set_training(vp_graph *g, bool training) { g->training = training; }
 
 vp_gt *vp_g_dropout(vp_graph *g, vp_gt *x, float p)

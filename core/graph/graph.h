@@ -119,6 +119,11 @@ vp_gt *vp_g_bool_mask(vp_graph *g, vp_gt *m);
 /* Training builds (vp_graph_set_training, false by default) make dropout
  * drop; others make it the identity. */
 void vp_graph_set_training(vp_graph *g, bool training);
+/* Before compile: record only kernels whose results are the same bits on
+ * every run (multi-scale deformable attention's backward gathers instead of
+ * adding with float atomics; slower on GPUs). Off by default; the trainer
+ * turns it on so that a resumed run repeats an uninterrupted one exactly. */
+void vp_graph_set_deterministic(vp_graph *g, bool on);
 /* Dropout: each element kept with probability 1 - p and scaled by
  * 1 / (1 - p), the mask new at every run (a seed advanced on the device at
  * the start of each run, from 0 at compile) and the same in the backward;
@@ -206,6 +211,20 @@ vp_status vp_g_param_lr_scale(vp_gt *param, float scale);
 /* After the runs of a step: clip, update and zero the gradients, one submit.
  * step counts from 1 (bias correction). */
 vp_status vp_graph_step(vp_graph *g, float lr, int step);
+/* The same after `runs` accumulated runs: the gradient sum is scaled by
+ * 1 / runs first (clipping sees the scaled norm), as if each run's loss had
+ * been divided by runs. */
+vp_status vp_graph_step_accum(vp_graph *g, float lr, int step, int runs);
+
+/* What a checkpoint needs besides the parameters: the AdamW moments, flat
+ * in the trainable buffer's order (n = vp_graph_optim_len(), 0 without an
+ * optimizer or before compile), and dropout's seed as it stands before
+ * the next run (0 and ignored when the graph has no dropout). */
+uint64_t vp_graph_optim_len(const vp_graph *g);
+vp_status vp_graph_optim_read(vp_graph *g, float *m, float *v, uint64_t n);
+vp_status vp_graph_optim_write(vp_graph *g, const float *m, const float *v, uint64_t n);
+vp_status vp_graph_seed_read(vp_graph *g, uint32_t *seed);
+vp_status vp_graph_seed_write(vp_graph *g, uint32_t seed);
 
 typedef struct vp_graph_mem {
     uint64_t activations; /* planned peak of the activation arena */

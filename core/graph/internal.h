@@ -149,6 +149,7 @@ struct vp_graph {
     struct vp_custom_kernel *kernels; /* plugins' kernels, a list (custom.c) */
     struct vp_custom_rec *customs;    /* custom op calls, a list */
     bool training;           /* dropout drops (vp_graph_set_training) */
+    bool deterministic;      /* no float atomics (vp_graph_set_deterministic) */
     vp_gt *seed;             /* dropout's seed (int32), advanced on the device every run */
     int64_t ones_len;
     /* compiled state */

@@ -6,6 +6,7 @@
  * ("run.json: peft[1]: lorax: cannot find vpeft-lorax.so in ..."), and
  * undoes everything: instances destroyed, plugins unloaded, no graph left.
  */
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,9 +254,18 @@ built:
         m->loss = m->out.loss;
         if ((st = vp_graph_backward(g, m->loss)))
             return st;
-        vp_adamw_cfg cfg = vp_adamw_default_cfg();
+        vp_adamw_cfg cfg = o->adamw ? *o->adamw : vp_adamw_default_cfg();
         if ((st = vp_graph_set_optimizer(g, &cfg)))
             return st;
+        for (uint32_t i = 0; i < vp_build_param_count(m->build); i++) {
+            vp_gt *t = vp_build_param_at(m->build, i)->t;
+            float mult = 1.0f;
+            for (uint32_t k = 0; k < o->n_lr_groups; k++)
+                if (!fnmatch(o->lr_groups[k].glob, vp_gt_name(t), 0))
+                    mult = o->lr_groups[k].mult;
+            if (mult != 1.0f && vp_gt_trainable(t) && (st = vp_g_param_lr_scale(t, mult)))
+                return st;
+        }
     }
     if ((st = vp_graph_compile(g)))
         return st;
@@ -315,8 +325,10 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         st = vp_build_create(dev, &bo, &m->build);
     }
     free(globs);
-    if (!st)
+    if (!st) {
         vp_graph_set_training(vp_build_graph(m->build), o->train);
+        vp_graph_set_deterministic(vp_build_graph(m->build), o->deterministic);
+    }
     if (!st)
         st = vp_peft_set_attach(&m->pefts, m->build);
     if (!st)
@@ -326,6 +338,21 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         return st;
     }
     m->g = vp_build_take_graph(m->build);
+    const char *weights = NULL;
+    if (!o->no_compile)
+        st = vp_cfg_file(model, "weights", &weights);
+    if (!st && weights) {
+        uint32_t n = 0;
+        st = vp_model_load_params(m, weights, &n);
+        if (!st && !n)
+            st = vp_cfg_fail(model, "weights", "%s holds none of the model's parameters", weights);
+        else if (st)
+            st = vp_error_wrap(st, "%s: model.weights", vp_cfg_file_name(root));
+    }
+    if (st) {
+        vp_model_destroy(m);
+        return st;
+    }
     *out = m;
     return VP_OK;
 }

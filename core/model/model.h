@@ -11,8 +11,11 @@
  *     vp_model_destroy(m);
  *
  * The config keys read here: model.backbone and model.head (objects, each
- * with "plugin"), peft (a list of objects, each with "plugin"),
- * train.trainable (globs over base parameter names) and train.seed.
+ * with "plugin"), model.weights (optional: a safetensors file of model
+ * parameter names, e.g. a trained base model's model.safetensors, loaded
+ * over the initialization; parameters it lacks keep theirs), peft (a list
+ * of objects, each with "plugin"), train.trainable (globs over base
+ * parameter names) and train.seed.
  */
 #ifndef VP_MODEL_MODEL_H
 #define VP_MODEL_MODEL_H
@@ -45,12 +48,23 @@ void vp_peft_set_release(vp_peft_set *s);
 /* Add every method to b, in order. */
 vp_status vp_peft_set_attach(const vp_peft_set *s, vp_build *b);
 
+/* A learning-rate multiplier for the parameters whose names match glob
+ * (fnmatch); the last matching group wins. */
+typedef struct vp_lr_group {
+    const char *glob;
+    float mult;
+} vp_lr_group;
+
 typedef struct vp_model_opts {
     int64_t batch;              /* images per run */
     bool train;                 /* build the loss, gradients and AdamW state */
     bool backbone_only;         /* no head (vpeft embed); not with train */
     bool no_compile;            /* build and check the graph only, no device memory
                                  * (vpeft info): it cannot run */
+    const vp_adamw_cfg *adamw;  /* training: NULL for torch's defaults */
+    const vp_lr_group *lr_groups;
+    uint32_t n_lr_groups;
+    bool deterministic;         /* the same bits every run (vp_graph_set_deterministic) */
 } vp_model_opts;
 
 typedef struct vp_model vp_model;

@@ -102,7 +102,7 @@ vp_status vp_adamw_state(float lr, int step, const vp_adamw_cfg *cfg, float out[
     out[0] = lr;
     out[1] = (float)(1.0 - pow((double)cfg->beta1, step));
     out[2] = (float)(1.0 - pow((double)cfg->beta2, step));
-    out[3] = 0.0f;
+    out[3] = 1.0f;
     return VP_OK;
 }
 

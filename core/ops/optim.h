@@ -40,15 +40,17 @@ vp_adamw_cfg vp_adamw_default_cfg(void);
 
 /* The state tensor's four floats for step `step` (counting from 1, as torch
  * does after its increment) at learning rate lr:
- *   out = {lr, 1 - beta1^step, 1 - beta2^step, 0}
- * (the last is reserved and must be 0). The powers are taken in double.
+ *   out = {lr, 1 - beta1^step, 1 - beta2^step, 1}
+ * The last is the gradient scale gs (1 here; 1/k after k accumulated
+ * runs). The powers are taken in double.
  * VP_ERR_INVALID when step < 1 or lr is negative or not finite. */
 vp_status vp_adamw_state(float lr, int step, const vp_adamw_cfg *cfg, float out[4]);
 
 /* One AdamW step over every element, exactly torch.optim.AdamW's update
  * with torch.nn.utils.clip_grad_norm_ before it:
- *   c = min(1, max_norm / (sqrt(sqnorm) + 1e-6)), or 1 without clipping
- *   g = c grad;  lr_k = lr * lr_scale[k], or lr when lr_scale is NULL
+ *   c = min(1, max_norm / (gs sqrt(sqnorm) + 1e-6)), or 1 without clipping
+ *   g = c gs grad (gs: state[3], the gradient scale)
+ *   lr_k = lr * lr_scale[k], or lr when lr_scale is NULL
  *   w *= 1 - lr_k weight_decay
  *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
  *   w -= lr_k / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)

@@ -207,6 +207,11 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
                           H->add(g, H->scale(g, bce, (float)c->mask_weight),
                                  H->scale(g, dice, (float)c->dice_weight)));
         total = total ? H->add(g, total, l) : l;
+        if (p + 1 == d->n) { /* the last layer's terms, for progress lines */
+            H->output(b, "loss.class", ce);
+            H->output(b, "loss.mask", bce);
+            H->output(b, "loss.dice", dice);
+        }
     }
     return total;
 }

@@ -1,0 +1,472 @@
+/*
+ * `vpeft demo [--quick]`: the study's comparison in one command. Two
+ * synthetic shape domains are generated into a cache, a base model is
+ * trained on domain A (cached), and then fine-tuned on domain B with full
+ * fine-tuning, head-only training and six PEFT configurations. Each is
+ * scored on B's validation split; one table, results.json, a chart of mask
+ * AP against trainable % and sample predictions come out.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <vpeft/version.h>
+
+#include "cli/cli.h"
+#include "data/data.h"
+#include "io/draw.h"
+#include "train/train.h"
+#include "util/error.h"
+#include "util/file.h"
+
+/* The model: docs/configs/demo-model.json (default) or a small one that
+ * trains in seconds (--quick); "classes" is filled in from the data. */
+typedef struct variant {
+    const char *name;
+    const char *model; /* the "model" object without classes: %d is classes */
+    int size, n_a_train, n_a_val, n_b_train, n_b_val;
+    int base_steps, steps, batch;
+    double base_lr, lr, head_lr;
+    int samples;       /* predicted pictures per method */
+} variant;
+
+static const variant variants[2] = {
+    {"default",
+     "{\"backbone\": {\"plugin\": \"vit\", \"image\": 128, \"patch\": 16, \"width\": 192, "
+     "\"depth\": 6, \"heads\": 3, \"out_channels\": 128}, "
+     "\"head\": {\"plugin\": \"mask2former\", \"classes\": %d, \"queries\": 20, \"hidden\": 128, "
+     "\"heads\": 4, \"encoder_layers\": 3, \"decoder_layers\": 6, \"levels\": 3, \"points\": 4, "
+     "\"encoder_ffn\": 512, \"decoder_ffn\": 512, \"mask_dim\": 128, \"max_targets\": 8}}",
+     128, 400, 50, 200, 50, 600, 150, 2, 3e-4, 3e-4, 3e-4, 4},
+    {"quick",
+     "{\"backbone\": {\"plugin\": \"vit\", \"image\": 64, \"patch\": 8, \"width\": 64, "
+     "\"depth\": 2, \"heads\": 4, \"out_channels\": 64}, "
+     "\"head\": {\"plugin\": \"mask2former\", \"classes\": %d, \"queries\": 10, \"hidden\": 64, "
+     "\"heads\": 4, \"encoder_layers\": 2, \"decoder_layers\": 3, \"levels\": 3, \"points\": 2, "
+     "\"encoder_ffn\": 128, \"decoder_ffn\": 128, \"mask_dim\": 64, \"max_targets\": 6}}",
+     64, 64, 16, 48, 16, 60, 20, 2, 1e-3, 1e-3, 1e-3, 2},
+};
+
+/* The study's embeddings, trained by every PEFT row (as the study did). */
+#define EMBED "\"head.predictor.class_embed.*\", \"head.predictor.mask_embed.*\""
+#define LORA "{\"plugin\": \"lora\", \"r\": 8, \"lora_alpha\": 8, \"target_modules\": " \
+             "[\"query\", \"value\"]}"
+#define DEFORM "{\"plugin\": \"lora_deform\", \"r\": 8, \"lora_alpha\": 8}"
+#define ADAPTER(k) "{\"plugin\": \"adapter\", \"per_site\": " #k ", \"reduction_factor\": 8, " \
+                   "\"modules\": [\"head.*\"]}"
+
+typedef struct method {
+    const char *name, *slug;
+    const char *peft;      /* the "peft" list, or NULL */
+    const char *trainable; /* train.trainable */
+} method;
+
+static const method methods[] = {
+    {"full fine-tuning", "full", NULL, "[\"*\"]"},
+    {"head only", "head", NULL, "[\"head.*\"]"},
+    {"adapters x1", "adapter1", "[" ADAPTER(1) "]", "[" EMBED "]"},
+    {"adapters x2", "adapter2", "[" ADAPTER(2) "]", "[" EMBED "]"},
+    {"adapters x3", "adapter3", "[" ADAPTER(3) "]", "[" EMBED "]"},
+    {"lora (backbone q, v)", "lora", "[" LORA "]", "[" EMBED "]"},
+    {"lora_deform", "lora_deform", "[" DEFORM "]", "[" EMBED "]"},
+    {"lora + lora_deform", "lora_both", "[" LORA ", " DEFORM "]", "[" EMBED "]"},
+};
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vpeft demo [--quick] [--out DIR] [--cache DIR] [--methods LIST]\n\n"
+               "The study's comparison on a machine without a GPU. Generates two synthetic\n"
+               "domains of overlapping shapes (vpeft make-shapes: A, and B with other\n"
+               "colours, textures and classes) into the cache, trains a base vit +\n"
+               "mask2former model on A (cached for later runs), then fine-tunes it on B\n"
+               "with each method:\n");
+    for (size_t i = 0; i < N_METHODS; i++)
+        fprintf(f, "  %-12s %s\n", methods[i].slug, methods[i].name);
+    fprintf(f, "and scores each on B's validation split with COCO mask AP. Prints one\n"
+               "table (trainable parameters, trainable %%, AP, AP50, AP75, training time,\n"
+               "device memory) and writes DIR/results.json, DIR/chart.png (AP against\n"
+               "trainable %%), and DIR/<method>/ (the run: checkpoint, adapter, log,\n"
+               "predictions/*.png on validation images). docs/demo.md explains the numbers.\n\n"
+               "options:\n"
+               "  --quick        a small model and a few steps (about 3 minutes on 2 CPU\n"
+               "                 cores); the default takes about 15 minutes there\n"
+               "  --out DIR      outputs (default runs/demo or runs/demo-quick)\n"
+               "  --cache DIR    datasets and the base model (default\n"
+               "                 $XDG_CACHE_HOME/vpeft/demo, else ~/.cache/vpeft/demo)\n"
+               "  --methods LIST comma-separated method names from the list above\n"
+               "                 (default: all)\n"
+               "  -h, --help     this help\n\n"
+               "exit status: 0 done, 1 runtime failure, 2 usage error\n");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A dataset in the cache: made unless its stamp says it is there. */
+static vp_status shapes(const char *dir, char domain, int n, int size, uint64_t seed)
+{
+    char stamp[4200], want[128], *have = NULL;
+    size_t len;
+    snprintf(stamp, sizeof stamp, "%s/stamp", dir);
+    snprintf(want, sizeof want, "vpeft %s shapes %c n %d size %d seed %llu\n", VP_VERSION_STRING,
+             domain, n, size, (unsigned long long)seed);
+    if (!vp_file_read(stamp, &have, &len) && !strcmp(have, want)) {
+        free(have);
+        return VP_OK;
+    }
+    free(have);
+    vp_error_clear();
+    fprintf(stderr, "demo: making %s (%d images of domain %c)\n", dir, n, domain);
+    vp_status st = vp_shapes_write(&(vp_shapes_opts){dir, domain, n, size, seed});
+    return st ? st : vp_file_write_atomic(stamp, want, strlen(want));
+}
+
+static uint32_t classes_of(const char *ann)
+{
+    vp_dataset *ds;
+    if (vp_dataset_load(ann, NULL, &(vp_dataset_opts){.skip_bad = true}, &ds))
+        return 0;
+    uint32_t n = vp_dataset_classes(ds);
+    vp_dataset_destroy(ds);
+    return n;
+}
+
+typedef struct row {
+    const method *m;
+    vp_train_result r;
+    bool done;
+} row;
+
+static vp_status run_config(vp_device *dev, const char *text, const char *label,
+                            vp_train_result *r)
+{
+    vp_config *cfg;
+    vp_status st = vp_cfg_parse(text, strlen(text), "demo", &cfg);
+    if (!st)
+        st = vp_train_run(dev, cfg, &(vp_train_opts){.label = label}, r);
+    vp_cfg_free(cfg);
+    return st;
+}
+
+static vp_status samples(vp_device *dev, const char *text, const char *run_dir, const char *val,
+                         int n)
+{
+    vp_config *cfg;
+    vp_model *m = NULL;
+    vp_dataset *ds = NULL;
+    char weights[4500], dir[4500], png[4600];
+    snprintf(weights, sizeof weights, "%s/model.safetensors", run_dir);
+    snprintf(dir, sizeof dir, "%s/predictions", run_dir);
+    vp_status st = vp_cfg_parse(text, strlen(text), "demo", &cfg);
+    if (!st)
+        st = vp_cli_infer_model(dev, cfg, weights, NULL, 1, &m);
+    char ann[4500];
+    snprintf(ann, sizeof ann, "%s/annotations.json", val);
+    if (!st)
+        st = vp_dataset_load(ann, NULL, &(vp_dataset_opts){.skip_bad = true}, &ds);
+    if (!st)
+        st = vp_mkdir_p(dir);
+    for (int i = 0; !st && i < n && (uint32_t)i < vp_dataset_size(ds); i++) {
+        const vp_dataset_image *im = vp_dataset_image_at(ds, (uint32_t)i);
+        int drawn;
+        snprintf(png, sizeof png, "%s/%lld.png", dir, (long long)im->id);
+        st = vp_predict_picture(m, im->path, ds, 0.5f, png, &drawn);
+    }
+    vp_dataset_destroy(ds);
+    vp_model_destroy(m);
+    vp_cfg_free(cfg);
+    return st;
+}
+
+static char *config_text(const variant *v, int classes, const char *peft, const char *trainable,
+                         const char *train_dir, const char *val_dir, const char *weights,
+                         const char *out, int steps, double lr, uint64_t seed)
+{
+    char model[2048], wkey[4400] = "";
+    snprintf(model, sizeof model, v->model, classes);
+    if (weights) { /* the base model's weights under model */
+        model[strlen(model) - 1] = '\0';
+        snprintf(wkey, sizeof wkey, ", \"weights\": \"%s\"}", weights);
+    }
+    size_t n = strlen(model) + strlen(wkey) + (peft ? strlen(peft) : 0) + strlen(trainable) +
+               3 * 4300 + 1024;
+    char *s = malloc(n);
+    if (!s)
+        return NULL;
+    snprintf(s, n,
+             "{\"model\": %s%s, %s%s%s\"train\": {"
+             "\"data\": {\"annotations\": \"%s/annotations.json\"}, "
+             "\"val\": {\"annotations\": \"%s/annotations.json\"}, "
+             "\"trainable\": %s, \"steps\": %d, \"batch\": %d, \"lr\": %g, \"warmup\": %d, "
+             "\"weight_decay\": 0.05, \"clip_grad_norm\": 1.0, \"seed\": %llu, "
+             "\"log_every\": %d, \"checkpoint_every\": %d, \"out\": \"%s\"}}",
+             model, wkey, peft ? "\"peft\": " : "", peft ? peft : "", peft ? ", " : "",
+             train_dir, val_dir, trainable, steps, v->batch, lr,
+             steps / 10, (unsigned long long)seed, steps / 10 > 0 ? steps / 10 : 1, steps, out);
+    return s;
+}
+
+static void default_cache(char *buf, size_t n)
+{
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (x && *x)
+        snprintf(buf, n, "%s/vpeft/demo", x);
+    else if (home && *home)
+        snprintf(buf, n, "%s/.cache/vpeft/demo", home);
+    else
+        snprintf(buf, n, ".vpeft-cache/demo");
+}
+
+static vp_status write_summary(const variant *v, const row *rows, size_t n, const char *out,
+                               const char *device, double base_s)
+{
+    cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "methods");
+    cJSON_AddStringToObject(j, "variant", v->name);
+    cJSON_AddStringToObject(j, "device", device);
+    cJSON_AddStringToObject(j, "vpeft", VP_VERSION_STRING);
+    cJSON_AddNumberToObject(j, "base_train_seconds", base_s);
+    cJSON_AddNumberToObject(j, "steps", v->steps);
+    vp_chart_point pts[N_METHODS];
+    size_t np = 0;
+    double ref = 0;
+    bool have_ref = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!rows[i].done)
+            continue;
+        const vp_train_result *r = &rows[i].r;
+        double pct = 100.0 * (double)r->trainable / (double)r->total;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "method", rows[i].m->name);
+        cJSON_AddStringToObject(o, "run", rows[i].m->slug);
+        cJSON_AddNumberToObject(o, "trainable_params", (double)r->trainable);
+        cJSON_AddNumberToObject(o, "all_params", (double)r->total);
+        cJSON_AddNumberToObject(o, "trainable_percent", pct);
+        cJSON_AddNumberToObject(o, "AP", r->stats.ap);
+        cJSON_AddNumberToObject(o, "AP50", r->stats.ap50);
+        cJSON_AddNumberToObject(o, "AP75", r->stats.ap75);
+        cJSON_AddNumberToObject(o, "train_seconds", r->seconds);
+        cJSON_AddNumberToObject(o, "device_bytes", (double)r->device_bytes);
+        cJSON_AddNumberToObject(o, "final_loss", r->final_loss);
+        cJSON_AddItemToArray(arr, o);
+        pts[np++] = (vp_chart_point){rows[i].m->name, pct, 100.0 * r->stats.ap};
+        if (!strcmp(rows[i].m->slug, "full")) {
+            ref = 100.0 * r->stats.ap;
+            have_ref = true;
+        }
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/results.json", out);
+    vp_status st = text ? vp_file_write_atomic(path, text, strlen(text))
+                        : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    free(text);
+    if (st || !np)
+        return st;
+    snprintf(path, sizeof path, "%s/chart.png", out);
+    vp_chart ch = {.title = "Mask AP on domain B against trainable parameters",
+                   .xlabel = "trainable parameters (%, log scale)",
+                   .ylabel = "mask AP (%)",
+                   .points = pts,
+                   .n = np,
+                   .log_x = true,
+                   .ref_label = have_ref ? "full fine-tuning" : NULL,
+                   .ref_y = ref};
+    return vp_chart_write_png(&ch, path);
+}
+
+int vp_cli_demo(int argc, char **argv)
+{
+    static const struct option opts[] = {{"quick", no_argument, NULL, 'q'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"cache", required_argument, NULL, 'c'},
+                                         {"methods", required_argument, NULL, 'm'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const variant *v = &variants[0];
+    const char *out = NULL, *cache = NULL, *only = NULL;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 0;
+        } else if (c == 'q') {
+            v = &variants[1];
+        } else if (c == 'o') {
+            out = optarg;
+        } else if (c == 'c') {
+            cache = optarg;
+        } else if (c == 'm') {
+            only = optarg;
+        } else {
+            fprintf(stderr, "vpeft demo: %s '%s' (see vpeft demo --help)\n",
+                    c == ':' ? "missing value for" : "unknown option", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vpeft demo: unexpected argument '%s' (see vpeft demo --help)\n",
+                argv[optind]);
+        return 2;
+    }
+    bool use[N_METHODS];
+    for (size_t i = 0; i < N_METHODS; i++) {
+        use[i] = !only;
+        if (only) {
+            size_t len = strlen(methods[i].slug);
+            for (const char *p = only; *p;) {
+                size_t k = strcspn(p, ",");
+                use[i] = use[i] || (k == len && !strncmp(p, methods[i].slug, k));
+                p += k + (p[k] == ',');
+            }
+        }
+    }
+    if (only) { /* every name must be known */
+        for (const char *p = only; *p;) {
+            size_t k = strcspn(p, ","), i;
+            for (i = 0; i < N_METHODS; i++)
+                if (strlen(methods[i].slug) == k && !strncmp(p, methods[i].slug, k))
+                    break;
+            if (i == N_METHODS) {
+                fprintf(stderr, "vpeft demo: --methods: unknown method '%.*s' (see vpeft demo "
+                        "--help)\n", (int)k, p);
+                return 2;
+            }
+            p += k + (p[k] == ',');
+        }
+    }
+    char cache_buf[4096], out_buf[4096], root[4200];
+    if (!cache) {
+        default_cache(cache_buf, sizeof cache_buf);
+        cache = cache_buf;
+    }
+    if (!out) {
+        snprintf(out_buf, sizeof out_buf, "runs/demo%s", v == &variants[1] ? "-quick" : "");
+        out = out_buf;
+    }
+    snprintf(root, sizeof root, "%s/%s", cache, v->name);
+    double t_start = now_s();
+    char a_train[4300], a_val[4300], b_train[4300], b_val[4300], base[4300], base_w[4400],
+        ann[4400];
+    snprintf(a_train, sizeof a_train, "%s/A-train", root);
+    snprintf(a_val, sizeof a_val, "%s/A-val", root);
+    snprintf(b_train, sizeof b_train, "%s/B-train", root);
+    snprintf(b_val, sizeof b_val, "%s/B-val", root);
+    snprintf(base, sizeof base, "%s/base", root);
+    snprintf(base_w, sizeof base_w, "%s/model.safetensors", base);
+    vp_status st = vp_mkdir_p(root);
+    if (!st)
+        st = vp_mkdir_p(out);
+    if (!st)
+        st = shapes(a_train, 'A', v->n_a_train, v->size, 1);
+    if (!st)
+        st = shapes(a_val, 'A', v->n_a_val, v->size, 2);
+    if (!st)
+        st = shapes(b_train, 'B', v->n_b_train, v->size, 3);
+    if (!st)
+        st = shapes(b_val, 'B', v->n_b_val, v->size, 4);
+    uint32_t ca = 0, cb = 0;
+    if (!st) {
+        snprintf(ann, sizeof ann, "%s/annotations.json", a_train);
+        ca = classes_of(ann);
+        snprintf(ann, sizeof ann, "%s/annotations.json", b_train);
+        cb = classes_of(ann);
+        if (!ca || !cb)
+            st = vp_error_set(VP_ERR_FORMAT, "%s: the cached datasets have no classes", root);
+    }
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        return 1;
+    }
+    int classes = (int)(ca > cb ? ca : cb);
+    vp_instance *inst;
+    if (vp_cli_instance(&inst))
+        return 1;
+    vp_device *dev = NULL;
+    st = vp_cli_device(inst, &dev);
+    row rows[N_METHODS] = {{0}};
+    double base_s = 0;
+    /* The base model on A, unless the cache has it (its stamp: the config). */
+    char *text = NULL;
+    if (!st && !(text = config_text(v, classes, NULL, "[\"*\"]", a_train, a_val, NULL, base,
+                                    v->base_steps, v->base_lr, 1)))
+        st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (!st) {
+        char stamp[4400], *have = NULL;
+        size_t len;
+        snprintf(stamp, sizeof stamp, "%s/stamp", base);
+        if (vp_file_read(stamp, &have, &len) || strcmp(have, text) || access(base_w, R_OK)) {
+            vp_error_clear();
+            fprintf(stderr, "demo: training the base model on domain A (%d steps; cached in "
+                    "%s)\n", v->base_steps, base);
+            vp_train_result r;
+            double t0 = now_s();
+            st = run_config(dev, text, "base (A)", &r);
+            base_s = now_s() - t0;
+            if (!st)
+                st = vp_file_write_atomic(stamp, text, strlen(text));
+        } else {
+            fprintf(stderr, "demo: using the cached base model %s\n", base_w);
+        }
+        free(have);
+    }
+    free(text);
+    text = NULL;
+    for (size_t i = 0; !st && i < N_METHODS; i++) {
+        if (!use[i])
+            continue;
+        char run_dir[4400];
+        snprintf(run_dir, sizeof run_dir, "%s/%s", out, methods[i].slug);
+        if (!(text = config_text(v, classes, methods[i].peft, methods[i].trainable, b_train,
+                                 b_val, base_w, run_dir, v->steps, v->lr, 5)))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (!st)
+            st = run_config(dev, text, methods[i].slug, &rows[i].r);
+        if (!st)
+            st = samples(dev, text, run_dir, b_val, v->samples);
+        rows[i].m = &methods[i];
+        rows[i].done = !st;
+        free(text);
+        text = NULL;
+    }
+    if (!st)
+        st = write_summary(v, rows, N_METHODS, out,
+                           dev ? vp_device_get_info(dev)->name : "?", base_s);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    } else {
+        printf("\nvpeft demo (%s): fine-tuning on domain B, scored on its %d validation "
+               "images\n", v->name, v->n_b_val);
+        printf("%-22s %11s %8s %6s %6s %6s %8s %10s\n", "method", "trainable", "train%", "AP",
+               "AP50", "AP75", "time s", "memory MiB");
+        for (size_t i = 0; i < N_METHODS; i++) {
+            if (!rows[i].done)
+                continue;
+            const vp_train_result *r = &rows[i].r;
+            printf("%-22s %11llu %7.2f%% %6.1f %6.1f %6.1f %8.1f %10.1f\n", rows[i].m->name,
+                   (unsigned long long)r->trainable,
+                   100.0 * (double)r->trainable / (double)r->total, 100.0 * r->stats.ap,
+                   100.0 * r->stats.ap50, 100.0 * r->stats.ap75, r->seconds,
+                   (double)r->device_bytes / (1 << 20));
+        }
+        printf("\nAP in %% (COCO mask AP, IoU .50:.95); time: the fine-tuning steps; memory: "
+               "the training graph's device memory.\n"
+               "wrote %s/results.json, %s/chart.png and %s/<method>/predictions/ in %.0f s\n",
+               out, out, out, now_s() - t_start);
+    }
+    vp_device_destroy(dev);
+    vp_instance_destroy(inst);
+    return st ? 1 : 0;
+}

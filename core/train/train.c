@@ -1,0 +1,551 @@
+/*
+ * The training loop (train.h): batches from the loader's host thread into
+ * the model's inputs, one recorded graph run per batch, AdamW after every
+ * `accum` runs, progress, checkpoints and evaluations.
+ *
+ * Resuming repeats an uninterrupted run exactly because everything a step
+ * depends on is either in the checkpoint (trainable parameters, AdamW
+ * moments, dropout's device seed, the step) or a function of the step
+ * (the learning rate, and the loader's batch k = step * accum + run, which
+ * depends on (seed, k) only), and because the graph is built deterministic
+ * (no float atomics).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "data/data.h"
+#include "io/safetensors.h"
+#include "train/train.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/log.h"
+
+#define CKPT_NAME "checkpoint.safetensors"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- the model's inputs --------------------------------------------------- */
+
+typedef struct io_set {
+    vp_gt *image, *labels, *masks, *loss, *terms[3];
+    int64_t size, T, hm, wm;
+} io_set;
+
+static vp_status find_io(const vp_model *m, int64_t batch, io_set *io)
+{
+    vp_graph *g = vp_model_graph(m);
+    memset(io, 0, sizeof *io);
+    io->image = vp_model_image(m);
+    io->labels = vp_graph_find(g, "target.labels");
+    io->masks = vp_graph_find(g, "target.masks");
+    io->loss = vp_model_loss(m);
+    static const char *const terms[3] = {"loss.class", "loss.mask", "loss.dice"};
+    for (int i = 0; i < 3; i++)
+        io->terms[i] = vp_model_output(m, terms[i]);
+    vp_gt *maps[VP_MAX_LEVELS];
+    uint32_t nf = vp_model_features(m, maps);
+    if (!io->image || !io->labels || !io->masks || !nf)
+        return vp_error_set(VP_ERR_INVALID, "the head (%s) has no target.labels and "
+                            "target.masks inputs: vpeft trains instance-segmentation heads",
+                            vp_model_plugin_name(m, VP_PLUGIN_HEAD));
+    const int64_t *is = vp_gt_shape(io->image), *ls = vp_gt_shape(io->labels),
+                  *ms = vp_gt_shape(io->masks), *fs = vp_gt_shape(maps[0]);
+    io->size = is[2];
+    io->T = ls[1];
+    io->hm = fs[1];
+    io->wm = fs[2];
+    if (is[0] != batch || is[2] != is[3] || ms[2] != io->hm * io->wm)
+        return vp_error_set(VP_ERR_SHAPE, "the model's inputs do not have the shapes the "
+                            "trainer expects (a square image, masks at the finest feature map)");
+    return VP_OK;
+}
+
+static vp_status feed(vp_graph *g, const io_set *io, const vp_batch *b, int64_t batch)
+{
+    size_t px = (size_t)(batch * 3 * io->size * io->size) * sizeof(float);
+    size_t lb = (size_t)(batch * io->T) * sizeof(int32_t);
+    size_t mk = (size_t)(batch * io->T * io->hm * io->wm) * sizeof(float);
+    vp_status st = vp_graph_write(g, io->image, b->pixels, px);
+    if (!st && io->labels)
+        st = vp_graph_write(g, io->labels, b->labels, lb);
+    if (!st && io->masks)
+        st = vp_graph_write(g, io->masks, b->masks, mk);
+    return st;
+}
+
+/* ---- checkpoints ------------------------------------------------------------- */
+
+static char *section_json(const vp_config *root, const char *key)
+{
+    const vp_config *c = vp_cfg_get(root, key);
+    return c ? vp_cfg_to_json(c) : strdup("null");
+}
+
+/* What must not change between a run and its resumption. */
+static char *fingerprint(const vp_config *root, const vp_train_cfg *tc)
+{
+    char *model = section_json(root, "model"), *peft = section_json(root, "peft");
+    size_t n = (model ? strlen(model) : 0) + (peft ? strlen(peft) : 0) + 256;
+    char *s = malloc(n);
+    if (s && model && peft)
+        snprintf(s, n, "{\"model\":%s,\"peft\":%s,\"batch\":%lld,\"accum\":%lld,\"seed\":%lld}",
+                 model, peft, (long long)tc->batch, (long long)tc->accum, (long long)tc->seed);
+    else {
+        free(s);
+        s = NULL;
+    }
+    free(model);
+    free(peft);
+    return s;
+}
+
+static vp_status save_checkpoint(vp_model *m, const char *path, int64_t step, const char *fp)
+{
+    vp_graph *g = vp_model_graph(m);
+    const vp_build *b = vp_model_build(m);
+    uint32_t np = vp_build_param_count(b), ne = 0;
+    uint64_t nopt = vp_graph_optim_len(g);
+    vp_st_entry *e = calloc((size_t)np + 2, sizeof *e);
+    float **bufs = calloc((size_t)np + 2, sizeof *bufs);
+    vp_status st = e && bufs ? VP_OK : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (uint32_t i = 0; !st && i < np; i++) {
+        vp_gt *t = vp_build_param_at(b, i)->t;
+        if (!vp_gt_trainable(t))
+            continue;
+        size_t k = (size_t)vp_gt_nelem(t);
+        if (!(bufs[ne] = malloc(k * sizeof(float))))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (!st)
+            st = vp_graph_read(g, t, bufs[ne], k * sizeof(float));
+        e[ne] = (vp_st_entry){vp_gt_name(t), VP_ST_F32, vp_gt_ndim(t), vp_gt_shape(t), bufs[ne]};
+        ne++;
+    }
+    int64_t optshape[1] = {(int64_t)nopt};
+    if (!st && nopt) {
+        bufs[ne] = malloc(nopt * sizeof(float));
+        bufs[ne + 1] = malloc(nopt * sizeof(float));
+        if (!bufs[ne] || !bufs[ne + 1])
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (!st)
+            st = vp_graph_optim_read(g, bufs[ne], bufs[ne + 1], nopt);
+        e[ne] = (vp_st_entry){"vpeft.adamw.m", VP_ST_F32, 1, optshape, bufs[ne]};
+        e[ne + 1] = (vp_st_entry){"vpeft.adamw.v", VP_ST_F32, 1, optshape, bufs[ne + 1]};
+        ne += 2;
+    }
+    uint32_t seed = 0;
+    if (!st)
+        st = vp_graph_seed_read(g, &seed);
+    char sstep[32], sseed[32];
+    snprintf(sstep, sizeof sstep, "%lld", (long long)step);
+    snprintf(sseed, sizeof sseed, "%u", seed);
+    vp_st_kv kv[3] = {{"vpeft.step", sstep}, {"vpeft.dropout_seed", sseed},
+                      {"vpeft.run", fp}};
+    if (!st)
+        st = vp_st_write(path, e, ne, kv, 3);
+    for (uint32_t i = 0; bufs && i < np + 2; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(e);
+    return st;
+}
+
+static vp_status load_checkpoint(vp_model *m, const char *path, const char *fp, int64_t *step)
+{
+    vp_graph *g = vp_model_graph(m);
+    const vp_build *b = vp_model_build(m);
+    vp_st *f;
+    vp_status st = vp_st_open(path, &f);
+    if (st)
+        return st;
+    const char *ss = vp_st_meta(f, "vpeft.step"), *sd = vp_st_meta(f, "vpeft.dropout_seed"),
+               *run = vp_st_meta(f, "vpeft.run");
+    char *end = NULL;
+    long long s = ss ? strtoll(ss, &end, 10) : -1;
+    if (!ss || !sd || !run || *end || s < 0)
+        st = vp_error_set(VP_ERR_FORMAT, "%s: not a vpeft checkpoint (no step, seed or run "
+                          "metadata)", path);
+    if (!st && strcmp(run, fp))
+        st = vp_error_set(VP_ERR_CONFIG, "%s: written by a run with another model, peft, "
+                          "train.batch, train.accum or train.seed: resuming it would not "
+                          "continue that run", path);
+    float *buf = NULL;
+    for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
+        vp_gt *t = vp_build_param_at(b, i)->t;
+        if (!vp_gt_trainable(t))
+            continue;
+        size_t k = (size_t)vp_gt_nelem(t);
+        st = vp_st_check_shape(f, vp_gt_name(t), vp_gt_ndim(t), vp_gt_shape(t));
+        float *nb = st ? NULL : realloc(buf, k * sizeof *buf);
+        if (!st && !nb)
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (nb)
+            buf = nb;
+        if (!st)
+            st = vp_st_read_f32(f, vp_gt_name(t), buf, k);
+        if (!st)
+            st = vp_graph_write(g, t, buf, k * sizeof *buf);
+    }
+    free(buf);
+    uint64_t nopt = vp_graph_optim_len(g);
+    float *mv = !st && nopt ? malloc(2 * nopt * sizeof *mv) : NULL;
+    if (!st && nopt && !mv)
+        st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (!st && nopt)
+        st = vp_st_read_f32(f, "vpeft.adamw.m", mv, nopt);
+    if (!st && nopt)
+        st = vp_st_read_f32(f, "vpeft.adamw.v", mv + nopt, nopt);
+    if (!st && nopt)
+        st = vp_graph_optim_write(g, mv, mv + nopt, nopt);
+    free(mv);
+    if (!st)
+        st = vp_graph_seed_write(g, (uint32_t)strtoul(sd, NULL, 10));
+    if (!st)
+        *step = s;
+    vp_st_close(f);
+    return st;
+}
+
+/* Keep the log lines of steps <= step (a resumed run rewrites the rest). */
+static vp_status truncate_log(const char *path, int64_t step)
+{
+    char *text;
+    size_t n;
+    if (vp_file_read(path, &text, &n))
+        return VP_OK; /* no log yet */
+    size_t keep = 0;
+    for (char *line = text; line < text + n;) {
+        char *nl = memchr(line, '\n', (size_t)(text + n - line));
+        if (!nl)
+            break;
+        long long s = -1;
+        if (sscanf(line, "{\"step\": %lld", &s) != 1 || s > step)
+            break;
+        keep = (size_t)(nl + 1 - text);
+        line = nl + 1;
+    }
+    vp_status st = vp_file_write_atomic(path, text, keep);
+    free(text);
+    return st;
+}
+
+/* ---- progress ------------------------------------------------------------------- */
+
+static void fmt_time(double s, char *buf, size_t n)
+{
+    long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* ---- the run ---------------------------------------------------------------------- */
+
+typedef struct run_ctx {
+    const vp_train_cfg *tc;
+    const vp_train_opts *o;
+    vp_device *dev;
+    const vp_config *root;
+    vp_model *m;
+    vp_model *eval_m; /* built at the first evaluation */
+    bool line;        /* an updating progress line */
+    bool line_open;
+    const char *label;
+} run_ctx;
+
+static void end_line(run_ctx *c)
+{
+    if (c->line_open) {
+        fputc('\n', stderr);
+        c->line_open = false;
+    }
+}
+
+static vp_status evaluate(run_ctx *c, const char *results, vp_coco_stats *stats)
+{
+    vp_status st = VP_OK;
+    if (!c->eval_m) {
+        vp_model_opts mo = {.batch = c->tc->eval_batch};
+        st = vp_model_create(c->dev, c->root, &mo, &c->eval_m);
+    }
+    if (!st)
+        st = vp_model_copy_params(c->m, c->eval_m);
+    char label[128];
+    snprintf(label, sizeof label, "%s eval", c->label);
+    if (!st)
+        st = vp_evaluate(c->eval_m, c->tc->eval_batch, c->tc->val_ann, c->tc->val_images,
+                         results, c->o->progress == VP_PROGRESS_NONE ? NULL : label, stats);
+    return st;
+}
+
+static vp_status write_outputs(run_ctx *c, const vp_train_result *r)
+{
+    char path[4200];
+    const vp_build *b = vp_model_build(c->m);
+    vp_graph *g = vp_model_graph(c->m);
+    uint32_t np = vp_build_param_count(b);
+    vp_st_entry *e = calloc(np ? np : 1, sizeof *e);
+    float **bufs = calloc(np ? np : 1, sizeof *bufs);
+    vp_status st = e && bufs ? VP_OK : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (uint32_t i = 0; !st && i < np; i++) {
+        vp_gt *t = vp_build_param_at(b, i)->t;
+        size_t k = (size_t)vp_gt_nelem(t);
+        if (!(bufs[i] = malloc(k * sizeof(float))))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (!st)
+            st = vp_graph_read(g, t, bufs[i], k * sizeof(float));
+        e[i] = (vp_st_entry){vp_gt_name(t), VP_ST_F32, vp_gt_ndim(t), vp_gt_shape(t), bufs[i]};
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", c->tc->out);
+    if (!st)
+        st = vp_st_write(path, e, np, NULL, 0);
+    for (uint32_t i = 0; bufs && i < np; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(e);
+    if (!st && vp_model_pefts(c->m)->n) {
+        snprintf(path, sizeof path, "%s/adapter", c->tc->out);
+        st = vp_model_save_peft(c->m, c->root, path);
+    }
+    if (st)
+        return st;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "trainable_params", (double)r->trainable);
+    cJSON_AddNumberToObject(j, "all_params", (double)r->total);
+    cJSON_AddNumberToObject(j, "trainable_percent",
+                            r->total ? 100.0 * (double)r->trainable / (double)r->total : 0);
+    cJSON_AddNumberToObject(j, "steps", (double)c->tc->steps);
+    cJSON_AddNumberToObject(j, "train_seconds", r->seconds);
+    cJSON_AddNumberToObject(j, "final_loss", r->final_loss);
+    cJSON_AddNumberToObject(j, "device_bytes", (double)r->device_bytes);
+    if (r->evaluated) {
+        const double *s = &r->stats.ap;
+        static const char *const names[12] = {"AP", "AP50", "AP75", "APs", "APm", "APl",
+                                              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"};
+        cJSON *ev = cJSON_AddObjectToObject(j, "segm");
+        for (int i = 0; i < 12; i++)
+            cJSON_AddNumberToObject(ev, names[i], s[i]);
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/metrics.json", c->tc->out);
+    st = text ? vp_file_write_atomic(path, text, strlen(text))
+              : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    free(text);
+    return st;
+}
+
+static int64_t head_classes(const vp_config *root)
+{
+    int64_t n = -1;
+    const vp_config *head = vp_cfg_get(vp_cfg_get(root, "model"), "head");
+    if (vp_cfg_int(head, "classes", -1, &n))
+        n = -1;
+    return n;
+}
+
+vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opts *o,
+                       vp_train_result *out)
+{
+    memset(out, 0, sizeof *out);
+    vp_train_cfg tc;
+    vp_status st = vp_train_cfg_read(root, &tc);
+    if (st)
+        return st;
+    run_ctx c = {.tc = &tc, .o = o, .dev = dev, .root = root,
+                 .label = o->label ? o->label : "train"};
+    c.line = o->progress == VP_PROGRESS_LINE ||
+             (o->progress == VP_PROGRESS_AUTO && isatty(STDERR_FILENO));
+    vp_dataset *ds = NULL;
+    vp_loader *ld = NULL;
+    FILE *log = NULL;
+    char *fp = fingerprint(root, &tc);
+    char path[4200], ckpt[4200];
+    if (!fp)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if ((st = vp_mkdir_p(tc.out)))
+        goto done;
+    if ((st = vp_dataset_load(tc.data_ann, tc.data_images,
+                              &(vp_dataset_opts){.skip_bad = tc.skip_bad}, &ds)))
+        goto done;
+    int64_t classes = head_classes(root);
+    if (classes >= 0 && classes < (int64_t)vp_dataset_classes(ds)) {
+        st = vp_cfg_fail(vp_cfg_get(vp_cfg_get(root, "model"), "head"), "classes",
+                         "%lld, but %s has %u categories", (long long)classes, tc.data_ann,
+                         vp_dataset_classes(ds));
+        goto done;
+    }
+    vp_adamw_cfg aw = {(float)tc.beta1, (float)tc.beta2, (float)tc.eps, (float)tc.weight_decay,
+                       (float)tc.clip_grad_norm};
+    vp_model_opts mo = {.batch = tc.batch, .train = true, .adamw = &aw,
+                        .lr_groups = tc.lr_groups, .n_lr_groups = tc.n_lr_groups,
+                        .deterministic = tc.deterministic};
+    if ((st = vp_model_create(dev, root, &mo, &c.m)))
+        goto done;
+    vp_graph *g = vp_model_graph(c.m);
+    io_set io;
+    if ((st = find_io(c.m, tc.batch, &io)))
+        goto done;
+    const vp_build *b = vp_model_build(c.m);
+    for (uint32_t i = 0; i < vp_build_param_count(b); i++) {
+        vp_gt *t = vp_build_param_at(b, i)->t;
+        out->total += (uint64_t)vp_gt_nelem(t);
+        out->trainable += vp_gt_trainable(t) ? (uint64_t)vp_gt_nelem(t) : 0;
+    }
+    out->device_bytes = vp_graph_memory(g).total;
+
+    int64_t start = 0;
+    snprintf(ckpt, sizeof ckpt, "%s/" CKPT_NAME, tc.out);
+    snprintf(path, sizeof path, "%s/log.jsonl", tc.out);
+    if (o->resume) {
+        if (access(ckpt, F_OK)) {
+            st = vp_error_set(VP_ERR_NOT_FOUND, "%s: no checkpoint to resume from (train.out "
+                              "is %s)", ckpt, tc.out);
+            goto done;
+        }
+        if ((st = load_checkpoint(c.m, ckpt, fp, &start)) || (st = truncate_log(path, start)))
+            goto done;
+        if (start >= tc.steps) {
+            st = vp_error_set(VP_ERR_INVALID, "%s: already at step %lld of %lld: nothing to "
+                              "resume (raise train.steps to train longer)", ckpt,
+                              (long long)start, (long long)tc.steps);
+            goto done;
+        }
+        vp_log(VP_LOG_INFO, "%s: resuming at step %lld of %lld from %s", c.label,
+               (long long)start, (long long)tc.steps, ckpt);
+    }
+    if (!(log = fopen(path, o->resume ? "a" : "w"))) {
+        st = vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        goto done;
+    }
+    vp_loader_opts lo = {.batch = (int)tc.batch, .size = (int)io.size, .mask_h = (int)io.hm,
+                         .mask_w = (int)io.wm, .max_targets = (int)io.T, .train = true,
+                         .seed = (uint64_t)tc.seed, .start = (uint64_t)(start * tc.accum)};
+    if ((st = vp_loader_create(ds, &lo, &ld)))
+        goto done;
+    if (o->progress != VP_PROGRESS_NONE)
+        fprintf(stderr, "%s: %u images, %lld steps of %lld x %lld images; %" PRIu64
+                " of %" PRIu64 " parameters trainable (%.2f%%)\n", c.label, vp_dataset_size(ds),
+                (long long)tc.steps, (long long)tc.batch, (long long)tc.accum, out->trainable,
+                out->total, 100.0 * (double)out->trainable / (double)out->total);
+
+    double t0 = now_s(), win_loss = 0, win_terms[3] = {0};
+    int64_t win_n = 0;
+    for (int64_t s = start + 1; s <= tc.steps; s++) {
+        double loss = 0, terms[3] = {0};
+        for (int64_t a = 0; a < tc.accum; a++) {
+            const vp_batch *bt;
+            if ((st = vp_loader_next(ld, &bt)) || (st = feed(g, &io, bt, tc.batch)) ||
+                (st = vp_graph_run(g)))
+                goto done;
+            float l;
+            if ((st = vp_graph_read(g, io.loss, &l, sizeof l)))
+                goto done;
+            loss += l;
+            for (int k = 0; k < 3; k++) {
+                float v = 0;
+                if (io.terms[k] && (st = vp_graph_read(g, io.terms[k], &v, sizeof v)))
+                    goto done;
+                terms[k] += v;
+            }
+        }
+        loss /= (double)tc.accum;
+        for (int k = 0; k < 3; k++)
+            terms[k] /= (double)tc.accum;
+        if (!isfinite(loss)) {
+            end_line(&c);
+            st = vp_error_set(VP_ERR_INVALID, "%s: the loss is %g at step %lld: lower train.lr "
+                              "or set train.clip_grad_norm", c.label, loss, (long long)s);
+            goto done;
+        }
+        double lr = vp_train_lr(&tc, s);
+        if ((st = vp_graph_step_accum(g, (float)lr, (int)s, (int)tc.accum)))
+            goto done;
+        fprintf(log, "{\"step\": %lld, \"lr\": %.9g, \"loss\": %.9g, \"loss_class\": %.9g, "
+                "\"loss_mask\": %.9g, \"loss_dice\": %.9g}\n", (long long)s, lr, loss, terms[0],
+                terms[1], terms[2]);
+        win_loss += loss;
+        for (int k = 0; k < 3; k++)
+            win_terms[k] += terms[k];
+        win_n++;
+        out->steps++;
+        bool show = c.line || s % tc.log_every == 0 || s == tc.steps;
+        if (o->progress != VP_PROGRESS_NONE && show) {
+            double el = now_s() - t0, rate = (double)out->steps / el;
+            char eta[32];
+            fmt_time((double)(tc.steps - s) / rate, eta, sizeof eta);
+            double n = (double)win_n;
+            fprintf(stderr, "%s%s step %lld/%lld loss %.4f (class %.3f mask %.3f dice %.3f) "
+                    "lr %.2e %.2f steps/s ETA %s%s", c.line ? "\r" : "", c.label, (long long)s,
+                    (long long)tc.steps, win_loss / n, win_terms[0] / n, win_terms[1] / n,
+                    win_terms[2] / n, lr, rate, eta, c.line ? "\033[K" : "\n");
+            c.line_open = c.line;
+            fflush(stderr);
+        }
+        if (s % tc.log_every == 0 || s == tc.steps) {
+            out->final_loss = win_loss / (double)win_n;
+            win_loss = win_terms[0] = win_terms[1] = win_terms[2] = 0;
+            win_n = 0;
+        }
+        bool stop = o->stop_after > 0 && s >= o->stop_after && s < tc.steps;
+        if ((tc.checkpoint_every && s % tc.checkpoint_every == 0) || s == tc.steps || stop) {
+            fflush(log);
+            if ((st = save_checkpoint(c.m, ckpt, s, fp)))
+                goto done;
+        }
+        if (stop) {
+            out->seconds = now_s() - t0;
+            end_line(&c);
+            if (o->progress != VP_PROGRESS_NONE)
+                fprintf(stderr, "%s: stopped after step %lld; vpeft train --resume continues\n",
+                        c.label, (long long)s);
+            goto done;
+        }
+        if (tc.val_ann && tc.eval_every && s % tc.eval_every == 0 && s != tc.steps) {
+            vp_coco_stats es;
+            end_line(&c);
+            if ((st = evaluate(&c, NULL, &es)))
+                goto done;
+            if (o->progress != VP_PROGRESS_NONE)
+                fprintf(stderr, "%s step %lld: mask AP %.3f AP50 %.3f AP75 %.3f\n", c.label,
+                        (long long)s, es.ap, es.ap50, es.ap75);
+        }
+    }
+    out->seconds = now_s() - t0;
+    end_line(&c);
+    vp_loader_destroy(ld);
+    ld = NULL;
+    if (tc.val_ann) {
+        snprintf(path, sizeof path, "%s/results.json", tc.out);
+        if ((st = evaluate(&c, path, &out->stats)))
+            goto done;
+        out->evaluated = true;
+        if (o->progress != VP_PROGRESS_NONE)
+            fprintf(stderr, "%s: mask AP %.3f AP50 %.3f AP75 %.3f on %s\n", c.label,
+                    out->stats.ap, out->stats.ap50, out->stats.ap75, tc.val_ann);
+    }
+    st = write_outputs(&c, out);
+done:
+    end_line(&c);
+    if (log && fclose(log) && !st)
+        st = vp_error_set(VP_ERR_IO, "%s/log.jsonl: cannot write: %s", tc.out, strerror(errno));
+    vp_loader_destroy(ld);
+    vp_model_destroy(c.eval_m);
+    vp_model_destroy(c.m);
+    vp_dataset_destroy(ds);
+    free(fp);
+    return st;
+}

@@ -1,0 +1,110 @@
+/*
+ * The trainer: a config's model fine-tuned on a COCO dataset with AdamW,
+ * a warmup-then-decay schedule, clipping by the global norm and gradient
+ * accumulation; progress on the terminal; atomic checkpoints that a
+ * resumed run continues bit for bit; periodic and final COCO mask AP on
+ * the validation split.
+ *
+ *     vp_train_cfg tc;
+ *     vp_train_cfg_read(root, &tc);          // the "train" section, checked
+ *     vp_train_result r;
+ *     vp_train_run(dev, root, &(vp_train_opts){.resume = true}, &r);
+ *
+ * Files under train.out: checkpoint.safetensors (every checkpoint_every
+ * steps and at the end: trainable parameters, AdamW moments, dropout seed,
+ * step), log.jsonl (one line per step: step, lr, loss and its terms),
+ * model.safetensors (every parameter by name at the end), adapter/ (the
+ * PEFT methods in Hugging Face PEFT's layout, when the config has any),
+ * results.json (COCO results of the final evaluation) and metrics.json.
+ */
+#ifndef VP_TRAIN_TRAIN_H
+#define VP_TRAIN_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "eval/cocoeval.h"
+#include "model/model.h"
+#include "runtime/runtime.h"
+
+#define VP_TRAIN_MAX_LR_GROUPS 16
+#define VP_TRAIN_MAX_MILESTONES 16
+
+typedef enum vp_schedule { VP_SCHED_COSINE, VP_SCHED_STEP, VP_SCHED_CONSTANT } vp_schedule;
+
+typedef struct vp_train_cfg {
+    const char *data_ann, *data_images;  /* train.data.{annotations, images} */
+    const char *val_ann, *val_images;    /* train.val (NULL: no evaluation) */
+    const char *out;                     /* train.out */
+    int64_t steps, batch, accum, warmup, seed;
+    int64_t log_every, eval_every, checkpoint_every;
+    double lr, min_lr, weight_decay, beta1, beta2, eps, clip_grad_norm;
+    vp_schedule schedule;
+    double gamma;                        /* step: lr *= gamma at each milestone */
+    int64_t milestones[VP_TRAIN_MAX_MILESTONES];
+    uint32_t n_milestones;
+    vp_lr_group lr_groups[VP_TRAIN_MAX_LR_GROUPS];
+    uint32_t n_lr_groups;
+    bool skip_bad;                       /* train.skip_bad_annotations */
+    bool deterministic;                  /* train.deterministic (default true) */
+    int64_t eval_batch;
+} vp_train_cfg;
+
+/* The "train" section of root, with every key checked (unknown keys,
+ * types, ranges: one-line errors naming the file and key). Strings point
+ * into root. */
+vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *out);
+/* The learning rate of step (1-based): linear warmup from lr/warmup to lr
+ * over the first `warmup` steps, then cosine from lr to min_lr at `steps`,
+ * or times gamma at each milestone, or constant. */
+double vp_train_lr(const vp_train_cfg *c, int64_t step);
+
+typedef enum vp_progress { VP_PROGRESS_AUTO, VP_PROGRESS_LINE, VP_PROGRESS_LOG,
+                           VP_PROGRESS_NONE } vp_progress;
+
+typedef struct vp_train_opts {
+    bool resume;          /* continue from train.out/checkpoint.safetensors */
+    vp_progress progress; /* AUTO: an updating line on a terminal, else log lines */
+    const char *label;    /* prefix of progress lines (NULL: "train") */
+    int64_t stop_after;   /* > 0: stop after this step, as if interrupted there (a
+                           * checkpoint is written; no evaluation or final files) */
+} vp_train_opts;
+
+typedef struct vp_train_result {
+    uint64_t trainable, total;   /* parameter counts */
+    int64_t steps;               /* steps run in this call */
+    double seconds;              /* wall time of the training steps */
+    double final_loss;           /* mean loss of the last log window */
+    uint64_t device_bytes;       /* the training graph's device memory */
+    bool evaluated;
+    vp_coco_stats stats;         /* the final evaluation's (when evaluated) */
+} vp_train_result;
+
+vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opts *o,
+                       vp_train_result *out);
+
+/* ---- evaluation of a model on a COCO split (evaluate.c) ----------------------- */
+
+/* Run m (built for inference with `batch` images) over every image of the
+ * dataset at ann/images, write COCO results (segmentation as compressed
+ * RLE, category ids mapped back) to results_path atomically when not NULL,
+ * and score them against ann as pycocotools does. progress_label: print a
+ * line per batch on a terminal (NULL: quiet). */
+vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *images,
+                      const char *results_path, const char *progress_label,
+                      vp_coco_stats *stats);
+
+/* One picture (predict.c): m (built for inference, batch 1) on the image
+ * at image_path, and a PNG at png_path of the image with every instance
+ * scoring >= threshold drawn in its own colour with "class score" (class
+ * names from names' categories when not NULL). *drawn: how many. */
+struct vp_dataset;
+vp_status vp_predict_picture(vp_model *m, const char *image_path, const struct vp_dataset *names,
+                             float threshold, const char *png_path, int *drawn);
+
+/* Copy every parameter of src into dst by position (two models built from
+ * one config, e.g. training and inference). */
+vp_status vp_model_copy_params(const vp_model *src, vp_model *dst);
+
+#endif
