@@ -356,6 +356,11 @@ int vp_cli_demo(int argc, char **argv)
         snprintf(out_buf, sizeof out_buf, "runs/demo%s", v == &variants[1] ? "-quick" : "");
         out = out_buf;
     }
+    if (strpbrk(cache, "\"\\") || strpbrk(out, "\"\\")) {
+        /* they go into the runs' JSON configs as they are */
+        fprintf(stderr, "vpeft demo: --cache and --out cannot hold '\"' or '\\'\n");
+        return 2;
+    }
     snprintf(root, sizeof root, "%s/%s", cache, v->name);
     double t_start = now_s();
     char a_train[4300], a_val[4300], b_train[4300], b_val[4300], base[4300], base_w[4400],
