@@ -58,7 +58,7 @@ void vp_draw_line(vp_canvas *c, int x0, int y0, int x1, int y1, vp_rgb colour);
 /* Text in the built-in font (printable ASCII; others drawn as '?'), top
  * left at (x, y), each glyph scale times its native size; clipped. The
  * font is 5x8 (descenders in the last row) on a 6-pixel advance; s NULL
- * draws nothing; scale < 1 counts as 1. */
+ * draws nothing; scale is clamped to 1..256. */
 void vp_draw_text(vp_canvas *c, int x, int y, const char *s, int scale, vp_rgb colour);
 /* Width and height in pixels that vp_draw_text would cover: (6 n - 1) *
  * scale by 8 * scale for n characters; 0 by 0 for "" or NULL. */
@@ -86,7 +86,8 @@ typedef struct vp_chart {
 
 /* Draw the chart and write it to path (atomic). Points get vp_palette(i)
  * dots. Errors (nothing written) name path: no points, a non-finite value,
- * x <= 0 on a log axis, a size outside 200x150..8192x8192, an unwritable
+ * x <= 0 on a log axis, a size outside 200x150..8192x8192, values too far
+ * apart or too close together (for their size) to draw, an unwritable
  * path. */
 vp_status vp_chart_write_png(const vp_chart *ch, const char *path);
 
