@@ -416,9 +416,9 @@ void vp_text_size(const char *s, int scale, int *w, int *h)
 void vp_draw_text(vp_canvas *c, int x, int y, const char *s, int scale, vp_rgb colour)
 {
     VP_ASSERT(c);
+    scale = clamp_scale(scale);
     if (!s || y >= c->h || (long long)y + GLYPH_H * scale <= 0)
         return;
-    scale = clamp_scale(scale);
     long long gx = x;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++, gx += GLYPH_ADV * scale) {
         if (gx >= c->w)
