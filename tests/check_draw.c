@@ -236,6 +236,8 @@ START_TEST(test_text_box)
     ck_assert(tw == 0 && th == 0);
     vp_text_size("ab", 0, &tw, &th); /* scale < 1 counts as 1 */
     ck_assert(tw == 11 && th == 8);
+    vp_text_size("ab", 1 << 30, &tw, &th); /* and > 256 as 256 */
+    ck_assert(tw == 11 * 256 && th == 8 * 256);
 
     /* clipped at every side: only pixels that exist are touched */
     vp_canvas c;
@@ -244,6 +246,8 @@ START_TEST(test_text_box)
     vp_draw_text(&c, 15, 6, "MMM", 3, BLACK);
     vp_draw_text(&c, -2000000000, 0, "x", 1, BLACK);
     vp_draw_text(&c, 0, 0, NULL, 1, BLACK);
+    vp_draw_text(&c, 3, 2147483000, "y", 1000, BLACK);
+    vp_draw_text(&c, 3, -2147483000, "y", 1 << 30, BLACK);
     ck_assert_int_gt(count_colour(&c, BLACK), 0);
     vp_canvas_free(&c);
 }
@@ -630,8 +634,15 @@ START_TEST(test_chart_errors)
     pts[1].y = 1.5e308;
     snprintf(msg, sizeof msg, "%s: the chart's values span too far to draw", p);
     vt_expect_err(vp_chart_write_png(&ch, p), VP_ERR_INVALID, msg);
+    ch.ref_label = NULL;
+    pts[0].y = 1e15;
+    pts[1].y = 1e15 + 0.25; /* 2 doubles apart: no room for ticks between */
+    snprintf(msg, sizeof msg,
+             "%s: the chart's values are too close together for their size to draw", p);
+    vt_expect_err(vp_chart_write_png(&ch, p), VP_ERR_INVALID, msg);
     pts[0].y = 0.5;
     pts[1].y = 0.6;
+    ch.ref_label = "full";
 
     /* unwritable: a missing directory; the error names the path */
     char bad[1024];

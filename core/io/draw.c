@@ -386,6 +386,14 @@ static const char font[95][48] = {
     "..... ..... .#... #.#.# ...#. ..... ..... .....", /* ~ */
 };
 
+/* Scales beyond this would only draw blocks larger than any picture. */
+#define MAX_SCALE 256
+
+static int clamp_scale(int scale)
+{
+    return scale < 1 ? 1 : scale > MAX_SCALE ? MAX_SCALE : scale;
+}
+
 static const char *glyph(unsigned char ch)
 {
     return font[(ch >= 32 && ch <= 126 ? ch : '?') - 32];
@@ -394,7 +402,7 @@ static const char *glyph(unsigned char ch)
 void vp_text_size(const char *s, int scale, int *w, int *h)
 {
     VP_ASSERT(w && h);
-    scale = scale < 1 ? 1 : scale;
+    scale = clamp_scale(scale);
     size_t n = s ? strlen(s) : 0;
     if (n == 0) {
         *w = *h = 0;
@@ -408,9 +416,9 @@ void vp_text_size(const char *s, int scale, int *w, int *h)
 void vp_draw_text(vp_canvas *c, int x, int y, const char *s, int scale, vp_rgb colour)
 {
     VP_ASSERT(c);
-    if (!s)
+    scale = clamp_scale(scale);
+    if (!s || y >= c->h || (long long)y + GLYPH_H * scale <= 0)
         return;
-    scale = scale < 1 ? 1 : scale;
     long long gx = x;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++, gx += GLYPH_ADV * scale) {
         if (gx >= c->w)
@@ -421,7 +429,8 @@ void vp_draw_text(vp_canvas *c, int x, int y, const char *s, int scale, vp_rgb c
         for (int r = 0; r < GLYPH_H; r++)
             for (int k = 0; k < GLYPH_W; k++)
                 if (g[r * (GLYPH_W + 1) + k] == '#')
-                    vp_draw_rect(c, (int)(gx + k * scale), y + r * scale, scale, scale, colour);
+                    vp_draw_rect(c, (int)(gx + k * scale), (int)((long long)y + r * scale), scale,
+                                 scale, colour);
     }
 }
 
@@ -562,7 +571,8 @@ static vp_status chart_check(const vp_chart *ch, const char *name, chart_style *
         ymax = fmax(ymax, ch->ref_y);
     }
     if (!isfinite(xmax - xmin) || !isfinite(ymax - ymin) || fabs(xmin) > 1e300 ||
-        fabs(xmax) > 1e300 || fabs(ymin) > 1e300 || fabs(ymax) > 1e300)
+        fabs(xmax) > 1e300 || fabs(ymin) > 1e300 || fabs(ymax) > 1e300 ||
+        (ch->log_x && xmin < 1e-300))
         return vp_error_set(VP_ERR_INVALID, "%s: the chart's values span too far to draw", name);
     st->s = st->w >= 1200 && st->h >= 700 ? 2 : 1;
     st->ts = st->s + 1;
@@ -585,6 +595,17 @@ static void pad_range(double *lo, double *hi, bool zero_floor)
         b = a + span;
     *lo = a;
     *hi = b;
+}
+
+static double map_x(const vp_chart_axes *ax, double x)
+{
+    double v = ax->log_x ? log10(x) : x;
+    return ax->x0 + (v - ax->x.lo) / (ax->x.hi - ax->x.lo) * (ax->x1 - ax->x0);
+}
+
+static double map_y(const vp_chart_axes *ax, double y)
+{
+    return ax->y1 - (y - ax->y.lo) / (ax->y.hi - ax->y.lo) * (ax->y1 - ax->y0);
 }
 
 static vp_status chart_axes(const vp_chart *ch, const char *name, chart_style *st,
@@ -616,7 +637,7 @@ static vp_status chart_axes(const vp_chart *ch, const char *name, chart_style *s
     ax->y0 = top;
     ax->y1 = st->h - 1 - bottom;
     pad_range(&ymin, &ymax, true);
-    linear_axis(ymin, ymax, (ax->y1 - ax->y0) / (40 * st->s) + 1, &ax->y);
+    linear_axis(ymin, ymax, (ax->y1 - ax->y0) / (40 * st->s) + 2, &ax->y);
     int lw = 0;
     for (int i = 0; i < ax->y.n_ticks; i++) {
         char buf[64];
@@ -632,9 +653,26 @@ static vp_status chart_axes(const vp_chart *ch, const char *name, chart_style *s
         if (xmin >= 0)
             xmin = 0;
         pad_range(&xmin, &xmax, true);
-        linear_axis(xmin, xmax, (ax->x1 - ax->x0) / (90 * st->s) + 1, &ax->x);
+        linear_axis(xmin, xmax, (ax->x1 - ax->x0) / (90 * st->s) + 2, &ax->x);
     }
     ax->log_x = ch->log_x;
+    /* Values nearly equal next to their size (1e15 and 1e15 + 1e-3) leave
+     * doubles no room for ticks: the axes would not cover them. */
+    bool ok = ax->x.hi > ax->x.lo && ax->y.hi > ax->y.lo;
+    for (int i = 1; i < ax->x.n_ticks; i++)
+        ok = ok && ax->x.ticks[i] > ax->x.ticks[i - 1];
+    for (int i = 1; i < ax->y.n_ticks; i++)
+        ok = ok && ax->y.ticks[i] > ax->y.ticks[i - 1];
+    for (size_t i = 0; ok && i <= ch->n; i++) {
+        double x = i < ch->n ? ch->points[i].x : ch->points[0].x;
+        double y = i < ch->n ? ch->points[i].y : ch->ref_label ? ch->ref_y : ch->points[0].y;
+        double px = map_x(ax, x), py = map_y(ax, y);
+        ok = px >= ax->x0 - 1 && px <= ax->x1 + 1 && py >= ax->y0 - 1 && py <= ax->y1 + 1;
+    }
+    if (!ok)
+        return vp_error_set(VP_ERR_INVALID,
+                            "%s: the chart's values are too close together for their size to draw",
+                            name);
     return VP_OK;
 }
 
@@ -642,17 +680,6 @@ vp_status vp_chart_axes_get(const vp_chart *ch, vp_chart_axes *out)
 {
     chart_style st;
     return chart_axes(ch, "chart", &st, out);
-}
-
-static double map_x(const vp_chart_axes *ax, double x)
-{
-    double v = ax->log_x ? log10(x) : x;
-    return ax->x0 + (v - ax->x.lo) / (ax->x.hi - ax->x.lo) * (ax->x1 - ax->x0);
-}
-
-static double map_y(const vp_chart_axes *ax, double y)
-{
-    return ax->y1 - (y - ax->y.lo) / (ax->y.hi - ax->y.lo) * (ax->y1 - ax->y0);
 }
 
 void vp_chart_map(const vp_chart_axes *ax, double x, double y, int *px, int *py)

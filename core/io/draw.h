@@ -30,6 +30,8 @@ typedef struct vp_canvas {
     uint8_t *rgb; /* h rows of w RGB triples */
 } vp_canvas;
 
+/* A w x h canvas (sides 1..65535) filled with fill. *out owns its pixels
+ * until vp_canvas_free; on failure *out is zeroed (freeing it is fine). */
 vp_status vp_canvas_create(int w, int h, vp_rgb fill, vp_canvas *out);
 /* From a decoded image (float planes in [0, 1], clamped). */
 vp_status vp_canvas_from_image(const vp_image *img, vp_canvas *out);
@@ -50,7 +52,9 @@ void vp_draw_outline(vp_canvas *c, const uint8_t *mask, vp_rgb colour);
 /* One instance as predict draws it: mask at alpha 0.45, its outline, and
  * the label (e.g. "circle 0.93") in a filled box of the colour at the top
  * left of the mask's bounding box, kept inside the canvas. An empty mask
- * draws nothing. */
+ * draws nothing. The label (NULL or "": none) is at text scale 1, 2 on
+ * canvases of 400 px a side or more, black or white, whichever contrasts
+ * more with colour. */
 void vp_draw_instance(vp_canvas *c, const uint8_t *mask, vp_rgb colour, const char *label);
 
 void vp_draw_rect(vp_canvas *c, int x, int y, int w, int h, vp_rgb colour); /* filled, clipped */
@@ -58,7 +62,7 @@ void vp_draw_line(vp_canvas *c, int x0, int y0, int x1, int y1, vp_rgb colour);
 /* Text in the built-in font (printable ASCII; others drawn as '?'), top
  * left at (x, y), each glyph scale times its native size; clipped. The
  * font is 5x8 (descenders in the last row) on a 6-pixel advance; s NULL
- * draws nothing; scale < 1 counts as 1. */
+ * draws nothing; scale is clamped to 1..256. */
 void vp_draw_text(vp_canvas *c, int x, int y, const char *s, int scale, vp_rgb colour);
 /* Width and height in pixels that vp_draw_text would cover: (6 n - 1) *
  * scale by 8 * scale for n characters; 0 by 0 for "" or NULL. */
@@ -85,8 +89,10 @@ typedef struct vp_chart {
 } vp_chart;
 
 /* Draw the chart and write it to path (atomic). Points get vp_palette(i)
- * dots. Errors (nothing written) name path: no points, a non-finite value,
- * x <= 0 on a log axis, a size outside 200x150..8192x8192, an unwritable
+ * dots; a point's label may be NULL (no label), as may title and axis
+ * labels. Errors (nothing written) name path: no points, a non-finite value,
+ * x <= 0 on a log axis, a size outside 200x150..8192x8192, values too far
+ * apart or too close together (for their size) to draw, an unwritable
  * path. */
 vp_status vp_chart_write_png(const vp_chart *ch, const char *path);
 
