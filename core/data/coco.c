@@ -172,45 +172,6 @@ static vp_status polygons(const cJSON *seg, int64_t h, int64_t w, const char *wh
     return st;
 }
 
-/* {"size": [h, w], "counts": "..." or [...]}. */
-static vp_status rle_object(const cJSON *seg, int64_t h, int64_t w, const char *what, vp_rle *out)
-{
-    const cJSON *size = cJSON_GetObjectItemCaseSensitive(seg, "size");
-    const cJSON *counts = cJSON_GetObjectItemCaseSensitive(seg, "counts");
-    const cJSON *sh = cJSON_GetArrayItem(size, 0), *sw = cJSON_GetArrayItem(size, 1);
-    if (!cJSON_IsArray(size) || cJSON_GetArraySize(size) != 2 || !cJSON_IsNumber(sh) ||
-        !cJSON_IsNumber(sw))
-        return vp_error_set(VP_ERR_FORMAT, "%s: the RLE \"size\" is not [height, width]", what);
-    if (sh->valuedouble != (double)h || sw->valuedouble != (double)w)
-        return vp_error_set(VP_ERR_FORMAT, "%s: the RLE size is %g x %g, the image is %lld x %lld",
-                            what, sh->valuedouble, sw->valuedouble, (long long)h, (long long)w);
-    vp_status st;
-    if (cJSON_IsString(counts)) {
-        st = vp_rle_from_string(counts->valuestring, h, w, out);
-    } else if (cJSON_IsArray(counts)) {
-        int nc = cJSON_GetArraySize(counts), i = 0;
-        uint32_t *c = malloc(((size_t)nc + 1) * sizeof *c);
-        if (!c)
-            return vp_error_set(VP_ERR_NOMEM, "%s: out of host memory", what);
-        const cJSON *e;
-        cJSON_ArrayForEach(e, counts) {
-            if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > UINT32_MAX ||
-                e->valuedouble != floor(e->valuedouble)) {
-                free(c);
-                return vp_error_set(VP_ERR_FORMAT, "%s: RLE count %d is not a run length", what,
-                                    i);
-            }
-            c[i++] = (uint32_t)e->valuedouble;
-        }
-        st = vp_rle_from_counts(c, (size_t)nc, h, w, out);
-        free(c);
-    } else {
-        return vp_error_set(VP_ERR_FORMAT, "%s: the RLE \"counts\" is neither a string nor a list",
-                            what);
-    }
-    return st ? vp_error_wrap(st, "%s", what) : VP_OK;
-}
-
 /* ---- loading ---- */
 
 /* "path: JSON syntax error at line L, column C". */
@@ -377,7 +338,7 @@ static int load_annotation(vp_dataset *ds, const cJSON *e, uint32_t i, const id_
     if (cJSON_IsArray(seg))
         st = polygons(seg, im->h, im->w, what, &in->rle);
     else if (cJSON_IsObject(seg))
-        st = rle_object(seg, im->h, im->w, what, &in->rle);
+        st = vp_coco_segm_to_rle(seg, im->h, im->w, 0, what, &in->rle);
     else
         st = vp_error_set(VP_ERR_FORMAT, "%s: \"segmentation\" is neither polygons nor an RLE",
                           what);

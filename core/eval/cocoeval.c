@@ -116,10 +116,8 @@ static size_t find_id(const int64_t *ids, size_t n, int64_t id)
     return p ? (size_t)(p - ids) : (size_t)-1;
 }
 
-/* A segmentation: polygons (allow_poly) or {size, counts} with a string
- * or a list of counts; its size must be the image's. Errors name `what`. */
-static vp_status parse_segm(const cJSON *seg, int64_t h, int64_t w, int allow_poly,
-                            const char *what, vp_rle *out)
+vp_status vp_coco_segm_to_rle(const cJSON *seg, int64_t h, int64_t w, int allow_poly,
+                              const char *what, vp_rle *out)
 {
     out->counts = NULL;
     out->n = 0;
@@ -363,7 +361,7 @@ static vp_status gt_from_json(const cJSON *root, const char *path, vp_coco_gt *g
         }
         tmp[i].area = area;
         tmp[i].crowd = crowd != 0;
-        if ((st = parse_segm(seg, gt->img_h[ii], gt->img_w[ii], 1, what, &tmp[i].rle)) != VP_OK)
+        if ((st = vp_coco_segm_to_rle(seg, gt->img_h[ii], gt->img_w[ii], 1, what, &tmp[i].rle)) != VP_OK)
             goto out;
         where[i] = kk * gt->ni + ii;
         gt->cell[where[i] + 1]++;
@@ -832,7 +830,7 @@ vp_status vp_coco_eval_files(const char *gt_path, const char *res_path, vp_coco_
                               (long long)(i == (size_t)-1 ? img_id : cat_id), gt_path);
             goto done;
         }
-        if ((st = parse_segm(seg, gt->img_h[i], gt->img_w[i], 0, what, &rle[j])) != VP_OK)
+        if ((st = vp_coco_segm_to_rle(seg, gt->img_h[i], gt->img_w[i], 0, what, &rle[j])) != VP_OK)
             goto done;
         double area = (double)vp_rle_area(&rle[j]);
         if (box_area) {

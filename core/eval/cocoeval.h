@@ -70,6 +70,15 @@ vp_status vp_coco_evaluate(const vp_coco_gt *gt, const vp_coco_det *dets, size_t
  * pixel centers inside). Coordinates must be finite and within +-1e6. */
 vp_status vp_coco_poly_to_rle(const double *xy, size_t k, int64_t h, int64_t w, vp_rle *out);
 
+/* One annotation's "segmentation" (a cJSON node) as an RLE of the image's
+ * h x w: polygons (when allow_poly; several are united, as pycocotools'
+ * frPyObjects and merge do) or {"size": [h, w], "counts": string or list}.
+ * A size other than the image's, a bad count or polygon: VP_ERR_FORMAT
+ * naming `what`. */
+struct cJSON;
+vp_status vp_coco_segm_to_rle(const struct cJSON *seg, int64_t h, int64_t w, int allow_poly,
+                              const char *what, vp_rle *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -181,24 +181,15 @@ static vp_status load_checkpoint(vp_model *m, const char *path, const char *fp, 
         st = vp_error_set(VP_ERR_CONFIG, "%s: written by a run with another model, peft, "
                           "train.batch, train.accum or train.seed: resuming it would not "
                           "continue that run", path);
-    float *buf = NULL;
-    for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
-        vp_gt *t = vp_build_param_at(b, i)->t;
-        if (!vp_gt_trainable(t))
-            continue;
-        size_t k = (size_t)vp_gt_nelem(t);
-        st = vp_st_check_shape(f, vp_gt_name(t), vp_gt_ndim(t), vp_gt_shape(t));
-        float *nb = st ? NULL : realloc(buf, k * sizeof *buf);
-        if (!st && !nb)
-            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        if (nb)
-            buf = nb;
-        if (!st)
-            st = vp_st_read_f32(f, vp_gt_name(t), buf, k);
-        if (!st)
-            st = vp_graph_write(g, t, buf, k * sizeof *buf);
-    }
-    free(buf);
+    /* the trainable parameters: every one must be there */
+    uint32_t want = 0, got = 0;
+    for (uint32_t i = 0; i < vp_build_param_count(b); i++)
+        want += vp_gt_trainable(vp_build_param_at(b, i)->t);
+    if (!st)
+        st = vp_model_load_params(m, path, &got);
+    if (!st && got != want)
+        st = vp_error_set(VP_ERR_FORMAT, "%s: holds %u of the run's %u trainable parameters",
+                          path, got, want);
     uint64_t nopt = vp_graph_optim_len(g);
     float *mv = !st && nopt ? malloc(2 * nopt * sizeof *mv) : NULL;
     if (!st && nopt && !mv)
