@@ -6,7 +6,9 @@
  * scored on B's validation split; one table, results.json, a chart of mask
  * AP against trainable % and sample predictions come out.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +216,17 @@ static char *config_text(const variant *v, int classes, const char *peft, const 
     return s;
 }
 
+/* path made absolute against the working directory. */
+static bool absolute(const char *path, char *buf, size_t n)
+{
+    char cwd[PATH_MAX];
+    if (path[0] == '/')
+        return (size_t)snprintf(buf, n, "%s", path) < n;
+    if (!getcwd(cwd, sizeof cwd))
+        return false;
+    return (size_t)snprintf(buf, n, "%s/%s", cwd, path) < n;
+}
+
 static void default_cache(char *buf, size_t n)
 {
     const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -359,6 +372,22 @@ int vp_cli_demo(int argc, char **argv)
         fprintf(stderr, "vpeft demo: --cache and --out cannot hold '\"' or '\\'\n");
         return 2;
     }
+    /* Absolute paths: the runs' configs (<run>/config.json) name them and
+     * must work from wherever they are read. */
+    char cache_abs[PATH_MAX], out_abs[PATH_MAX];
+    vp_status st = vp_mkdir_p(cache);
+    if (!st)
+        st = vp_mkdir_p(out);
+    if (!st && (!absolute(cache, cache_abs, sizeof cache_abs) ||
+                !absolute(out, out_abs, sizeof out_abs)))
+        st = vp_error_set(VP_ERR_IO, "%s: cannot make the path absolute: %s", cache,
+                          strerror(errno));
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        return 1;
+    }
+    cache = cache_abs;
+    out = out_abs;
     snprintf(root, sizeof root, "%s/%s", cache, v->name);
     double t_start = now_s();
     char a_train[4300], a_val[4300], b_train[4300], b_val[4300], base[4300], base_w[4400],
@@ -369,9 +398,7 @@ int vp_cli_demo(int argc, char **argv)
     snprintf(b_val, sizeof b_val, "%s/B-val", root);
     snprintf(base, sizeof base, "%s/base", root);
     snprintf(base_w, sizeof base_w, "%s/model.safetensors", base);
-    vp_status st = vp_mkdir_p(root);
-    if (!st)
-        st = vp_mkdir_p(out);
+    st = vp_mkdir_p(root);
     if (!st)
         st = shapes(a_train, 'A', v->n_a_train, v->size, 1);
     if (!st)
@@ -435,6 +462,12 @@ int vp_cli_demo(int argc, char **argv)
         if (!(text = config_text(v, classes, methods[i].peft, methods[i].trainable, b_train,
                                  b_val, base_w, run_dir, v->steps, methods[i].lr, 5)))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        char cfg_path[4500];
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", run_dir);
+        if (!st)
+            st = vp_mkdir_p(run_dir);
+        if (!st) /* so that the run can be repeated or extended with vpeft train */
+            st = vp_file_write_atomic(cfg_path, text, strlen(text));
         if (!st)
             st = run_config(dev, text, methods[i].slug, &rows[i].r);
         if (!st)
