@@ -306,6 +306,9 @@ START_TEST(test_kill)
         lines++;
     ck_assert_int_eq(lines, 40); /* every step once: the killed run's extra lines dropped */
     free(log);
+    /* a temporary file the kill may have left is gone */
+    ck_assert_int_eq(vt_sh("ls -a %s/K | grep -c '\\.tmp\\.' || true", dir), 0);
+    ck_assert_str_eq(vt_out, "0\n");
     vt_rm_rf(dir);
 }
 END_TEST

@@ -10,6 +10,7 @@
  * depends on (seed, k) only), and because the graph is built deterministic
  * (no float atomics).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -232,6 +233,26 @@ static vp_status truncate_log(const char *path, int64_t step)
     return st;
 }
 
+/* Temporary files a killed run left (vp_file_write_atomic's and
+ * vp_st_write's, ".<name>.tmp.<pid>.<k>" next to the outputs): never a
+ * checkpoint, so they go. */
+static void remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[4200];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] != '.' || !strstr(e->d_name, ".tmp."))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (!unlink(path))
+            vp_log(VP_LOG_INFO, "%s: removed, left by an interrupted write", path);
+    }
+    closedir(d);
+}
+
 /* ---- progress ------------------------------------------------------------------- */
 
 static void fmt_time(double s, char *buf, size_t n)
@@ -369,6 +390,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         return vp_error_set(VP_ERR_NOMEM, "out of host memory");
     if ((st = vp_mkdir_p(tc.out)))
         goto done;
+    remove_stale_temps(tc.out);
     if ((st = vp_dataset_load(tc.data_ann, tc.data_images,
                               &(vp_dataset_opts){.skip_bad = tc.skip_bad}, &ds)))
         goto done;
