@@ -265,6 +265,15 @@ START_TEST(test_resume)
                                                 "area=   all"), 80),
                   "eval --config and training's results differ:\n%s\n%s", line, vt_out);
 
+    /* the same with the PEFT methods loaded from the adapter directory */
+    ck_assert_msg(vt_sh("cd %s && %s eval --config c.json --weights U/model.safetensors "
+                        "--adapter U/adapter --out E2.json", dir, bin()) == 0, "%s", vt_err);
+    ck_assert_msg(!strncmp(line, strstr(vt_out, "Average Precision  (AP) @[ IoU=0.50:0.95 | "
+                                                "area=   all"), 80),
+                  "eval --adapter and training's results differ:\n%s\n%s", line, vt_out);
+    ck_assert_int_eq(vt_sh("cd %s && %s eval --config c.json --adapter nowhere", dir, bin()), 1);
+    vt_assert_has(vt_err, "nowhere");
+
     /* pictures */
     ck_assert_msg(vt_sh("cd %s && %s predict --config c.json --weights U/model.safetensors "
                         "--out P --threshold 0 B/images/000001.png B/images/000002.png", dir,
