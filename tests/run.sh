@@ -16,7 +16,9 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     LD_PRELOAD="$PWD/obj/tests/keep-loaded.so${LD_PRELOAD:+ $LD_PRELOAD}"
     ASAN_OPTIONS="verify_asan_link_order=0:detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-    export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+    # what MPI's libraries keep until exit (check_dist's ranks) is theirs
+    LSAN_OPTIONS="suppressions=$srcdir/tests/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+    export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 fi
 for t in "$@"; do
     name=$(basename "$t")
