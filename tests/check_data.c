@@ -359,6 +359,60 @@ static vp_dataset *hand_dataset(bool crowd)
     return load(at("h/ann.json"), false);
 }
 
+/* Two shards of batch 2 together are one loader's batch of 4, slot for
+ * slot, flips included, over several epochs (global batches straddle them). */
+START_TEST(test_loader_shards)
+{
+    shapes(at("sh"), 'B', 7, 32, 5);
+    vp_dataset *ds = load(at("sh/annotations.json"), false);
+    vp_loader_opts o = {.batch = 4, .size = 32, .mask_h = 8, .mask_w = 8, .max_targets = 6,
+                        .train = true, .seed = 3};
+    vp_loader *whole, *part[2];
+    vt_ok(vp_loader_create(ds, &o, &whole));
+    vp_loader_opts h = o;
+    h.batch = 2;
+    h.shard_count = 2;
+    for (int r = 0; r < 2; r++) {
+        h.shard_rank = r;
+        vt_ok(vp_loader_create(ds, &h, &part[r]));
+    }
+    size_t px = (size_t)3 * 32 * 32, mk = (size_t)6 * 8 * 8;
+    int flips = 0;
+    for (int k = 0; k < 6; k++) {
+        const vp_batch *w, *p[2];
+        vt_ok(vp_loader_next(whole, &w));
+        for (int r = 0; r < 2; r++) {
+            vt_ok(vp_loader_next(part[r], &p[r]));
+            ck_assert_uint_eq(p[r]->epoch, w->epoch);
+            for (int j = 0; j < 2; j++) {
+                int slot = 2 * r + j;
+                const vp_batch_item *a = &p[r]->items[j], *b = &w->items[slot];
+                ck_assert_msg(a->index == b->index && a->flipped == b->flipped,
+                              "batch %d, rank %d, slot %d: image %u%s, want %u%s", k, r, j,
+                              a->index, a->flipped ? " flipped" : "", b->index,
+                              b->flipped ? " flipped" : "");
+                flips += a->flipped;
+                ck_assert(!memcmp(p[r]->pixels + j * px, w->pixels + slot * px,
+                                  px * sizeof(float)));
+                ck_assert(!memcmp(p[r]->masks + j * mk, w->masks + slot * mk,
+                                  mk * sizeof(float)));
+                ck_assert(!memcmp(p[r]->labels + j * 6, w->labels + slot * 6,
+                                  6 * sizeof(int32_t)));
+            }
+        }
+    }
+    ck_assert_int_gt(flips, 0);
+    ck_assert_int_lt(flips, 24);
+    h.shard_rank = 2;
+    vp_loader *bad;
+    ck_assert_int_eq(vp_loader_create(ds, &h, &bad), VP_ERR_INVALID);
+    vp_loader_destroy(whole);
+    vp_loader_destroy(part[0]);
+    vp_loader_destroy(part[1]);
+    vp_dataset_destroy(ds);
+}
+END_TEST
+
 START_TEST(test_loader_targets)
 {
     vp_dataset *ds = hand_dataset(false);
@@ -798,6 +852,7 @@ int main(void)
     tcase_add_test(tc, test_shapes_deterministic);
     tcase_add_test(tc, test_shapes_self_eval);
     tcase_add_test(tc, test_loader_determinism);
+    tcase_add_test(tc, test_loader_shards);
     tcase_add_test(tc, test_loader_targets);
     tcase_add_test(tc, test_loader_flip);
     tcase_add_test(tc, test_loader_eval);

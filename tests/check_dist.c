@@ -5,6 +5,7 @@
  * local ranks, the gradient mean across them, and a failure on one rank
  * reported by every rank with its rank and host.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,10 @@
 #include "harness.h"
 
 #include "dist/dist.h"
+#include "io/png.h"
+#include "io/safetensors.h"
 #include "util/error.h"
+#include "util/file.h"
 
 /* Each rank: its place, a mean over 5 floats, then rank 1 fails. */
 static int probe(void)
@@ -88,6 +92,146 @@ START_TEST(test_two_ranks)
 }
 END_TEST
 
+/* ---- two ranks against one process with the same global batch ---- */
+
+static char dir[512];
+
+/* n images of 32 x 32, each with exactly two rectangles of classes 1 and 2:
+ * every batch then has the same number of instances and matched queries,
+ * so the head's per-batch normalizations give each rank half of what one
+ * process sees and the mean of the ranks' gradients is the global one. */
+static void two_box_dataset(int n)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/d/images", dir);
+    vt_ok(vp_mkdir_p(path));
+    char *json = malloc(1 << 16);
+    size_t len = (size_t)snprintf(json, 1 << 16, "{\"images\": [");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(json + len, (1 << 16) - len,
+                                "%s{\"id\": %d, \"width\": 32, \"height\": 32, "
+                                "\"file_name\": \"images/%d.png\"}", i ? ", " : "", i + 1, i + 1);
+    len += (size_t)snprintf(json + len, (1 << 16) - len, "], \"annotations\": [");
+    uint8_t px[32 * 32 * 3];
+    for (int i = 0; i < n; i++) {
+        memset(px, 230, sizeof px);
+        int x0 = 2 + i % 5, y0 = 3 + i % 3, x1 = 17 + i % 4, y1 = 16 + (i * 7) % 5;
+        for (int y = 0; y < 32; y++)
+            for (int x = 0; x < 32; x++) {
+                uint8_t *p = px + 3 * (y * 32 + x);
+                if (x >= x0 && x < x0 + 10 && y >= y0 && y < y0 + 9)
+                    p[0] = 200, p[1] = 40, p[2] = 40;
+                if (x >= x1 && x < x1 + 12 && y >= y1 && y < y1 + 12)
+                    p[0] = 30, p[1] = 60, p[2] = 190;
+            }
+        snprintf(path, sizeof path, "%s/d/images/%d.png", dir, i + 1);
+        vt_ok(vp_png_write(path, 32, 32, px));
+        len += (size_t)snprintf(
+            json + len, (1 << 16) - len,
+            "%s{\"id\": %d, \"image_id\": %d, \"category_id\": 1, \"iscrowd\": 0, \"area\": 90, "
+            "\"segmentation\": [[%d, %d, %d, %d, %d, %d, %d, %d]]}, "
+            "{\"id\": %d, \"image_id\": %d, \"category_id\": 2, \"iscrowd\": 0, \"area\": 144, "
+            "\"segmentation\": [[%d, %d, %d, %d, %d, %d, %d, %d]]}",
+            i ? ", " : "", 2 * i + 1, i + 1, x0, y0, x0 + 10, y0, x0 + 10, y0 + 9, x0, y0 + 9,
+            2 * i + 2, i + 1, x1, y1, x1 + 12, y1, x1 + 12, y1 + 12, x1, y1 + 12);
+    }
+    len += (size_t)snprintf(json + len, (1 << 16) - len,
+                            "], \"categories\": [{\"id\": 1, \"name\": \"red\"}, "
+                            "{\"id\": 2, \"name\": \"blue\"}]}");
+    snprintf(path, sizeof path, "%s/d/annotations.json", dir);
+    vt_ok(vp_file_write_atomic(path, json, len));
+    free(json);
+}
+
+static void write_run(const char *name, int batch, const char *extra)
+{
+    char text[4096], path[700];
+    snprintf(text, sizeof text,
+             "{\"model\": {\"backbone\": {\"plugin\": \"vit\", \"image\": 32, \"patch\": 8, "
+             "\"width\": 32, \"depth\": 1, \"heads\": 2, \"out_channels\": 32}, "
+             "\"head\": {\"plugin\": \"mask2former\", \"classes\": 2, \"queries\": 6, "
+             "\"hidden\": 32, \"heads\": 2, \"encoder_layers\": 1, \"decoder_layers\": 2, "
+             "\"points\": 2, \"encoder_ffn\": 64, \"decoder_ffn\": 64, \"mask_dim\": 32, "
+             "\"max_targets\": 4}}%s, \"train\": {\"data\": {\"annotations\": "
+             "\"d/annotations.json\"}, \"steps\": 4, \"batch\": %d, \"lr\": 1e-3, "
+             "\"clip_grad_norm\": 1.0, \"checkpoint_every\": 0, \"out\": \"%s\"}}",
+             extra, batch, name);
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    vt_ok(vp_file_write_atomic(path, text, strlen(text)));
+}
+
+/* max |a - b| / max |a| over the trainable tensors both runs saved */
+static double compare(const char *a_name, const char *b_name, int *n_tensors)
+{
+    char pa[700], pb[700];
+    snprintf(pa, sizeof pa, "%s/%s/checkpoint.safetensors", dir, a_name);
+    snprintf(pb, sizeof pb, "%s/%s/checkpoint.safetensors", dir, b_name);
+    vp_st *a, *b;
+    vt_ok(vp_st_open(pa, &a));
+    vt_ok(vp_st_open(pb, &b));
+    double diff = 0, big = 0;
+    *n_tensors = 0;
+    for (size_t i = 0; i < vp_st_count(a); i++) {
+        const vp_st_tensor *t = vp_st_get(a, i);
+        if (!strncmp(t->name, "vpeft.", 6))
+            continue; /* the AdamW moments */
+        const vp_st_tensor *u = vp_st_find(b, t->name);
+        ck_assert_msg(u && u->nelem == t->nelem, "%s: missing or another shape", t->name);
+        float *x = malloc(t->nelem * sizeof *x), *y = malloc(t->nelem * sizeof *y);
+        vt_ok(vp_st_read_f32(a, t->name, x, t->nelem));
+        vt_ok(vp_st_read_f32(b, t->name, y, t->nelem));
+        for (uint64_t k = 0; k < t->nelem; k++) {
+            diff = fmax(diff, fabs((double)x[k] - (double)y[k]));
+            big = fmax(big, fabs((double)x[k]));
+        }
+        free(x);
+        free(y);
+        (*n_tensors)++;
+    }
+    vp_st_close(a);
+    vp_st_close(b);
+    return diff / big;
+}
+
+START_TEST(test_same_as_one_process)
+{
+    if (!vp_dist_built() || vt_sh("command -v mpirun") != 0) {
+        vt_skip("test_same_as_one_process", "-", "built without MPI or no mpirun");
+        return;
+    }
+    const char *bin = getenv("VPEFT_BIN"), *tmp = getenv("TMPDIR");
+    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
+    snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    two_box_dataset(8);
+    static const struct {
+        const char *what, *extra;
+    } runs[2] = {
+        {"full fine-tuning", ""},
+        {"lora", ", \"peft\": [{\"plugin\": \"lora\", \"r\": 4, \"target_modules\": "
+                 "[\"query\", \"value\", \"q_proj\", \"v_proj\"]}]"},
+    };
+    bool ompi = vt_sh("mpirun --version | grep -q 'Open MPI'") == 0;
+    for (int r = 0; r < 2; r++) {
+        write_run("one", 4, runs[r].extra);
+        write_run("two", 2, runs[r].extra);
+        ck_assert_msg(vt_sh("cd %s && %s train one.json --quiet", dir, bin) == 0, "%s", vt_err);
+        /* one lavapipe thread per rank, ranks yielding while they wait: 2 cores */
+        ck_assert_msg(vt_sh("cd %s && LP_NUM_THREADS=1 mpirun %s -np 2 %s train two.json --quiet",
+                            dir, ompi ? "--allow-run-as-root --oversubscribe -x LP_NUM_THREADS "
+                                        "--mca mpi_yield_when_idle 1" : "", bin) == 0,
+                      "%s\n%s", vt_out, vt_err);
+        int n = 0;
+        double rel = compare("one", "two", &n);
+        printf("%s: %d trainable tensors after 4 steps, 2 ranks of 2 against 1 of 4: "
+               "max relative difference %.3g\n", runs[r].what, n, rel);
+        ck_assert_int_gt(n, 0);
+        ck_assert_msg(rel < 1e-5, "%s: the two runs differ by %g", runs[r].what, rel);
+    }
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && !strcmp(argv[1], "--probe"))
@@ -97,6 +241,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_single);
     tcase_add_test(tc, test_two_ranks);
+    tcase_add_test(tc, test_same_as_one_process);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "config/config.h"
+#include "dist/dist.h"
 #include "train/train.h"
 #include "util/error.h"
 
@@ -39,7 +40,36 @@ static void usage(FILE *f)
                "  --stop-after N    stop after step N as if interrupted there (its\n"
                "                    checkpoint written); --resume goes on\n"
                "  -h, --help        this help\n\n"
-               "exit status: 0 done, 1 runtime failure, 2 usage or config error\n");
+               "Several GPUs or machines: mpirun -np N vpeft train CONFIG (or srun); each\n"
+               "rank takes its part of every global batch of N x train.batch images and\n"
+               "the device of its local rank (VPEFT_DEVICE overrides); docs/distributed.md.\n"
+               "%s\n\n"
+               "exit status: 0 done, 1 runtime failure, 2 usage or config error\n",
+            vp_dist_built() ? "This vpeft is built with MPI."
+                            : "This vpeft is built without MPI: install openmpi-bin and "
+                              "libopenmpi-dev (or MPICH),\nthen ./configure --with-mpi && make.");
+}
+
+/* A rank's device: VPEFT_DEVICE when set, else the local_rank-th of the
+ * devices of the best kind on this machine (shared round-robin, with a
+ * warning, when there are fewer than ranks). */
+static vp_status rank_device(const vp_dist *d, vp_instance *inst, vp_device **dev)
+{
+    const char *spec = getenv("VPEFT_DEVICE");
+    if (spec && *spec)
+        return vp_cli_device(inst, dev);
+    uint32_t best = vp_instance_default_device(inst), n = 0, pick = best;
+    VkPhysicalDeviceType type = vp_instance_device_info(inst, best)->type;
+    for (uint32_t i = 0; i < vp_instance_device_count(inst); i++)
+        n += vp_instance_device_info(inst, i)->type == type;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < vp_instance_device_count(inst); i++) /* the (local_rank % n)-th */
+        if (vp_instance_device_info(inst, i)->type == type && k++ == (uint32_t)d->local_rank % n)
+            pick = i;
+    if (d->local_size > (int)n && d->local_rank == 0)
+        fprintf(stderr, "vpeft: warning: %d ranks on %s share %u device%s\n", d->local_size,
+                d->host, n, n == 1 ? "" : "s");
+    return vp_device_create(inst, pick, NULL, dev);
 }
 
 int vp_cli_exit_code(vp_status st)
@@ -97,18 +127,27 @@ int vp_cli_train(int argc, char **argv)
         vp_cfg_free(cfg);
         return vp_cli_exit_code(st);
     }
-    vp_instance *inst;
-    if (vp_cli_instance(&inst)) {
+    vp_dist dist;
+    if ((st = vp_dist_init(&dist))) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
         vp_cfg_free(cfg);
         return 1;
     }
+    vp_instance *inst = NULL;
     vp_device *dev = NULL;
-    st = vp_cli_device(inst, &dev);
+    st = vp_cli_instance(&inst);
+    if (!st)
+        st = dist.size > 1 ? rank_device(&dist, inst, &dev) : vp_cli_device(inst, &dev);
+    /* a rank without a device stops every rank, naming itself */
+    st = vp_dist_agree(&dist, st);
+    to.dist = &dist;
     vp_train_result r;
     if (!st)
         st = vp_train_run(dev, cfg, &to, &r);
     if (st)
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    else if (dist.rank != 0)
+        ; /* rank 0 reports */
     else if (r.evaluated)
         printf("trained %lld steps in %.1f s; mask AP %.3f AP50 %.3f AP75 %.3f; wrote %s\n",
                (long long)r.steps, r.seconds, r.stats.ap, r.stats.ap50, r.stats.ap75, tc.out);
@@ -118,5 +157,6 @@ int vp_cli_train(int argc, char **argv)
     vp_device_destroy(dev);
     vp_instance_destroy(inst);
     vp_cfg_free(cfg);
+    vp_dist_finalize(&dist);
     return vp_cli_exit_code(st);
 }

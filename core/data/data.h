@@ -97,6 +97,12 @@ typedef struct vp_loader_opts {
     int prefetch;         /* batches prepared ahead on the host thread; 0: 2 */
     bool no_targets;      /* pixels and items only (inference): labels stay -1,
                            * masks 0, max_targets is not warned about */
+    int shard_rank, shard_count; /* training in data parallel: the global batch k is
+                           * batch * shard_count images, this loader gives slots
+                           * [shard_rank * batch, (shard_rank + 1) * batch) of it,
+                           * flips included, so the ranks' batches together are
+                           * what one process with batch * shard_count would see;
+                           * 0, 0: one process */
 } vp_loader_opts;
 
 /* Where a batch's image i came from, to map predictions back. */

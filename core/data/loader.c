@@ -48,6 +48,7 @@ struct vp_loader {
     uint32_t *perm[2];
     int64_t perm_epoch[2];
     bool warned;
+    int shards; /* o.shard_count, at least 1 */
 };
 
 /* ---- determinism ---- */
@@ -308,7 +309,7 @@ static vp_status make_batch(vp_loader *l, uint64_t k, vp_batch *b)
         uint64_t p0 = k * (uint64_t)B;
         b->n = (int)(N - p0 < (uint64_t)B ? N - p0 : (uint64_t)B);
     } else {
-        b->epoch = (uint32_t)(k * (uint64_t)B / N);
+        b->epoch = (uint32_t)(k * (uint64_t)B * (uint64_t)l->shards / N);
     }
     for (int j = 0; j < b->n; j++) {
         if (atomic_load(&l->stop))
@@ -317,8 +318,11 @@ static vp_status make_batch(vp_loader *l, uint64_t k, vp_batch *b)
         uint32_t index = (uint32_t)(p % N);
         bool flip = false;
         if (o->train) {
+            /* this rank's slots of the global batch k (all of it for one rank) */
+            int slot = o->shard_rank * B + j;
+            p = k * (uint64_t)B * (uint64_t)l->shards + (uint64_t)slot;
             index = epoch_perm(l, p / N)[p % N];
-            flip = flip_of(o->seed, k, j);
+            flip = flip_of(o->seed, k, slot);
         }
         vp_status st = fill_item(l, b, j, index, flip);
         if (st)
@@ -401,11 +405,16 @@ vp_status vp_loader_create(const vp_dataset *ds, const vp_loader_opts *o, vp_loa
                             o->size, o->mask_w, o->mask_h, o->max_targets, o->prefetch);
     if (!ds->n_img)
         return vp_error_set(VP_ERR_INVALID, "%s: no images to load", path);
+    if (o->shard_count < 0 || o->shard_rank < 0 ||
+        (o->shard_count ? o->shard_rank >= o->shard_count : o->shard_rank != 0))
+        return vp_error_set(VP_ERR_INVALID, "%s: loader: shard %d of %d", path, o->shard_rank,
+                            o->shard_count);
     vp_loader *l = calloc(1, sizeof *l);
     if (!l)
         return vp_error_set(VP_ERR_NOMEM, "%s: out of host memory for the loader", path);
     l->ds = ds;
     l->o = *o;
+    l->shards = o->shard_count > 0 ? o->shard_count : 1;
     bool zero = true;
     for (int c = 0; c < 3; c++)
         zero &= o->mean[c] == 0 && o->std[c] == 0;

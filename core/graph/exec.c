@@ -513,6 +513,32 @@ vp_status vp_graph_optim_write(vp_graph *g, const float *m, const float *v, uint
     return optim_io(g, (float *)m, (float *)v, n, true);
 }
 
+uint64_t vp_graph_grads_len(const vp_graph *g)
+{
+    return g->compiled && g->buf_size[VP_BUF_GRAD] ? (uint64_t)vp_tensor_nelem(&g->grad_all) : 0;
+}
+
+static vp_status grads_io(vp_graph *g, float *x, uint64_t n, bool up)
+{
+    uint64_t len = vp_graph_grads_len(g);
+    if (!len || n != len)
+        return vp_error_set(VP_ERR_INVALID, "gradients: %llu values given, the graph has %llu",
+                            (unsigned long long)n, (unsigned long long)len);
+    size_t bytes = (size_t)len * sizeof(float);
+    return up ? vp_tensor_upload(&g->grad_all, x, bytes)
+              : vp_tensor_download(&g->grad_all, x, bytes);
+}
+
+vp_status vp_graph_grads_read(vp_graph *g, float *x, uint64_t n)
+{
+    return grads_io(g, x, n, false);
+}
+
+vp_status vp_graph_grads_write(vp_graph *g, const float *x, uint64_t n)
+{
+    return grads_io(g, (float *)x, n, true);
+}
+
 vp_status vp_graph_seed_read(vp_graph *g, uint32_t *seed)
 {
     *seed = 0;

@@ -224,6 +224,12 @@ uint64_t vp_graph_optim_len(const vp_graph *g);
 vp_status vp_graph_optim_read(vp_graph *g, float *m, float *v, uint64_t n);
 vp_status vp_graph_optim_write(vp_graph *g, const float *m, const float *v, uint64_t n);
 vp_status vp_graph_seed_read(vp_graph *g, uint32_t *seed);
+/* The flat gradient buffer of the trainable parameters (laid out like the
+ * moments, with zero padding between parameters), for averaging it across
+ * processes between the runs of a step and vp_graph_step. */
+uint64_t vp_graph_grads_len(const vp_graph *g);
+vp_status vp_graph_grads_read(vp_graph *g, float *x, uint64_t n);
+vp_status vp_graph_grads_write(vp_graph *g, const float *x, uint64_t n);
 vp_status vp_graph_seed_write(vp_graph *g, uint32_t seed);
 
 typedef struct vp_graph_mem {

@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 
 #include "data/data.h"
+#include "dist/dist.h"
 #include "io/safetensors.h"
 #include "train/train.h"
 #include "util/error.h"
@@ -379,8 +380,16 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         return st;
     run_ctx c = {.tc = &tc, .o = o, .dev = dev, .root = root,
                  .label = o->label ? o->label : "train"};
-    c.line = o->progress == VP_PROGRESS_LINE ||
-             (o->progress == VP_PROGRESS_AUTO && isatty(STDERR_FILENO));
+    /* Data parallel: every rank trains its shard; rank 0 alone prints and
+     * writes. */
+    static const vp_dist one = {.size = 1, .local_size = 1};
+    const vp_dist *d = o->dist ? o->dist : &one;
+    bool lead = d->rank == 0, synced = false;
+    vp_progress progress = lead ? o->progress : VP_PROGRESS_NONE;
+    c.line = progress == VP_PROGRESS_LINE ||
+             (progress == VP_PROGRESS_AUTO && isatty(STDERR_FILENO));
+    float *gbuf = NULL;
+    uint64_t glen = 0;
     vp_dataset *ds = NULL;
     vp_loader *ld = NULL;
     FILE *log = NULL;
@@ -437,47 +446,72 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                               (long long)start, (long long)tc.steps);
             goto done;
         }
-        vp_log(VP_LOG_INFO, "%s: resuming at step %lld of %lld from %s", c.label,
-               (long long)start, (long long)tc.steps, ckpt);
+        if (lead)
+            vp_log(VP_LOG_INFO, "%s: resuming at step %lld of %lld from %s", c.label,
+                   (long long)start, (long long)tc.steps, ckpt);
     }
-    if (!(log = fopen(path, o->resume ? "a" : "w"))) {
+    if (lead && !(log = fopen(path, o->resume ? "a" : "w"))) {
         st = vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
         goto done;
     }
     vp_loader_opts lo = {.batch = (int)tc.batch, .size = (int)io.size, .mask_h = (int)io.hm,
                          .mask_w = (int)io.wm, .max_targets = (int)io.T, .train = true,
-                         .seed = (uint64_t)tc.seed, .start = (uint64_t)(start * tc.accum)};
+                         .seed = (uint64_t)tc.seed, .start = (uint64_t)(start * tc.accum),
+                         .shard_rank = d->size > 1 ? d->rank : 0,
+                         .shard_count = d->size > 1 ? d->size : 0};
     if ((st = vp_loader_create(ds, &lo, &ld)))
         goto done;
-    if (o->progress != VP_PROGRESS_NONE)
-        fprintf(stderr, "%s: %u images, %lld steps of %lld x %lld images; %" PRIu64
-                " of %" PRIu64 " parameters trainable (%.2f%%)\n", c.label, vp_dataset_size(ds),
-                (long long)tc.steps, (long long)tc.batch, (long long)tc.accum, out->trainable,
-                out->total, 100.0 * (double)out->trainable / (double)out->total);
+    if (d->size > 1) {
+        glen = vp_graph_grads_len(g);
+        if (!(gbuf = malloc((size_t)glen * sizeof *gbuf)))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory for the gradients");
+    }
+    /* every rank set up, or all stop with the first failure */
+    synced = true;
+    if ((st = vp_dist_agree(d, st)))
+        goto done;
+    if (progress != VP_PROGRESS_NONE) {
+        fprintf(stderr, "%s: %u images, %lld steps of %lld x %lld images", c.label,
+                vp_dataset_size(ds), (long long)tc.steps, (long long)tc.batch,
+                (long long)tc.accum);
+        if (d->size > 1)
+            fprintf(stderr, " on each of %d ranks (global batch %lld; %.1f MiB of gradients "
+                    "averaged per step)", d->size, (long long)(tc.batch * tc.accum * d->size),
+                    (double)glen * sizeof(float) / (1 << 20));
+        fprintf(stderr, "; %" PRIu64 " of %" PRIu64 " parameters trainable (%.2f%%)\n",
+                out->trainable, out->total,
+                100.0 * (double)out->trainable / (double)out->total);
+    }
 
     double t0 = now_s(), win_loss = 0, win_terms[3] = {0};
     int64_t win_n = 0;
     for (int64_t s = start + 1; s <= tc.steps; s++) {
-        double loss = 0, terms[3] = {0};
-        for (int64_t a = 0; a < tc.accum; a++) {
+        double sums[4] = {0}; /* loss and its three terms */
+        for (int64_t a = 0; !st && a < tc.accum; a++) {
             const vp_batch *bt;
+            float l = 0;
             if ((st = vp_loader_next(ld, &bt)) || (st = feed(g, &io, bt, tc.batch)) ||
-                (st = vp_graph_run(g)))
-                goto done;
-            float l;
-            if ((st = vp_graph_read(g, io.loss, &l, sizeof l)))
-                goto done;
-            loss += l;
-            for (int k = 0; k < 3; k++) {
+                (st = vp_graph_run(g)) || (st = vp_graph_read(g, io.loss, &l, sizeof l)))
+                break;
+            sums[0] += l;
+            for (int k = 0; !st && k < 3; k++) {
                 float v = 0;
-                if (io.terms[k] && (st = vp_graph_read(g, io.terms[k], &v, sizeof v)))
-                    goto done;
-                terms[k] += v;
+                if (io.terms[k])
+                    st = vp_graph_read(g, io.terms[k], &v, sizeof v);
+                sums[1 + k] += v;
             }
         }
-        loss /= (double)tc.accum;
+        if (d->size > 1) { /* all ranks ran, or all stop; then the mean gradient */
+            if (!(st = vp_dist_agree(d, st)) && !(st = vp_graph_grads_read(g, gbuf, glen)) &&
+                !(st = vp_dist_allreduce_mean(d, gbuf, glen)) &&
+                !(st = vp_graph_grads_write(g, gbuf, glen)))
+                st = vp_dist_allreduce_sum(d, sums, 4);
+        }
+        if (st)
+            goto done;
+        double loss = sums[0] / (double)(tc.accum * d->size), terms[3];
         for (int k = 0; k < 3; k++)
-            terms[k] /= (double)tc.accum;
+            terms[k] = sums[1 + k] / (double)(tc.accum * d->size);
         if (!isfinite(loss)) {
             end_line(&c);
             st = vp_error_set(VP_ERR_INVALID, "%s: the loss is %g at step %lld: lower train.lr "
@@ -487,7 +521,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         double lr = vp_train_lr(&tc, s);
         if ((st = vp_graph_step_accum(g, (float)lr, (int)s, (int)tc.accum)))
             goto done;
-        fprintf(log, "{\"step\": %lld, \"lr\": %.9g, \"loss\": %.9g, \"loss_class\": %.9g, "
+        if (log)
+            fprintf(log, "{\"step\": %lld, \"lr\": %.9g, \"loss\": %.9g, \"loss_class\": %.9g, "
                 "\"loss_mask\": %.9g, \"loss_dice\": %.9g}\n", (long long)s, lr, loss, terms[0],
                 terms[1], terms[2]);
         win_loss += loss;
@@ -496,7 +531,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         win_n++;
         out->steps++;
         bool show = c.line || s % tc.log_every == 0 || s == tc.steps;
-        if (o->progress != VP_PROGRESS_NONE && show) {
+        if (progress != VP_PROGRESS_NONE && show) {
             double el = now_s() - t0, rate = (double)out->steps / el;
             char eta[32];
             fmt_time((double)(tc.steps - s) / rate, eta, sizeof eta);
@@ -514,7 +549,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
             win_n = 0;
         }
         bool stop = o->stop_after > 0 && s >= o->stop_after && s < tc.steps;
-        if ((tc.checkpoint_every && s % tc.checkpoint_every == 0) || s == tc.steps || stop) {
+        if (lead && ((tc.checkpoint_every && s % tc.checkpoint_every == 0) || s == tc.steps || stop)) {
             fflush(log);
             if ((st = save_checkpoint(c.m, ckpt, s, fp)))
                 goto done;
@@ -522,17 +557,17 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         if (stop) {
             out->seconds = now_s() - t0;
             end_line(&c);
-            if (o->progress != VP_PROGRESS_NONE)
+            if (progress != VP_PROGRESS_NONE)
                 fprintf(stderr, "%s: stopped after step %lld; vpeft train --resume continues\n",
                         c.label, (long long)s);
             goto done;
         }
-        if (tc.val_ann && tc.eval_every && s % tc.eval_every == 0 && s != tc.steps) {
-            vp_coco_stats es;
+        if (lead && tc.val_ann && tc.eval_every && s % tc.eval_every == 0 && s != tc.steps) {
+            vp_coco_stats es; /* the other ranks wait for it in the next step's collectives */
             end_line(&c);
             if ((st = evaluate(&c, NULL, &es)))
                 goto done;
-            if (o->progress != VP_PROGRESS_NONE)
+            if (progress != VP_PROGRESS_NONE)
                 fprintf(stderr, "%s step %lld: mask AP %.3f AP50 %.3f AP75 %.3f\n", c.label,
                         (long long)s, es.ap, es.ap50, es.ap75);
         }
@@ -541,18 +576,23 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     end_line(&c);
     vp_loader_destroy(ld);
     ld = NULL;
+    if (!lead) /* rank 0 evaluates and writes the outputs */
+        goto done;
     if (tc.val_ann) {
         snprintf(path, sizeof path, "%s/results.json", tc.out);
         if ((st = evaluate(&c, path, &out->stats)))
             goto done;
         out->evaluated = true;
-        if (o->progress != VP_PROGRESS_NONE)
+        if (progress != VP_PROGRESS_NONE)
             fprintf(stderr, "%s: mask AP %.3f AP50 %.3f AP75 %.3f on %s\n", c.label,
                     out->stats.ap, out->stats.ap50, out->stats.ap75, tc.val_ann);
     }
     st = write_outputs(&c, out);
 done:
     end_line(&c);
+    if (d->size > 1 && st && !synced) /* the others wait for this rank in the setup's agreement */
+        st = vp_dist_agree(d, st);
+    free(gbuf);
     if (log && fclose(log) && !st)
         st = vp_error_set(VP_ERR_IO, "%s/log.jsonl: cannot write: %s", tc.out, strerror(errno));
     vp_loader_destroy(ld);

@@ -69,6 +69,10 @@ typedef struct vp_train_opts {
     const char *label;    /* prefix of progress lines (NULL: "train") */
     int64_t stop_after;   /* > 0: stop after this step, as if interrupted there (a
                            * checkpoint is written; no evaluation or final files) */
+    const struct vp_dist *dist; /* the data-parallel job (NULL: one process): each rank
+                           * trains its shard of every global batch, gradients are
+                           * averaged before each step; rank 0 alone prints,
+                           * evaluates and writes */
 } vp_train_opts;
 
 typedef struct vp_train_result {
