@@ -232,6 +232,41 @@ START_TEST(test_same_as_one_process)
 }
 END_TEST
 
+/* A rank killed mid-run ends the job, non-zero, within 30 s, naming it. */
+START_TEST(test_rank_killed)
+{
+    if (!vp_dist_built() || vt_sh("mpirun --version | grep -q 'Open MPI'") != 0) {
+        vt_skip("test_rank_killed", "-", "needs vpeft built with Open MPI and its mpirun");
+        return;
+    }
+    const char *bin = getenv("VPEFT_BIN"), *tmp = getenv("TMPDIR");
+    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
+    snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    two_box_dataset(8);
+    write_run("long", 2, "");
+    /* rank 1 is the process whose environment says so; kill it once both run */
+    int rc = vt_sh(
+        "cd %s && { LP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -x LP_NUM_THREADS "
+        "--mca mpi_yield_when_idle 1 -np 2 %s train long.json --quiet --set train.steps=100000 "
+        "& m=$!; v=; for i in $(seq 200); do for p in $(pgrep -f 'train long.json'); do "
+        "tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && v=$p; "
+        "done; [ -n \"$v\" ] && break; sleep 0.1; done; sleep 2; t0=$(date +%%s); kill -9 $v; "
+        "wait $m; rc=$?; echo \"exit $rc after $(( $(date +%%s) - t0 )) s\"; }",
+        dir, bin);
+    ck_assert_int_eq(rc, 0);
+    int code = -1, secs = -1;
+    const char *e = strstr(vt_out, "exit ");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(sscanf(e, "exit %d after %d s", &code, &secs), 2);
+    printf("rank 1 killed: mpirun exited %d after %d s\n", code, secs);
+    ck_assert_int_ne(code, 0);
+    ck_assert_int_lt(secs, 30);
+    vt_assert_has(vt_err, "rank 1");
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && !strcmp(argv[1], "--probe"))
@@ -242,6 +277,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_single);
     tcase_add_test(tc, test_two_ranks);
     tcase_add_test(tc, test_same_as_one_process);
+    tcase_add_test(tc, test_rank_killed);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

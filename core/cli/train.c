@@ -148,6 +148,13 @@ int vp_cli_train(int argc, char **argv)
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
     else if (dist.rank != 0)
         ; /* rank 0 reports */
+    else if (r.ranks > 1 && r.steps)
+        printf("data parallel: %d ranks, %.3f MiB of gradients all-reduced per step, "
+               "all-reduce %.1f%% of the step time (%.2f of %.2f ms per step)\n", r.ranks,
+               (double)r.allreduce_bytes / (1 << 20), 100.0 * r.allreduce_seconds / r.seconds,
+               1e3 * r.allreduce_seconds / (double)r.steps, 1e3 * r.seconds / (double)r.steps);
+    if (st || dist.rank != 0)
+        ;
     else if (r.evaluated)
         printf("trained %lld steps in %.1f s; mask AP %.3f AP50 %.3f AP75 %.3f; wrote %s\n",
                (long long)r.steps, r.seconds, r.stats.ap, r.stats.ap50, r.stats.ap75, tc.out);

@@ -344,6 +344,11 @@ static vp_status write_outputs(run_ctx *c, const vp_train_result *r)
     cJSON_AddNumberToObject(j, "train_seconds", r->seconds);
     cJSON_AddNumberToObject(j, "final_loss", r->final_loss);
     cJSON_AddNumberToObject(j, "device_bytes", (double)r->device_bytes);
+    cJSON_AddNumberToObject(j, "ranks", r->ranks);
+    if (r->ranks > 1) {
+        cJSON_AddNumberToObject(j, "allreduce_bytes_per_step", (double)r->allreduce_bytes);
+        cJSON_AddNumberToObject(j, "allreduce_seconds", r->allreduce_seconds);
+    }
     if (r->evaluated) {
         const double *s = &r->stats.ap;
         static const char *const names[12] = {"AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -428,6 +433,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         out->trainable += vp_gt_trainable(t) ? (uint64_t)vp_gt_nelem(t) : 0;
     }
     out->device_bytes = vp_graph_memory(g).total;
+    out->ranks = d->size;
 
     int64_t start = 0;
     snprintf(ckpt, sizeof ckpt, "%s/" CKPT_NAME, tc.out);
@@ -463,6 +469,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         goto done;
     if (d->size > 1) {
         glen = vp_graph_grads_len(g);
+        out->allreduce_bytes = glen * sizeof(float);
         if (!(gbuf = malloc((size_t)glen * sizeof *gbuf)))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory for the gradients");
     }
@@ -502,10 +509,12 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
             }
         }
         if (d->size > 1) { /* all ranks ran, or all stop; then the mean gradient */
+            double ta = now_s();
             if (!(st = vp_dist_agree(d, st)) && !(st = vp_graph_grads_read(g, gbuf, glen)) &&
                 !(st = vp_dist_allreduce_mean(d, gbuf, glen)) &&
                 !(st = vp_graph_grads_write(g, gbuf, glen)))
                 st = vp_dist_allreduce_sum(d, sums, 4);
+            out->allreduce_seconds += now_s() - ta;
         }
         if (st)
             goto done;

@@ -83,6 +83,9 @@ typedef struct vp_train_result {
     uint64_t device_bytes;       /* the training graph's device memory */
     bool evaluated;
     vp_coco_stats stats;         /* the final evaluation's (when evaluated) */
+    int ranks;                   /* processes in the job (1 without MPI) */
+    uint64_t allreduce_bytes;    /* gradient bytes averaged across ranks per step */
+    double allreduce_seconds;    /* spent averaging them (reading, MPI, writing back) */
 } vp_train_result;
 
 vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opts *o,
