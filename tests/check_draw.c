@@ -10,7 +10,6 @@
  * writes nothing. Needs no Vulkan device.
  */
 #include <check.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,18 +39,6 @@ static const char *tpath(const char *name)
     return p[k];
 }
 
-static int n_entries(const char *d)
-{
-    DIR *dp = opendir(d);
-    ck_assert_ptr_nonnull(dp);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(dp)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            n++;
-    closedir(dp);
-    return n;
-}
 
 static const vp_rgb WHITE = {255, 255, 255}, BLACK = {0, 0, 0};
 
@@ -583,7 +570,7 @@ START_TEST(test_chart)
     check_chart(&ch2, tpath("neg.png"), 256, 160);
     vp_chart ch3 = {.title = "one", .points = neg + 1, .n = 1, .log_x = true, .w = 300, .h = 200};
     check_chart(&ch3, tpath("one.png"), 300, 200);
-    ck_assert_int_eq(n_entries(dir), 4);
+    ck_assert_int_eq(vt_dir_entries(dir), 4);
 }
 END_TEST
 
@@ -650,11 +637,11 @@ START_TEST(test_chart_errors)
     ck_assert_int_eq(vp_chart_write_png(&ch, bad), VP_ERR_IO);
     ck_assert_msg(!strncmp(vp_error_last(), bad, strlen(bad)) && !strchr(vp_error_last(), '\n'),
                   "%s", vp_error_last());
-    ck_assert_int_eq(n_entries(dir), 0);
+    ck_assert_int_eq(vt_dir_entries(dir), 0);
 
     /* and the same chart is fine once the values are */
     vt_ok(vp_chart_write_png(&ch, p));
-    ck_assert_int_eq(n_entries(dir), 1);
+    ck_assert_int_eq(vt_dir_entries(dir), 1);
 }
 END_TEST
 

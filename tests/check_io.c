@@ -5,7 +5,6 @@
  * failed writes leave nothing behind. Needs no Vulkan device.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -45,19 +44,6 @@ static const char *tpath(const char *name)
     return p[k];
 }
 
-/* Entries of a directory other than . and .. */
-static int n_entries(const char *d)
-{
-    DIR *dp = opendir(d);
-    ck_assert_ptr_nonnull(dp);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(dp)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            n++;
-    closedir(dp);
-    return n;
-}
 
 /* A file: 8-byte length (hlen, or the header's own length when hlen < 0),
  * the header, then n data bytes. */
@@ -120,7 +106,7 @@ START_TEST(test_roundtrip)
     const vp_st_kv meta[] = {{"format", "pt"}, {"author", "vpeft \"tests\""}};
     const char *path = tpath("rt.safetensors");
     ck_assert_int_eq(vp_st_write(path, e, n, meta, 2), VP_OK);
-    ck_assert_int_eq(n_entries(dir), 1); /* no temporary file left */
+    ck_assert_int_eq(vt_dir_entries(dir), 1); /* no temporary file left */
 
     vp_st *st;
     ck_assert_msg(vp_st_open(path, &st) == VP_OK, "%s", vp_error_last());
@@ -486,7 +472,7 @@ START_TEST(test_write_errors)
     snprintf(want, sizeof want, "%s: cannot create the temporary file %s/nodir/.x.safetensors.tmp."
              "%ld.0: No such file or directory", p, dir, (long)getpid());
     ck_assert_str_eq(vp_error_last(), want);
-    ck_assert_int_eq(n_entries(dir), 0);
+    ck_assert_int_eq(vt_dir_entries(dir), 0);
 
     /* invalid entries: nothing is created */
     p = tpath("bad.safetensors");
@@ -514,7 +500,7 @@ START_TEST(test_write_errors)
     ck_assert_int_eq(vp_st_write(p, &ok, 1, kv, 2), VP_ERR_INVALID);
     snprintf(want, sizeof want, "%s: metadata \"k\" appears twice", p);
     ck_assert_str_eq(vp_error_last(), want);
-    ck_assert_int_eq(n_entries(dir), 0);
+    ck_assert_int_eq(vt_dir_entries(dir), 0);
 
     /* path is a directory: everything is written, the rename fails, the
      * temporary file goes */
@@ -524,8 +510,8 @@ START_TEST(test_write_errors)
     snprintf(want, sizeof want, "%s: cannot rename %s/.isdir.tmp.%ld.0 to it: Is a directory", p,
              dir, (long)getpid());
     ck_assert_str_eq(vp_error_last(), want);
-    ck_assert_int_eq(n_entries(dir), 1);
-    ck_assert_int_eq(n_entries(p), 0);
+    ck_assert_int_eq(vt_dir_entries(dir), 1);
+    ck_assert_int_eq(vt_dir_entries(p), 0);
     rmdir(p);
 
     /* a write that fails half-way (file size limit): the old file stays as
@@ -546,7 +532,7 @@ START_TEST(test_write_errors)
     snprintf(want, sizeof want, "%s: writing %s/.old.safetensors.tmp.%ld.0: File too large", p,
              dir, (long)getpid());
     ck_assert_str_eq(vp_error_last(), want);
-    ck_assert_int_eq(n_entries(dir), 1);
+    ck_assert_int_eq(vt_dir_entries(dir), 1);
     vp_st *r;
     ck_assert_int_eq(vp_st_open(p, &r), VP_OK);
     ck_assert_ptr_nonnull(vp_st_find(r, "w"));
@@ -563,10 +549,10 @@ START_TEST(test_write_errors)
         snprintf(want, sizeof want, "%s/x.safetensors", ro);
         ck_assert_int_eq(vp_st_write(want, &ok, 1, NULL, 0), VP_ERR_IO);
         ck_assert_ptr_nonnull(strstr(vp_error_last(), "Permission denied"));
-        ck_assert_int_eq(n_entries(ro), 0);
+        ck_assert_int_eq(vt_dir_entries(ro), 0);
         rmdir(ro);
     }
-    ck_assert_int_eq(n_entries(dir), 0);
+    ck_assert_int_eq(vt_dir_entries(dir), 0);
 }
 END_TEST
 

@@ -5,10 +5,10 @@
 
 #include "graph/graph.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <dirent.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -353,4 +353,17 @@ void vt_rm_rf(const char *d)
     }
     closedir(dp);
     rmdir(d);
+}
+
+int vt_dir_entries(const char *d)
+{
+    DIR *dp = opendir(d);
+    ck_assert_msg(dp != NULL, "%s: cannot read the directory", d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    closedir(dp);
+    return n;
 }

@@ -95,6 +95,9 @@ int vt_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define vt_assert_has(buf, s)                                                                   \
     ck_assert_msg(strstr((buf), (s)) != NULL, "expected '%s' in:\n%s", (s), (buf))
 
+/* Entries of directory d other than . and .. (fails the test when d
+ * cannot be read). */
+int vt_dir_entries(const char *d);
 /* Remove a directory tree (made writable first); missing is fine. */
 void vt_rm_rf(const char *dir);
 

@@ -102,12 +102,15 @@ static void fit(int w, int h, int size, int *rw, int *rh)
     *rh = *rh < 1 ? 1 : *rh;
 }
 
-/* One plane sh x sw -> dh x dw, bilinear as vp_image_resize
- * (align_corners=False, no antialiasing). src: bytes (msk) or floats. */
-static void resize_plane(const uint8_t *msk, const float *src, int sh, int sw, float *dst, int dh,
-                         int dw)
+/* dst (dh x dw) sampled bilinearly from a plane sh x sw (src: bytes msk or
+ * floats) as align_corners=False sampling does: output pixel (y, x) reads
+ * the source at ((y + 0.5) sy - 0.5, (x + 0.5) sx - 0.5), clamped; written
+ * mirrored when flip. With sy = sh / dh, sx = sw / dw it is a resize (as
+ * vp_image_resize, no antialiasing); with other scales, the top-left dh x dw
+ * part of a resize to a larger canvas. */
+static void sample_plane(const uint8_t *msk, const float *src, int sh, int sw, double sy,
+                         double sx, float *dst, int dh, int dw, bool flip)
 {
-    double sy = (double)sh / dh, sx = (double)sw / dw;
     for (int y = 0; y < dh; y++) {
         double fy = (y + 0.5) * sy - 0.5;
         fy = fy < 0 ? 0 : fy;
@@ -125,10 +128,16 @@ static void resize_plane(const uint8_t *msk, const float *src, int sh, int sw, f
                 a = src[y0 * sw + x0], b = src[y0 * sw + x1];
                 c = src[y1 * sw + x0], d = src[y1 * sw + x1];
             }
-            dst[(size_t)y * dw + x] = (float)((1 - ly) * ((1 - lx) * a + lx * b) +
-                                              ly * ((1 - lx) * c + lx * d));
+            dst[(size_t)y * dw + (flip ? dw - 1 - x : x)] =
+                (float)((1 - ly) * ((1 - lx) * a + lx * b) + ly * ((1 - lx) * c + lx * d));
         }
     }
+}
+
+static void resize_plane(const uint8_t *msk, const float *src, int sh, int sw, float *dst, int dh,
+                         int dw)
+{
+    sample_plane(msk, src, sh, sw, (double)sh / dh, (double)sw / dw, dst, dh, dw, false);
 }
 
 vp_status vp_batch_unproject(const vp_batch_item *it, int size, const float *logits, int mask_h,
@@ -148,23 +157,8 @@ vp_status vp_batch_unproject(const vp_batch_item *it, int size, const float *log
         return vp_error_set(VP_ERR_NOMEM, "unproject: out of host memory");
     }
     /* The canvas upsampling restricted to the image's region, unflipped. */
-    double sy = (double)mask_h / size, sx = (double)mask_w / size;
-    for (int y = 0; y < rh; y++) {
-        double fy = (y + 0.5) * sy - 0.5;
-        fy = fy < 0 ? 0 : fy;
-        int y0 = (int)fy, y1 = y0 + 1 < mask_h ? y0 + 1 : y0;
-        double ly = fy - y0;
-        for (int x = 0; x < rw; x++) {
-            double fx = (x + 0.5) * sx - 0.5;
-            fx = fx < 0 ? 0 : fx;
-            int x0 = (int)fx, x1 = x0 + 1 < mask_w ? x0 + 1 : x0;
-            double lx = fx - x0;
-            const float *p = logits;
-            double v = (1 - ly) * ((1 - lx) * p[y0 * mask_w + x0] + lx * p[y0 * mask_w + x1]) +
-                       ly * ((1 - lx) * p[y1 * mask_w + x0] + lx * p[y1 * mask_w + x1]);
-            crop[(size_t)y * rw + (it->flipped ? rw - 1 - x : x)] = (float)v;
-        }
-    }
+    sample_plane(NULL, logits, mask_h, mask_w, (double)mask_h / size, (double)mask_w / size, crop,
+                 rh, rw, it->flipped);
     resize_plane(NULL, crop, rh, rw, full, it->h, it->w);
     for (size_t i = 0; i < (size_t)it->w * it->h; i++)
         out[i] = full[i] > 0;
