@@ -153,7 +153,8 @@ static void write_run(const char *name, int batch, const char *extra)
              "\"hidden\": 32, \"heads\": 2, \"encoder_layers\": 1, \"decoder_layers\": 2, "
              "\"points\": 2, \"encoder_ffn\": 64, \"decoder_ffn\": 64, \"mask_dim\": 32, "
              "\"max_targets\": 4}}%s, \"train\": {\"data\": {\"annotations\": "
-             "\"d/annotations.json\"}, \"steps\": 4, \"batch\": %d, \"lr\": 1e-3, "
+             "\"d/annotations.json\"}, \"val\": {\"annotations\": \"d/annotations.json\"}, "
+             "\"steps\": 4, \"batch\": %d, \"lr\": 1e-3, "
              "\"clip_grad_norm\": 1.0, \"checkpoint_every\": 0, \"out\": \"%s\"}}",
              extra, batch, name);
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
@@ -227,6 +228,11 @@ START_TEST(test_same_as_one_process)
                "max relative difference %.3g\n", runs[r].what, n, rel);
         ck_assert_int_gt(n, 0);
         ck_assert_msg(rel < 1e-5, "%s: the two runs differ by %g", runs[r].what, rel);
+        /* the ranks' evaluation, gathered on rank 0, is one process's to the byte */
+        ck_assert_msg(vt_sh("cd %s && %s eval --config two.json --weights two/model.safetensors "
+                            "--out one-eval.json && cmp one-eval.json two/results.json", dir,
+                            bin) == 0, "%s: the sharded evaluation differs\n%s%s", runs[r].what,
+                      vt_out, vt_err);
     }
     vt_rm_rf(dir);
 }

@@ -108,7 +108,7 @@ static int eval_config(const char *path, const char *adapter, const char *weight
     if (!st)
         st = vp_cli_infer_model(dev, cfg, weights, adapter, tc.eval_batch, &m);
     if (!st)
-        st = vp_evaluate(m, tc.eval_batch, tc.val_ann, tc.val_images, out, "eval", &s);
+        st = vp_evaluate(m, tc.eval_batch, tc.val_ann, tc.val_images, out, "eval", NULL, &s);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
     } else {

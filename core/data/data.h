@@ -102,7 +102,8 @@ typedef struct vp_loader_opts {
                            * [shard_rank * batch, (shard_rank + 1) * batch) of it,
                            * flips included, so the ranks' batches together are
                            * what one process with batch * shard_count would see;
-                           * 0, 0: one process */
+                           * evaluation: images shard_rank, shard_rank +
+                           * shard_count, ... in order; 0, 0: one process */
 } vp_loader_opts;
 
 /* Where a batch's image i came from, to map predictions back. */

@@ -86,6 +86,14 @@ static bool flip_of(uint64_t seed, uint64_t k, int slot)
     return mix64(mix64(mix64(seed ^ 0xa4093822299f31d0ULL) + k) + (uint64_t)slot) & 1;
 }
 
+/* Evaluation: how many of the images are this rank's (every shards-th,
+ * from shard_rank). */
+static uint64_t eval_share(const vp_loader *l)
+{
+    uint64_t n = l->ds->n_img, r = (uint64_t)l->o.shard_rank, k = (uint64_t)l->shards;
+    return r < n ? (n - r + k - 1) / k : 0;
+}
+
 /* ---- geometry ---- */
 
 /* The canvas size of a w x h image: longer side `size`, aspect kept. */
@@ -300,8 +308,8 @@ static vp_status make_batch(vp_loader *l, uint64_t k, vp_batch *b)
     b->epoch = 0;
     b->n = B;
     if (!o->train) {
-        uint64_t p0 = k * (uint64_t)B;
-        b->n = (int)(N - p0 < (uint64_t)B ? N - p0 : (uint64_t)B);
+        uint64_t p0 = k * (uint64_t)B, mine = eval_share(l);
+        b->n = (int)(mine - p0 < (uint64_t)B ? mine - p0 : (uint64_t)B);
     } else {
         b->epoch = (uint32_t)(k * (uint64_t)B * (uint64_t)l->shards / N);
     }
@@ -309,7 +317,8 @@ static vp_status make_batch(vp_loader *l, uint64_t k, vp_batch *b)
         if (atomic_load(&l->stop))
             return VP_OK;
         uint64_t p = k * (uint64_t)B + (uint64_t)j;
-        uint32_t index = (uint32_t)(p % N);
+        /* evaluation: this rank's images are shard_rank, + shard_count, ... */
+        uint32_t index = (uint32_t)((uint64_t)o->shard_rank + p * (uint64_t)l->shards);
         bool flip = false;
         if (o->train) {
             /* this rank's slots of the global batch k (all of it for one rank) */
@@ -425,7 +434,7 @@ vp_status vp_loader_create(const vp_dataset *ds, const vp_loader_opts *o, vp_loa
                                 "positive", path, c, sd);
         }
     l->slots = (o->prefetch ? o->prefetch : 2) + 1;
-    l->nb = (ds->n_img + (uint64_t)o->batch - 1) / (uint64_t)o->batch;
+    l->nb = (eval_share(l) + (uint64_t)o->batch - 1) / (uint64_t)o->batch;
     l->perm_epoch[0] = l->perm_epoch[1] = -1;
     l->perm[0] = malloc(ds->n_img * sizeof *l->perm[0]);
     l->perm[1] = malloc(ds->n_img * sizeof *l->perm[1]);

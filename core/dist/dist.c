@@ -2,6 +2,7 @@
  * Processes of a data-parallel job (dist.h): MPI calls behind
  * VP_CONFIG_MPI, a job of one without it.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,57 @@ vp_status vp_dist_allreduce_sum(const vp_dist *d, double *x, size_t n)
 #else
     (void)x;
     (void)n;
+    return vp_error_set(VP_ERR_INTERNAL, "a job of %d ranks without MPI", d->size);
+#endif
+}
+
+vp_status vp_dist_gather(const vp_dist *d, const void *buf, size_t n, char **all, size_t *all_n)
+{
+    *all = NULL;
+    *all_n = 0;
+    if (d->size == 1) {
+        if (!(*all = malloc(n ? n : 1)))
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        memcpy(*all, buf, n);
+        *all_n = n;
+        return VP_OK;
+    }
+#if VP_CONFIG_MPI
+    if (n > (size_t)INT32_MAX)
+        return vp_error_set(VP_ERR_INVALID, "gather: %zu bytes from one rank", n);
+    int mine = (int)n, *counts = NULL, *displs = NULL;
+    vp_status st = VP_OK;
+    if (d->rank == 0) {
+        counts = calloc((size_t)d->size, sizeof *counts);
+        displs = calloc((size_t)d->size, sizeof *displs);
+        if (!counts || !displs)
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    }
+    /* a failed allocation on rank 0 still takes part, with nothing to receive */
+    int rc = MPI_Gather(&mine, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS)
+        st = mpi_fail(rc, "gathering sizes");
+    size_t total = 0;
+    for (int r = 0; counts && r < d->size; r++) {
+        displs[r] = (int)total;
+        total += (size_t)counts[r];
+    }
+    if (d->rank == 0 && !st && (total > (size_t)INT32_MAX || !(*all = malloc(total ? total : 1))))
+        st = vp_error_set(VP_ERR_NOMEM, "gather: %zu bytes", total);
+    rc = MPI_Gatherv(buf, mine, MPI_BYTE, *all, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS && !st)
+        st = mpi_fail(rc, "gathering results");
+    free(counts);
+    free(displs);
+    if (st) {
+        free(*all);
+        *all = NULL;
+        return st;
+    }
+    *all_n = total;
+    return VP_OK;
+#else
+    (void)buf;
     return vp_error_set(VP_ERR_INTERNAL, "a job of %d ranks without MPI", d->size);
 #endif
 }

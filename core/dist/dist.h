@@ -48,6 +48,11 @@ vp_status vp_dist_allreduce_mean(const vp_dist *d, float *x, size_t n);
 /* The same for a sum of doubles (counts, losses for the log). */
 vp_status vp_dist_allreduce_sum(const vp_dist *d, double *x, size_t n);
 
+/* Rank 0 gets every rank's n bytes concatenated in rank order (*all,
+ * malloc'd, *all_n bytes); the others get NULL and 0. Collective; each
+ * rank's n below 2 GiB. */
+vp_status vp_dist_gather(const vp_dist *d, const void *buf, size_t n, char **all, size_t *all_n);
+
 /* Every rank passes its status; every rank gets VP_OK when all are VP_OK,
  * else the failure of the lowest failing rank, its message prefixed with
  * "rank R (HOST): " (on that rank too). Collective. */

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "data/data.h"
+#include "dist/dist.h"
 #include "eval/rle.h"
 #include "train/train.h"
 #include "util/error.h"
@@ -53,10 +54,12 @@ vp_status vp_model_copy_params(const vp_model *src, vp_model *dst)
 typedef struct det_list {
     vp_coco_det *d;
     vp_rle *rles;
+    uint32_t *index; /* the image's place in the dataset */
     size_t n, cap;
 } det_list;
 
-static vp_status det_push(det_list *l, int64_t image_id, int64_t cat, double score, vp_rle *r)
+static vp_status det_push(det_list *l, int64_t image_id, int64_t cat, double score, vp_rle *r,
+                          uint32_t index)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 256;
@@ -64,13 +67,17 @@ static vp_status det_push(det_list *l, int64_t image_id, int64_t cat, double sco
         if (d)
             l->d = d;
         vp_rle *rl = d ? realloc(l->rles, cap * sizeof *rl) : NULL;
-        if (!d || !rl) {
+        if (rl)
+            l->rles = rl;
+        uint32_t *ix = rl ? realloc(l->index, cap * sizeof *ix) : NULL;
+        if (!d || !rl || !ix) {
             vp_rle_free(r);
             return vp_error_set(VP_ERR_NOMEM, "out of host memory");
         }
-        l->rles = rl;
+        l->index = ix;
         l->cap = cap;
     }
+    l->index[l->n] = index;
     l->rles[l->n] = *r;
     l->d[l->n] = (vp_coco_det){image_id, cat, score, NULL};
     l->n++;
@@ -82,7 +89,94 @@ static void det_free(det_list *l)
     for (size_t i = 0; i < l->n; i++)
         vp_rle_free(&l->rles[i]);
     free(l->rles);
+    free(l->index);
     free(l->d);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- gathering the ranks' detections on rank 0 ---- */
+
+typedef struct wire_det {
+    int64_t image_id, category_id, h, w;
+    double score;
+    uint32_t index;
+    uint32_t n; /* counts that follow */
+} wire_det;
+
+static vp_status det_pack(const det_list *l, char **out, size_t *len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n += sizeof(wire_det) + l->rles[i].n * sizeof(uint32_t);
+    char *b = malloc(n ? n : 1), *p = b;
+    if (!b)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (size_t i = 0; i < l->n; i++) {
+        wire_det w = {l->d[i].image_id, l->d[i].category_id, l->rles[i].h, l->rles[i].w,
+                      l->d[i].score, l->index[i], (uint32_t)l->rles[i].n};
+        memcpy(p, &w, sizeof w);
+        p += sizeof w;
+        memcpy(p, l->rles[i].counts, l->rles[i].n * sizeof(uint32_t));
+        p += l->rles[i].n * sizeof(uint32_t);
+    }
+    *out = b;
+    *len = n;
+    return VP_OK;
+}
+
+static vp_status det_unpack(const char *b, size_t len, det_list *l)
+{
+    vp_status st = VP_OK;
+    for (size_t off = 0; !st && off < len;) {
+        wire_det w;
+        memcpy(&w, b + off, sizeof w);
+        off += sizeof w;
+        vp_rle r;
+        st = vp_rle_from_counts((const uint32_t *)(const void *)(b + off), w.n, w.h, w.w, &r);
+        off += (size_t)w.n * sizeof(uint32_t);
+        if (!st)
+            st = det_push(l, w.image_id, w.category_id, w.score, &r, w.index);
+    }
+    return st;
+}
+
+/* Rank 0: the detections in the order one process finds them (by image
+ * in file order, then as each image gave them; the ranks' images
+ * interleave). Stable, so pycocotools' tie order is the same. */
+static vp_status det_sort(det_list *l)
+{
+    size_t n = l->n;
+    size_t *ord = malloc((n ? n : 1) * sizeof *ord), *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    det_list s = {0};
+    vp_status st = ord && tmp ? VP_OK : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (size_t i = 0; !st && i < n; i++)
+        ord[i] = i;
+    /* merge sort by image index: stable */
+    for (size_t w = 1; !st && w < n; w *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            size_t a = lo, b = mid, k = lo;
+            while (a < mid || b < hi)
+                tmp[k++] = b >= hi || (a < mid && l->index[ord[a]] <= l->index[ord[b]]) ? ord[a++]
+                                                                                       : ord[b++];
+        }
+        memcpy(ord, tmp, n * sizeof *ord);
+    }
+    for (size_t i = 0; !st && i < n; i++) {
+        size_t j = ord[i];
+        st = det_push(&s, l->d[j].image_id, l->d[j].category_id, l->d[j].score, &l->rles[j],
+                      l->index[j]);
+        l->rles[j] = (vp_rle){0}; /* moved */
+    }
+    free(ord);
+    free(tmp);
+    if (st) {
+        det_free(&s);
+        return st;
+    }
+    det_free(l);
+    *l = s;
+    return VP_OK;
 }
 
 static vp_status write_results(const det_list *l, const char *path)
@@ -123,8 +217,10 @@ static vp_status write_results(const det_list *l, const char *path)
 
 vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *images,
                       const char *results_path, const char *progress_label,
-                      vp_coco_stats *stats)
+                      const vp_dist *dist, vp_coco_stats *stats)
 {
+    static const vp_dist one = {.size = 1, .local_size = 1};
+    const vp_dist *d = dist ? dist : &one;
     vp_graph *g = vp_model_graph(m);
     vp_gt *scores = vp_model_output(m, "instances.scores"),
           *labels = vp_model_output(m, "instances.labels"),
@@ -154,7 +250,8 @@ vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *i
         st = vp_coco_gt_load(ann, &gt);
     vp_loader_opts lo = {.batch = (int)batch, .size = (int)size, .mask_h = (int)vp_gt_shape(maps[0])[1],
                          .mask_w = (int)vp_gt_shape(maps[0])[2], .max_targets = 1,
-                         .no_targets = true};
+                         .no_targets = true, .shard_rank = d->size > 1 ? d->rank : 0,
+                         .shard_count = d->size > 1 ? d->size : 0};
     if (!st)
         st = vp_loader_create(ds, &lo, &ld);
     uint64_t nb = ld ? vp_loader_batches(ld) : 0, k = 0;
@@ -195,7 +292,7 @@ vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *i
                     st = vp_rle_from_mask(bin, it->h, it->w, &r);
                 if (!st)
                     st = det_push(&dl, it->image_id, vp_dataset_category_id(ds, (uint32_t)cls),
-                                  (double)sc[i * K + q], &r);
+                                  (double)sc[i * K + q], &r, it->index);
             }
         }
         k++;
@@ -207,12 +304,34 @@ vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *i
     }
     if (tty)
         fprintf(stderr, "\r\033[K");
+    if (d->size > 1) { /* every rank's detections to rank 0, in one process's order */
+        char *mine = NULL, *all = NULL;
+        size_t n_mine = 0, n_all = 0;
+        if ((st = vp_dist_agree(d, st)))
+            goto out;
+        st = det_pack(&dl, &mine, &n_mine);
+        if ((st = vp_dist_agree(d, st))) {
+            free(mine);
+            goto out;
+        }
+        st = vp_dist_gather(d, mine, n_mine, &all, &n_all);
+        free(mine);
+        det_free(&dl);
+        if (!st && d->rank == 0)
+            st = det_unpack(all, n_all, &dl);
+        free(all);
+        if (!st && d->rank == 0)
+            st = det_sort(&dl);
+        if (st || d->rank != 0)
+            goto out;
+    }
     for (size_t i = 0; !st && i < dl.n; i++)
         dl.d[i].rle = &dl.rles[i];
     if (!st && results_path)
         st = write_results(&dl, results_path);
     if (!st)
         st = vp_coco_evaluate(gt, dl.d, dl.n, stats);
+out:
     det_free(&dl);
     vp_coco_gt_destroy(gt);
     vp_loader_destroy(ld);

@@ -274,6 +274,8 @@ typedef struct run_ctx {
     const vp_config *root;
     vp_model *m;
     vp_model *eval_m; /* built at the first evaluation */
+    const vp_dist *d; /* the job */
+    bool quiet;       /* no progress (options, or not rank 0) */
     bool line;        /* an updating progress line */
     bool line_open;
     const char *label;
@@ -298,10 +300,11 @@ static vp_status evaluate(run_ctx *c, const char *results, vp_coco_stats *stats)
         st = vp_model_copy_params(c->m, c->eval_m);
     char label[128];
     snprintf(label, sizeof label, "%s eval", c->label);
-    if (!st)
-        st = vp_evaluate(c->eval_m, c->tc->eval_batch, c->tc->val_ann, c->tc->val_images,
-                         results, c->o->progress == VP_PROGRESS_NONE ? NULL : label, stats);
-    return st;
+    /* every rank runs its share of the images (or all stop together) */
+    if (c->d->size > 1 && (st = vp_dist_agree(c->d, st)))
+        return st;
+    return vp_evaluate(c->eval_m, c->tc->eval_batch, c->tc->val_ann, c->tc->val_images, results,
+                       c->quiet ? NULL : label, c->d, stats);
 }
 
 static vp_status write_outputs(run_ctx *c, const vp_train_result *r)
@@ -391,6 +394,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     const vp_dist *d = o->dist ? o->dist : &one;
     bool lead = d->rank == 0, synced = false;
     vp_progress progress = lead ? o->progress : VP_PROGRESS_NONE;
+    c.d = d;
+    c.quiet = progress == VP_PROGRESS_NONE;
     c.line = progress == VP_PROGRESS_LINE ||
              (progress == VP_PROGRESS_AUTO && isatty(STDERR_FILENO));
     float *gbuf = NULL;
@@ -571,8 +576,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                         c.label, (long long)s);
             goto done;
         }
-        if (lead && tc.val_ann && tc.eval_every && s % tc.eval_every == 0 && s != tc.steps) {
-            vp_coco_stats es; /* the other ranks wait for it in the next step's collectives */
+        if (tc.val_ann && tc.eval_every && s % tc.eval_every == 0 && s != tc.steps) {
+            vp_coco_stats es; /* every rank evaluates its share; rank 0 scores */
             end_line(&c);
             if ((st = evaluate(&c, NULL, &es)))
                 goto done;
@@ -585,13 +590,15 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     end_line(&c);
     vp_loader_destroy(ld);
     ld = NULL;
-    if (!lead) /* rank 0 evaluates and writes the outputs */
-        goto done;
-    if (tc.val_ann) {
+    if (tc.val_ann) { /* every rank its share; rank 0 writes and scores */
         snprintf(path, sizeof path, "%s/results.json", tc.out);
         if ((st = evaluate(&c, path, &out->stats)))
             goto done;
-        out->evaluated = true;
+        out->evaluated = lead;
+    }
+    if (!lead) /* rank 0 writes the outputs */
+        goto done;
+    if (out->evaluated) {
         if (progress != VP_PROGRESS_NONE)
             fprintf(stderr, "%s: mask AP %.3f AP50 %.3f AP75 %.3f on %s\n", c.label,
                     out->stats.ap, out->stats.ap50, out->stats.ap75, tc.val_ann);

@@ -97,10 +97,14 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
  * dataset at ann/images, write COCO results (segmentation as compressed
  * RLE, category ids mapped back) to results_path atomically when not NULL,
  * and score them against ann as pycocotools does. progress_label: print a
- * line per batch on a terminal (NULL: quiet). */
+ * line per batch on a terminal (NULL: quiet). dist (NULL: one process):
+ * every rank runs its share of the images (every size-th), rank 0 gathers
+ * the detections in one process's order, writes and scores them; the other
+ * ranks' *stats are left alone. Collective then. */
+struct vp_dist;
 vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *images,
                       const char *results_path, const char *progress_label,
-                      vp_coco_stats *stats);
+                      const struct vp_dist *dist, vp_coco_stats *stats);
 
 /* One picture (predict.c): m (built for inference, batch 1) on the image
  * at image_path, and a PNG at png_path of the image with every instance
