@@ -273,6 +273,39 @@ START_TEST(test_rank_killed)
 }
 END_TEST
 
+/* A rank that cannot decode its image stops both, with the rank, host and
+ * file in the message, and no hang. */
+START_TEST(test_rank_fails)
+{
+    if (!vp_dist_built() || vt_sh("mpirun --version | grep -q 'Open MPI'") != 0) {
+        vt_skip("test_rank_fails", "-", "needs vpeft built with Open MPI and its mpirun");
+        return;
+    }
+    const char *bin = getenv("VPEFT_BIN"), *tmp = getenv("TMPDIR");
+    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
+    snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    two_box_dataset(8);
+    write_run("bad", 2, "");
+    /* every image is some rank's within the first epoch (2 steps of 4) */
+    ck_assert_int_eq(vt_sh("cd %s && head -c 60 d/images/5.png > t && mv t d/images/5.png", dir),
+                     0);
+    int rc = vt_sh("cd %s && LP_NUM_THREADS=1 timeout 60 mpirun --allow-run-as-root "
+                   "--oversubscribe -x LP_NUM_THREADS --mca mpi_yield_when_idle 1 -np 2 %s train "
+                   "bad.json --quiet", dir, bin);
+    ck_assert_msg(rc != 0 && rc != 124, "exit %d (124: a hang)\n%s", rc, vt_err);
+    char host[128];
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = '\0';
+    char want[256];
+    snprintf(want, sizeof want, " (%s): ", host);
+    vt_assert_has(vt_err, want);
+    vt_assert_has(vt_err, "d/images/5.png");
+    vt_assert_has(vt_err, "vpeft: rank ");
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && !strcmp(argv[1], "--probe"))
@@ -284,6 +317,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_two_ranks);
     tcase_add_test(tc, test_same_as_one_process);
     tcase_add_test(tc, test_rank_killed);
+    tcase_add_test(tc, test_rank_fails);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }
