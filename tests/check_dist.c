@@ -233,6 +233,13 @@ START_TEST(test_same_as_one_process)
                             "--out one-eval.json && cmp one-eval.json two/results.json", dir,
                             bin) == 0, "%s: the sharded evaluation differs\n%s%s", runs[r].what,
                       vt_out, vt_err);
+        /* and vpeft eval itself under mpirun */
+        ck_assert_msg(vt_sh("cd %s && LP_NUM_THREADS=1 mpirun %s -np 2 %s eval --config two.json "
+                            "--weights two/model.safetensors --out two-eval.json && "
+                            "cmp one-eval.json two-eval.json", dir,
+                            ompi ? "--allow-run-as-root --oversubscribe -x LP_NUM_THREADS "
+                                   "--mca mpi_yield_when_idle 1" : "", bin) == 0,
+                      "%s: eval under mpirun differs\n%s%s", runs[r].what, vt_out, vt_err);
     }
     vt_rm_rf(dir);
 }

@@ -42,6 +42,12 @@ vp_status vp_cli_instance(vp_instance **inst);
 /* The device VPEFT_DEVICE names, or the default one; the message is set
  * (not printed) on failure. */
 vp_status vp_cli_device(vp_instance *inst, vp_device **dev);
+/* The device of a rank of a data-parallel job (core/dist): VPEFT_DEVICE
+ * when set, else the local_rank-th device of the best kind (shared
+ * round-robin, with a warning, when there are fewer than ranks); the
+ * default device in a job of one. */
+struct vp_dist;
+vp_status vp_cli_rank_device(const struct vp_dist *d, vp_instance *inst, vp_device **dev);
 /* Whether an environment variable is set to a true value (not "", "0"). */
 bool vp_env_flag(const char *name);
 

@@ -7,10 +7,12 @@
  * its results file written, then scored the same way.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "eval/cocoeval.h"
 #include "model/model.h"
 #include "train/train.h"
@@ -90,28 +92,35 @@ static int eval_config(const char *path, const char *adapter, const char *weight
         return vp_cli_exit_code(st);
     }
     char res[4200];
-    if (!out) {
+    bool default_out = !out;
+    if (default_out) {
         snprintf(res, sizeof res, "%s/eval-results.json", tc.out);
         out = res;
     }
-    vp_instance *inst;
-    if (vp_cli_instance(&inst)) {
+    /* under mpirun: every rank its share of the images, rank 0 scores */
+    vp_dist dist;
+    if ((st = vp_dist_init(&dist))) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
         vp_cfg_free(cfg);
         return 1;
     }
+    vp_instance *inst = NULL;
     vp_device *dev = NULL;
     vp_model *m = NULL;
     vp_coco_stats s;
-    st = vp_cli_device(inst, &dev);
-    if (!st && !strcmp(out, res))
+    st = vp_cli_instance(&inst);
+    if (!st)
+        st = vp_cli_rank_device(&dist, inst, &dev);
+    if (!st && default_out && dist.rank == 0)
         st = vp_mkdir_p(tc.out);
     if (!st)
         st = vp_cli_infer_model(dev, cfg, weights, adapter, tc.eval_batch, &m);
-    if (!st)
-        st = vp_evaluate(m, tc.eval_batch, tc.val_ann, tc.val_images, out, "eval", NULL, &s);
+    if ((st = vp_dist_agree(&dist, st)) == VP_OK)
+        st = vp_evaluate(m, tc.eval_batch, tc.val_ann, tc.val_images, out,
+                         dist.rank == 0 ? "eval" : NULL, &dist, &s);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
-    } else {
+    } else if (dist.rank == 0) {
         vp_cli_print_stats(&s);
         printf("results: %s\n", out);
     }
@@ -119,6 +128,7 @@ static int eval_config(const char *path, const char *adapter, const char *weight
     vp_device_destroy(dev);
     vp_instance_destroy(inst);
     vp_cfg_free(cfg);
+    vp_dist_finalize(&dist);
     return vp_cli_exit_code(st);
 }
 

@@ -9,6 +9,7 @@
 #include <vpeft/version.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 
 static const struct {
     const char *name;
@@ -76,6 +77,28 @@ vp_status vp_cli_device(vp_instance *inst, vp_device **dev)
     uint32_t idx = vp_instance_default_device(inst);
     vp_status st = spec && *spec ? vp_instance_pick(inst, spec, &idx) : VP_OK;
     return st ? st : vp_device_create(inst, idx, NULL, dev);
+}
+
+/* A rank's device: VPEFT_DEVICE when set, else the local_rank-th of the
+ * devices of the best kind on this machine (shared round-robin, with a
+ * warning, when there are fewer than ranks). */
+vp_status vp_cli_rank_device(const vp_dist *d, vp_instance *inst, vp_device **dev)
+{
+    const char *spec = getenv("VPEFT_DEVICE");
+    if (d->size == 1 || (spec && *spec))
+        return vp_cli_device(inst, dev);
+    uint32_t best = vp_instance_default_device(inst), n = 0, pick = best;
+    VkPhysicalDeviceType type = vp_instance_device_info(inst, best)->type;
+    for (uint32_t i = 0; i < vp_instance_device_count(inst); i++)
+        n += vp_instance_device_info(inst, i)->type == type;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < vp_instance_device_count(inst); i++) /* the (local_rank % n)-th */
+        if (vp_instance_device_info(inst, i)->type == type && k++ == (uint32_t)d->local_rank % n)
+            pick = i;
+    if (d->local_size > (int)n && d->local_rank == 0)
+        fprintf(stderr, "vpeft: warning: %d ranks on %s share %u device%s\n", d->local_size,
+                d->host, n, n == 1 ? "" : "s");
+    return vp_device_create(inst, pick, NULL, dev);
 }
 
 int main(int argc, char **argv)

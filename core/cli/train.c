@@ -50,28 +50,6 @@ static void usage(FILE *f)
                               "libopenmpi-dev (or MPICH),\nthen ./configure --with-mpi && make.");
 }
 
-/* A rank's device: VPEFT_DEVICE when set, else the local_rank-th of the
- * devices of the best kind on this machine (shared round-robin, with a
- * warning, when there are fewer than ranks). */
-static vp_status rank_device(const vp_dist *d, vp_instance *inst, vp_device **dev)
-{
-    const char *spec = getenv("VPEFT_DEVICE");
-    if (spec && *spec)
-        return vp_cli_device(inst, dev);
-    uint32_t best = vp_instance_default_device(inst), n = 0, pick = best;
-    VkPhysicalDeviceType type = vp_instance_device_info(inst, best)->type;
-    for (uint32_t i = 0; i < vp_instance_device_count(inst); i++)
-        n += vp_instance_device_info(inst, i)->type == type;
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < vp_instance_device_count(inst); i++) /* the (local_rank % n)-th */
-        if (vp_instance_device_info(inst, i)->type == type && k++ == (uint32_t)d->local_rank % n)
-            pick = i;
-    if (d->local_size > (int)n && d->local_rank == 0)
-        fprintf(stderr, "vpeft: warning: %d ranks on %s share %u device%s\n", d->local_size,
-                d->host, n, n == 1 ? "" : "s");
-    return vp_device_create(inst, pick, NULL, dev);
-}
-
 int vp_cli_exit_code(vp_status st)
 {
     return st == VP_OK ? 0 : st == VP_ERR_CONFIG ? 2 : 1;
@@ -137,7 +115,7 @@ int vp_cli_train(int argc, char **argv)
     vp_device *dev = NULL;
     st = vp_cli_instance(&inst);
     if (!st)
-        st = dist.size > 1 ? rank_device(&dist, inst, &dev) : vp_cli_device(inst, &dev);
+        st = vp_cli_rank_device(&dist, inst, &dev);
     /* a rank without a device stops every rank, naming itself */
     st = vp_dist_agree(&dist, st);
     to.dist = &dist;
