@@ -194,17 +194,33 @@ static double compare(const char *a_name, const char *b_name, int *n_tensors)
     return diff / big;
 }
 
-START_TEST(test_same_as_one_process)
+/* The tests that run vpeft under Open MPI's mpirun: the binary, with a
+ * fresh directory holding the two-box dataset; NULL (a skip recorded)
+ * without MPI in the build or Open MPI's mpirun. */
+static const char *ompi_setup(const char *test)
 {
-    if (!vp_dist_built() || vt_sh("command -v mpirun") != 0) {
-        vt_skip("test_same_as_one_process", "-", "built without MPI or no mpirun");
-        return;
+    if (!vp_dist_built() || vt_sh("mpirun --version | grep -q 'Open MPI'") != 0) {
+        vt_skip(test, "-", "needs vpeft built with MPI and Open MPI's mpirun");
+        return NULL;
     }
     const char *bin = getenv("VPEFT_BIN"), *tmp = getenv("TMPDIR");
     ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
     snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     two_box_dataset(8);
+    return bin;
+}
+
+/* mpirun for two ranks on a 2-core machine: one lavapipe thread per rank,
+ * ranks yielding while they wait, root allowed */
+#define MPIRUN "LP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -x LP_NUM_THREADS " \
+               "--mca mpi_yield_when_idle 1 -np 2"
+
+START_TEST(test_same_as_one_process)
+{
+    const char *bin = ompi_setup("test_same_as_one_process");
+    if (!bin)
+        return;
     static const struct {
         const char *what, *extra;
     } runs[2] = {
@@ -212,15 +228,11 @@ START_TEST(test_same_as_one_process)
         {"lora", ", \"peft\": [{\"plugin\": \"lora\", \"r\": 4, \"target_modules\": "
                  "[\"query\", \"value\", \"q_proj\", \"v_proj\"]}]"},
     };
-    bool ompi = vt_sh("mpirun --version | grep -q 'Open MPI'") == 0;
     for (int r = 0; r < 2; r++) {
         write_run("one", 4, runs[r].extra);
         write_run("two", 2, runs[r].extra);
         ck_assert_msg(vt_sh("cd %s && %s train one.json --quiet", dir, bin) == 0, "%s", vt_err);
-        /* one lavapipe thread per rank, ranks yielding while they wait: 2 cores */
-        ck_assert_msg(vt_sh("cd %s && LP_NUM_THREADS=1 mpirun %s -np 2 %s train two.json --quiet",
-                            dir, ompi ? "--allow-run-as-root --oversubscribe -x LP_NUM_THREADS "
-                                        "--mca mpi_yield_when_idle 1" : "", bin) == 0,
+        ck_assert_msg(vt_sh("cd %s && " MPIRUN " %s train two.json --quiet", dir, bin) == 0,
                       "%s\n%s", vt_out, vt_err);
         int n = 0;
         double rel = compare("one", "two", &n);
@@ -234,11 +246,9 @@ START_TEST(test_same_as_one_process)
                             bin) == 0, "%s: the sharded evaluation differs\n%s%s", runs[r].what,
                       vt_out, vt_err);
         /* and vpeft eval itself under mpirun */
-        ck_assert_msg(vt_sh("cd %s && LP_NUM_THREADS=1 mpirun %s -np 2 %s eval --config two.json "
-                            "--weights two/model.safetensors --out two-eval.json && "
-                            "cmp one-eval.json two-eval.json", dir,
-                            ompi ? "--allow-run-as-root --oversubscribe -x LP_NUM_THREADS "
-                                   "--mca mpi_yield_when_idle 1" : "", bin) == 0,
+        ck_assert_msg(vt_sh("cd %s && " MPIRUN " %s eval --config two.json --weights "
+                            "two/model.safetensors --out two-eval.json && "
+                            "cmp one-eval.json two-eval.json", dir, bin) == 0,
                       "%s: eval under mpirun differs\n%s%s", runs[r].what, vt_out, vt_err);
     }
     vt_rm_rf(dir);
@@ -248,20 +258,13 @@ END_TEST
 /* A rank killed mid-run ends the job, non-zero, within 30 s, naming it. */
 START_TEST(test_rank_killed)
 {
-    if (!vp_dist_built() || vt_sh("mpirun --version | grep -q 'Open MPI'") != 0) {
-        vt_skip("test_rank_killed", "-", "needs vpeft built with Open MPI and its mpirun");
+    const char *bin = ompi_setup("test_rank_killed");
+    if (!bin)
         return;
-    }
-    const char *bin = getenv("VPEFT_BIN"), *tmp = getenv("TMPDIR");
-    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
-    snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    two_box_dataset(8);
     write_run("long", 2, "");
     /* rank 1 is the process whose environment says so; kill it once both run */
     int rc = vt_sh(
-        "cd %s && { LP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -x LP_NUM_THREADS "
-        "--mca mpi_yield_when_idle 1 -np 2 %s train long.json --quiet --set train.steps=100000 "
+        "cd %s && { " MPIRUN " %s train long.json --quiet --set train.steps=100000 "
         "& m=$!; v=; for i in $(seq 200); do for p in $(pgrep -f 'train long.json'); do "
         "tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && v=$p; "
         "done; [ -n \"$v\" ] && break; sleep 0.1; done; sleep 2; t0=$(date +%%s); kill -9 $v; "
@@ -284,22 +287,14 @@ END_TEST
  * file in the message, and no hang. */
 START_TEST(test_rank_fails)
 {
-    if (!vp_dist_built() || vt_sh("mpirun --version | grep -q 'Open MPI'") != 0) {
-        vt_skip("test_rank_fails", "-", "needs vpeft built with Open MPI and its mpirun");
+    const char *bin = ompi_setup("test_rank_fails");
+    if (!bin)
         return;
-    }
-    const char *bin = getenv("VPEFT_BIN"), *tmp = getenv("TMPDIR");
-    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
-    snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    two_box_dataset(8);
     write_run("bad", 2, "");
     /* every image is some rank's within the first epoch (2 steps of 4) */
     ck_assert_int_eq(vt_sh("cd %s && head -c 60 d/images/5.png > t && mv t d/images/5.png", dir),
                      0);
-    int rc = vt_sh("cd %s && LP_NUM_THREADS=1 timeout 60 mpirun --allow-run-as-root "
-                   "--oversubscribe -x LP_NUM_THREADS --mca mpi_yield_when_idle 1 -np 2 %s train "
-                   "bad.json --quiet", dir, bin);
+    int rc = vt_sh("cd %s && timeout 60 sh -c '" MPIRUN " %s train bad.json --quiet'", dir, bin);
     ck_assert_msg(rc != 0 && rc != 124, "exit %d (124: a hang)\n%s", rc, vt_err);
     char host[128];
     gethostname(host, sizeof host);
