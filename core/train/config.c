@@ -62,9 +62,6 @@ static vp_status num_in(const vp_config *c, const char *key, double def, double 
     return st;
 }
 
-/* "runs/<config file name without .json>" when train.out is absent. */
-static char default_out[512];
-
 vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
 {
     memset(o, 0, sizeof *o);
@@ -84,8 +81,9 @@ vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
         size_t n = strlen(name);
         if (n > 5 && !strcmp(name + n - 5, ".json"))
             n -= 5;
-        snprintf(default_out, sizeof default_out, "runs/%.*s", (int)n, name);
-        o->out = default_out;
+        /* "runs/<config name without .json>" */
+        snprintf(o->out_default, sizeof o->out_default, "runs/%.*s", (int)n, name);
+        o->out = o->out_default;
     }
     if (!st)
         st = int_in(t, "steps", 1000, 1, INT32_MAX, &o->steps);

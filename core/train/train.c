@@ -409,7 +409,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         return vp_error_set(VP_ERR_NOMEM, "out of host memory");
     if ((st = vp_mkdir_p(tc.out)))
         goto done;
-    remove_stale_temps(tc.out);
+    if (lead) /* the writer cleans up after itself */
+        remove_stale_temps(tc.out);
     if ((st = vp_dataset_load(tc.data_ann, tc.data_images,
                               &(vp_dataset_opts){.skip_bad = tc.skip_bad}, &ds)))
         goto done;
@@ -449,7 +450,9 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                               "is %s)", ckpt, tc.out);
             goto done;
         }
-        if ((st = load_checkpoint(c.m, ckpt, fp, &start)) || (st = truncate_log(path, start)))
+        /* every rank loads the checkpoint; rank 0 alone owns the log */
+        if ((st = load_checkpoint(c.m, ckpt, fp, &start)) ||
+            (lead && (st = truncate_log(path, start))))
             goto done;
         if (start >= tc.steps) {
             st = vp_error_set(VP_ERR_INVALID, "%s: already at step %lld of %lld: nothing to "

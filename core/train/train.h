@@ -48,12 +48,14 @@ typedef struct vp_train_cfg {
     uint32_t n_lr_groups;
     bool skip_bad;                       /* train.skip_bad_annotations */
     bool deterministic;                  /* train.deterministic (default true) */
+    char out_default[512];               /* out when train.out is absent (out points here) */
     int64_t eval_batch;
 } vp_train_cfg;
 
 /* The "train" section of root, with every key checked (unknown keys,
  * types, ranges: one-line errors naming the file and key). Strings point
- * into root. */
+ * into root, or for a default out into *out itself (do not copy the
+ * struct). */
 vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *out);
 /* The learning rate of step (1-based): linear warmup from lr/warmup to lr
  * over the first `warmup` steps, then cosine from lr to min_lr at `steps`,
