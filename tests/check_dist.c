@@ -34,9 +34,18 @@ static int probe(void)
     printf("rank %d of %d, local %d of %d, mpi %d, mean %g %g %g %g %g\n", d.rank, d.size,
            d.local_rank, d.local_size, d.mpi, (double)x[0], (double)x[1], (double)x[2],
            (double)x[3], (double)x[4]);
+    double sum[2] = {d.rank + 1, 2};
+    st = vp_dist_agree_sum(&d, VP_OK, sum, 2);
+    printf("rank %d summed: %d %g %g\n", d.rank, (int)st, sum[0], sum[1]);
     st = d.rank == 1 ? vp_error_set(VP_ERR_UNSUPPORTED, "no Vulkan device 7") : VP_OK;
     st = vp_dist_agree(&d, st);
     printf("rank %d agreed: %d %s\n", d.rank, (int)st, st ? vp_error_last() : "ok");
+    /* a failure on rank 0 carried by the sum: both learn it, x stays */
+    st = d.rank == 0 ? vp_error_set(VP_ERR_IO, "cannot read 9.png") : VP_OK;
+    sum[0] = 7;
+    st = vp_dist_agree_sum(&d, st, sum, 1);
+    printf("rank %d sum failed: %d %s, x %g\n", d.rank, (int)st, st ? vp_error_last() : "ok",
+           sum[0]);
     fflush(stdout);
     vp_dist_finalize(&d);
     return 0;
@@ -55,6 +64,9 @@ START_TEST(test_single)
     vp_error_set(VP_ERR_IO, "disk full");
     ck_assert_int_eq(vp_dist_agree(&d, VP_ERR_IO), VP_ERR_IO);
     ck_assert_str_eq(vp_error_last(), "disk full"); /* one process: the message as it is */
+    double sum = 5;
+    vt_ok(vp_dist_agree_sum(&d, VP_OK, &sum, 1));
+    ck_assert(sum == 5);
     vp_dist_finalize(&d);
 }
 END_TEST
@@ -85,8 +97,13 @@ START_TEST(test_two_ranks)
     host[sizeof host - 1] = '\0';
     char want[512];
     for (int r = 0; r < 2; r++) {
+        snprintf(want, sizeof want, "rank %d summed: 0 3 4\n", r);
+        vt_assert_has(vt_out, want);
         snprintf(want, sizeof want, "rank %d agreed: %d rank 1 (%s): no Vulkan device 7\n", r,
                  (int)VP_ERR_UNSUPPORTED, host);
+        vt_assert_has(vt_out, want);
+        snprintf(want, sizeof want, "rank %d sum failed: %d rank 0 (%s): cannot read 9.png, "
+                 "x 7\n", r, (int)VP_ERR_IO, host);
         vt_assert_has(vt_out, want);
     }
 }
@@ -96,11 +113,12 @@ END_TEST
 
 static char dir[512];
 
-/* n images of 32 x 32, each with exactly two rectangles of classes 1 and 2:
- * every batch then has the same number of instances and matched queries,
- * so the head's per-batch normalizations give each rank half of what one
- * process sees and the mean of the ranks' gradients is the global one. */
-static void two_box_dataset(int n)
+/* n images of 32 x 32 with one to three rectangles (classes 1 and 2):
+ * image i has a red one, a blue one unless i % 3 == 0, and a second, small
+ * red one when i % 3 == 2. The ranks' batches then hold different numbers
+ * of instances, which the head's loss must normalize by the global batch's
+ * count (target.instances) for the ranks' mean gradient to be the global one. */
+static void boxes_dataset(int n)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/d/images", dir);
@@ -113,27 +131,34 @@ static void two_box_dataset(int n)
                                 "\"file_name\": \"images/%d.png\"}", i ? ", " : "", i + 1, i + 1);
     len += (size_t)snprintf(json + len, (1 << 16) - len, "], \"annotations\": [");
     uint8_t px[32 * 32 * 3];
+    int id = 0;
     for (int i = 0; i < n; i++) {
+        /* x, y, w, h, class */
+        int box[3][5] = {{2 + i % 5, 3 + i % 3, 10, 9, 1},
+                         {17 + i % 4, 16 + (i * 7) % 5, 12, 12, 2},
+                         {4 + i % 2, 22, 6, 6, 1}};
+        int nb = i % 3 == 0 ? 1 : i % 3 == 1 ? 2 : 3;
         memset(px, 230, sizeof px);
-        int x0 = 2 + i % 5, y0 = 3 + i % 3, x1 = 17 + i % 4, y1 = 16 + (i * 7) % 5;
-        for (int y = 0; y < 32; y++)
-            for (int x = 0; x < 32; x++) {
-                uint8_t *p = px + 3 * (y * 32 + x);
-                if (x >= x0 && x < x0 + 10 && y >= y0 && y < y0 + 9)
-                    p[0] = 200, p[1] = 40, p[2] = 40;
-                if (x >= x1 && x < x1 + 12 && y >= y1 && y < y1 + 12)
-                    p[0] = 30, p[1] = 60, p[2] = 190;
-            }
+        for (int k = 0; k < nb; k++)
+            for (int y = box[k][1]; y < box[k][1] + box[k][3]; y++)
+                for (int x = box[k][0]; x < box[k][0] + box[k][2]; x++) {
+                    uint8_t *p = px + 3 * (y * 32 + x);
+                    p[0] = box[k][4] == 1 ? 200 : 30;
+                    p[1] = box[k][4] == 1 ? 40 : 60;
+                    p[2] = box[k][4] == 1 ? 40 : 190;
+                }
         snprintf(path, sizeof path, "%s/d/images/%d.png", dir, i + 1);
         vt_ok(vp_png_write(path, 32, 32, px));
-        len += (size_t)snprintf(
-            json + len, (1 << 16) - len,
-            "%s{\"id\": %d, \"image_id\": %d, \"category_id\": 1, \"iscrowd\": 0, \"area\": 90, "
-            "\"segmentation\": [[%d, %d, %d, %d, %d, %d, %d, %d]]}, "
-            "{\"id\": %d, \"image_id\": %d, \"category_id\": 2, \"iscrowd\": 0, \"area\": 144, "
-            "\"segmentation\": [[%d, %d, %d, %d, %d, %d, %d, %d]]}",
-            i ? ", " : "", 2 * i + 1, i + 1, x0, y0, x0 + 10, y0, x0 + 10, y0 + 9, x0, y0 + 9,
-            2 * i + 2, i + 1, x1, y1, x1 + 12, y1, x1 + 12, y1 + 12, x1, y1 + 12);
+        for (int k = 0; k < nb; k++) {
+            int x0 = box[k][0], y0 = box[k][1], x1 = x0 + box[k][2], y1 = y0 + box[k][3];
+            len += (size_t)snprintf(
+                json + len, (1 << 16) - len,
+                "%s{\"id\": %d, \"image_id\": %d, \"category_id\": %d, \"iscrowd\": 0, "
+                "\"area\": %d, \"segmentation\": [[%d, %d, %d, %d, %d, %d, %d, %d]]}",
+                id ? ", " : "", id + 1, i + 1, box[k][4], box[k][2] * box[k][3], x0, y0, x1, y0,
+                x1, y1, x0, y1);
+            id++;
+        }
     }
     len += (size_t)snprintf(json + len, (1 << 16) - len,
                             "], \"categories\": [{\"id\": 1, \"name\": \"red\"}, "
@@ -195,7 +220,7 @@ static double compare(const char *a_name, const char *b_name, int *n_tensors)
 }
 
 /* The tests that run vpeft under Open MPI's mpirun: the binary, with a
- * fresh directory holding the two-box dataset; NULL (a skip recorded)
+ * fresh directory holding the boxes dataset; NULL (a skip recorded)
  * without MPI in the build or Open MPI's mpirun. */
 static const char *ompi_setup(const char *test)
 {
@@ -207,7 +232,7 @@ static const char *ompi_setup(const char *test)
     ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
     snprintf(dir, sizeof dir, "%s/vpeft-dist-XXXXXX", tmp ? tmp : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    two_box_dataset(8);
+    boxes_dataset(8);
     return bin;
 }
 

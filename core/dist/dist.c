@@ -209,3 +209,26 @@ vp_status vp_dist_agree(const vp_dist *d, vp_status st)
     return st;
 #endif
 }
+
+vp_status vp_dist_agree_sum(const vp_dist *d, vp_status st, double *x, size_t n)
+{
+    if (d->size == 1)
+        return st;
+    if (n > 15)
+        return vp_error_set(VP_ERR_INTERNAL, "agree_sum: %zu values (at most 15)", n);
+#if VP_CONFIG_MPI
+    double v[16] = {st ? 1.0 : 0.0}; /* failed ranks, then the values */
+    if (!st)
+        memcpy(v + 1, x, n * sizeof *x);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, (int)n + 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(rc, "summing across ranks");
+    if (v[0] > 0) /* every rank saw it: all take part in naming the failure */
+        return vp_dist_agree(d, st);
+    memcpy(x, v + 1, n * sizeof *x);
+    return VP_OK;
+#else
+    (void)x;
+    return vp_error_set(VP_ERR_INTERNAL, "a job of %d ranks without MPI", d->size);
+#endif
+}

@@ -58,4 +58,12 @@ vp_status vp_dist_gather(const vp_dist *d, const void *buf, size_t n, char **all
  * "rank R (HOST): " (on that rank too). Collective. */
 vp_status vp_dist_agree(const vp_dist *d, vp_status st);
 
+/* vp_dist_agree and a sum in one collective: x (n doubles, n <= 15, the
+ * same n on every rank) becomes the sum over the ranks when every rank
+ * passes VP_OK; otherwise every rank gets vp_dist_agree's failure and x is
+ * left as it was. For values a step needs from every rank before it runs
+ * (the instances of the global batch): a rank that failed earlier takes
+ * part with its status, so no rank waits for it. */
+vp_status vp_dist_agree_sum(const vp_dist *d, vp_status st, double *x, size_t n);
+
 #endif

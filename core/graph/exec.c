@@ -255,12 +255,13 @@ static vp_status record_optimizer(vp_graph *g)
     return st ? vp_error_wrap(st, "recording the optimizer") : VP_OK;
 }
 
-/* Zero every persistent buffer once (fresh device memory holds garbage, and
- * the optimizer also touches the padding between parameters), and write
- * the learning-rate multipliers. */
+/* Zero every persistent buffer once (fresh device memory holds garbage, the
+ * optimizer also touches the padding between parameters, and an input never
+ * written reads zeros), and write the learning-rate multipliers. */
 static vp_status init_buffers(vp_graph *g)
 {
-    static const vp_gbuf zeroed[] = {VP_BUF_FROZEN, VP_BUF_TRAIN, VP_BUF_GRAD, VP_BUF_M, VP_BUF_V};
+    static const vp_gbuf zeroed[] = {VP_BUF_FROZEN, VP_BUF_TRAIN, VP_BUF_GRAD, VP_BUF_M, VP_BUF_V,
+                                     VP_BUF_IO};
     vp_cmd *cmd;
     vp_status st = vp_cmd_create(g->dev, &cmd);
     if (!st)

@@ -39,7 +39,7 @@ vp_status vp_graph_status(const vp_graph *g);
 
 /* ---- leaves ---------------------------------------------------------------- */
 
-/* Data the host writes before each run (a batch). */
+/* Data the host writes before each run (a batch); zeros until written. */
 vp_gt *vp_g_input(vp_graph *g, const char *name, int ndim, const int64_t *shape);
 /* The same holding int32 (indices, class targets). The reference executor
  * keeps their values as doubles. */

@@ -42,7 +42,7 @@ static double now_s(void)
 /* ---- the model's inputs --------------------------------------------------- */
 
 typedef struct io_set {
-    vp_gt *image, *labels, *masks, *loss, *terms[3];
+    vp_gt *image, *labels, *masks, *instances, *loss, *terms[3];
     int64_t size, T, hm, wm;
 } io_set;
 
@@ -53,6 +53,7 @@ static vp_status find_io(const vp_model *m, int64_t batch, io_set *io)
     io->image = vp_model_image(m);
     io->labels = vp_graph_find(g, "target.labels");
     io->masks = vp_graph_find(g, "target.masks");
+    io->instances = vp_graph_find(g, "target.instances"); /* optional (docs/distributed.md) */
     io->loss = vp_model_loss(m);
     static const char *const terms[3] = {"loss.class", "loss.mask", "loss.dice"};
     for (int i = 0; i < 3; i++)
@@ -75,7 +76,19 @@ static vp_status find_io(const vp_model *m, int64_t batch, io_set *io)
     return VP_OK;
 }
 
-static vp_status feed(vp_graph *g, const io_set *io, const vp_batch *b, int64_t batch)
+/* The batch's instances (labels of filled slots). */
+static double count_instances(const io_set *io, const vp_batch *b, int64_t batch)
+{
+    int64_t n = 0;
+    for (int64_t i = 0; i < batch * io->T; i++)
+        n += b->labels[i] >= 0;
+    return (double)n;
+}
+
+/* instances: the global batch's instances per rank, which the head's loss
+ * is normalized by. */
+static vp_status feed(vp_graph *g, const io_set *io, const vp_batch *b, int64_t batch,
+                      double instances)
 {
     size_t px = (size_t)(batch * 3 * io->size * io->size) * sizeof(float);
     size_t lb = (size_t)(batch * io->T) * sizeof(int32_t);
@@ -85,6 +98,9 @@ static vp_status feed(vp_graph *g, const io_set *io, const vp_batch *b, int64_t 
         st = vp_graph_write(g, io->labels, b->labels, lb);
     if (!st && io->masks)
         st = vp_graph_write(g, io->masks, b->masks, mk);
+    float inst = (float)instances;
+    if (!st && io->instances)
+        st = vp_graph_write(g, io->instances, &inst, sizeof inst);
     return st;
 }
 
@@ -502,12 +518,23 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     int64_t win_n = 0;
     for (int64_t s = start + 1; s <= tc.steps; s++) {
         double sums[4] = {0}; /* loss and its three terms */
-        for (int64_t a = 0; !st && a < tc.accum; a++) {
-            const vp_batch *bt;
+        bool agreed = false;  /* st, if a failure, is every rank's already */
+        for (int64_t a = 0; a < tc.accum; a++) {
+            const vp_batch *bt = NULL;
             float l = 0;
-            if ((st = vp_loader_next(ld, &bt)) || (st = feed(g, &io, bt, tc.batch)) ||
-                (st = vp_graph_run(g)) || (st = vp_graph_read(g, io.loss, &l, sizeof l)))
+            if (!st)
+                st = vp_loader_next(ld, &bt);
+            /* The global batch's instances, summed across the ranks with
+             * every rank's status: a rank that failed, here or in the
+             * previous run, stops all of them before the next run. */
+            double inst = st ? 0 : count_instances(&io, bt, tc.batch);
+            if (d->size > 1 && (st = vp_dist_agree_sum(d, st, &inst, 1)))
+                agreed = true;
+            if (st)
                 break;
+            if ((st = feed(g, &io, bt, tc.batch, inst / d->size)) || (st = vp_graph_run(g)) ||
+                (st = vp_graph_read(g, io.loss, &l, sizeof l)))
+                continue; /* to the agreement above, or below after the last run */
             sums[0] += l;
             for (int k = 0; !st && k < 3; k++) {
                 float v = 0;
@@ -516,7 +543,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 sums[1 + k] += v;
             }
         }
-        if (d->size > 1) { /* all ranks ran, or all stop; then the mean gradient */
+        if (d->size > 1 && !agreed) { /* all ranks ran, or all stop; then the mean gradient */
             double ta = now_s();
             if (!(st = vp_dist_agree(d, st)) && !(st = vp_graph_grads_read(g, gbuf, glen)) &&
                 !(st = vp_dist_allreduce_mean(d, gbuf, glen)) &&

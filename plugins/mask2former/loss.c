@@ -11,8 +11,18 @@
  * positions (the heavy part); a host node per prediction finishes them
  * (O(Q T) arithmetic), solves the assignment (match/hungarian.c), and hands
  * back int32 indices: the matched prediction row of each target and the
- * class target of each query, plus the two normalizers of this batch.
+ * class target of each query, plus the normalizers.
  * Masks are compared at the mask features' resolution.
+ *
+ * Normalizers: the mask losses are divided by the number of instances,
+ * and the class loss is a mean weighted by class (no-object queries count
+ * no_object_weight). In data-parallel training each rank sees part of the
+ * global batch, so the input target.instances (1) carries the global
+ * batch's instances divided by the ranks (Detectron2's all-reduced
+ * num_masks); both normalizers then come from it, and the mean of the
+ * ranks' gradients is the global batch's. 0 (an input never written) means
+ * this batch's own count. Exact when every instance can be matched
+ * (max_targets <= queries).
  *
  * A target slot without an instance (label -1) is matched to a constant
  * row of logits -30 (its mask must be zeros): its BCE and dice are ~1e-13
@@ -31,15 +41,15 @@
 
 typedef struct match_ctx {
     int64_t B, Q, T, C, HW;
-    double cw, mw, dw;
+    double cw, mw, dw, eos;
     double *cost;   /* Q * T scratch, made with the graph: nothing allocated per step */
     int *col, *tj;  /* Q, T */
 } match_ctx;
 
 /* in: P (B,Q,T) probability of each target's class, A (B,Q,T) and negsum
  * (B,Q,1) the BCE cost's two parts, numer (B,Q,T) sigmoid . target, ssum
- * (B,Q,1), tsum (B,T,1), labels (B,T) int32.
- * out: gidx (B*T) int32, tclass (B*Q) int32, fbce (1), fdice (1). */
+ * (B,Q,1), tsum (B,T,1), labels (B,T) int32, instances (1).
+ * out: gidx (B*T) int32, tclass (B*Q) int32, fbce (1), fdice (1), fce (1). */
 static vp_status match(void *user, const vp_host_io *io)
 {
     const match_ctx *m = user;
@@ -47,7 +57,7 @@ static vp_status match(void *user, const vp_host_io *io)
     const float *ssum = io->in[4], *tsum = io->in[5];
     const int32_t *labels = (const int32_t *)io->in[6];
     int32_t *gidx = (int32_t *)io->out[0], *tclass = (int32_t *)io->out[1];
-    int64_t B = m->B, Q = m->Q, T = m->T, total = 0;
+    int64_t B = m->B, Q = m->Q, T = m->T, total = 0, matched = 0;
     double *cost = m->cost;
     int *col = m->col, *tj = m->tj;
     vp_status st = VP_OK;
@@ -90,12 +100,19 @@ static vp_status match(void *user, const vp_host_io *io)
                 int t = tj[col[q]];
                 gidx[b * T + t] = (int32_t)(b * Q + q);
                 tclass[b * Q + q] = labels[b * T + t];
+                matched++;
             }
         total += n;
     }
-    double norm = total > 0 ? (double)total : 1.0;
+    /* instances per rank in the global batch, or this batch's */
+    double given = (double)io->in[7][0], inst = given > 0 ? given : (double)total;
+    double norm = inst > 1.0 ? inst : 1.0;
     io->out[2][0] = (float)((double)(B * T) / norm); /* mean over B*T masks -> per instance */
     io->out[3][0] = (float)(1.0 / norm);
+    /* the class loss's weight sum: this batch's over the global batch's per rank */
+    double here = m->eos * (double)(B * Q - matched) + (double)matched;
+    double all = given > 0 ? m->eos * ((double)(B * Q) - given) + given : here;
+    io->out[4][0] = (float)(all > 0 ? here / all : 1.0);
     return st;
 }
 
@@ -125,7 +142,8 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
     int64_t B = ls[0], Q = c->queries, T = c->max_targets, C = c->classes, HW = hm * wm;
     vp_gt *labels = H->input_i32(g, "target.labels", 2, (int64_t[]){B, T});
     vp_gt *tmask = H->input(g, "target.masks", 3, (int64_t[]){B, T, HW});
-    if (!labels || !tmask)
+    vp_gt *inst = H->input(g, "target.instances", 1, (int64_t[]){1});
+    if (!labels || !tmask || !inst)
         return NULL;
     vp_gt *t2 = H->reshape(g, tmask, 2, (int64_t[]){B * T, HW});
 
@@ -181,22 +199,25 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
             return NULL;
         }
         *mc = (match_ctx){B, Q, T, C, HW, c->class_weight, c->mask_weight, c->dice_weight,
-                          cost, col, tj};
-        vp_gt *outs[4];
+                          c->no_object_weight, cost, col, tj};
+        vp_gt *outs[5];
         char name[64];
         snprintf(name, sizeof name, "head.match.%u", p);
-        vp_status st = H->host(g, name, match, mc, 7,
-                               (vp_gt *[]){P, A, negsum, numer, ssum, tsum, labels}, 4,
-                               (int[]){1, 1, 1, 1},
+        vp_status st = H->host(g, name, match, mc, 8,
+                               (vp_gt *[]){P, A, negsum, numer, ssum, tsum, labels, inst}, 5,
+                               (int[]){1, 1, 1, 1, 1},
                                (const int64_t *const[]){(int64_t[]){B * T}, (int64_t[]){B * Q},
-                                                        (int64_t[]){1}, (int64_t[]){1}},
-                               (vp_dtype[]){VP_I32, VP_I32, VP_F32, VP_F32}, outs);
+                                                        (int64_t[]){1}, (int64_t[]){1},
+                                                        (int64_t[]){1}},
+                               (vp_dtype[]){VP_I32, VP_I32, VP_F32, VP_F32, VP_F32}, outs);
         if (st)
             return NULL;
 
         /* Class loss over every query. */
-        vp_gt *ce = H->cross_entropy(g, H->reshape(g, logits, 2, (int64_t[]){B * Q, C + 1}),
-                                     outs[1], cls_w);
+        vp_gt *ce = H->mul(g, H->cross_entropy(g, H->reshape(g, logits, 2,
+                                                             (int64_t[]){B * Q, C + 1}),
+                                               outs[1], cls_w),
+                           outs[4]);
         /* Mask losses over the matched masks (padding slots: the constant row). */
         vp_gt *xe = H->concat(g, (vp_gt *[]){H->reshape(g, x, 2, (int64_t[]){B * Q, HW}), pad}, 2,
                               0);
