@@ -19,7 +19,9 @@
 #include "util/error.h"
 #include "util/file.h"
 
-/* Each rank: its place, a mean over 5 floats, then rank 1 fails. */
+/* Each rank: its place, a mean over 5 floats, sums with and without a
+ * failure, a failure, and a step's gradient buckets, then with a run that
+ * fails on rank 1 between buckets. */
 static int probe(void)
 {
     vp_dist d;
@@ -46,6 +48,29 @@ static int probe(void)
     st = vp_dist_agree_sum(&d, st, sum, 1);
     printf("rank %d sum failed: %d %s, x %g\n", d.rank, (int)st, st ? vp_error_last() : "ok",
            sum[0]);
+    /* gradient buckets: all three reduced by both ranks, in order */
+    float gr[6];
+    for (int i = 0; i < 6; i++)
+        gr[i] = (float)(d.rank * 6 + i);
+    vp_dist_span sp[3] = {{4, 2}, {2, 2}, {0, 2}};
+    vp_dist_buckets b = {.d = &d, .x = gr, .span = sp, .n = 3};
+    st = VP_OK;
+    for (int k = 0; k < 3 && !st; k++)
+        st = vp_dist_bucket(&b);
+    st = vp_dist_buckets_end(&b, VP_OK);
+    printf("rank %d buckets: %d %g %g %g %g %g %g\n", d.rank, (int)st, (double)gr[0],
+           (double)gr[1], (double)gr[2], (double)gr[3], (double)gr[4], (double)gr[5]);
+    /* rank 1's run fails after the first bucket: it reduces the other two
+     * with rank 0, which finished its run, and both learn why */
+    st = vp_dist_bucket(&b);
+    if (d.rank == 0) {
+        vp_dist_bucket(&b);
+        vp_dist_bucket(&b);
+    } else
+        st = vp_error_set(VP_ERR_VULKAN, "device lost in segment 7");
+    st = vp_dist_buckets_end(&b, st);
+    printf("rank %d bucket failure: %d %s, done %u\n", d.rank, (int)st,
+           st ? vp_error_last() : "ok", b.done);
     fflush(stdout);
     vp_dist_finalize(&d);
     return 0;
@@ -104,6 +129,11 @@ START_TEST(test_two_ranks)
         vt_assert_has(vt_out, want);
         snprintf(want, sizeof want, "rank %d sum failed: %d rank 0 (%s): cannot read 9.png, "
                  "x 7\n", r, (int)VP_ERR_IO, host);
+        vt_assert_has(vt_out, want);
+        snprintf(want, sizeof want, "rank %d buckets: 0 3 4 5 6 7 8\n", r);
+        vt_assert_has(vt_out, want);
+        snprintf(want, sizeof want, "rank %d bucket failure: %d rank 1 (%s): device lost in "
+                 "segment 7, done 0\n", r, (int)VP_ERR_VULKAN, host);
         vt_assert_has(vt_out, want);
     }
 }
@@ -246,25 +276,32 @@ START_TEST(test_same_as_one_process)
     const char *bin = ompi_setup("test_same_as_one_process");
     if (!bin)
         return;
+    static const char lora[] = ", \"peft\": [{\"plugin\": \"lora\", \"r\": 4, "
+                               "\"target_modules\": [\"query\", \"value\", \"q_proj\", "
+                               "\"v_proj\"]}]";
     static const struct {
-        const char *what, *extra;
-    } runs[2] = {
-        {"full fine-tuning", ""},
-        {"lora", ", \"peft\": [{\"plugin\": \"lora\", \"r\": 4, \"target_modules\": "
-                 "[\"query\", \"value\", \"q_proj\", \"v_proj\"]}]"},
+        const char *what, *extra, *bucket_mb, *buckets;
+    } runs[3] = {
+        /* full: 0.26 MiB of gradients, in buckets of 20 KiB during the backward pass */
+        {"full fine-tuning", "", "0.02", "10 buckets"},
+        {"lora", lora, "25", "1 bucket during"},
+        {"full fine-tuning, one all-reduce after the backward pass", "", "0", "1 bucket after"},
     };
-    for (int r = 0; r < 2; r++) {
+    for (int r = 0; r < 3; r++) {
         write_run("one", 4, runs[r].extra);
         write_run("two", 2, runs[r].extra);
         ck_assert_msg(vt_sh("cd %s && %s train one.json --quiet", dir, bin) == 0, "%s", vt_err);
-        ck_assert_msg(vt_sh("cd %s && " MPIRUN " %s train two.json --quiet", dir, bin) == 0,
-                      "%s\n%s", vt_out, vt_err);
+        ck_assert_msg(vt_sh("cd %s && " MPIRUN " %s train two.json --set train.bucket_mb=%s", dir,
+                            bin, runs[r].bucket_mb) == 0, "%s\n%s", vt_out, vt_err);
+        vt_assert_has(vt_err, runs[r].buckets);
         int n = 0;
         double rel = compare("one", "two", &n);
         printf("%s: %d trainable tensors after 4 steps, 2 ranks of 2 against 1 of 4: "
                "max relative difference %.3g\n", runs[r].what, n, rel);
         ck_assert_int_gt(n, 0);
         ck_assert_msg(rel < 1e-5, "%s: the two runs differ by %g", runs[r].what, rel);
+        if (r == 2)
+            break;
         /* the ranks' evaluation, gathered on rank 0, is one process's to the byte */
         ck_assert_msg(vt_sh("cd %s && %s eval --config two.json --weights two/model.safetensors "
                             "--out one-eval.json && cmp one-eval.json two/results.json", dir,

@@ -2,7 +2,8 @@
  * Graph suite: whole-graph gradients against finite differences of a
  * double-precision CPU model, memory planning (reuse, frozen parameters),
  * replay without re-recording or allocating, gradient accumulation and
- * zeroing, host nodes, and build errors.
+ * zeroing, host nodes, build errors, and gradient buckets handed over
+ * while the backward pass runs.
  */
 #include "harness.h"
 
@@ -817,6 +818,140 @@ START_TEST(test_build_errors)
 }
 END_TEST
 
+/* ---- gradient buckets ---- */
+
+typedef struct bucket_log {
+    const vp_grad_bucket *b;
+    float *host;
+    uint32_t n, seen, fail_at;
+    bool in_order;
+} bucket_log;
+
+/* records the hand-overs and doubles each bucket in place */
+static vp_status on_bucket(void *user, uint32_t k, float *x, uint64_t count)
+{
+    bucket_log *l = user;
+    if (k == l->fail_at)
+        return vp_error_set(VP_ERR_IO, "all-reduce of bucket %u failed", k);
+    l->in_order = l->in_order && k == l->seen && k < l->n && x == l->host + l->b[k].offset &&
+                  count == l->b[k].count;
+    l->seen++;
+    for (uint64_t i = 0; i < count; i++)
+        x[i] *= 2.0f;
+    return VP_OK;
+}
+
+/* vp_graph_run_buckets on the tiny transformer: buckets cover the flat
+ * gradient once and come in order, each segment's end, the same numbers as
+ * a plain run, the device's gradients untouched; on the device as it is and
+ * with its memory unmapped (the readback copies). */
+static void buckets_on(vp_device *dev, const char *what)
+{
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_graph_set_deterministic(g, true);
+    vt_tiny m;
+    vt_ok(vt_tiny_build(g, &tiny_cfg, &m));
+    vt_ok(vp_graph_backward(g, m.loss));
+    vt_ok(vp_graph_set_buckets(g, 1024));
+    vt_ok(vp_graph_compile(g));
+    vt_expect_err(vp_graph_set_buckets(g, 1024), VP_ERR_INVALID,
+                  "buckets: set them before compiling the graph");
+    for (int i = 0; i < m.n_params; i++) {
+        size_t n = (size_t)vp_gt_nelem(m.params[i]);
+        float *f = malloc(n * sizeof *f);
+        vt_tiny_init(m.params[i], f, 900 + (uint64_t)i);
+        vt_ok(vp_graph_write(g, m.params[i], f, n * sizeof *f));
+        free(f);
+    }
+    size_t nx = (size_t)vp_gt_nelem(m.x), nt = (size_t)vp_gt_nelem(m.target);
+    float *hx = malloc(nx * sizeof *hx), *ht = malloc(nt * sizeof *ht);
+    vt_rand(hx, nx, 910);
+    vt_rand(ht, nt, 911);
+    vt_ok(vp_graph_write(g, m.x, hx, nx * sizeof *hx));
+    vt_ok(vp_graph_write(g, m.target, ht, nt * sizeof *ht));
+
+    uint64_t len = vp_graph_grads_len(g);
+    uint32_t nb = 0;
+    const vp_grad_bucket *b = vp_graph_buckets(g, &nb);
+    ck_assert_msg(nb >= 4, "%s: %u buckets of 1 KiB", what, nb);
+    /* the buckets tile the buffer */
+    uint8_t *cover = calloc(len, 1);
+    for (uint32_t k = 0; k < nb; k++) {
+        ck_assert(b[k].count > 0 && b[k].offset + b[k].count <= len);
+        for (uint64_t i = 0; i < b[k].count; i++)
+            cover[b[k].offset + i]++;
+    }
+    for (uint64_t i = 0; i < len; i++)
+        ck_assert_msg(cover[i] == 1, "%s: float %llu in %u buckets", what,
+                      (unsigned long long)i, cover[i]);
+    free(cover);
+    /* each bucket's end closes a segment: more segments than one */
+    ck_assert_uint_ge(vp_graph_get_stats(g).segments, 2);
+
+    float *ref = malloc(len * 4), *host = malloc(len * 4), *dev_g = malloc(len * 4);
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_grads_read(g, ref, len));
+    vt_ok(vp_graph_zero_grads(g));
+    bucket_log l = {b, host, nb, 0, UINT32_MAX, true};
+    memset(host, 0xff, len * 4);
+    vt_ok(vp_graph_run_buckets(g, host, on_bucket, &l));
+    ck_assert_msg(l.in_order && l.seen == nb, "%s: %u of %u buckets, in order %d", what, l.seen,
+                  nb, l.in_order);
+    vt_ok(vp_graph_grads_read(g, dev_g, len));
+    for (uint64_t i = 0; i < len; i++) {
+        ck_assert_msg(dev_g[i] == ref[i], "%s: gradient %llu is %g on the device, %g by a plain "
+                      "run", what, (unsigned long long)i, dev_g[i], ref[i]);
+        ck_assert_msg(host[i] == 2.0f * ref[i], "%s: handed over %g, want 2 x %g", what,
+                      host[i], ref[i]);
+    }
+    /* a second run without zeroing: the sum so far */
+    l.seen = 0;
+    vt_ok(vp_graph_run_buckets(g, host, on_bucket, &l));
+    for (uint64_t i = 0; i < len; i++)
+        ck_assert_float_eq(host[i], 2.0f * (ref[i] + ref[i]));
+    vp_graph_stats s = vp_graph_get_stats(g);
+    ck_assert(s.handover_ms > 0 && s.handover_exposed_ms <= s.handover_ms);
+    /* a hand-over that fails ends the run with its error */
+    l.seen = 0;
+    l.fail_at = 1;
+    vt_expect_err(vp_graph_run_buckets(g, host, on_bucket, &l), VP_ERR_IO,
+                  "all-reduce of bucket 1 failed");
+    ck_assert_uint_eq(l.seen, 1);
+    free(ref);
+    free(host);
+    free(dev_g);
+    free(hx);
+    free(ht);
+    vp_graph_destroy(g);
+}
+
+START_TEST(test_buckets)
+{
+    buckets_on(vt_device((uint32_t)_i), vt_device_info((uint32_t)_i)->name);
+    vp_device *dev;
+    vp_device_opts o = {.force_staging = true};
+    vt_ok(vp_device_create(vt_instance(), vt_device_info((uint32_t)_i)->index, &o, &dev));
+    buckets_on(dev, "unmapped");
+    vp_device_destroy(dev);
+
+    /* without buckets set */
+    vp_graph *g;
+    vt_ok(vp_graph_create(vt_device((uint32_t)_i), &g));
+    vt_tiny m;
+    vt_ok(vt_tiny_build(g, &tiny_cfg, &m));
+    vt_ok(vp_graph_backward(g, m.loss));
+    vt_ok(vp_graph_compile(g));
+    uint32_t nb = 1;
+    ck_assert_ptr_null(vp_graph_buckets(g, &nb));
+    ck_assert_uint_eq(nb, 0);
+    float x;
+    vt_expect_err(vp_graph_run_buckets(g, &x, on_bucket, NULL), VP_ERR_INVALID,
+                  "run_buckets: set buckets before compiling");
+    vp_graph_destroy(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("graph");
@@ -836,6 +971,7 @@ int main(void)
     vt_add_per_device(tc, test_host_node, NULL);
     vt_add_per_device(tc, test_host_node_int, NULL);
     vt_add_per_device(tc, test_build_errors, NULL);
+    vt_add_per_device(tc, test_buckets, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -127,10 +127,13 @@ int vp_cli_train(int argc, char **argv)
     else if (dist.rank != 0)
         ; /* rank 0 reports */
     else if (r.ranks > 1 && r.steps)
-        printf("data parallel: %d ranks, %.3f MiB of gradients all-reduced per step, "
-               "all-reduce %.1f%% of the step time (%.2f of %.2f ms per step)\n", r.ranks,
-               (double)r.allreduce_bytes / (1 << 20), 100.0 * r.allreduce_seconds / r.seconds,
-               1e3 * r.allreduce_seconds / (double)r.steps, 1e3 * r.seconds / (double)r.steps);
+        printf("data parallel: %d ranks, %.3f MiB of gradients all-reduced per step in %u "
+               "bucket%s, all-reduce %.1f%% of the step time (%.2f of %.2f ms per step), "
+               "%.1f%% not hidden by the backward pass\n", r.ranks,
+               (double)r.allreduce_bytes / (1 << 20), r.buckets ? r.buckets : 1,
+               r.buckets > 1 ? "s" : "", 100.0 * r.allreduce_seconds / r.seconds,
+               1e3 * r.allreduce_seconds / (double)r.steps, 1e3 * r.seconds / (double)r.steps,
+               100.0 * r.allreduce_exposed_seconds / r.seconds);
     if (st || dist.rank != 0)
         ;
     else if (r.evaluated)

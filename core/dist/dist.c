@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -231,4 +232,35 @@ vp_status vp_dist_agree_sum(const vp_dist *d, vp_status st, double *x, size_t n)
     (void)x;
     return vp_error_set(VP_ERR_INTERNAL, "a job of %d ranks without MPI", d->size);
 #endif
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+vp_status vp_dist_bucket(vp_dist_buckets *b)
+{
+    if (b->done >= b->n)
+        return vp_error_set(VP_ERR_INTERNAL, "bucket %u of %u", b->done + 1, b->n);
+    const vp_dist_span *s = &b->span[b->done++];
+    double t0 = now_s();
+    vp_status st = vp_dist_allreduce_mean(b->d, b->x + s->offset, (size_t)s->count);
+    b->seconds += now_s() - t0;
+    return st;
+}
+
+vp_status vp_dist_buckets_end(vp_dist_buckets *b, vp_status st)
+{
+    if (!st && b->done != b->n)
+        st = vp_error_set(VP_ERR_INTERNAL, "%u of %u gradient buckets were all-reduced",
+                          b->done, b->n);
+    /* the buckets this rank did not reach: the others wait in them */
+    while (st && b->done < b->n && !vp_dist_bucket(b))
+        ;
+    b->done = 0;
+    st = vp_dist_agree(b->d, st);
+    return st;
 }

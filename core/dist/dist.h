@@ -66,4 +66,27 @@ vp_status vp_dist_agree(const vp_dist *d, vp_status st);
  * part with its status, so no rank waits for it. */
 vp_status vp_dist_agree_sum(const vp_dist *d, vp_status st, double *x, size_t n);
 
+/* A step's gradient buckets across the ranks. Every rank reduces the same
+ * buckets in the same order (vp_graph_run_buckets hands them over while
+ * the backward pass runs): vp_dist_bucket averages span[done] of x in
+ * place. After the run, vp_dist_buckets_end with the run's status: a rank
+ * whose run failed before its last bucket all-reduces the ones it did not
+ * reach (their values do not matter, the step is lost), so that no rank
+ * waits in one, and then every rank agrees on the status (vp_dist_agree).
+ * done starts again at 0 for the next step. */
+typedef struct vp_dist_span {
+    uint64_t offset, count; /* floats of x */
+} vp_dist_span;
+
+typedef struct vp_dist_buckets {
+    const vp_dist *d;
+    float *x;                  /* the flat gradient, on the host */
+    const vp_dist_span *span;  /* the buckets, in the order they are reduced */
+    uint32_t n, done;          /* done: reduced in this step */
+    double seconds;            /* in the all-reduces, adding up over the steps */
+} vp_dist_buckets;
+
+vp_status vp_dist_bucket(vp_dist_buckets *b);
+vp_status vp_dist_buckets_end(vp_dist_buckets *b, vp_status st);
+
 #endif

@@ -3,14 +3,24 @@
  * recorded once into its own command buffer (barriers only where nodes
  * depend on each other, by vp_cmd's hazard tracking) and submitted once per
  * run. A host node reads its inputs back, runs on the CPU, uploads its
- * outputs, and the next segment goes on.
+ * outputs, and the next segment goes on. With gradient buckets, a segment
+ * also ends where a bucket's gradients are final, and vp_graph_run_buckets
+ * hands the bucket to the host while the next segment runs.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "graph/internal.h"
 #include "ops/ops.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
 
 /* The runtime tensor of an optional operand. */
 #define RT(t) ((t) ? &(t)->rt : NULL)
@@ -210,9 +220,94 @@ static vp_status add_segment(vp_graph *g, uint32_t first, uint32_t end, vp_gnode
         st = vp_op_seed_next(s->cmd, &g->seed->rt);
     for (uint32_t i = first; i < end && !st; i++)
         st = record_node(g, &g->nodes[i], s->cmd);
+    /* the buckets final after this segment; where the host cannot read
+     * device memory while the next segment runs, a copy it can */
+    s->b_first = g->next_bucket;
+    while (g->next_bucket < g->n_buckets && g->bucket_ready[g->next_bucket] < (int64_t)end) {
+        const vp_grad_bucket *b = &g->buckets[g->next_bucket++];
+        if (!st && g->readback)
+            st = vp_cmd_copy_out(s->cmd, &g->bufs[VP_BUF_GRAD], b->offset * 4, b->count * 4,
+                                 g->readback, b->offset * 4);
+    }
+    s->b_end = g->next_bucket;
     if (!st)
         st = vp_cmd_end(s->cmd);
     return st;
+}
+
+/* Cut the flat gradient buffer into buckets (vp_graph_set_buckets) and sort
+ * them by the node that finishes each. */
+static vp_status make_buckets(vp_graph *g)
+{
+    uint32_t n = 0;
+    vp_gt **ps = malloc((g->n_tensors + 1) * sizeof *ps);
+    int64_t *last = malloc((g->n_tensors + 1) * sizeof *last);
+    vp_status st = ps && last ? VP_OK : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (uint32_t i = 0; !st && i < g->n_tensors; i++) {
+        last[i] = -1;
+        if (g->tensors[i]->kind == VP_GT_PARAM && g->tensors[i]->trainable)
+            ps[n++] = g->tensors[i];
+    }
+    for (uint32_t i = 0; !st && i < g->n_nodes; i++)
+        for (uint32_t j = 0; j < g->nodes[i].n_out; j++) {
+            vp_gt *r = g->nodes[i].out[j] ? vp_gt_root(g->nodes[i].out[j]) : NULL;
+            if (r && r->kind == VP_GT_PGRAD)
+                last[r->param->id] = i;
+        }
+    /* parameters from the highest offset down: the backward pass's order */
+    for (uint32_t i = 1; !st && i < n; i++)
+        for (uint32_t k = i; k > 0 && ps[k - 1]->offset < ps[k]->offset; k--) {
+            vp_gt *t = ps[k];
+            ps[k] = ps[k - 1];
+            ps[k - 1] = t;
+        }
+    if (!st && (!(g->buckets = calloc(n ? n : 1, sizeof *g->buckets)) ||
+                !(g->bucket_ready = calloc(n ? n : 1, sizeof *g->bucket_ready))))
+        st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    uint64_t hi = g->buf_size[VP_BUF_GRAD] / 4, bytes = 0;
+    int64_t ready = -1;
+    for (uint32_t i = 0; !st && i < n; i++) {
+        bytes += (uint64_t)vp_gt_nelem(ps[i]) * 4;
+        ready = last[ps[i]->id] > ready ? last[ps[i]->id] : ready;
+        if (i + 1 < n && (g->bucket_bytes == 0 || bytes < g->bucket_bytes))
+            continue;
+        uint64_t lo = i + 1 == n ? 0 : ps[i]->offset / 4;
+        g->buckets[g->n_buckets] = (vp_grad_bucket){lo, hi - lo};
+        g->bucket_ready[g->n_buckets++] = ready;
+        hi = lo;
+        bytes = 0;
+        ready = -1;
+    }
+    /* by finishing node, stable (ties keep the buffer's order from the top) */
+    for (uint32_t i = 1; !st && i < g->n_buckets; i++)
+        for (uint32_t k = i; k > 0 && g->bucket_ready[k - 1] > g->bucket_ready[k]; k--) {
+            vp_grad_bucket b = g->buckets[k];
+            int64_t r = g->bucket_ready[k];
+            g->buckets[k] = g->buckets[k - 1];
+            g->bucket_ready[k] = g->bucket_ready[k - 1];
+            g->buckets[k - 1] = b;
+            g->bucket_ready[k - 1] = r;
+        }
+    if (!st && !vp_mem_host_ptr(&g->bufs[VP_BUF_GRAD]))
+        st = vp_readback_create(g->dev, g->buf_size[VP_BUF_GRAD], &g->readback);
+    free(ps);
+    free(last);
+    return st;
+}
+
+vp_status vp_graph_set_buckets(vp_graph *g, uint64_t bytes)
+{
+    if (g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "buckets: set them before compiling the graph");
+    g->bucketed = true;
+    g->bucket_bytes = bytes;
+    return VP_OK;
+}
+
+const vp_grad_bucket *vp_graph_buckets(const vp_graph *g, uint32_t *n)
+{
+    *n = g->compiled ? g->n_buckets : 0;
+    return *n ? g->buckets : NULL;
 }
 
 /* The flat buffer b as one 1-D tensor. */
@@ -299,13 +394,21 @@ static vp_status init_buffers(vp_graph *g)
 
 vp_status vp_graph_record(vp_graph *g)
 {
-    uint32_t start = 0;
+    uint32_t start = 0, b = 0;
     vp_status st = VP_OK;
+    g->next_bucket = 0;
+    if (g->bucketed && g->buf_size[VP_BUF_GRAD] && !g->buckets)
+        st = make_buckets(g);
     for (uint32_t i = 0; i < g->n_nodes && !st; i++) {
-        if (g->nodes[i].op != VP_GOP_HOST)
-            continue;
-        st = add_segment(g, start, i, &g->nodes[i]);
-        start = i + 1;
+        while (b < g->n_buckets && g->bucket_ready[b] < (int64_t)i)
+            b++;
+        if (g->nodes[i].op == VP_GOP_HOST) {
+            st = add_segment(g, start, i, &g->nodes[i]);
+            start = i + 1;
+        } else if (b < g->n_buckets && g->bucket_ready[b] == (int64_t)i) {
+            st = add_segment(g, start, i + 1, NULL); /* a bucket is final */
+            start = i + 1;
+        }
     }
     if (!st && (start < g->n_nodes || g->n_segs == 0))
         st = add_segment(g, start, g->n_nodes, NULL);
@@ -336,6 +439,13 @@ void vp_graph_release_segments(vp_graph *g)
     g->zero_cmd = NULL;
     vp_cmd_destroy(g->opt_cmd);
     g->opt_cmd = NULL;
+    free(g->buckets);
+    free(g->bucket_ready);
+    g->buckets = NULL;
+    g->bucket_ready = NULL;
+    g->n_buckets = g->next_bucket = 0;
+    vp_readback_destroy(g->readback);
+    g->readback = NULL;
 }
 
 vp_status vp_graph_compile(vp_graph *g)
@@ -442,6 +552,60 @@ vp_status vp_graph_run(vp_graph *g)
             return st;
     }
     return VP_OK;
+}
+
+/* Buckets [b, e) to the host: copied from the device's memory or the
+ * readback buffer, then to ready. */
+static vp_status hand_over(vp_graph *g, uint32_t b, uint32_t e, float *grads, vp_bucket_fn ready,
+                           void *user)
+{
+    const char *src = g->readback ? vp_readback_data(g->readback)
+                                  : vp_mem_host_ptr(&g->bufs[VP_BUF_GRAD]);
+    vp_status st = VP_OK;
+    for (uint32_t k = b; k < e && !st; k++) {
+        const vp_grad_bucket *bk = &g->buckets[k];
+        memcpy(grads + bk->offset, src + bk->offset * 4, bk->count * 4);
+        st = ready(user, k, grads + bk->offset, bk->count);
+    }
+    return st;
+}
+
+vp_status vp_graph_run_buckets(vp_graph *g, float *grads, vp_bucket_fn ready, void *user)
+{
+    if (!g->compiled)
+        return vp_error_set(VP_ERR_INVALID, "run: compile the graph first");
+    if (!g->n_buckets)
+        return vp_error_set(VP_ERR_INVALID, "run_buckets: %s",
+                            g->bucketed ? "the graph has no gradients"
+                                        : "set buckets before compiling");
+    uint32_t b = 0, e = 0; /* buckets final, not handed over yet */
+    for (uint32_t i = 0; i < g->n_segs; i++) {
+        vp_segment *s = &g->segs[i];
+        vp_status st = s->cmd ? vp_cmd_submit_async(s->cmd) : VP_OK;
+        if (!st && b < e) { /* the last segment's buckets while this one runs */
+            double t0 = now_ms();
+            st = hand_over(g, b, e, grads, ready, user);
+            double dt = now_ms() - t0;
+            g->handover_ms += dt;
+            if (!s->cmd || vp_cmd_finished(s->cmd))
+                g->handover_exposed_ms += dt;
+        }
+        vp_status ws = s->cmd ? vp_cmd_wait(s->cmd) : VP_OK;
+        if (!st)
+            st = ws;
+        if (!st && s->host)
+            st = run_host(s->host);
+        if (st)
+            return st;
+        b = s->b_first;
+        e = s->b_end;
+    }
+    double t0 = now_ms(); /* after the last segment: nothing hides it */
+    vp_status st = hand_over(g, b, e, grads, ready, user);
+    double dt = now_ms() - t0;
+    g->handover_ms += dt;
+    g->handover_exposed_ms += dt;
+    return st;
 }
 
 vp_status vp_graph_zero_grads(vp_graph *g)
@@ -557,7 +721,9 @@ vp_status vp_graph_seed_write(vp_graph *g, uint32_t seed)
 
 vp_graph_stats vp_graph_get_stats(const vp_graph *g)
 {
-    vp_graph_stats s = {.nodes = g->n_nodes, .segments = g->n_segs};
+    vp_graph_stats s = {.nodes = g->n_nodes, .segments = g->n_segs,
+                        .handover_ms = g->handover_ms,
+                        .handover_exposed_ms = g->handover_exposed_ms};
     for (uint32_t i = 0; i < g->n_nodes; i++)
         s.backward_nodes += g->nodes[i].backward;
     for (uint32_t i = 0; i < g->n_segs; i++) {

@@ -232,6 +232,33 @@ vp_status vp_graph_grads_read(vp_graph *g, float *x, uint64_t n);
 vp_status vp_graph_grads_write(vp_graph *g, const float *x, uint64_t n);
 vp_status vp_graph_seed_write(vp_graph *g, uint32_t seed);
 
+/* Gradient buckets, for averaging gradients across processes while the
+ * backward pass still runs (as PyTorch's DDP does). Before compile: the
+ * flat gradient buffer is cut into contiguous ranges of at least `bytes`
+ * (whole parameters, from the last one back, the order the backward pass
+ * finishes them in; bytes 0: one bucket), and a segment ends at the node
+ * that writes a bucket's last gradient. */
+vp_status vp_graph_set_buckets(vp_graph *g, uint64_t bytes);
+typedef struct vp_grad_bucket {
+    uint64_t offset, count; /* floats of the flat gradient buffer */
+} vp_grad_bucket;
+/* After compile: the buckets in the order a run finishes them, covering
+ * the buffer once (NULL and 0 when not set or without gradients). */
+const vp_grad_bucket *vp_graph_buckets(const vp_graph *g, uint32_t *n);
+/* Bucket k (of vp_graph_buckets) is final: x, its count floats, is the
+ * host copy at grads + offset, which the function may change in place. */
+typedef vp_status (*vp_bucket_fn)(void *user, uint32_t k, float *x, uint64_t count);
+/* vp_graph_run, handing each bucket to ready once the segment that
+ * finishes it has run, while the device runs the next segment (on devices
+ * without mapped memory the segment also copies the bucket to a host
+ * buffer). grads: vp_graph_grads_len floats; after a successful run every
+ * bucket has been handed over once, in order, and grads holds the
+ * gradient (the sum since the last zeroing) as ready left it, while the
+ * device's gradients are unchanged (vp_graph_grads_write puts grads back).
+ * On failure, the buckets not handed over are the failed run's to account
+ * for (a data-parallel caller still all-reduces them: dist.h). */
+vp_status vp_graph_run_buckets(vp_graph *g, float *grads, vp_bucket_fn ready, void *user);
+
 typedef struct vp_graph_mem {
     uint64_t activations; /* planned peak of the activation arena */
     uint64_t frozen;      /* frozen parameters */
@@ -261,6 +288,11 @@ typedef struct vp_graph_stats {
     uint32_t barriers;          /* per run */
     uint64_t submits;           /* so far: runs' segments, optimizer steps, zeroing */
     double submit_ms;           /* host time spent waiting inside those submits */
+    /* vp_graph_run_buckets so far: time in handing buckets over (copy and
+     * ready), and the part of it the device was not busy for all along (an
+     * upper bound of what the backward pass did not hide: hand-overs after
+     * the last segment, or that outlasted the segment they ran beside) */
+    double handover_ms, handover_exposed_ms;
 } vp_graph_stats;
 
 vp_graph_mem vp_graph_memory(const vp_graph *g);

@@ -131,6 +131,7 @@ typedef struct vp_segment {
     uint32_t first, end;     /* nodes [first, end) */
     vp_cmd *cmd;
     vp_gnode *host;          /* the host node that follows, or NULL */
+    uint32_t b_first, b_end; /* gradient buckets final after it (ready order) */
 } vp_segment;
 
 struct vp_graph {
@@ -160,6 +161,14 @@ struct vp_graph {
     uint32_t n_segs;
     vp_cmd *zero_cmd;
     vp_tensor grad_all;      /* the flat grad buffer as one tensor */
+    /* gradient buckets (vp_graph_set_buckets), in the order runs finish them */
+    bool bucketed;
+    uint64_t bucket_bytes;
+    vp_grad_bucket *buckets;
+    int64_t *bucket_ready;   /* each one's last writing node, -1: none */
+    uint32_t n_buckets, next_bucket;
+    vp_readback *readback;   /* where segments copy them, unless memory is mapped */
+    double handover_ms, handover_exposed_ms; /* vp_graph_stats */
     /* optimizer */
     bool has_optim;
     vp_adamw_cfg adamw;

@@ -266,6 +266,8 @@ built:
             if (mult != 1.0f && vp_gt_trainable(t) && (st = vp_g_param_lr_scale(t, mult)))
                 return st;
         }
+        if (o->bucket_bytes && (st = vp_graph_set_buckets(g, o->bucket_bytes)))
+            return st;
     }
     if ((st = vp_graph_compile(g)))
         return st;

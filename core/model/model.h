@@ -65,6 +65,8 @@ typedef struct vp_model_opts {
     const vp_lr_group *lr_groups;
     uint32_t n_lr_groups;
     bool deterministic;         /* the same bits every run (vp_graph_set_deterministic) */
+    uint64_t bucket_bytes;      /* training: > 0, gradient buckets of this size
+                                 * (vp_graph_set_buckets) */
 } vp_model_opts;
 
 typedef struct vp_model vp_model;

@@ -28,6 +28,9 @@ struct vp_cmd {
     VkCommandBuffer cb;
     VkFence fence;
     cmd_state state;
+    bool in_flight;             /* submitted, fence not waited on yet */
+    bool copied;                /* a vp_cmd_copy_out was recorded */
+    double submit_t0;
     range_list reads, writes;   /* pending since the last barrier */
     VkDescriptorPool *pools;
     uint32_t n_pools, cap_pools, cur_pool;
@@ -85,6 +88,8 @@ void vp_cmd_destroy(vp_cmd *c)
     if (!c)
         return;
     vp_device *dev = c->dev;
+    if (c->in_flight) /* the buffer must not be freed while the device runs it */
+        vkWaitForFences(dev->vk, 1, &c->fence, VK_TRUE, UINT64_MAX);
     if (c->fence)
         vkDestroyFence(dev->vk, c->fence, NULL);
     if (c->cb)
@@ -130,6 +135,7 @@ vp_status vp_cmd_begin(vp_cmd *c)
     for (uint32_t i = 0; i < c->n_pools; i++)
         vkResetDescriptorPool(dev->vk, c->pools[i], 0);
     c->cur_pool = 0;
+    c->copied = false;
     c->reads.n = c->writes.n = 0;
     c->n_timed = 0;
     c->stats.dispatches = c->stats.barriers = 0; /* per recording; submits count on */
@@ -303,7 +309,9 @@ vp_status vp_cmd_end(vp_cmd *c)
     if (c->state != CMD_RECORDING)
         return vp_error_set(VP_ERR_INVALID, "vp_cmd_end without vp_cmd_begin");
     /* Make the results visible to the host and to later submissions. */
-    barrier(c, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+    barrier(c, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
+                   (c->copied ? VK_PIPELINE_STAGE_TRANSFER_BIT : 0),
+            VK_ACCESS_SHADER_WRITE_BIT | (c->copied ? VK_ACCESS_TRANSFER_WRITE_BIT : 0),
             VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT);
     vp_status st = vp_vk_check(vkEndCommandBuffer(c->cb), "vkEndCommandBuffer");
@@ -340,25 +348,70 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-vp_status vp_cmd_submit(vp_cmd *c)
+vp_status vp_cmd_submit_async(vp_cmd *c)
 {
+    if (c->in_flight)
+        return vp_error_set(VP_ERR_INVALID, "vp_cmd_submit: the last submit was not waited on");
     vp_status st = vp_cmd_end(c);
     if (st)
         return st;
-    double t0 = now_ms();
-    vp_device *dev = c->dev;
+    c->submit_t0 = now_ms();
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &c->cb};
-    st = vp_vk_check(vkQueueSubmit(dev->queue, 1, &si, c->fence), "vkQueueSubmit");
-    if (st)
-        return st;
-    st = vp_vk_check(vkWaitForFences(dev->vk, 1, &c->fence, VK_TRUE, UINT64_MAX),
-                     "vkWaitForFences");
+    st = vp_vk_check(vkQueueSubmit(c->dev->queue, 1, &si, c->fence), "vkQueueSubmit");
+    c->in_flight = !st;
+    return st;
+}
+
+vp_status vp_cmd_wait(vp_cmd *c)
+{
+    if (!c->in_flight)
+        return VP_OK;
+    vp_device *dev = c->dev;
+    vp_status st = vp_vk_check(vkWaitForFences(dev->vk, 1, &c->fence, VK_TRUE, UINT64_MAX),
+                               "vkWaitForFences");
     vkResetFences(dev->vk, 1, &c->fence);
+    c->in_flight = false;
     c->stats.submits++;
-    c->stats.submit_ms += now_ms() - t0;
+    c->stats.submit_ms += now_ms() - c->submit_t0;
     if (!st && dev->profiling)
         collect_times(c);
     return st;
+}
+
+bool vp_cmd_finished(const vp_cmd *c)
+{
+    return !c->in_flight || vkGetFenceStatus(c->dev->vk, c->fence) == VK_SUCCESS;
+}
+
+vp_status vp_cmd_submit(vp_cmd *c)
+{
+    vp_status st = vp_cmd_submit_async(c);
+    return st ? st : vp_cmd_wait(c);
+}
+
+vp_status vp_cmd_copy_out(vp_cmd *c, const vp_alloc *src, VkDeviceSize off, VkDeviceSize n,
+                          vp_readback *rb, VkDeviceSize rb_off)
+{
+    if (c->state != CMD_RECORDING)
+        return vp_error_set(VP_ERR_INVALID, "vp_cmd_copy_out outside a recording");
+    if (!src->block || off > src->size || n > src->size - off || rb_off > rb->size ||
+        n > rb->size - rb_off)
+        return vp_error_set(VP_ERR_INVALID, "copy out: %llu bytes at %llu of a %llu-byte "
+                            "allocation to %llu of a %llu-byte readback buffer",
+                            (unsigned long long)n, (unsigned long long)off,
+                            (unsigned long long)src->size, (unsigned long long)rb_off,
+                            (unsigned long long)rb->size);
+    if (n == 0)
+        return VP_OK;
+    /* after every dispatch so far; dispatches after it may overwrite the source */
+    barrier(c, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+            VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    VkBufferCopy r = {src->offset + off, rb_off, n};
+    vkCmdCopyBuffer(c->cb, src->block->buffer, rb->buffer, 1, &r);
+    barrier(c, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+    c->reads.n = c->writes.n = 0;
+    c->copied = true;
+    return VP_OK;
 }

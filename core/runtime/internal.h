@@ -35,6 +35,14 @@ typedef struct vp_block {
     uint32_t n_free, cap_free;
 } vp_block;
 
+struct vp_readback {
+    vp_device *dev;
+    VkBuffer buffer;
+    VkDeviceMemory memory;
+    VkDeviceSize size;
+    void *data;
+};
+
 typedef struct vp_profile {
     vp_profile_row *rows;
     uint32_t n, cap;

@@ -318,3 +318,46 @@ vp_status vp_mem_download(vp_device *dev, const vp_alloc *a, VkDeviceSize off, v
     }
     return VP_OK;
 }
+
+void *vp_mem_host_ptr(const vp_alloc *a)
+{
+    return a->block && a->block->mapped ? (char *)a->block->mapped + a->offset : NULL;
+}
+
+vp_status vp_readback_create(vp_device *dev, VkDeviceSize size, vp_readback **out)
+{
+    *out = NULL;
+    vp_readback *rb = calloc(1, sizeof *rb);
+    if (!rb)
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    rb->dev = dev;
+    rb->size = size ? size : 4;
+    /* the staging type: host-visible and coherent, cached where there is one */
+    uint32_t type = dev->mapped ? dev->mem_type : dev->staging_type;
+    vp_status st = buffer_create(dev, rb->size, type, &rb->buffer, &rb->memory);
+    if (!st)
+        st = vp_vk_check(vkMapMemory(dev->vk, rb->memory, 0, VK_WHOLE_SIZE, 0, &rb->data),
+                         "vkMapMemory");
+    if (st) {
+        vp_readback_destroy(rb);
+        return vp_error_wrap(st, "a %llu-byte readback buffer", (unsigned long long)size);
+    }
+    *out = rb;
+    return VP_OK;
+}
+
+void vp_readback_destroy(vp_readback *rb)
+{
+    if (!rb)
+        return;
+    if (rb->buffer)
+        vkDestroyBuffer(rb->dev->vk, rb->buffer, NULL);
+    if (rb->memory) {
+        if (rb->data)
+            vkUnmapMemory(rb->dev->vk, rb->memory);
+        vkFreeMemory(rb->dev->vk, rb->memory, NULL);
+    }
+    free(rb);
+}
+
+const void *vp_readback_data(const vp_readback *rb) { return rb->data; }

@@ -167,6 +167,9 @@ vp_status vp_mem_upload(vp_device *dev, const vp_alloc *a, VkDeviceSize off, con
 vp_status vp_mem_download(vp_device *dev, const vp_alloc *a, VkDeviceSize off, void *dst,
                           size_t n);
 vp_mem_stats vp_mem_get_stats(const vp_device *dev);
+/* The host address of an allocation's bytes when its memory is mapped
+ * (unified devices), else NULL. */
+void *vp_mem_host_ptr(const vp_alloc *a);
 
 /* ---- pipelines (pipeline.c) ---------------------------------------------- */
 
@@ -230,6 +233,29 @@ vp_status vp_cmd_end(vp_cmd *cmd);
 /* Submit what was recorded and wait on one fence. May be called again to
  * replay the same recording (ending it first if still recording). */
 vp_status vp_cmd_submit(vp_cmd *cmd);
+/* The same in two halves, for host work while the device runs: nothing
+ * else may be submitted (no upload, download or other vp_cmd) between
+ * them, except on a device whose memory is mapped (vp_mem_host_ptr), where
+ * the host may read what earlier submits wrote. vp_cmd_wait after no
+ * submit does nothing; destroying a command waits for it. */
+vp_status vp_cmd_submit_async(vp_cmd *cmd);
+vp_status vp_cmd_wait(vp_cmd *cmd);
+/* Whether the device has finished the last submit (true when none is in
+ * flight); does not wait. */
+bool vp_cmd_finished(const vp_cmd *cmd);
+
+/* A host-visible buffer that recordings copy device results into, for the
+ * host to read after the submit's fence while later submits run (device
+ * memory that is not mapped cannot be read then: a download would wait
+ * for them). */
+typedef struct vp_readback vp_readback;
+vp_status vp_readback_create(vp_device *dev, VkDeviceSize size, vp_readback **out);
+void vp_readback_destroy(vp_readback *rb);
+const void *vp_readback_data(const vp_readback *rb);
+/* Record a copy of n bytes at off in src to rb_off in rb, after every
+ * dispatch recorded so far. */
+vp_status vp_cmd_copy_out(vp_cmd *cmd, const vp_alloc *src, VkDeviceSize off, VkDeviceSize n,
+                          vp_readback *rb, VkDeviceSize rb_off);
 vp_cmd_stats vp_cmd_get_stats(const vp_cmd *cmd);
 vp_device *vp_cmd_device(const vp_cmd *cmd);
 

@@ -14,7 +14,7 @@ static const char *const train_keys[] = {
     "data", "val", "out", "steps", "batch", "accum", "lr", "min_lr", "weight_decay", "betas",
     "eps", "clip_grad_norm", "warmup", "schedule", "milestones", "gamma", "lr_mult",
     "trainable", "seed", "log_every", "eval_every", "checkpoint_every",
-    "skip_bad_annotations", "eval_batch", "deterministic",
+    "skip_bad_annotations", "eval_batch", "deterministic", "bucket_mb",
 };
 
 static const char *const split_keys[] = {"format", "images", "annotations"};
@@ -119,6 +119,8 @@ vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
         st = vp_cfg_bool(t, "skip_bad_annotations", false, &o->skip_bad);
     if (!st)
         st = vp_cfg_bool(t, "deterministic", true, &o->deterministic);
+    if (!st)
+        st = num_in(t, "bucket_mb", 25, 0, 1 << 20, &o->bucket_mb);
     o->beta1 = 0.9;
     o->beta2 = 0.999;
     if (!st && vp_cfg_get(t, "betas")) {

@@ -283,6 +283,16 @@ static void fmt_time(double s, char *buf, size_t n)
 
 /* ---- the run ---------------------------------------------------------------------- */
 
+/* vp_graph_run_buckets' hand-over: bucket k, all-reduced in place (x is
+ * the host gradient at the bucket's offset, which the spans name too). */
+static vp_status reduce_bucket(void *user, uint32_t k, float *x, uint64_t count)
+{
+    vp_dist_buckets *b = user;
+    if (k != b->done || x != b->x + b->span[k].offset || count != b->span[k].count)
+        return vp_error_set(VP_ERR_INTERNAL, "gradient bucket %u out of order", k);
+    return vp_dist_bucket(b);
+}
+
 typedef struct run_ctx {
     const vp_train_cfg *tc;
     const vp_train_opts *o;
@@ -367,6 +377,8 @@ static vp_status write_outputs(run_ctx *c, const vp_train_result *r)
     if (r->ranks > 1) {
         cJSON_AddNumberToObject(j, "allreduce_bytes_per_step", (double)r->allreduce_bytes);
         cJSON_AddNumberToObject(j, "allreduce_seconds", r->allreduce_seconds);
+        cJSON_AddNumberToObject(j, "allreduce_exposed_seconds", r->allreduce_exposed_seconds);
+        cJSON_AddNumberToObject(j, "gradient_buckets", r->buckets);
     }
     if (r->evaluated) {
         const double *s = &r->stats.ap;
@@ -416,6 +428,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
              (progress == VP_PROGRESS_AUTO && isatty(STDERR_FILENO));
     float *gbuf = NULL;
     uint64_t glen = 0;
+    vp_dist_span *spans = NULL;
+    vp_dist_buckets db = {.d = d};
     vp_dataset *ds = NULL;
     vp_loader *ld = NULL;
     FILE *log = NULL;
@@ -441,7 +455,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                        (float)tc.clip_grad_norm};
     vp_model_opts mo = {.batch = tc.batch, .train = true, .adamw = &aw,
                         .lr_groups = tc.lr_groups, .n_lr_groups = tc.n_lr_groups,
-                        .deterministic = tc.deterministic};
+                        .deterministic = tc.deterministic,
+                        .bucket_bytes = d->size > 1 ? (uint64_t)(tc.bucket_mb * 1048576.0) : 0};
     if ((st = vp_model_create(dev, root, &mo, &c.m)))
         goto done;
     vp_graph *g = vp_model_graph(c.m);
@@ -496,6 +511,14 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         out->allreduce_bytes = glen * sizeof(float);
         if (!(gbuf = malloc((size_t)glen * sizeof *gbuf)))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory for the gradients");
+        uint32_t nb = 0;
+        const vp_grad_bucket *gb = vp_graph_buckets(g, &nb);
+        if (!st && nb && !(spans = malloc(nb * sizeof *spans)))
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        for (uint32_t k = 0; !st && k < nb; k++)
+            spans[k] = (vp_dist_span){gb[k].offset, gb[k].count};
+        db = (vp_dist_buckets){.d = d, .x = gbuf, .span = spans, .n = st ? 0 : nb};
+        out->buckets = db.n;
     }
     /* every rank set up, or all stop with the first failure */
     synced = true;
@@ -506,9 +529,12 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 vp_dataset_size(ds), (long long)tc.steps, (long long)tc.batch,
                 (long long)tc.accum);
         if (d->size > 1)
-            fprintf(stderr, " on each of %d ranks (global batch %lld; %.1f MiB of gradients "
-                    "averaged per step)", d->size, (long long)(tc.batch * tc.accum * d->size),
-                    (double)glen * sizeof(float) / (1 << 20));
+            fprintf(stderr, " on each of %d ranks (global batch %lld; %.2f MiB of gradients "
+                    "averaged per step in %u bucket%s%s)", d->size,
+                    (long long)(tc.batch * tc.accum * d->size),
+                    (double)glen * sizeof(float) / (1 << 20), db.n ? db.n : 1,
+                    db.n > 1 ? "s" : "", db.n ? " during the backward pass"
+                                              : " after the backward pass");
         fprintf(stderr, "; %" PRIu64 " of %" PRIu64 " parameters trainable (%.2f%%)\n",
                 out->trainable, out->total,
                 100.0 * (double)out->trainable / (double)out->total);
@@ -532,7 +558,12 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 agreed = true;
             if (st)
                 break;
-            if ((st = feed(g, &io, bt, tc.batch, inst / d->size)) || (st = vp_graph_run(g)) ||
+            /* the last run hands its gradient buckets to the all-reduce as
+             * the backward pass finishes them */
+            bool last = a + 1 == tc.accum && db.n;
+            if ((st = feed(g, &io, bt, tc.batch, inst / d->size)) ||
+                (st = last ? vp_graph_run_buckets(g, gbuf, reduce_bucket, &db)
+                           : vp_graph_run(g)) ||
                 (st = vp_graph_read(g, io.loss, &l, sizeof l)))
                 continue; /* to the agreement above, or below after the last run */
             sums[0] += l;
@@ -543,13 +574,20 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 sums[1 + k] += v;
             }
         }
-        if (d->size > 1 && !agreed) { /* all ranks ran, or all stop; then the mean gradient */
+        if (d->size > 1 && !agreed && db.n) { /* the buckets were reduced during the run */
+            double ta = now_s();
+            if (!(st = vp_dist_buckets_end(&db, st)) &&
+                !(st = vp_graph_grads_write(g, gbuf, glen)))
+                st = vp_dist_allreduce_sum(d, sums, 4);
+            out->allreduce_exposed_seconds += now_s() - ta;
+        } else if (d->size > 1 && !agreed) { /* all ranks ran, or all stop; then the mean */
             double ta = now_s();
             if (!(st = vp_dist_agree(d, st)) && !(st = vp_graph_grads_read(g, gbuf, glen)) &&
                 !(st = vp_dist_allreduce_mean(d, gbuf, glen)) &&
                 !(st = vp_graph_grads_write(g, gbuf, glen)))
                 st = vp_dist_allreduce_sum(d, sums, 4);
             out->allreduce_seconds += now_s() - ta;
+            out->allreduce_exposed_seconds += now_s() - ta;
         }
         if (st)
             goto done;
@@ -617,6 +655,11 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         }
     }
     out->seconds = now_s() - t0;
+    if (db.n) { /* the buckets' all-reduces, and what the backward pass did not hide */
+        vp_graph_stats gs = vp_graph_get_stats(g);
+        out->allreduce_seconds = db.seconds + out->allreduce_exposed_seconds;
+        out->allreduce_exposed_seconds += gs.handover_exposed_ms * 1e-3;
+    }
     end_line(&c);
     vp_loader_destroy(ld);
     ld = NULL;
@@ -639,6 +682,7 @@ done:
     if (d->size > 1 && st && !synced) /* the others wait for this rank in the setup's agreement */
         st = vp_dist_agree(d, st);
     free(gbuf);
+    free(spans);
     if (log && fclose(log) && !st)
         st = vp_error_set(VP_ERR_IO, "%s/log.jsonl: cannot write: %s", tc.out, strerror(errno));
     vp_loader_destroy(ld);

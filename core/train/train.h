@@ -48,6 +48,8 @@ typedef struct vp_train_cfg {
     uint32_t n_lr_groups;
     bool skip_bad;                       /* train.skip_bad_annotations */
     bool deterministic;                  /* train.deterministic (default true) */
+    double bucket_mb;                    /* train.bucket_mb: gradient buckets across ranks
+                                          * (0: one all-reduce after the backward pass) */
     char out_default[512];               /* out when train.out is absent (out points here) */
     int64_t eval_batch;
 } vp_train_cfg;
@@ -88,6 +90,10 @@ typedef struct vp_train_result {
     int ranks;                   /* processes in the job (1 without MPI) */
     uint64_t allreduce_bytes;    /* gradient bytes averaged across ranks per step */
     double allreduce_seconds;    /* spent averaging them (reading, MPI, writing back) */
+    double allreduce_exposed_seconds; /* the part the backward pass did not hide (an upper
+                                       * bound; all of it without buckets) */
+    uint32_t buckets;            /* gradient buckets per step (0: one all-reduce after the
+                                  * backward pass) */
 } vp_train_result;
 
 vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opts *o,
