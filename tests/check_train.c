@@ -51,6 +51,14 @@ START_TEST(test_cfg)
     ck_assert(tc.steps == 1000 && tc.batch == 2 && tc.accum == 1 && tc.warmup == 0);
     ck_assert(tc.lr == 1e-4 && tc.weight_decay == 0.05 && tc.beta1 == 0.9 && tc.beta2 == 0.999);
     ck_assert(tc.schedule == VP_SCHED_COSINE && tc.deterministic && tc.eval_batch == 2);
+    /* gradient buckets: by device unless set (25 MiB on GPUs, none on CPUs) */
+    vp_device *dev = vt_device(0);
+    bool cpu = vt_device_info(0)->type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    ck_assert(tc.bucket_mb == -1 && vp_train_bucket_mb(&tc, dev) == (cpu ? 0 : 25));
+    vp_cfg_free(c);
+    c = parse("{\"train\": {" DATA ", \"bucket_mb\": 0.5}}");
+    vt_ok(vp_train_cfg_read(c, &tc));
+    ck_assert(vp_train_bucket_mb(&tc, dev) == 0.5);
     vp_cfg_free(c);
 
     static const struct {
@@ -73,6 +81,7 @@ START_TEST(test_cfg)
         {"\"data\": {\"format\": \"voc\", \"annotations\": \"a\"}",
          "t.json: train.data.format: \"voc\": the only format is \"coco\""},
         {DATA ", \"warmup\": 5, \"steps\": 4", "t.json: train.warmup: 5 is out of range [0, 4]"},
+        {DATA ", \"bucket_mb\": -2", "t.json: train.bucket_mb: -2 is out of range [0, 65536]"},
     };
     char text[512];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -42,7 +42,10 @@ static void usage(FILE *f)
                "  -h, --help        this help\n\n"
                "Several GPUs or machines: mpirun -np N vpeft train CONFIG (or srun); each\n"
                "rank takes its part of every global batch of N x train.batch images and\n"
-               "the device of its local rank (VPEFT_DEVICE overrides); docs/distributed.md.\n"
+               "the device of its local rank (VPEFT_DEVICE overrides); gradients are\n"
+               "averaged in buckets of train.bucket_mb MiB while the backward pass runs\n"
+               "(25 on GPUs; 0, one all-reduce after it, on CPU devices);\n"
+               "docs/distributed.md.\n"
                "%s\n\n"
                "exit status: 0 done, 1 runtime failure, 2 usage or config error\n",
             vp_dist_built() ? "This vpeft is built with MPI."

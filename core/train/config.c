@@ -119,8 +119,9 @@ vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
         st = vp_cfg_bool(t, "skip_bad_annotations", false, &o->skip_bad);
     if (!st)
         st = vp_cfg_bool(t, "deterministic", true, &o->deterministic);
-    if (!st)
-        st = num_in(t, "bucket_mb", 25, 0, 1 << 20, &o->bucket_mb);
+    o->bucket_mb = -1; /* by device: vp_train_bucket_mb */
+    if (!st && vp_cfg_get(t, "bucket_mb"))
+        st = num_in(t, "bucket_mb", 0, 0, 65536, &o->bucket_mb);
     o->beta1 = 0.9;
     o->beta2 = 0.999;
     if (!st && vp_cfg_get(t, "betas")) {
@@ -175,6 +176,14 @@ vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
         o->n_lr_groups = (uint32_t)n;
     }
     return st;
+}
+
+double vp_train_bucket_mb(const vp_train_cfg *c, vp_device *dev)
+{
+    if (c->bucket_mb >= 0)
+        return c->bucket_mb;
+    /* a CPU device computes on the cores the all-reduce would run on */
+    return vp_device_get_info(dev)->type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0 : 25;
 }
 
 double vp_train_lr(const vp_train_cfg *c, int64_t step)

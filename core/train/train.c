@@ -456,7 +456,9 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     vp_model_opts mo = {.batch = tc.batch, .train = true, .adamw = &aw,
                         .lr_groups = tc.lr_groups, .n_lr_groups = tc.n_lr_groups,
                         .deterministic = tc.deterministic,
-                        .bucket_bytes = d->size > 1 ? (uint64_t)(tc.bucket_mb * 1048576.0) : 0};
+                        .bucket_bytes = d->size > 1
+                                            ? (uint64_t)(vp_train_bucket_mb(&tc, dev) * 1048576.0)
+                                            : 0};
     if ((st = vp_model_create(dev, root, &mo, &c.m)))
         goto done;
     vp_graph *g = vp_model_graph(c.m);

@@ -49,7 +49,8 @@ typedef struct vp_train_cfg {
     bool skip_bad;                       /* train.skip_bad_annotations */
     bool deterministic;                  /* train.deterministic (default true) */
     double bucket_mb;                    /* train.bucket_mb: gradient buckets across ranks
-                                          * (0: one all-reduce after the backward pass) */
+                                          * (0: one all-reduce after the backward pass;
+                                          * -1: not set, vp_train_bucket_mb decides) */
     char out_default[512];               /* out when train.out is absent (out points here) */
     int64_t eval_batch;
 } vp_train_cfg;
@@ -63,6 +64,10 @@ vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *out);
  * over the first `warmup` steps, then cosine from lr to min_lr at `steps`,
  * or times gamma at each milestone, or constant. */
 double vp_train_lr(const vp_train_cfg *c, int64_t step);
+/* The gradient bucket size in MiB on dev: train.bucket_mb, or when unset
+ * 25 (PyTorch DDP's) on GPUs and 0 on CPU devices, where the all-reduce
+ * would take the cores the backward pass runs on. */
+double vp_train_bucket_mb(const vp_train_cfg *c, vp_device *dev);
 
 typedef enum vp_progress { VP_PROGRESS_AUTO, VP_PROGRESS_LINE, VP_PROGRESS_LOG,
                            VP_PROGRESS_NONE } vp_progress;
