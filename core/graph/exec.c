@@ -288,7 +288,11 @@ static vp_status make_buckets(vp_graph *g)
             g->buckets[k - 1] = b;
             g->bucket_ready[k - 1] = r;
         }
-    if (!st && !vp_mem_host_ptr(&g->bufs[VP_BUF_GRAD]))
+    /* Read where the host reads fast: mapped memory on integrated and CPU
+     * devices; on a discrete GPU, mapped device memory is read uncached
+     * across the bus, so a copy to cached host memory is faster there. */
+    if (!st && (!vp_mem_host_ptr(&g->bufs[VP_BUF_GRAD]) ||
+                vp_device_get_info(g->dev)->type == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU))
         st = vp_readback_create(g->dev, g->buf_size[VP_BUF_GRAD], &g->readback);
     free(ps);
     free(last);

@@ -249,9 +249,9 @@ const vp_grad_bucket *vp_graph_buckets(const vp_graph *g, uint32_t *n);
  * host copy at grads + offset, which the function may change in place. */
 typedef vp_status (*vp_bucket_fn)(void *user, uint32_t k, float *x, uint64_t count);
 /* vp_graph_run, handing each bucket to ready once the segment that
- * finishes it has run, while the device runs the next segment (on devices
- * without mapped memory the segment also copies the bucket to a host
- * buffer). grads: vp_graph_grads_len floats; after a successful run every
+ * finishes it has run, while the device runs the next segment (on discrete
+ * GPUs and devices without mapped memory the segment also copies the
+ * bucket to a host buffer). grads: vp_graph_grads_len floats; after a successful run every
  * bucket has been handed over once, in order, and grads holds the
  * gradient (the sum since the last zeroing) as ready left it, while the
  * device's gradients are unchanged (vp_graph_grads_write puts grads back).

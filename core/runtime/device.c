@@ -128,22 +128,25 @@ static vp_status choose_memory(vp_device *dev, bool force_staging)
     const VkPhysicalDeviceMemoryProperties *mp = &dev->memprops;
     VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
                                  VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    /* Staging (and readback buffers): cached host memory reads back
+     * faster; any coherent will do. */
+    dev->staging_type = find_type(mp, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, 0);
+    if (dev->staging_type == UINT32_MAX)
+        dev->staging_type = find_type(mp, host, 0);
     uint32_t t = UINT32_MAX;
     if (dev->info->unified && !force_staging)
         t = find_type(mp, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | host, 0);
     if (t != UINT32_MAX) {
         dev->mem_type = t;
         dev->mapped = true;
+        if (dev->staging_type == UINT32_MAX)
+            dev->staging_type = t;
         return VP_OK;
     }
     dev->mapped = false;
     dev->mem_type = find_type(mp, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
     if (dev->mem_type == UINT32_MAX)
         dev->mem_type = find_type(mp, 0, 0);
-    /* Staging: cached host memory reads back faster; any coherent will do. */
-    dev->staging_type = find_type(mp, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, 0);
-    if (dev->staging_type == UINT32_MAX)
-        dev->staging_type = find_type(mp, host, 0);
     if (dev->mem_type == UINT32_MAX || dev->staging_type == UINT32_MAX)
         return vp_error_set(VP_ERR_UNSUPPORTED, "device %s has no usable memory type",
                             dev->info->name);

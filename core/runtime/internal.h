@@ -60,7 +60,8 @@ struct vp_device {
     /* memory */
     uint32_t mem_type;        /* for storage blocks */
     bool mapped;              /* blocks are host-mapped (unified, no staging) */
-    uint32_t staging_type;    /* host-visible coherent type, when staging */
+    uint32_t staging_type;    /* host-visible coherent type (cached if any): staging,
+                               * readback buffers */
     VkDeviceSize block_size;
     vp_block **blocks;
     uint32_t n_blocks, cap_blocks;

@@ -333,8 +333,7 @@ vp_status vp_readback_create(vp_device *dev, VkDeviceSize size, vp_readback **ou
     rb->dev = dev;
     rb->size = size ? size : 4;
     /* the staging type: host-visible and coherent, cached where there is one */
-    uint32_t type = dev->mapped ? dev->mem_type : dev->staging_type;
-    vp_status st = buffer_create(dev, rb->size, type, &rb->buffer, &rb->memory);
+    vp_status st = buffer_create(dev, rb->size, dev->staging_type, &rb->buffer, &rb->memory);
     if (!st)
         st = vp_vk_check(vkMapMemory(dev->vk, rb->memory, 0, VK_WHOLE_SIZE, 0, &rb->data),
                          "vkMapMemory");
