@@ -204,7 +204,8 @@ START_TEST(test_mapped_or_staged)
 }
 END_TEST
 
-/* The staging path and the descriptor-pool path, forced on any device. */
+/* The staging path and the descriptor-pool path, forced on any device, and
+ * mapped memory whose large reads are staged. */
 START_TEST(test_staged_pooled)
 {
     vp_device *dev;
@@ -227,6 +228,13 @@ START_TEST(test_staged_pooled)
     vp_tensor_destroy(t);
     free(h);
     free(back);
+    vp_device_destroy(dev);
+
+    /* mapped memory with large reads staged, as on discrete GPUs */
+    vp_device_opts r = {.stage_reads = true, .profile = 0};
+    vt_ok(vp_device_create(vt_instance(), vt_device_info((uint32_t)_i)->index, &r, &dev));
+    roundtrip(dev); /* a 12 KB read staged, 4 and 20-byte reads through the mapping */
+    small_ops((uint32_t)_i, dev, 3);
     vp_device_destroy(dev);
 }
 END_TEST

@@ -123,7 +123,7 @@ static uint32_t find_type(const VkPhysicalDeviceMemoryProperties *mp, VkMemoryPr
 /* Storage blocks live in device-local memory; on unified devices in a type
  * the host can also map, so uploads are a memcpy. Otherwise a host-visible
  * staging buffer carries copies. */
-static vp_status choose_memory(vp_device *dev, bool force_staging)
+static vp_status choose_memory(vp_device *dev, bool force_staging, bool stage_reads)
 {
     const VkPhysicalDeviceMemoryProperties *mp = &dev->memprops;
     VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
@@ -139,6 +139,8 @@ static vp_status choose_memory(vp_device *dev, bool force_staging)
     if (t != UINT32_MAX) {
         dev->mem_type = t;
         dev->mapped = true;
+        dev->read_staged = (stage_reads || dev->info->type == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU) &&
+                           dev->staging_type != UINT32_MAX;
         if (dev->staging_type == UINT32_MAX)
             dev->staging_type = t;
         return VP_OK;
@@ -210,7 +212,7 @@ vp_status vp_device_create(vp_instance *inst, uint32_t index, const vp_device_op
     if (!st)
         st = create_layouts(dev);
     if (!st)
-        st = choose_memory(dev, o.force_staging);
+        st = choose_memory(dev, o.force_staging, o.stage_reads);
     if (!st && !o.no_pipeline_cache) {
         char buf[900];
         const char *dir = o.cache_dir ? o.cache_dir : cache_dir_default(buf, sizeof buf);
@@ -228,7 +230,7 @@ vp_status vp_device_create(vp_instance *inst, uint32_t index, const vp_device_op
     }
     vp_debug("device %u: %s, %s, %s descriptors, %s memory", index, dev->info->name,
              vp_device_type_str(dev->info->type), dev->push_desc ? "push" : "pooled",
-             dev->mapped ? "mapped" : "staged");
+             dev->mapped ? (dev->read_staged ? "mapped (reads staged)" : "mapped") : "staged");
     *out = dev;
     return VP_OK;
 }

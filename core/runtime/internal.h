@@ -60,6 +60,9 @@ struct vp_device {
     /* memory */
     uint32_t mem_type;        /* for storage blocks */
     bool mapped;              /* blocks are host-mapped (unified, no staging) */
+    bool read_staged;         /* mapped, but large reads go through staging: a
+                               * discrete GPU's mapped memory is read uncached
+                               * across the bus, far slower than a copy */
     uint32_t staging_type;    /* host-visible coherent type (cached if any): staging,
                                * readback buffers */
     VkDeviceSize block_size;

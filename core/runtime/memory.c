@@ -2,7 +2,11 @@
  * Device memory: large blocks (one VkDeviceMemory and one VkBuffer each),
  * sub-allocated first-fit from a sorted, coalescing free list, so that once
  * a model's tensors exist nothing calls vkAllocateMemory again. Host copies
- * go through a mapping on unified devices and a staging buffer elsewhere.
+ * go through a mapping on unified devices and a staging buffer elsewhere;
+ * on a discrete GPU whose memory is mapped (resizable BAR), large reads
+ * still go through staging: reading its mapping is uncached, across the
+ * bus (on an H200, data-parallel steps that read 1.6 MiB of gradients that
+ * way spent 71 ms each in the all-reduce; docs/distributed.md).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +15,10 @@
 #include "util/array.h"
 
 #define STAGING_MAX (32u << 20)
+/* Reads of mapped memory from this size on go through staging where the
+ * device says so (read_staged): below it, an uncached read costs less
+ * than a submit. */
+#define READ_STAGED_MIN 4096u
 
 static VkDeviceSize align_up(VkDeviceSize v, VkDeviceSize a) { return (v + a - 1) / a * a; }
 
@@ -302,7 +310,7 @@ vp_status vp_mem_download(vp_device *dev, const vp_alloc *a, VkDeviceSize off, v
     vp_status st = check_range(a, off, n, "download");
     if (st || n == 0)
         return st;
-    if (a->block->mapped) {
+    if (a->block->mapped && !(dev->read_staged && n >= READ_STAGED_MIN)) {
         memcpy(dst, (const char *)a->block->mapped + a->offset + off, n);
         return VP_OK;
     }

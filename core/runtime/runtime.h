@@ -113,6 +113,8 @@ typedef struct vp_device vp_device;
 
 typedef struct vp_device_opts {
     bool force_staging;          /* never map device memory, always stage */
+    bool stage_reads;            /* where memory is mapped, still read large ranges
+                                  * through the staging buffer (as discrete GPUs do) */
     bool no_push_descriptors;    /* use descriptor pools even if pushable */
     int profile;                 /* 1 on, 0 off, -1 (default) VPEFT_PROFILE */
     const char *cache_dir;       /* NULL: $XDG_CACHE_HOME/vpeft or ~/.cache/vpeft */
