@@ -385,6 +385,27 @@ END_TEST
 static const vt_tiny_cfg tiny_cfg = {.batch = 2, .side = 4, .width = 8, .heads = 2, .mlp = 16,
                                      .blocks = 2, .out = 3, .points = 2};
 
+/* The tiny transformer's parameters (vt_tiny_init, seeds param_seed + i)
+ * and a random batch (seeds data_seed, data_seed + 1). */
+static void tiny_fill(vp_graph *g, const vt_tiny *m, uint64_t param_seed, uint64_t data_seed)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        size_t n = (size_t)vp_gt_nelem(m->params[i]);
+        float *f = malloc(n * sizeof *f);
+        vt_tiny_init(m->params[i], f, param_seed + (uint64_t)i);
+        vt_ok(vp_graph_write(g, m->params[i], f, n * sizeof *f));
+        free(f);
+    }
+    size_t nx = (size_t)vp_gt_nelem(m->x), nt = (size_t)vp_gt_nelem(m->target);
+    float *hx = malloc(nx * sizeof *hx), *ht = malloc(nt * sizeof *ht);
+    vt_rand(hx, nx, data_seed);
+    vt_rand(ht, nt, data_seed + 1);
+    vt_ok(vp_graph_write(g, m->x, hx, nx * sizeof *hx));
+    vt_ok(vp_graph_write(g, m->target, ht, nt * sizeof *ht));
+    free(hx);
+    free(ht);
+}
+
 START_TEST(test_transformer_gradients)
 {
     vp_device *dev = vt_device((uint32_t)_i);
@@ -431,19 +452,7 @@ START_TEST(test_transformer_training)
     cfg.max_norm = 1.0f;
     vt_ok(vp_graph_set_optimizer(g, &cfg));
     vt_ok(vp_graph_compile(g));
-    for (int i = 0; i < m.n_params; i++) {
-        size_t n = (size_t)vp_gt_nelem(m.params[i]);
-        float *f = malloc(n * sizeof *f);
-        vt_tiny_init(m.params[i], f, 700 + (uint64_t)i);
-        vt_ok(vp_graph_write(g, m.params[i], f, n * sizeof *f));
-        free(f);
-    }
-    size_t nx = (size_t)vp_gt_nelem(m.x), nt = (size_t)vp_gt_nelem(m.target);
-    float *hx = malloc(nx * sizeof *hx), *ht = malloc(nt * sizeof *ht);
-    vt_rand(hx, nx, 800);
-    vt_rand(ht, nt, 801);
-    vt_ok(vp_graph_write(g, m.x, hx, nx * sizeof *hx));
-    vt_ok(vp_graph_write(g, m.target, ht, nt * sizeof *ht));
+    tiny_fill(g, &m, 700, 800);
     float first = 0, last = 0;
     for (int step = 1; step <= 100; step++) {
         vt_ok(vp_graph_run(g));
@@ -457,8 +466,6 @@ START_TEST(test_transformer_training)
                   last);
     vp_graph_stats s = vp_graph_get_stats(g);
     ck_assert_uint_eq(s.segments, 1); /* one submit per step, plus the optimizer's */
-    free(hx);
-    free(ht);
     vp_graph_destroy(g);
 }
 END_TEST
@@ -857,19 +864,7 @@ static void buckets_on(vp_device *dev, const char *what)
     vt_ok(vp_graph_compile(g));
     vt_expect_err(vp_graph_set_buckets(g, 1024), VP_ERR_INVALID,
                   "buckets: set them before compiling the graph");
-    for (int i = 0; i < m.n_params; i++) {
-        size_t n = (size_t)vp_gt_nelem(m.params[i]);
-        float *f = malloc(n * sizeof *f);
-        vt_tiny_init(m.params[i], f, 900 + (uint64_t)i);
-        vt_ok(vp_graph_write(g, m.params[i], f, n * sizeof *f));
-        free(f);
-    }
-    size_t nx = (size_t)vp_gt_nelem(m.x), nt = (size_t)vp_gt_nelem(m.target);
-    float *hx = malloc(nx * sizeof *hx), *ht = malloc(nt * sizeof *ht);
-    vt_rand(hx, nx, 910);
-    vt_rand(ht, nt, 911);
-    vt_ok(vp_graph_write(g, m.x, hx, nx * sizeof *hx));
-    vt_ok(vp_graph_write(g, m.target, ht, nt * sizeof *ht));
+    tiny_fill(g, &m, 900, 910);
 
     uint64_t len = vp_graph_grads_len(g);
     uint32_t nb = 0;
@@ -921,8 +916,6 @@ static void buckets_on(vp_device *dev, const char *what)
     free(ref);
     free(host);
     free(dev_g);
-    free(hx);
-    free(ht);
     vp_graph_destroy(g);
 }
 
