@@ -17,6 +17,12 @@
  *
  * Parameters are named under "head.". Targets are graph inputs the head
  * creates, named "target.*"; the host fills them from the batch by name.
+ * vpeft's trainer fills "target.labels" (B, T) int32 (class ids, -1 for an
+ * empty slot), "target.masks" (B, T, Hm * Wm) at the finest feature map,
+ * and, when the head has it, "target.instances" (1): the instances to
+ * normalize the loss by, in data-parallel training the global batch's
+ * divided by the ranks, so that the ranks' mean gradient is the global
+ * batch's (an input never written reads 0).
  */
 #ifndef VPEFT_HEAD_H
 #define VPEFT_HEAD_H
