@@ -233,6 +233,7 @@ START_TEST(test_staged_pooled)
     /* mapped memory with large reads staged, as on discrete GPUs */
     vp_device_opts r = {.stage_reads = true, .profile = 0};
     vt_ok(vp_device_create(vt_instance(), vt_device_info((uint32_t)_i)->index, &r, &dev));
+    ck_assert(vp_device_stages_reads(dev) == !vp_device_uses_staging(dev));
     roundtrip(dev); /* a 12 KB read staged, 4 and 20-byte reads through the mapping */
     small_ops((uint32_t)_i, dev, 3);
     vp_device_destroy(dev);

@@ -266,6 +266,7 @@ void vp_device_destroy(vp_device *dev)
 const vp_device_info *vp_device_get_info(const vp_device *dev) { return dev->info; }
 bool vp_device_uses_push_descriptors(const vp_device *dev) { return dev->push_desc; }
 bool vp_device_uses_staging(const vp_device *dev) { return !dev->mapped; }
+bool vp_device_stages_reads(const vp_device *dev) { return dev->read_staged; }
 bool vp_device_profiling(const vp_device *dev) { return dev->profiling; }
 const char *vp_device_cache_path(const vp_device *dev)
 {

@@ -131,6 +131,9 @@ void vp_device_destroy(vp_device *dev);
 const vp_device_info *vp_device_get_info(const vp_device *dev);
 bool vp_device_uses_push_descriptors(const vp_device *dev);
 bool vp_device_uses_staging(const vp_device *dev);
+/* Mapped memory whose large reads still go through staging (discrete GPUs,
+ * or vp_device_opts.stage_reads). */
+bool vp_device_stages_reads(const vp_device *dev);
 bool vp_device_profiling(const vp_device *dev);
 /* The pipeline cache file (NULL when none is used) and what became of it at
  * vp_device_create(): "absent", "loaded N bytes", or "ignored: <reason>". */
