@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -25,6 +24,7 @@
 #include "train/train.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/clock.h"
 
 /* The model of docs/configs/demo-model.json, small enough that a 2-core
  * machine without a GPU trains it at about 8 steps a second; "classes" is
@@ -105,12 +105,6 @@ static void usage(FILE *f)
                "exit status: 0 done, 1 runtime failure, 2 usage error\n");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* A dataset in the cache: made unless its stamp says it is there. */
 static vp_status shapes(const char *dir, char domain, int n, int size, uint64_t seed)
@@ -389,7 +383,7 @@ int vp_cli_demo(int argc, char **argv)
     cache = cache_abs;
     out = out_abs;
     snprintf(root, sizeof root, "%s/%s", cache, v->name);
-    double t_start = now_s();
+    double t_start = vp_now_s();
     char a_train[4300], a_val[4300], b_train[4300], b_val[4300], base[4300], base_w[4400],
         ann[4400];
     snprintf(a_train, sizeof a_train, "%s/A-train", root);
@@ -442,9 +436,9 @@ int vp_cli_demo(int argc, char **argv)
             fprintf(stderr, "demo: training the base model on domain A (%d steps; cached in "
                     "%s)\n", v->base_steps, base);
             vp_train_result r;
-            double t0 = now_s();
+            double t0 = vp_now_s();
             st = run_config(dev, text, "base (A)", &r);
-            base_s = now_s() - t0;
+            base_s = vp_now_s() - t0;
             if (!st)
                 st = vp_file_write_atomic(stamp, text, strlen(text));
         } else {
@@ -500,7 +494,7 @@ int vp_cli_demo(int argc, char **argv)
         printf("\nAP in %% (COCO mask AP, IoU .50:.95); time: the fine-tuning steps; memory: "
                "the training graph's device memory.\n"
                "wrote %s/results.json, %s/chart.png and %s/<method>/predictions/ in %.0f s\n",
-               out, out, out, now_s() - t_start);
+               out, out, out, vp_now_s() - t_start);
     }
     vp_device_destroy(dev);
     vp_instance_destroy(inst);

@@ -6,12 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "dist/dist.h"
 #include "util/error.h"
+#include "util/clock.h"
 
 #if VP_CONFIG_MPI
 #include <mpi.h>
@@ -234,21 +234,15 @@ vp_status vp_dist_agree_sum(const vp_dist *d, vp_status st, double *x, size_t n)
 #endif
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 vp_status vp_dist_bucket(vp_dist_buckets *b)
 {
     if (b->done >= b->n)
         return vp_error_set(VP_ERR_INTERNAL, "bucket %u of %u", b->done + 1, b->n);
     const vp_dist_span *s = &b->span[b->done++];
-    double t0 = now_s();
+    double t0 = vp_now_s();
     vp_status st = vp_dist_allreduce_mean(b->d, b->x + s->offset, (size_t)s->count);
-    b->seconds += now_s() - t0;
+    b->seconds += vp_now_s() - t0;
     return st;
 }
 

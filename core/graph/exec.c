@@ -10,17 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "graph/internal.h"
 #include "ops/ops.h"
+#include "util/clock.h"
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* The runtime tensor of an optional operand. */
 #define RT(t) ((t) ? &(t)->rt : NULL)
@@ -587,9 +581,9 @@ vp_status vp_graph_run_buckets(vp_graph *g, float *grads, vp_bucket_fn ready, vo
         vp_segment *s = &g->segs[i];
         vp_status st = s->cmd ? vp_cmd_submit_async(s->cmd) : VP_OK;
         if (!st && b < e) { /* the last segment's buckets while this one runs */
-            double t0 = now_ms();
+            double t0 = 1e3 * vp_now_s();
             st = hand_over(g, b, e, grads, ready, user);
-            double dt = now_ms() - t0;
+            double dt = 1e3 * vp_now_s() - t0;
             g->handover_ms += dt;
             if (!s->cmd || vp_cmd_finished(s->cmd))
                 g->handover_exposed_ms += dt;
@@ -604,9 +598,9 @@ vp_status vp_graph_run_buckets(vp_graph *g, float *grads, vp_bucket_fn ready, vo
         b = s->b_first;
         e = s->b_end;
     }
-    double t0 = now_ms(); /* after the last segment: nothing hides it */
+    double t0 = 1e3 * vp_now_s(); /* after the last segment: nothing hides it */
     vp_status st = hand_over(g, b, e, grads, ready, user);
-    double dt = now_ms() - t0;
+    double dt = 1e3 * vp_now_s() - t0;
     g->handover_ms += dt;
     g->handover_exposed_ms += dt;
     return st;

@@ -8,10 +8,10 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "runtime/internal.h"
 #include "util/array.h"
+#include "util/clock.h"
 
 #define POOL_SETS 128
 #define QUERY_POOL_SIZE 512
@@ -341,12 +341,6 @@ static void collect_times(vp_cmd *c)
     }
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 vp_status vp_cmd_submit_async(vp_cmd *c)
 {
@@ -355,7 +349,7 @@ vp_status vp_cmd_submit_async(vp_cmd *c)
     vp_status st = vp_cmd_end(c);
     if (st)
         return st;
-    c->submit_t0 = now_ms();
+    c->submit_t0 = 1e3 * vp_now_s();
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &c->cb};
@@ -374,7 +368,7 @@ vp_status vp_cmd_wait(vp_cmd *c)
     vkResetFences(dev->vk, 1, &c->fence);
     c->in_flight = false;
     c->stats.submits++;
-    c->stats.submit_ms += now_ms() - c->submit_t0;
+    c->stats.submit_ms += 1e3 * vp_now_s() - c->submit_t0;
     if (!st && dev->profiling)
         collect_times(c);
     return st;

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -29,15 +28,10 @@
 #include "util/error.h"
 #include "util/file.h"
 #include "util/log.h"
+#include "util/clock.h"
 
 #define CKPT_NAME "checkpoint.safetensors"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- the model's inputs --------------------------------------------------- */
 
@@ -542,7 +536,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 100.0 * (double)out->trainable / (double)out->total);
     }
 
-    double t0 = now_s(), win_loss = 0, win_terms[3] = {0};
+    double t0 = vp_now_s(), win_loss = 0, win_terms[3] = {0};
     int64_t win_n = 0;
     for (int64_t s = start + 1; s <= tc.steps; s++) {
         double sums[4] = {0}; /* loss and its three terms */
@@ -577,19 +571,19 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
             }
         }
         if (d->size > 1 && !agreed && db.n) { /* the buckets were reduced during the run */
-            double ta = now_s();
+            double ta = vp_now_s();
             if (!(st = vp_dist_buckets_end(&db, st)) &&
                 !(st = vp_graph_grads_write(g, gbuf, glen)))
                 st = vp_dist_allreduce_sum(d, sums, 4);
-            out->allreduce_exposed_seconds += now_s() - ta;
+            out->allreduce_exposed_seconds += vp_now_s() - ta;
         } else if (d->size > 1 && !agreed) { /* all ranks ran, or all stop; then the mean */
-            double ta = now_s();
+            double ta = vp_now_s();
             if (!(st = vp_dist_agree(d, st)) && !(st = vp_graph_grads_read(g, gbuf, glen)) &&
                 !(st = vp_dist_allreduce_mean(d, gbuf, glen)) &&
                 !(st = vp_graph_grads_write(g, gbuf, glen)))
                 st = vp_dist_allreduce_sum(d, sums, 4);
-            out->allreduce_seconds += now_s() - ta;
-            out->allreduce_exposed_seconds += now_s() - ta;
+            out->allreduce_seconds += vp_now_s() - ta;
+            out->allreduce_exposed_seconds += vp_now_s() - ta;
         }
         if (st)
             goto done;
@@ -616,7 +610,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         out->steps++;
         bool show = c.line || s % tc.log_every == 0 || s == tc.steps;
         if (progress != VP_PROGRESS_NONE && show) {
-            double el = now_s() - t0, rate = (double)out->steps / el;
+            double el = vp_now_s() - t0, rate = (double)out->steps / el;
             char eta[32];
             fmt_time((double)(tc.steps - s) / rate, eta, sizeof eta);
             double n = (double)win_n;
@@ -639,7 +633,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 goto done;
         }
         if (stop) {
-            out->seconds = now_s() - t0;
+            out->seconds = vp_now_s() - t0;
             end_line(&c);
             if (progress != VP_PROGRESS_NONE)
                 fprintf(stderr, "%s: stopped after step %lld; vpeft train --resume continues\n",
@@ -656,7 +650,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                         (long long)s, es.ap, es.ap50, es.ap75);
         }
     }
-    out->seconds = now_s() - t0;
+    out->seconds = vp_now_s() - t0;
     if (db.n) { /* the buckets' all-reduces, and what the backward pass did not hide */
         vp_graph_stats gs = vp_graph_get_stats(g);
         out->allreduce_seconds = db.seconds + out->allreduce_exposed_seconds;
