@@ -115,6 +115,11 @@ static const struct {
     M(vp_host_api, silu, 616),
     M(vp_host_api, logit_mask, 624),
     M(vp_host_api, dropout, 632),
+    /* ABI 1.1 */
+    M(vp_host_api, constant_i32, 640),
+    M(vp_host_api, cfg_load, 648),
+    M(vp_host_api, cfg_free, 656),
+    M(vp_host_api, buffer_key, 664),
     M(vp_peft_iface, size, 0),
     M(vp_peft_iface, peft_type, 8),
     M(vp_peft_iface, create, 16),

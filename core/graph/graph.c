@@ -234,6 +234,16 @@ vp_gt *vp_g_const(vp_graph *g, const char *name, int ndim, const int64_t *shape,
     return t;
 }
 
+vp_gt *vp_g_const_i32(vp_graph *g, const char *name, int ndim, const int64_t *shape,
+                      const int32_t *data)
+{
+    /* The int32 bits travel in the float buffer: uploads copy bytes. */
+    vp_gt *t = vp_g_const(g, name, ndim, shape, (const float *)(const void *)data);
+    if (t)
+        t->dtype = VP_I32;
+    return t;
+}
+
 static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
                           const char *name, bool prefix);
 

@@ -53,6 +53,10 @@ vp_gt *vp_g_param(vp_graph *g, const char *name, int ndim, const int64_t *shape,
 vp_gt *vp_g_const(vp_graph *g, const char *name, int ndim, const int64_t *shape,
                   const float *data);
 
+/* The same holding int32 (gather indices known at build time). */
+vp_gt *vp_g_const_i32(vp_graph *g, const char *name, int ndim, const int64_t *shape,
+                      const int32_t *data);
+
 /* ---- ops ----------------------------------------------------------------------
  * Shapes as the kernels in core/ops (ops.h); all return a new tensor. */
 

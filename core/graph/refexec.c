@@ -47,7 +47,10 @@ vp_status vp_graph_ref_create(const vp_graph *g, vp_graph_ref **out)
             vp_graph_ref_destroy(r);
             return vp_error_set(VP_ERR_NOMEM, "out of host memory");
         }
-        if (t->kind == VP_GT_CONST && t->const_data)
+        if (t->kind == VP_GT_CONST && t->const_data && t->dtype == VP_I32)
+            for (size_t k = 0; k < n; k++) /* int values kept as doubles, as inputs' */
+                r->data[i][k] = ((const int32_t *)(const void *)t->const_data)[k];
+        else if (t->kind == VP_GT_CONST && t->const_data)
             for (size_t k = 0; k < n; k++)
                 r->data[i][k] = t->const_data[k];
     }

@@ -52,6 +52,8 @@ struct vp_build {
     peft_inst *pefts;
     uint32_t n_pefts, cap_pefts;
     struct vp_weights *weights;
+    char **buffers;             /* checkpoint keys that are no parameter (buffer_key) */
+    uint32_t n_buffers, cap_buffers;
     char **out_names;
     vp_gt **outs;
     uint32_t n_outs, cap_outs, cap_out_names;
@@ -116,6 +118,9 @@ void vp_build_destroy(vp_build *b)
         free(b->out_names[i]);
     free(b->out_names);
     free(b->outs);
+    for (uint32_t i = 0; i < b->n_buffers; i++)
+        free(b->buffers[i]);
+    free(b->buffers);
     for (struct vp_weights *w = b->weights, *next; w; w = next) {
         next = w->next;
         vp_st_close(w->st);
@@ -546,6 +551,29 @@ vp_gt *vp_build_output_find(const vp_build *b, const char *name)
 }
 
 /* ---- weights -------------------------------------------------------------------- */
+
+vp_status vp_build_buffer_key(vp_build *b, const char *key)
+{
+    if (!key || !*key)
+        return vp_error_set(VP_ERR_INVALID, "%s: buffer_key: no key", b->caller);
+    if (vp_build_is_buffer_key(b, key))
+        return VP_OK;
+    char *copy = dup_str(key);
+    if (!copy || VP_RESERVE(b->buffers, b->cap_buffers, b->n_buffers + 1)) {
+        free(copy);
+        return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    }
+    b->buffers[b->n_buffers++] = copy;
+    return VP_OK;
+}
+
+bool vp_build_is_buffer_key(const vp_build *b, const char *key)
+{
+    for (uint32_t i = 0; i < b->n_buffers; i++)
+        if (!strcmp(b->buffers[i], key))
+            return true;
+    return false;
+}
 
 vp_status vp_build_weights_open(vp_build *b, const char *path, vp_weights **out)
 {

@@ -96,5 +96,8 @@ const char *vp_weights_key(const vp_weights *w, uint32_t i);
 vp_status vp_weights_shape(const vp_weights *w, const char *key, int *ndim,
                            int64_t shape[VP_MAX_DIMS]);
 vp_status vp_build_param_load(vp_build *b, vp_gt *param, const vp_weights *w, const char *key);
+vp_status vp_build_buffer_key(vp_build *b, const char *key);
+/* Whether a plugin declared key a buffer of its checkpoints (buffer_key). */
+bool vp_build_is_buffer_key(const vp_build *b, const char *key);
 
 #endif

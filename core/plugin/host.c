@@ -107,6 +107,11 @@ static const vp_host_api host_api = {
     .silu = vp_g_silu,
     .logit_mask = vp_g_logit_mask,
     .dropout = vp_g_dropout,
+
+    .constant_i32 = vp_g_const_i32,
+    .cfg_load = vp_cfg_load,
+    .cfg_free = vp_cfg_free,
+    .buffer_key = vp_build_buffer_key,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -227,7 +227,24 @@ struct vp_host_api {
      * the mask new at every run; otherwise (evaluation) x itself. */
     vp_gt *(*dropout)(vp_graph *g, vp_gt *x, float p);
 
-    /* ABI 1.1 and later append here. */
+    /* ---- ABI 1.1: int32 constants, JSON files, checkpoint buffers -------------
+     * constant_i32: an int32 constant (gather indices known at build time,
+     * e.g. Swin's relative position index); data is copied.
+     * cfg_load: a JSON file read and parsed into a new config tree (e.g. a
+     * Hugging Face config.json), which the accessors above read and whose
+     * messages name the file and path ("swin/config.json: window_size:
+     * ..."); free it with cfg_free once its strings are no longer used.
+     * buffer_key: a tensor key that the model's own checkpoints hold but
+     * that is no parameter (a buffer the plugin recomputes, such as Swin's
+     * relative_position_index): loading a whole checkpoint strictly
+     * accepts it instead of reporting an unexpected tensor. */
+    vp_gt *(*constant_i32)(vp_graph *g, const char *name, int ndim, const int64_t *shape,
+                           const int32_t *data);
+    vp_status (*cfg_load)(const char *path, vp_config **root);
+    void (*cfg_free)(vp_config *root);
+    vp_status (*buffer_key)(vp_build *b, const char *key);
+
+    /* ABI 1.2 and later append here. */
 };
 
 #ifdef __cplusplus
