@@ -298,6 +298,11 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         return cst;
     }
     root = m->cfg;
+    if ((cst = vp_model_hf_expand(m->cfg))) {
+        vp_cfg_free(m->cfg);
+        free(m);
+        return cst;
+    }
     const vp_config *model = vp_cfg_get(root, "model");
     const void *iface;
     vp_status st = model ? VP_OK : vp_cfg_fail(root, "model", "missing: the backbone and head");
@@ -340,8 +345,12 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         return st;
     }
     m->g = vp_build_take_graph(m->build);
-    const char *weights = NULL;
+    const char *weights = NULL, *hf = NULL;
     if (!o->no_compile)
+        st = vp_cfg_file(model, "hf", &hf);
+    if (!st && hf)
+        st = vp_model_load_hf(m, hf);
+    if (!o->no_compile && !st)
         st = vp_cfg_file(model, "weights", &weights);
     if (!st && weights) {
         uint32_t n = 0;
@@ -388,3 +397,5 @@ vp_gt *vp_model_output(const vp_model *m, const char *name)
             return m->out.outputs[i];
     return vp_build_output_find(m->build, name);
 }
+
+const vp_head_out *vp_model_head_out(const vp_model *m) { return &m->out; }

@@ -103,8 +103,23 @@ vp_status vp_model_merge(const vp_model *m, const char *out, bool unmerge);
  * (what vp_model_merge writes); parameters absent from the file keep their
  * values, shapes must match. n_loaded: how many were found. */
 vp_status vp_model_load_params(vp_model *m, const char *path, uint32_t *n_loaded);
+/* "model": {"hf": DIR}: the backbone and head entries DIR/config.json's
+ * model_type calls for, written into root (a model's own copy; the run's
+ * image, classes, max_targets, top_k and target_stride passed on). No-op
+ * without model.hf. Errors name the file and key. */
+vp_status vp_model_hf_expand(vp_config *root);
+/* The base model's parameters from DIR/model.safetensors (or the shards of
+ * DIR/model.safetensors.index.json), strictly: every parameter present with
+ * its shape, every tensor a parameter or a key a plugin declared
+ * (buffer_key). */
+vp_status vp_model_load_hf(vp_model *m, const char *dir);
 /* An output by name: the head's ("logits"), or one a plugin named with the
  * host's output() ("backbone.last_hidden_state"); NULL when none. */
 vp_gt *vp_model_output(const vp_model *m, const char *name);
+/* The head's outputs as its build() gave them (names and tensors, kept
+ * readable after a run; the loss when training), owned by the model; none
+ * (n_outputs 0) for a backbone-only model. The plugins' named outputs are
+ * vp_build_output_count/at of vp_model_build. */
+const vp_head_out *vp_model_head_out(const vp_model *m);
 
 #endif

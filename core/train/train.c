@@ -62,11 +62,16 @@ static vp_status find_io(const vp_model *m, int64_t batch, io_set *io)
                   *ms = vp_gt_shape(io->masks), *fs = vp_gt_shape(maps[0]);
     io->size = is[2];
     io->T = ls[1];
-    io->hm = fs[1];
-    io->wm = fs[2];
-    if (is[0] != batch || is[2] != is[3] || ms[2] != io->hm * io->wm)
+    /* (B, T, H, W): the head's own target resolution; (B, T, H * W): the
+     * finest feature map's */
+    bool own = vp_gt_ndim(io->masks) == 4;
+    io->hm = own ? ms[2] : fs[1];
+    io->wm = own ? ms[3] : fs[2];
+    if (is[0] != batch || is[2] != is[3] || (!own && ms[2] != io->hm * io->wm) ||
+        io->size % io->hm || io->size % io->wm)
         return vp_error_set(VP_ERR_SHAPE, "the model's inputs do not have the shapes the "
-                            "trainer expects (a square image, masks at the finest feature map)");
+                            "trainer expects (a square image, masks at the finest feature map "
+                            "or (B, T, H, W) at a resolution dividing the image)");
     return VP_OK;
 }
 

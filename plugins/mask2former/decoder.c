@@ -25,10 +25,12 @@
 #include "m2f.h"
 
 #define H m2f_H
+/* HF's transformer module */
+#define TM "model.transformer_module"
 
 static vp_gt *norm(vp_build *b, const char *path, vp_gt *x, int64_t d)
 {
-    char wn[160], bn[160];
+    char wn[224], bn[224];
     snprintf(wn, sizeof wn, "%s.weight", path);
     snprintf(bn, sizeof bn, "%s.bias", path);
     vp_init one = vp_init_ones(), zero = vp_init_zeros();
@@ -43,12 +45,34 @@ static vp_gt *xlinear(vp_build *b, const char *path, vp_gt *x, int64_t out)
     return H->site_linear(b, path, x, out, true, &w, &z);
 }
 
+/* HF's cross-attention is a plain nn.MultiheadAttention: its input
+ * projections are one packed parameter, in_proj_weight (3d, d) and
+ * in_proj_bias (3d), rows q, k, v; only out_proj is a linear site. */
+static vp_gt *mha_packed(const m2f_cfg *c, vp_build *b, const char *path, vp_gt *q, vp_gt *k,
+                         vp_gt *v, vp_gt *mask)
+{
+    vp_graph *g = H->graph(b);
+    char p[224];
+    int64_t d = c->hidden, d3 = 3 * d;
+    vp_init w = vp_init_xavier_uniform(1.0f), z = vp_init_zeros();
+    snprintf(p, sizeof p, "%s.in_proj_weight", path);
+    vp_gt *iw = H->param(b, p, 2, (int64_t[]){d3, d}, &w, true);
+    snprintf(p, sizeof p, "%s.in_proj_bias", path);
+    vp_gt *ib = H->param(b, p, 1, &d3, &z, true);
+    q = H->linear(g, q, H->slice(g, iw, 0, 0, d), H->slice(g, ib, 0, 0, d));
+    k = H->linear(g, k, H->slice(g, iw, 0, d, d), H->slice(g, ib, 0, d, d));
+    v = H->linear(g, v, H->slice(g, iw, 0, 2 * d, d), H->slice(g, ib, 0, 2 * d, d));
+    vp_gt *o = H->attention(g, q, k, v, mask, (int)c->heads);
+    snprintf(p, sizeof p, "%s.out_proj", path);
+    return xlinear(b, p, o, d);
+}
+
 /* nn.MultiheadAttention as three input projections, attention and the
  * output projection. q: (B, Nq, d), k and v: (B, Nk, d) -> (B, Nq, d). */
 static vp_gt *mha(const m2f_cfg *c, vp_build *b, const char *path, vp_gt *q, vp_gt *k, vp_gt *v,
                   vp_gt *mask)
 {
-    char p[160];
+    char p[224];
     int64_t d = c->hidden;
     snprintf(p, sizeof p, "%s.q_proj", path);
     q = xlinear(b, p, q, d);
@@ -88,12 +112,19 @@ static void make_heads(const m2f_cfg *c, vp_build *b, heads *h)
 {
     int64_t d = c->hidden;
     vp_init one = vp_init_ones(), zero = vp_init_zeros();
-    h->nw = H->param(b, "head.predictor.decoder_norm.weight", 1, &d, &one, true);
-    h->nb = H->param(b, "head.predictor.decoder_norm.bias", 1, &d, &zero, true);
-    linear_params(b, "head.predictor.class_embed", d, c->classes + 1, &h->cw, &h->cb);
+    const char *norm = c->hf ? TM ".decoder.layernorm" : "head.predictor.decoder_norm";
+    char n[160];
+    snprintf(n, sizeof n, "%s.weight", norm);
+    h->nw = H->param(b, n, 1, &d, &one, true);
+    snprintf(n, sizeof n, "%s.bias", norm);
+    h->nb = H->param(b, n, 1, &d, &zero, true);
+    linear_params(b, c->hf ? "class_predictor" : "head.predictor.class_embed", d, c->classes + 1,
+                  &h->cw, &h->cb);
     for (int i = 0; i < 3; i++) {
-        char n[64];
-        snprintf(n, sizeof n, "head.predictor.mask_embed.layers.%d", i);
+        if (c->hf)
+            snprintf(n, sizeof n, TM ".decoder.mask_predictor.mask_embedder.%d.0", i);
+        else
+            snprintf(n, sizeof n, "head.predictor.mask_embed.layers.%d", i);
         linear_params(b, n, d, i == 2 ? c->mask_dim : d, &h->mw[i], &h->mb[i]);
     }
 }
@@ -142,9 +173,14 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
 
     /* nn.Embedding's N(0, 1) for the queries and the level embeddings. */
     vp_init n01 = vp_init_normal(0.0f, 1.0f);
-    vp_gt *qfeat = H->param(b, "head.predictor.query_feat.weight", 2, (int64_t[]){Q, d}, &n01, true);
-    vp_gt *qpos = H->param(b, "head.predictor.query_embed.weight", 2, (int64_t[]){Q, d}, &n01, true);
-    vp_gt *lvl = H->param(b, "head.predictor.level_embed.weight", 2, (int64_t[]){L, d}, &n01, true);
+    vp_gt *qfeat = H->param(b, c->hf ? TM ".queries_features.weight"
+                                     : "head.predictor.query_feat.weight",
+                            2, (int64_t[]){Q, d}, &n01, true);
+    vp_gt *qpos = H->param(b, c->hf ? TM ".queries_embedder.weight"
+                                    : "head.predictor.query_embed.weight",
+                           2, (int64_t[]){Q, d}, &n01, true);
+    vp_gt *lvl = H->param(b, c->hf ? TM ".level_embed.weight" : "head.predictor.level_embed.weight",
+                          2, (int64_t[]){L, d}, &n01, true);
 
     /* The queries' state starts as query_feat for every image. */
     size_t nz = (size_t)(B * Q * d);
@@ -167,16 +203,41 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
     make_heads(c, b, &hd);
     out->n = 0;
     out->pred[out->n++] = predict(b, &hd, x, mf);
-    char p[160];
+    char p[96];
     for (int64_t i = 0; i < c->dec_layers; i++) {
         int64_t l = i % L;
         vp_gt *mask = attn_mask(b, out->pred[out->n - 1].masks, hm, wm, px->hw[l][0],
                                 px->hw[l][1]);
         vp_gt *q = H->add(g, x, qpos);
 
+        char m[160];
+        if (c->hf) {
+            /* Mask2FormerMaskedAttentionDecoderLayer.forward_post */
+            snprintf(p, sizeof p, TM ".decoder.layers.%lld", (long long)i);
+            snprintf(m, sizeof m, "%s.cross_attn", p);
+            vp_gt *a = mha_packed(c, b, m, q, key[l], src[l], mask);
+            a = H->site_output(b, m, VP_SITE_ATTN_OUT, a);
+            snprintf(m, sizeof m, "%s.cross_attn_layer_norm", p);
+            x = norm(b, m, H->add(g, x, a), d);
+            snprintf(m, sizeof m, "%s.self_attn", p);
+            q = H->add(g, x, qpos);
+            a = mha(c, b, m, q, q, x, NULL);
+            a = H->site_output(b, m, VP_SITE_ATTN_OUT, a);
+            snprintf(m, sizeof m, "%s.self_attn_layer_norm", p);
+            x = norm(b, m, H->add(g, x, a), d);
+            snprintf(m, sizeof m, "%s.fc1", p);
+            vp_gt *f = H->relu(g, xlinear(b, m, x, c->dec_ffn));
+            snprintf(m, sizeof m, "%s.fc2", p);
+            f = xlinear(b, m, f, d);
+            snprintf(m, sizeof m, "%s.ffn", p);
+            f = H->site_output(b, m, VP_SITE_FFN_OUT, f);
+            snprintf(m, sizeof m, "%s.final_layer_norm", p);
+            x = norm(b, m, H->add(g, x, f), d);
+            out->pred[out->n++] = predict(b, &hd, x, mf);
+            continue;
+        }
         snprintf(p, sizeof p, "head.predictor.transformer_cross_attention_layers.%lld",
                  (long long)i);
-        char m[192];
         snprintf(m, sizeof m, "%s.multihead_attn", p);
         vp_gt *a = mha(c, b, m, q, key[l], src[l], mask);
         a = H->site_output(b, p, VP_SITE_ATTN_OUT, a);

@@ -134,14 +134,59 @@ static vp_gt *ones_col(vp_graph *g, int64_t n)
     return t;
 }
 
+/* HF's point_sample at every target pixel's centre: grid_sample of the
+ * mask logits x (B, Q, hm * wm) with align_corners=False and zero padding,
+ * at the ht x wt centres -> (B, Q, ht * wt). With a zero border around the
+ * logits, F.interpolate's bilinear resize of the padded map by the integer
+ * ratio r reads exactly those points at an offset of r (its source
+ * coordinate (dst + 0.5) / r - 0.5 is the centre's, shifted by the
+ * border), and the outer cells mix with the zeros as grid_sample's do. */
+static vp_gt *at_target_pixels(vp_graph *g, vp_gt *x, int64_t hm, int64_t wm, int64_t ht,
+                               int64_t wt)
+{
+    if (ht == hm && wt == wm) /* the centres are the cells' own */
+        return x;
+    const int64_t *s = H->shape(x);
+    int64_t B = s[0], Q = s[1], rh = ht / hm, rw = wt / wm;
+    static const int to_last[4] = {0, 2, 3, 1}, to_first[4] = {0, 3, 1, 2};
+    vp_gt *m = H->permute(g, H->reshape(g, x, 4, (int64_t[]){B, Q, hm, wm}), to_last);
+    vp_gt *zr = H->find(g, "head.loss.pad_rows"), *zc = H->find(g, "head.loss.pad_cols");
+    if (!zr || !zc) {
+        float *z = calloc((size_t)(B * (hm + 2) * (wm > 1 ? wm : 1) * Q), sizeof *z);
+        if (!z) {
+            H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+            return NULL;
+        }
+        zr = H->constant(g, "head.loss.pad_rows", 4, (int64_t[]){B, 1, wm, Q}, z);
+        zc = H->constant(g, "head.loss.pad_cols", 4, (int64_t[]){B, hm + 2, 1, Q}, z);
+        free(z);
+    }
+    m = H->concat(g, (vp_gt *[]){zr, m, zr}, 3, 1);
+    m = H->concat(g, (vp_gt *[]){zc, m, zc}, 3, 2);
+    m = H->resize_bilinear(g, m, ht + 2 * rh, wt + 2 * rw);
+    m = H->slice(g, H->slice(g, m, 1, rh, ht), 2, rw, wt);   /* (B, ht, wt, Q) */
+    return H->reshape(g, H->permute(g, m, to_first), 3, (int64_t[]){B, Q, ht * wt});
+}
+
 vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm,
-                m2f_owned *own)
+                int64_t ht, int64_t wt, m2f_owned *own)
 {
     vp_graph *g = H->graph(b);
     const int64_t *ls = H->shape(d->pred[0].logits);
-    int64_t B = ls[0], Q = c->queries, T = c->max_targets, C = c->classes, HW = hm * wm;
+    int64_t B = ls[0], Q = c->queries, T = c->max_targets, C = c->classes, HW = ht * wt;
+    if (ht % hm || wt % wm) {
+        H->error(VP_ERR_INVALID, "mask2former: targets of %lldx%lld are not a whole multiple of "
+                 "the %lldx%lld mask logits", (long long)ht, (long long)wt, (long long)hm,
+                 (long long)wm);
+        return NULL;
+    }
     vp_gt *labels = H->input_i32(g, "target.labels", 2, (int64_t[]){B, T});
-    vp_gt *tmask = H->input(g, "target.masks", 3, (int64_t[]){B, T, HW});
+    /* HF's targets are maps of their own resolution; Detectron2-style ones
+     * are flat at the mask features'. */
+    vp_gt *tmask = c->hf ? H->input(g, "target.masks", 4, (int64_t[]){B, T, ht, wt})
+                         : H->input(g, "target.masks", 3, (int64_t[]){B, T, HW});
+    if (tmask && c->hf)
+        tmask = H->reshape(g, tmask, 3, (int64_t[]){B, T, HW});
     vp_gt *inst = H->input(g, "target.instances", 1, (int64_t[]){1});
     if (!labels || !tmask || !inst)
         return NULL;
@@ -176,7 +221,8 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
 
     vp_gt *total = NULL;
     for (uint32_t p = 0; p < d->n; p++) {
-        vp_gt *logits = d->pred[p].logits, *x = d->pred[p].masks; /* (B,Q,C+1), (B,Q,HW) */
+        vp_gt *logits = d->pred[p].logits; /* (B, Q, C + 1) */
+        vp_gt *x = at_target_pixels(g, d->pred[p].masks, hm, wm, ht, wt); /* (B, Q, HW) */
         /* The cost matrices' device part. */
         vp_gt *prob = H->softmax(g, logits);
         vp_gt *P = H->gemm(g, prob, false, onehot, true, NULL);           /* (B, Q, T) */
@@ -198,7 +244,7 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
             H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
             return NULL;
         }
-        *mc = (match_ctx){B, Q, T, C, HW, c->class_weight, c->mask_weight, c->dice_weight,
+        *mc = (match_ctx){B, Q, T, C, HW, c->match_class_weight, c->mask_weight, c->dice_weight,
                           c->no_object_weight, cost, col, tj};
         vp_gt *outs[5];
         char name[64];
@@ -224,9 +270,21 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
         vp_gt *xm = H->gather_rows(g, xe, outs[0]); /* (B*T, HW) */
         vp_gt *bce = H->mul(g, H->bce_logits(g, xm, t2), outs[2]);
         vp_gt *dice = H->mul(g, H->dice(g, xm, t2, 1.0f), outs[3]);
-        vp_gt *l = H->add(g, H->scale(g, ce, (float)c->class_weight),
-                          H->add(g, H->scale(g, bce, (float)c->mask_weight),
-                                 H->scale(g, dice, (float)c->dice_weight)));
+        vp_gt *wce = H->scale(g, ce, (float)c->class_weight);
+        vp_gt *wbce = H->scale(g, bce, (float)c->mask_weight);
+        vp_gt *wdice = H->scale(g, dice, (float)c->dice_weight);
+        vp_gt *l = H->add(g, wce, H->add(g, wbce, wdice));
+        if (c->hf) { /* HF's loss_dict: weighted, "_<i>" for the auxiliary predictions */
+            char sfx[16] = "";
+            if (p + 1 < d->n)
+                snprintf(sfx, sizeof sfx, "_%u", p);
+            snprintf(name, sizeof name, "loss_cross_entropy%s", sfx);
+            H->output(b, name, wce);
+            snprintf(name, sizeof name, "loss_mask%s", sfx);
+            H->output(b, name, wbce);
+            snprintf(name, sizeof name, "loss_dice%s", sfx);
+            H->output(b, name, wdice);
+        }
         total = total ? H->add(g, total, l) : l;
         if (p + 1 == d->n) { /* the last layer's terms, for progress lines */
             H->output(b, "loss.class", ce);

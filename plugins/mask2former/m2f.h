@@ -52,6 +52,15 @@ typedef struct m2f_cfg {
     int64_t max_targets;      /* T: instances per image a batch may hold */
     double no_object_weight;  /* cross-entropy weight of the no-object class */
     double class_weight, mask_weight, dice_weight; /* loss and matching-cost weights */
+    double match_class_weight; /* the matcher's class cost (Detectron2: class_weight; HF: 1) */
+    /* Hugging Face's Mask2FormerForUniversalSegmentation ("hf" in the config):
+     * its parameter names and module paths, GroupNorm(32) projections, the
+     * stride-4 FPN level (adapter_1, layer_1) making the mask features,
+     * packed cross-attention input projections, masks compared with the
+     * targets at the targets' resolution (pixel centres, zero padding). */
+    bool hf;
+    int64_t target_stride;    /* hf: image pixels per target mask cell */
+    int64_t num_labels;       /* hf: the checkpoint's classes (classes may differ) */
 } m2f_cfg;
 
 /* ---- pixel.c ---------------------------------------------------------------- */
@@ -64,13 +73,20 @@ typedef struct m2f_pixel_out {
     vp_gt *memory[VP_MAX_LEVELS];
     vp_gt *pos[VP_MAX_LEVELS];
     int64_t hw[VP_MAX_LEVELS][2];        /* (H_l, W_l) */
-    vp_gt *mask_features;                /* (B, Hm, Wm, mask_dim), the finest level's size */
+    vp_gt *mask_features;                /* (B, Hm, Wm, mask_dim): the finest level's size,
+                                          * or (hf) the stride-4 FPN level's */
+    int32_t mask_stride;                 /* image pixels per mask-feature cell */
 } m2f_pixel_out;
 
 /* DETR's PositionEmbeddingSine(d / 2, temperature 10000, normalize=True,
  * scale 2 pi) for an h x w map: (h * w, d) as floats, row-major positions;
  * the first d/2 channels encode y, the rest x. data holds h * w * d. */
 void m2f_sine_pos(int64_t h, int64_t w, int64_t d, float *data);
+
+/* Reads a Hugging Face Mask2Former config.json (path: the file or its
+ * directory) into c; "classes" of the head's entry, when given, overrides
+ * num_labels. Errors name the file and key. */
+vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c);
 
 /* The pixel decoder over the backbone's levels f (finest first, as
  * vp_features gives them); uses the cfg->levels coarsest of them. Errors
@@ -99,9 +115,11 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px,
 
 /* The training loss over every prediction (deep supervision), against the
  * graph inputs "target.labels" (B, T) int32 (class ids, -1 for no
- * instance) and "target.masks" (B, T, Hm * Wm) float (1 inside), which it
- * creates. Returns the (1) loss. */
+ * instance) and "target.masks" (1 inside), which it creates: (B, T, hm *
+ * wm) at the mask logits' resolution, or (hf) (B, T, ht, wt), a whole
+ * multiple of it, where the logits are read at the target pixels' centres
+ * as HF's point_sample does. Returns the (1) loss. */
 vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm,
-                m2f_owned *own);
+                int64_t ht, int64_t wt, m2f_owned *own);
 
 #endif

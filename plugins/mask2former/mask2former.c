@@ -15,6 +15,7 @@
  * (> 0: inside), K = min(top_k, Q * C).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,6 +170,35 @@ typedef struct field {
 
 #define F(k, d, lo, hi, member) {k, d, lo, hi, offsetof(m2f_cfg, member)}
 
+/* The head's own fields beside "hf", whose architecture the checkpoint
+ * gives. */
+static vp_status m2f_create_hf(const vp_config *cfg, m2f *m)
+{
+    static const char *const known[] = {"plugin", "hf", "classes", "max_targets", "top_k",
+                                        "target_stride"};
+    vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
+    const char *path = NULL;
+    if (!st)
+        st = H->cfg_file(cfg, "hf", &path);
+    if (!st)
+        st = m2f_hf_config(cfg, path, &m->cfg);
+    if (!st)
+        st = H->cfg_int(cfg, "max_targets", 50, &m->cfg.max_targets);
+    if (!st && (m->cfg.max_targets < 1 || m->cfg.max_targets > 10000))
+        st = H->cfg_fail(cfg, "max_targets", "%lld is out of range (1 to 10000)",
+                         (long long)m->cfg.max_targets);
+    if (!st)
+        st = H->cfg_int(cfg, "target_stride", 1, &m->cfg.target_stride);
+    if (!st && (m->cfg.target_stride < 1 || m->cfg.target_stride > 64))
+        st = H->cfg_fail(cfg, "target_stride", "%lld is out of range (1 to 64)",
+                         (long long)m->cfg.target_stride);
+    if (!st)
+        st = H->cfg_int(cfg, "top_k", 100, &m->top_k);
+    if (!st && m->top_k < 1)
+        st = H->cfg_fail(cfg, "top_k", "must be at least 1, got %lld", (long long)m->top_k);
+    return st;
+}
+
 static vp_status m2f_create(const vp_config *cfg, void **self)
 {
     static const field ints[] = {
@@ -189,7 +219,7 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
                                         "encoder_layers", "decoder_layers", "levels", "points",
                                         "encoder_ffn", "decoder_ffn", "mask_dim", "max_targets",
                                         "no_object_weight", "class_weight", "mask_weight",
-                                        "dice_weight", "top_k"};
+                                        "dice_weight", "top_k", "hf"};
     vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
     if (st)
         return st;
@@ -197,6 +227,14 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
     if (!m)
         return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
     m2f_cfg *c = &m->cfg;
+    if (H->cfg_type(cfg, "hf") != VP_CFG_ABSENT) {
+        if ((st = m2f_create_hf(cfg, m))) {
+            m2f_destroy(m);
+            return st;
+        }
+        *self = m;
+        return VP_OK;
+    }
     for (size_t i = 0; !st && i < sizeof ints / sizeof ints[0]; i++) {
         int64_t v;
         st = H->cfg_int(cfg, ints[i].key, ints[i].def, &v);
@@ -225,6 +263,7 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
         if (!st)
             *(double *)((char *)c + reals[i].off) = v;
     }
+    c->match_class_weight = c->class_weight;
     if (!st)
         st = H->cfg_int(cfg, "top_k", 100, &m->top_k);
     if (!st && m->top_k < 1)
@@ -264,13 +303,46 @@ static vp_status m2f_build(void *self, vp_build *b, const vp_features *f, bool t
     out->outputs[1] = H->reshape(g, last.masks, 4, (int64_t[]){B, c->queries, hm, wm});
     out->names[1] = "pred_masks";
     out->n_outputs = 2;
+    if (c->hf) {
+        /* HF's output names (Mask2FormerForUniversalSegmentationOutput), and
+         * the checkpoint keys that are no parameter here. */
+        H->output(b, "class_queries_logits", out->outputs[0]);
+        H->output(b, "masks_queries_logits", out->outputs[1]);
+        char name[96];
+        for (uint32_t p = 0; p + 1 < d.n; p++) {
+            snprintf(name, sizeof name, "auxiliary_logits.%u.class_queries_logits", p);
+            H->output(b, name, d.pred[p].logits);
+            snprintf(name, sizeof name, "auxiliary_logits.%u.masks_queries_logits", p);
+            H->output(b, name, H->reshape(g, d.pred[p].masks, 4,
+                                          (int64_t[]){B, c->queries, hm, wm}));
+        }
+        if ((st = H->buffer_key(b, "criterion.empty_weight")))
+            return st;
+        if (c->classes != c->num_labels) {
+            H->log(VP_LOG_INFO, "mask2former: the checkpoint has %lld classes, the run %lld: "
+                   "class_predictor starts from random values (as HF's "
+                   "ignore_mismatched_sizes)", (long long)c->num_labels, (long long)c->classes);
+            if ((st = H->buffer_key(b, "class_predictor.weight")) ||
+                (st = H->buffer_key(b, "class_predictor.bias")))
+                return st;
+        }
+    }
     if (train) {
-        out->loss = m2f_loss(c, b, &d, hm, wm, &m->own);
+        int64_t ht = hm, wt = wm;
+        if (c->hf) {
+            int64_t ih = hm * px.mask_stride, iw = wm * px.mask_stride;
+            if (ih % c->target_stride || iw % c->target_stride)
+                return H->error(VP_ERR_INVALID, "mask2former: target_stride %lld does not "
+                                "divide the %lldx%lld image", (long long)c->target_stride,
+                                (long long)ih, (long long)iw);
+            ht = ih / c->target_stride;
+            wt = iw / c->target_stride;
+        }
+        out->loss = m2f_loss(c, b, &d, hm, wm, ht, wt, &m->own);
         return H->graph_status(g);
     }
-    /* The finest level the pixel decoder used gives the mask features:
-     * their stride scales them to the image. */
-    int32_t stride = f->stride[f->n - (uint32_t)c->levels];
+    /* The mask features' stride scales them to the image. */
+    int32_t stride = px.mask_stride;
     return instances(m, b, last, hm, wm, hm * stride, wm * stride, out);
 }
 

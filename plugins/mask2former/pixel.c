@@ -51,10 +51,13 @@
 
 #include "m2f.h"
 
-#define PX "head.pixel_decoder"
+/* The pixel decoder's module path: Detectron2's under "head.", or HF's. */
+#define PX_D2 "head.pixel_decoder"
+#define PX_HF "model.pixel_level_module.decoder"
+#define PX (c->hf ? PX_HF : PX_D2)
 /* Name buffers; a module path is at most PX_MOD long, a name under it fits. */
-#define PX_MOD 96
-#define PX_NAME 160
+#define PX_MOD 128
+#define PX_NAME 192
 
 /* Deformable DETR and Mask2Former use nn.LayerNorm's default. */
 #define PX_LN_EPS 1e-5f
@@ -96,6 +99,102 @@ static vp_gt *px_norm(vp_build *b, const char *name, vp_gt *x, int64_t C)
     return H->layernorm(H->graph(b), x, w, bias, PX_LN_EPS);
 }
 
+/* nn.GroupNorm(G, C) as <name>.weight and .bias on a channels-last map x
+ * (B, H, W, C): each image's group of C / G channels over the whole map
+ * normalized together (biased variance, eps 1e-5), through a permute that
+ * makes every group one row of a layernorm, then the per-channel affine. */
+static vp_gt *px_groupnorm(vp_build *b, const char *name, vp_gt *x, int64_t G)
+{
+    const vp_host_api *H = m2f_H;
+    vp_graph *g = H->graph(b);
+    if (!x)
+        return NULL;
+    const int64_t *s = H->shape(x);
+    int64_t B = s[0], hw = s[1] * s[2], C = s[3], cg = C / G;
+    static const int swap[4] = {0, 2, 1, 3};
+    vp_gt *v = H->permute(g, H->reshape(g, x, 4, (int64_t[]){B, hw, G, cg}), swap);
+    v = H->layernorm(g, H->reshape(g, v, 3, (int64_t[]){B, G, hw * cg}), NULL, NULL, PX_LN_EPS);
+    v = H->permute(g, H->reshape(g, v, 4, (int64_t[]){B, G, hw, cg}), swap);
+    v = H->reshape(g, v, 4, (int64_t[]){B, s[1], s[2], C});
+    char wn[PX_NAME + 16], bn[PX_NAME + 16];
+    snprintf(wn, sizeof wn, "%s.weight", name);
+    snprintf(bn, sizeof bn, "%s.bias", name);
+    vp_init one = vp_init_ones(), zero = vp_init_zeros();
+    return H->add(g, H->mul(g, v, H->param(b, wn, 1, &C, &one, true)),
+                  H->param(b, bn, 1, &C, &zero, true));
+}
+
+/* nn.Conv2d(C, out, 1) on a channels-last map: a linear layer whose weight
+ * keeps PyTorch's (out, C, 1, 1) shape (HF's checkpoints hold it so). Not a
+ * PEFT site. x: (B, H, W, C) -> (B, H, W, out) */
+static vp_gt *px_conv1x1(vp_build *b, const char *name, vp_gt *x, int64_t out, bool bias)
+{
+    const vp_host_api *H = m2f_H;
+    vp_graph *g = H->graph(b);
+    if (!x)
+        return NULL;
+    int64_t C = H->shape(x)[3];
+    char n[PX_NAME + 16];
+    vp_init xavier = vp_init_xavier_uniform(1.0f), zero = vp_init_zeros();
+    snprintf(n, sizeof n, "%s.weight", name);
+    vp_gt *w = H->param(b, n, 4, (int64_t[]){out, C, 1, 1}, &xavier, true);
+    vp_gt *bb = NULL;
+    if (bias) {
+        snprintf(n, sizeof n, "%s.bias", name);
+        bb = H->param(b, n, 1, &out, &zero, true);
+    }
+    return H->linear(g, x, H->reshape(g, w, 2, (int64_t[]){out, C}), bb);
+}
+
+/* nn.Conv2d(C, out, 3, padding=1, bias=False) on a channels-last map: the
+ * zero-padded map's nine shifted windows side by side along channels
+ * (ky, kx, c), times the weight (out, C, 3, 3) reordered to (out, ky, kx,
+ * C). x: (B, H, W, C) -> (B, H, W, out) */
+static vp_gt *px_conv3x3(vp_build *b, const char *name, vp_gt *x, int64_t out)
+{
+    const vp_host_api *H = m2f_H;
+    vp_graph *g = H->graph(b);
+    if (!x)
+        return NULL;
+    const int64_t *s = H->shape(x);
+    int64_t B = s[0], h = s[1], w = s[2], C = s[3];
+    size_t nz = (size_t)(B * (h + 2) * C);
+    float *zeros = calloc(nz, sizeof *zeros);
+    if (!zeros) {
+        H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+        return NULL;
+    }
+    char n[PX_NAME + 16];
+    snprintf(n, sizeof n, "%s.pad_rows", name);
+    vp_gt *zr = H->constant(g, n, 4, (int64_t[]){B, 1, w, C}, zeros);
+    snprintf(n, sizeof n, "%s.pad_cols", name);
+    vp_gt *zc = H->constant(g, n, 4, (int64_t[]){B, h + 2, 1, C}, zeros);
+    free(zeros);
+    vp_gt *p = H->concat(g, (vp_gt *[]){zr, x, zr}, 3, 1);
+    p = H->concat(g, (vp_gt *[]){zc, p, zc}, 3, 2);          /* (B, h + 2, w + 2, C) */
+    vp_gt *win[9];
+    for (int ky = 0; ky < 3; ky++) {
+        vp_gt *r = H->slice(g, p, 1, ky, h);
+        for (int kx = 0; kx < 3; kx++)
+            win[ky * 3 + kx] = H->slice(g, r, 2, kx, w);
+    }
+    vp_gt *cols = H->concat(g, (vp_gt *[]){H->concat(g, win, 8, 3), win[8]}, 2, 3);
+    vp_init xavier = vp_init_xavier_uniform(1.0f);
+    snprintf(n, sizeof n, "%s.weight", name);
+    vp_gt *wt = H->param(b, n, 4, (int64_t[]){out, C, 3, 3}, &xavier, true);
+    static const int kc[3] = {0, 2, 1};
+    wt = H->permute(g, H->reshape(g, wt, 3, (int64_t[]){out, C, 9}), kc);
+    return H->linear(g, cols, H->reshape(g, wt, 2, (int64_t[]){out, 9 * C}), NULL);
+}
+
+/* A channels-last map (B, H, W, C) as PyTorch's NCHW, for outputs under
+ * HF's names. */
+static vp_gt *px_nchw(vp_graph *g, vp_gt *x)
+{
+    static const int to_nchw[4] = {0, 3, 1, 2};
+    return m2f_H->permute(g, x, to_nchw);
+}
+
 /* Which cfg values the pixel decoder cannot build, as a message. */
 static vp_status px_check(const m2f_cfg *c, const vp_features *f)
 {
@@ -108,6 +207,12 @@ static vp_status px_check(const m2f_cfg *c, const vp_features *f)
                         "mask2former: levels is %lld, but the backbone gives %u levels (and "
                         "deformable attention takes at most %d)",
                         (long long)c->levels, f->n, VP_MSDEFORM_MAX_LEVELS);
+    if (c->hf && ((int64_t)f->n < c->levels + 1 || f->stride[f->n - (uint32_t)c->levels] !=
+                                                       2 * f->stride[f->n - 1 - (uint32_t)c->levels]))
+        return H->error(VP_ERR_INVALID,
+                        "mask2former: the Hugging Face head needs %lld feature levels and, below "
+                        "them, one of half their finest stride (the FPN level); the backbone "
+                        "gives %u", (long long)c->levels, f->n);
     if (c->hidden < 2 || c->hidden % 2 || c->heads < 1 || c->hidden % c->heads)
         return H->error(VP_ERR_INVALID,
                         "mask2former: hidden (%lld) must be even and a multiple of heads (%lld)",
@@ -151,8 +256,8 @@ static vp_status px_locations(vp_graph *g, const vp_msdeform_levels *lv, int64_t
                 row[j] = x, row[j + 1] = y;
         }
     }
-    *ref = H->constant(g, PX ".reference_points", 3, (int64_t[]){S, NH, LP2}, r);
-    *inv_wh = H->constant(g, PX ".offset_normalizer", 1, &LP2, n);
+    *ref = H->constant(g, PX_D2 ".reference_points", 3, (int64_t[]){S, NH, LP2}, r);
+    *inv_wh = H->constant(g, PX_D2 ".offset_normalizer", 1, &LP2, n);
     free(r);
     free(n);
     return H->graph_status(g);
@@ -192,7 +297,7 @@ static vp_gt *px_layer(const m2f_cfg *c, vp_build *b, int i, vp_gt *src, vp_gt *
     vp_init xavier = vp_init_xavier_uniform(1.0f), zero = vp_init_zeros();
     vp_init offset_bias = vp_init_data(grid);
     char mod[PX_MOD], name[PX_NAME];
-    snprintf(mod, sizeof mod, PX ".encoder.layers.%d.self_attn", i);
+    snprintf(mod, sizeof mod, "%s.encoder.layers.%d.self_attn", PX, i);
     if (H->site_module(b, mod, VP_SITE_DEFORM))
         return NULL;
 
@@ -213,18 +318,20 @@ static vp_gt *px_layer(const m2f_cfg *c, vp_build *b, int i, vp_gt *src, vp_gt *
     snprintf(name, sizeof name, "%s.output_proj", mod);
     a = H->site_linear(b, name, a, d, true, &xavier, &zero);
     a = H->site_output(b, mod, VP_SITE_ATTN_OUT, a);
-    snprintf(name, sizeof name, PX ".encoder.layers.%d.norm1", i);
+    snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i,
+             c->hf ? "self_attn_layer_norm" : "norm1");
     src = px_norm(b, name, H->add(g, src, a), d);
 
     /* FFN; its biases keep nn.Linear's default (Mask2Former resets only
      * the matrices). */
-    snprintf(name, sizeof name, PX ".encoder.layers.%d.linear1", i);
+    snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i, c->hf ? "fc1" : "linear1");
     vp_gt *h = H->relu(g, H->site_linear(b, name, src, c->enc_ffn, true, &xavier, NULL));
-    snprintf(name, sizeof name, PX ".encoder.layers.%d.linear2", i);
+    snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i, c->hf ? "fc2" : "linear2");
     h = H->site_linear(b, name, h, d, true, &xavier, NULL);
-    snprintf(name, sizeof name, PX ".encoder.layers.%d.ffn", i);
+    snprintf(name, sizeof name, "%s.encoder.layers.%d.ffn", PX, i);
     h = H->site_output(b, name, VP_SITE_FFN_OUT, h);
-    snprintf(name, sizeof name, PX ".encoder.layers.%d.norm2", i);
+    snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i,
+             c->hf ? "final_layer_norm" : "norm2");
     return px_norm(b, name, H->add(g, src, h), d);
 }
 
@@ -239,15 +346,17 @@ vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
         return st;
     const int64_t L = c->levels, d = c->hidden, NH = c->heads, P = c->points;
     vp_init xavier = vp_init_xavier_uniform(1.0f), zero = vp_init_zeros();
-    vp_init unit = vp_init_normal(0.0f, 1.0f);
-    vp_gt *level_embed = H->param(b, PX ".level_embed", 2, (int64_t[]){L, d}, &unit, true);
+    /* HF's _init_weights sets the level embedding to normal(std=0). */
+    vp_init unit = c->hf ? vp_init_zeros() : vp_init_normal(0.0f, 1.0f);
+    char name[PX_NAME];
+    snprintf(name, sizeof name, "%s.level_embed", PX);
+    vp_gt *level_embed = H->param(b, name, 2, (int64_t[]){L, d}, &unit, true);
 
     /* Per level, coarsest first: src_l (B, H_l W_l, d) and its query
      * position (H_l W_l, d). */
     vp_gt *srcs[VP_MAX_LEVELS], *qpos[VP_MAX_LEVELS];
     vp_msdeform_levels lv = {.n = (int)L};
     int64_t B = 0, S = 0;
-    char name[PX_NAME];
     for (int64_t l = 0; l < L; l++) {
         vp_gt *x = f->map[f->n - 1 - l];
         if (!x)
@@ -265,16 +374,23 @@ vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
         out->hw[l][0] = hl, out->hw[l][1] = wl;
         S += hl * wl;
 
-        snprintf(name, sizeof name, PX ".input_proj.%lld", (long long)l);
-        vp_gt *y = H->site_linear(b, name, x, d, true, &xavier, &zero); /* (B, H, W, d) */
-        snprintf(name, sizeof name, PX ".input_proj.%lld.norm", (long long)l);
-        srcs[l] = H->reshape(g, px_norm(b, name, y, d), 3, (int64_t[]){B, hl * wl, d});
+        if (c->hf) { /* Conv2d 1x1 + GroupNorm(32) */
+            snprintf(name, sizeof name, "%s.input_projections.%lld.0", PX, (long long)l);
+            vp_gt *y = px_conv1x1(b, name, x, d, true);
+            snprintf(name, sizeof name, "%s.input_projections.%lld.1", PX, (long long)l);
+            srcs[l] = H->reshape(g, px_groupnorm(b, name, y, 32), 3, (int64_t[]){B, hl * wl, d});
+        } else {
+            snprintf(name, sizeof name, "%s.input_proj.%lld", PX, (long long)l);
+            vp_gt *y = H->site_linear(b, name, x, d, true, &xavier, &zero); /* (B, H, W, d) */
+            snprintf(name, sizeof name, "%s.input_proj.%lld.norm", PX, (long long)l);
+            srcs[l] = H->reshape(g, px_norm(b, name, y, d), 3, (int64_t[]){B, hl * wl, d});
+        }
 
         float *sine = malloc((size_t)(hl * wl * d) * sizeof *sine);
         if (!sine)
             return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
         m2f_sine_pos(hl, wl, d, sine);
-        snprintf(name, sizeof name, PX ".pos.%lld", (long long)l);
+        snprintf(name, sizeof name, PX_D2 ".pos.%lld", (long long)l);
         out->pos[l] = H->constant(g, name, 2, (int64_t[]){hl * wl, d}, sine);
         free(sine);
         vp_gt *row = H->reshape(g, H->slice(g, level_embed, 0, l, 1), 1, &d);
@@ -301,12 +417,44 @@ vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
     for (int64_t l = 0; l < L; l++)
         out->memory[l] = H->slice(g, src, 1, lv.start[l], lv.shape[l][0] * lv.shape[l][1]);
 
+    int64_t hm = out->hw[L - 1][0], wm = out->hw[L - 1][1];
+    if (c->hf) {
+        /* The FPN level (Mask2FormerPixelDecoder.forward): the backbone's
+         * level below the encoder's finest through adapter_1, plus the
+         * finest encoder output upsampled to it, through layer_1; the mask
+         * features are its mask_projection. multi_scale_features are the
+         * encoder's outputs, coarsest first. */
+        for (int64_t l = 0; l < L; l++) {
+            vp_gt *m = H->reshape(g, out->memory[l], 4,
+                                  (int64_t[]){B, out->hw[l][0], out->hw[l][1], d});
+            snprintf(name, sizeof name, "pixel_decoder_hidden_states.%lld", (long long)l);
+            H->output(b, name, px_nchw(g, m));
+        }
+        uint32_t fl = f->n - 1 - (uint32_t)L;
+        vp_gt *x4 = f->map[fl];
+        int64_t h4 = H->shape(x4)[1], w4 = H->shape(x4)[2];
+        snprintf(name, sizeof name, "%s.adapter_1.0", PX);
+        vp_gt *lat = px_conv1x1(b, name, x4, d, false);
+        snprintf(name, sizeof name, "%s.adapter_1.1", PX);
+        lat = px_groupnorm(b, name, lat, 32);
+        vp_gt *fine = H->reshape(g, out->memory[L - 1], 4, (int64_t[]){B, hm, wm, d});
+        vp_gt *y = H->add(g, lat, H->resize_bilinear(g, fine, h4, w4));
+        snprintf(name, sizeof name, "%s.layer_1.0", PX);
+        y = px_conv3x3(b, name, y, d);
+        snprintf(name, sizeof name, "%s.layer_1.1", PX);
+        y = H->relu(g, px_groupnorm(b, name, y, 32));
+        snprintf(name, sizeof name, "%s.mask_projection", PX);
+        out->mask_features = px_conv1x1(b, name, y, c->mask_dim, true);
+        out->mask_stride = f->stride[fl];
+        H->output(b, "pixel_decoder_last_hidden_state", px_nchw(g, out->mask_features));
+        return H->graph_status(g);
+    }
     /* Detectron2's c2_xavier_fill: kaiming_uniform(a = 1), i.e.
      * U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), zero bias. */
     vp_init c2 = vp_init_kaiming_uniform(1.0f);
-    int64_t hm = out->hw[L - 1][0], wm = out->hw[L - 1][1];
-    vp_gt *mf = H->site_linear(b, PX ".mask_features", out->memory[L - 1], c->mask_dim, true,
-                               &c2, &zero);
+    snprintf(name, sizeof name, "%s.mask_features", PX);
+    vp_gt *mf = H->site_linear(b, name, out->memory[L - 1], c->mask_dim, true, &c2, &zero);
     out->mask_features = H->reshape(g, mf, 4, (int64_t[]){B, hm, wm, c->mask_dim});
+    out->mask_stride = f->stride[f->n - (uint32_t)L];
     return H->graph_status(g);
 }
