@@ -15,6 +15,7 @@ int vp_cli_plugins(int argc, char **argv);
 int vp_cli_plugin_test(int argc, char **argv);
 int vp_cli_info(int argc, char **argv);
 int vp_cli_embed(int argc, char **argv);
+int vp_cli_forward(int argc, char **argv);
 int vp_cli_merge(int argc, char **argv);
 int vp_cli_eval(int argc, char **argv);
 int vp_cli_make_shapes(int argc, char **argv);

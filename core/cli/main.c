@@ -24,6 +24,7 @@ static const struct {
     {"plugins", vp_cli_plugins, "list the plugins on the search path, or check a plugin file"},
     {"info", vp_cli_info, "a config's model: modules, parameter counts, the trainable set, sites"},
     {"embed", vp_cli_embed, "run a config's backbone on one image and save its outputs"},
+    {"forward", vp_cli_forward, "run a config's model on a batch; save outputs, loss, gradients"},
     {"merge", vp_cli_merge, "fold saved PEFT methods into the base weights"},
     {"make-shapes", vp_cli_make_shapes, "write a synthetic shapes dataset (COCO format), domain A or B"},
     {"plugin-test", vp_cli_plugin_test, "check PEFT plugins on a small built-in model: gradients, training"},
