@@ -7,9 +7,10 @@
  *
  * HF hard-codes three feature levels and four sampling points
  * (Mask2FormerPixelDecoder, Mask2FormerPixelDecoderEncoderLayer), builds
- * decoder_layers - 1 decoder layers (Mask2FormerMaskedAttentionDecoder),
- * and its matcher weighs the class cost 1 whatever class_weight says
- * (Mask2FormerLoss.__init__).
+ * and decoder_layers - 1 decoder layers (Mask2FormerMaskedAttentionDecoder).
+ * Its matcher weighs the class cost by class_weight, as Detectron2's does
+ * (transformers v4.57.6, the version the test data comes from; some later
+ * revisions of the file pass cost_class=1.0 instead).
  */
 #include <stdio.h>
 #include <string.h>
@@ -121,7 +122,7 @@ vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c)
         c->dec_layers = decoder_layers - 1;
         c->levels = 3;
         c->points = 4;
-        c->match_class_weight = 1.0;
+        c->match_class_weight = c->class_weight;
         c->hf = true;
         int64_t classes;
         st = H->cfg_int(entry, "classes", c->num_labels, &classes);

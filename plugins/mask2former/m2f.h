@@ -52,7 +52,7 @@ typedef struct m2f_cfg {
     int64_t max_targets;      /* T: instances per image a batch may hold */
     double no_object_weight;  /* cross-entropy weight of the no-object class */
     double class_weight, mask_weight, dice_weight; /* loss and matching-cost weights */
-    double match_class_weight; /* the matcher's class cost (Detectron2: class_weight; HF: 1) */
+    double match_class_weight; /* the matcher's class cost weight (class_weight) */
     /* Hugging Face's Mask2FormerForUniversalSegmentation ("hf" in the config):
      * its parameter names and module paths, GroupNorm(32) projections, the
      * stride-4 FPN level (adapter_1, layer_1) making the mask features,

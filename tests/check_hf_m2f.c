@@ -1,0 +1,330 @@
+/*
+ * Hugging Face Mask2Former checkpoints loaded as they are ("model": {"hf":
+ * DIR}): the swin backbone and the mask2former head's HF variant against
+ * tests/data/hf-mask2former, a tiny Swin + Mask2Former that HF
+ * transformers' own modeling code ran (its NOTES.md): every output, the
+ * all-pixels loss with its weighted components, and the gradient of every
+ * parameter; the parameter counts of HF's models; strict loading (missing,
+ * extra and mis-shaped tensors, a sharded checkpoint, a re-initialized
+ * class predictor); and the errors of a directory that is not a checkpoint.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "graph/graph.h"
+#include "harness.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "util/error.h"
+
+static char data[4096];
+
+static void set_data(void)
+{
+    const char *src = getenv("VPEFT_SRCDIR");
+    snprintf(data, sizeof data, "%s/tests/data/hf-mask2former", src ? src : "..");
+}
+
+/* A checkpoint directory: config.json and model.safetensors linked to the
+ * shared files (or weights given). dir receives its path. */
+static void make_ckpt(char *dir, size_t n, const char *weights)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, n, "%s/hfckpt.XXXXXX", tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(vt_sh("ln -s '%s/shared_config.json' '%s/config.json'", data, dir), 0);
+    if (weights)
+        ck_assert_int_eq(vt_sh("ln -s '%s' '%s/model.safetensors'", weights, dir), 0);
+}
+
+static vp_status model_from(int dev, const char *json, bool train, vp_model **m)
+{
+    vp_config *c;
+    vt_ok(vp_cfg_parse(json, strlen(json), "run.json", &c));
+    vp_status st = vp_model_create(vt_device((uint32_t)dev), c,
+                                   &(vp_model_opts){.batch = 2, .train = train}, m);
+    vp_cfg_free(c);
+    return st;
+}
+
+static float *read_st(const vp_st *f, const char *key, size_t *n)
+{
+    const vp_st_tensor *t = vp_st_find(f, key);
+    ck_assert_msg(t != NULL, "reference has no %s", key);
+    size_t k = 1;
+    for (int i = 0; i < t->ndim; i++)
+        k *= (size_t)t->shape[i];
+    float *x = malloc(k * sizeof *x);
+    vt_ok(vp_st_read_f32(f, key, x, k));
+    *n = k;
+    return x;
+}
+
+/* max |got - want| / max |want| */
+static double rel_err(const float *got, const float *want, size_t n)
+{
+    double e = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        e = fmax(e, fabs((double)got[i] - want[i]));
+        m = fmax(m, fabs((double)want[i]));
+    }
+    return e / (m > 0 ? m : 1);
+}
+
+/* Output name against the reference's tensor of the same name. */
+static double check_output(vp_model *m, const vp_st *ref, const char *name, double tol)
+{
+    vp_gt *t = vp_model_output(m, name);
+    ck_assert_msg(t != NULL, "the model has no output %s", name);
+    size_t n;
+    float *want = read_st(ref, name, &n);
+    ck_assert_int_eq((size_t)vp_gt_nelem(t), n);
+    float *got = malloc(n * sizeof *got);
+    vt_ok(vp_graph_read(vp_model_graph(m), t, got, n * sizeof *got));
+    double e = rel_err(got, want, n);
+    printf("note: %-44s %.2e\n", name, e);
+    ck_assert_msg(e <= tol, "%s: relative error %.3g > %.3g", name, e, tol);
+    free(got);
+    free(want);
+    return e;
+}
+
+static void write_pixels(vp_model *m, const vp_st *io)
+{
+    size_t n;
+    float *px = read_st(io, "pixel_values", &n);
+    vt_ok(vp_graph_write(vp_model_graph(m), vp_model_image(m), px, n * sizeof *px));
+    free(px);
+}
+
+/* Every output of HF's forward pass (eval mode) within 1e-4 of the largest
+ * magnitude. */
+START_TEST(test_forward)
+{
+    set_data();
+    char dir[4200], json[8600], w[4200];
+    snprintf(w, sizeof w, "%s/shared_weights.safetensors", data);
+    make_ckpt(dir, sizeof dir, w);
+    snprintf(json, sizeof json, "{\"model\": {\"hf\": \"%s\"}}", dir);
+    vp_model *m;
+    vt_ok(model_from(_i, json, false, &m));
+    char path[4300];
+    snprintf(path, sizeof path, "%s/shared_io.safetensors", data);
+    vp_st *io;
+    vt_ok(vp_st_open(path, &io));
+    write_pixels(m, io);
+    vt_ok(vp_graph_run(vp_model_graph(m)));
+    static const char *const names[] = {
+        "encoder_hidden_states.0", "encoder_hidden_states.1", "encoder_hidden_states.2",
+        "encoder_hidden_states.3", "pixel_decoder_hidden_states.0",
+        "pixel_decoder_hidden_states.1", "pixel_decoder_hidden_states.2",
+        "pixel_decoder_last_hidden_state", "auxiliary_logits.0.class_queries_logits",
+        "auxiliary_logits.0.masks_queries_logits", "auxiliary_logits.1.class_queries_logits",
+        "auxiliary_logits.1.masks_queries_logits", "class_queries_logits",
+        "masks_queries_logits"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        check_output(m, io, names[i], 1e-4);
+    vp_st_close(io);
+    vp_model_destroy(m);
+    vt_rm_rf(dir);
+}
+END_TEST
+
+/* The all-pixels training loss (HF's loss with every target pixel a
+ * point), its weighted components, and every parameter's gradient. */
+START_TEST(test_loss_and_grads)
+{
+    set_data();
+    char dir[4200], json[8600], w[4200];
+    snprintf(w, sizeof w, "%s/shared_weights.safetensors", data);
+    make_ckpt(dir, sizeof dir, w);
+    snprintf(json, sizeof json, "{\"model\": {\"hf\": \"%s\", \"max_targets\": 3}}", dir);
+    vp_model *m;
+    vt_ok(model_from(_i, json, true, &m));
+    vp_graph *g = vp_model_graph(m);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/shared_io.safetensors", data);
+    vp_st *io, *ref, *grads;
+    vt_ok(vp_st_open(path, &io));
+    write_pixels(m, io);
+    vp_st_close(io);
+    snprintf(path, sizeof path, "%s/shared_loss.safetensors", data);
+    vt_ok(vp_st_open(path, &ref));
+
+    /* targets: (2, 3) labels, -1 for empty slots; (2, 3, 64, 64) masks */
+    enum { B = 2, T = 3, HW = 64 * 64 };
+    vp_gt *labels = vp_graph_find(g, "target.labels"), *masks = vp_graph_find(g, "target.masks");
+    ck_assert_ptr_nonnull(labels);
+    ck_assert_ptr_nonnull(masks);
+    ck_assert_int_eq(vp_gt_ndim(masks), 4);
+    ck_assert_int_eq(vp_gt_shape(masks)[2], 64);
+    int32_t lab[B * T];
+    float *tm = calloc(B * T * HW, sizeof *tm);
+    for (int b = 0; b < B; b++) {
+        char key[64];
+        snprintf(key, sizeof key, "class_labels.%d", b);
+        const vp_st_tensor *t = vp_st_find(ref, key);
+        ck_assert_ptr_nonnull(t);
+        int64_t cls[T], n = t->shape[0];
+        vt_ok(vp_st_read_i64(ref, key, cls, (size_t)n));
+        size_t nm;
+        snprintf(key, sizeof key, "mask_labels.%d", b);
+        float *ml = read_st(ref, key, &nm);
+        ck_assert_int_eq(nm, (size_t)n * HW);
+        for (int k = 0; k < T; k++)
+            lab[b * T + k] = k < n ? (int32_t)cls[k] : -1;
+        memcpy(tm + (size_t)b * T * HW, ml, nm * sizeof *ml);
+        free(ml);
+    }
+    vt_ok(vp_graph_write(g, labels, lab, sizeof lab));
+    vt_ok(vp_graph_write(g, masks, tm, (size_t)B * T * HW * sizeof *tm));
+    free(tm);
+    vt_ok(vp_graph_zero_grads(g));
+    vt_ok(vp_graph_run(g));
+
+    /* the training graph's predictions are the forward pass's */
+    snprintf(path, sizeof path, "%s/shared_io.safetensors", data);
+    vt_ok(vp_st_open(path, &io));
+    static const char *const preds[] = {
+        "auxiliary_logits.0.class_queries_logits", "auxiliary_logits.0.masks_queries_logits",
+        "auxiliary_logits.1.class_queries_logits", "auxiliary_logits.1.masks_queries_logits",
+        "class_queries_logits", "masks_queries_logits"};
+    for (size_t i = 0; i < sizeof preds / sizeof preds[0]; i++)
+        check_output(m, io, preds[i], 1e-4);
+    vp_st_close(io);
+    float loss;
+    vt_ok(vp_graph_read(g, vp_model_loss(m), &loss, sizeof loss));
+    size_t n1;
+    float *want = read_st(ref, "loss_allpixels", &n1);
+    printf("note: loss %.7g, HF %.7g\n", loss, want[0]);
+    float want_loss = want[0];
+    free(want);
+    static const char *const parts[] = {"loss_cross_entropy", "loss_mask", "loss_dice"};
+    int bad = 0;
+    for (int p = -1; p < 2; p++)
+        for (int k = 0; k < 3; k++) {
+            char name[64], key[96];
+            if (p < 0)
+                snprintf(name, sizeof name, "%s", parts[k]);
+            else
+                snprintf(name, sizeof name, "%s_%d", parts[k], p);
+            snprintf(key, sizeof key, "loss_allpixels_dict.%s", name);
+            vp_gt *t = vp_model_output(m, name);
+            ck_assert_msg(t != NULL, "no output %s", name);
+            float got;
+            vt_ok(vp_graph_read(g, t, &got, sizeof got));
+            float *w1 = read_st(ref, key, &n1);
+            printf("note: %-22s %.7g, HF %.7g\n", name, got, w1[0]);
+            bad += !(fabs(got - w1[0]) <= 1e-4 * fmax(fabs(w1[0]), 1e-3));
+            free(w1);
+        }
+    vp_st_close(ref);
+    ck_assert_msg(bad == 0, "%d of the 9 loss terms differ from HF's", bad);
+    ck_assert_msg(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss), "loss %.7g, HF %.7g", loss,
+                  want_loss);
+
+    /* Every trainable parameter's gradient within 1e-3 of its largest
+     * magnitude (and of 1e-3 of the largest of all, for gradients that are
+     * zero but for rounding). */
+    snprintf(path, sizeof path, "%s/shared_grads_allpixels.safetensors", data);
+    vt_ok(vp_st_open(path, &grads));
+    const vp_build *bld = vp_model_build(m);
+    double gmax = 0;
+    for (size_t k = 0; k < vp_st_count(grads); k++) {
+        size_t n;
+        float *wg = read_st(grads, vp_st_get(grads, k)->name, &n);
+        for (size_t j = 0; j < n; j++)
+            gmax = fmax(gmax, fabs((double)wg[j]));
+        free(wg);
+    }
+    uint32_t checked = 0;
+    double worst = 0;
+    const char *worst_name = "";
+    for (uint32_t i = 0; i < vp_build_param_count(bld); i++) {
+        vp_gt *p = vp_build_param_at(bld, i)->t;
+        vp_gt *gr = vp_g_grad(p);
+        ck_assert_msg(gr != NULL, "%s has no gradient", vp_gt_name(p));
+        size_t n;
+        float *wg = read_st(grads, vp_gt_name(p), &n);
+        ck_assert_int_eq(n, (size_t)vp_gt_nelem(p));
+        float *got = malloc(n * sizeof *got);
+        vt_ok(vp_graph_read(g, gr, got, n * sizeof *got));
+        double e = 0, mx = 0;
+        for (size_t k = 0; k < n; k++) {
+            e = fmax(e, fabs((double)got[k] - wg[k]));
+            mx = fmax(mx, fabs((double)wg[k]));
+        }
+        e /= fmax(mx, 1e-3 * gmax); /* e.g. Swin's key biases: 0 but for rounding */
+        if (e > worst) {
+            worst = e;
+            worst_name = vp_gt_name(p);
+        }
+        ck_assert_msg(e <= 1e-3, "gradient of %s: relative error %.3g (largest %.3g)",
+                      vp_gt_name(p), e, mx);
+        checked++;
+        free(got);
+        free(wg);
+    }
+    printf("note: %u gradients, worst %.2e (%s)\n", checked, worst, worst_name);
+    ck_assert_uint_eq(checked, (uint32_t)vp_st_count(grads));
+    vp_st_close(grads);
+    vp_model_destroy(m);
+    vt_rm_rf(dir);
+}
+END_TEST
+
+/* The base model's parameters, counted on a graph built but not compiled
+ * (as vpeft info does). */
+static uint64_t count_params(const char *json)
+{
+    vp_config *c;
+    vt_ok(vp_cfg_parse(json, strlen(json), "run.json", &c));
+    vp_model *m;
+    vt_ok(vp_model_create(vt_device(0), c, &(vp_model_opts){.batch = 1, .no_compile = true}, &m));
+    vp_cfg_free(c);
+    const vp_build *b = vp_model_build(m);
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < vp_build_param_count(b); i++)
+        if (vp_build_param_at(b, i)->owner == 0)
+            n += (uint64_t)vp_gt_nelem(vp_build_param_at(b, i)->t);
+    vp_model_destroy(m);
+    return n;
+}
+
+/* HF's counts (model.num_parameters()): the tiny model's 1,360,134 and
+ * mask2former-swin-tiny-coco-instance's 47,421,643. */
+START_TEST(test_param_counts)
+{
+    set_data();
+    char json[8600];
+    char dir[4200];
+    make_ckpt(dir, sizeof dir, NULL);
+    snprintf(json, sizeof json, "{\"model\": {\"hf\": \"%s\"}}", dir);
+    uint64_t tiny = count_params(json);
+    printf("note: tiny %llu parameters\n", (unsigned long long)tiny);
+    ck_assert_uint_eq(tiny, 1360134);
+    snprintf(json, sizeof json, "{\"model\": {\"hf\": \"%s/../hf-m2f-swin-tiny\", "
+             "\"image\": 384}}", data);
+    uint64_t t = count_params(json);
+    printf("note: swin-tiny %llu parameters\n", (unsigned long long)t);
+    ck_assert_uint_eq(t, 47421643);
+    vt_rm_rf(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("hf_m2f");
+    TCase *tc = vt_tcase("hf_m2f");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_param_counts);
+    vt_add_per_device(tc, test_forward, NULL);
+    vt_add_per_device(tc, test_loss_and_grads, NULL);
+    suite_add_tcase(s, tc);
+    return vt_run(s);
+}
