@@ -5,6 +5,7 @@
 //   mask instead of storing it, and a run is reproducible from its seed.
 //   OP 0 forward:  out = keep ? a / (1 - p) : 0
 //   OP 1 backward: out (+)= keep ? a / (1 - p) : 0   (a = dy; acc adds)
+//   OP 2 rand:     out = u(seed ^ salt, i), the salt in acc's place; a unread
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -31,8 +32,13 @@ void main()
     uint i = flat_index();
     if (i >= p.n)
         return;
-    uint h = lowbias32(seed[0] ^ lowbias32(i + 0x9e3779b9u));
+    uint s = OP == 2 ? seed[0] ^ p.acc : seed[0];
+    uint h = lowbias32(s ^ lowbias32(i + 0x9e3779b9u));
     float u = float(h >> 8) * (1.0 / 16777216.0);
+    if (OP == 2) {
+        o[i] = u;
+        return;
+    }
     float r = u >= p.p ? a[i] / (1.0 - p.p) : 0.0;
     o[i] = OP == 1 && p.acc != 0u ? o[i] + r : r;
 }

@@ -772,6 +772,58 @@ START_TEST(test_const_i32)
 }
 END_TEST
 
+/* Uniform random numbers drawn on the device at every run: in [0, 1),
+ * the reference executor's to the bit from the same seed, a new draw each
+ * run, two rand tensors two streams, and a mean near 1/2. */
+START_TEST(test_rand)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { N = 4096 };
+    vp_gt *a = vp_g_rand(g, "a", 2, (int64_t[]){64, 64});
+    vp_gt *b = vp_g_rand(g, "b", 1, (int64_t[]){N});
+    vp_g_keep(a);
+    vp_g_keep(b);
+    vt_ok(vp_graph_compile(g));
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y), *z = malloc(N * sizeof *z);
+    uint32_t seed;
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_seed_read(g, &seed));
+    vt_ok(vp_graph_read(g, a, x, N * sizeof *x));
+    vt_ok(vp_graph_read(g, b, y, N * sizeof *y));
+    double mean = 0;
+    int same = 0;
+    for (int i = 0; i < N; i++) {
+        ck_assert(x[i] >= 0.0f && x[i] < 1.0f);
+        mean += x[i];
+        same += x[i] == y[i];
+    }
+    mean /= N;
+    ck_assert_msg(fabs(mean - 0.5) < 0.02, "mean %g", mean);
+    ck_assert_int_lt(same, 8);
+    vp_graph_ref *ref;
+    vt_ok(vp_graph_ref_create(g, &ref));
+    vp_graph_ref_data(ref, vp_graph_find(g, "vpeft.dropout_seed"))[0] = seed;
+    vt_ok(vp_graph_ref_forward(ref));
+    for (int i = 0; i < N; i++) {
+        ck_assert(vp_graph_ref_data(ref, a)[i] == x[i]);
+        ck_assert(vp_graph_ref_data(ref, b)[i] == y[i]);
+    }
+    vp_graph_ref_destroy(ref);
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, a, z, N * sizeof *z));
+    same = 0;
+    for (int i = 0; i < N; i++)
+        same += x[i] == z[i];
+    ck_assert_int_lt(same, 8);
+    free(x);
+    free(y);
+    free(z);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 START_TEST(test_host_node)
 {
     vp_device *dev = vt_device((uint32_t)_i);
@@ -1007,6 +1059,7 @@ int main(void)
     vt_add_per_device(tc, test_host_node, NULL);
     vt_add_per_device(tc, test_host_node_int, NULL);
     vt_add_per_device(tc, test_const_i32, NULL);
+    vt_add_per_device(tc, test_rand, NULL);
     vt_add_per_device(tc, test_build_errors, NULL);
     vt_add_per_device(tc, test_buckets, NULL);
     suite_add_tcase(s, tc);

@@ -419,6 +419,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         vp_custom_backward(g, n);
         break;
     case VP_GOP_LOGITMASK:
+    case VP_GOP_RAND:
     case VP_GOP_FILL:
     case VP_GOP_HOST:
     case VP_GOP_BOOLMASK:

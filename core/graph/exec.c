@@ -61,6 +61,9 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
     case VP_GOP_DROPOUT_BWD:
         st = vp_op_dropout_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, n->fp[0], o, n->acc[0]);
         break;
+    case VP_GOP_RAND:
+        st = vp_op_rand(cmd, &n->in[0]->rt, (uint32_t)n->ip[0], o);
+        break;
     case VP_GOP_LOGITMASK:
         st = vp_op_logit_mask(cmd, &n->in[0]->rt, o);
         break;
@@ -206,7 +209,7 @@ static vp_status add_segment(vp_graph *g, uint32_t first, uint32_t end, vp_gnode
      * it: a new mask every run, no upload. */
     bool first_dropout = false;
     for (uint32_t i = 0; g->seed && i < end; i++)
-        if (g->nodes[i].op == VP_GOP_DROPOUT) {
+        if (g->nodes[i].op == VP_GOP_DROPOUT || g->nodes[i].op == VP_GOP_RAND) {
             first_dropout = i >= first;
             break;
         }

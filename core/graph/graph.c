@@ -516,6 +516,28 @@ vp_gt *vp_g_dropout(vp_graph *g, vp_gt *x, float p)
     return y;
 }
 
+vp_gt *vp_g_rand(vp_graph *g, const char *name, int ndim, const int64_t *shape)
+{
+    if (g->err)
+        return NULL;
+    if (!g->seed) {
+        g->seed = vp_gt_new(g, VP_GT_INPUT, "vpeft.dropout_seed", 1, (int64_t[]){1});
+        if (!g->seed)
+            return NULL;
+        g->seed->dtype = VP_I32;
+    }
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_RAND, name ? name : "rand", ndim, shape);
+    if (!y)
+        return NULL;
+    n->in[0] = g->seed;
+    n->n_in = 1;
+    /* each rand node its own stream: a salt from its position among them */
+    n->ip[0] = (int32_t)(0x9e3779b9u * (uint32_t)++g->n_rand);
+    y->requires_grad = false;
+    return y;
+}
+
 vp_gt *vp_g_logit_mask(vp_graph *g, vp_gt *x)
 {
     vp_gt *y = unary(g, VP_GOP_LOGITMASK, "logit_mask", x);

@@ -134,6 +134,12 @@ void vp_graph_set_deterministic(vp_graph *g, bool on);
  * p in [0, 1). */
 vp_gt *vp_g_dropout(vp_graph *g, vp_gt *x, float p);
 
+/* Uniform random numbers in [0, 1): shape's elements drawn anew at every
+ * run from the graph's seed (dropout's: advanced on the device at the start
+ * of each run, saved in checkpoints), each rand tensor its own stream. No
+ * gradient. For random sampling inside a step (Mask2Former's points). */
+vp_gt *vp_g_rand(vp_graph *g, const char *name, int ndim, const int64_t *shape);
+
 /* Mask2Former's masked attention, from mask logits (..., K): -inf where a
  * logit is < 0 (sigmoid < 0.5), 0 elsewhere, and a row (last axis) that
  * would mask every key is all 0 instead. No gradient flows through it. */

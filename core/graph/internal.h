@@ -65,6 +65,7 @@ typedef enum vp_gop {
     VP_GOP_ACT,        /* out = act(in0), ip[0] the vp_act (sigmoid, softplus, silu) */
     VP_GOP_LOGITMASK,  /* out = logit_mask(in0) (no gradient) */
     VP_GOP_DROPOUT,    /* out = dropout(in0; in1 the graph's seed, fp0 p) */
+    VP_GOP_RAND,       /* out = uniform [0, 1) from in0 (the graph's seed), ip[0] salt */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
@@ -146,6 +147,7 @@ struct vp_graph {
     bool differentiated, compiled;
     vp_msdeform_levels *levels; /* level layouts of msdeform nodes (ip[0] indexes) */
     uint32_t n_levels, cap_levels;
+    uint32_t n_rand;         /* rand nodes so far (their salts) */
     vp_gt *ones;             /* constant 1s for reductions by gemm */
     struct vp_custom_kernel *kernels; /* plugins' kernels, a list (custom.c) */
     struct vp_custom_rec *customs;    /* custom op calls, a list */

@@ -158,6 +158,9 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
     case VP_GOP_DROPOUT:
         vp_ref_dropout(da, (uint32_t)db[0], n->fp[0], o, vp_gt_nelem(y));
         return VP_OK;
+    case VP_GOP_RAND:
+        vp_ref_rand((uint32_t)da[0], (uint32_t)n->ip[0], o, vp_gt_nelem(y));
+        return VP_OK;
     case VP_GOP_LOGITMASK: {
         int64_t C = y->shape[y->ndim - 1];
         vp_ref_logit_mask(da, o, vp_gt_nelem(y) / C, C);

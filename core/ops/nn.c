@@ -396,6 +396,22 @@ vp_status vp_op_dropout(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *seed, 
     return dropout(cmd, "dropout", 0, x, seed, p, y, false);
 }
 
+vp_status vp_op_rand(vp_cmd *cmd, const vp_tensor *seed, uint32_t salt, vp_tensor *y)
+{
+    const char *op = "rand";
+    if (seed->dtype != VP_I32 || vp_tensor_nelem(seed) != 1)
+        return vp_error_set(VP_ERR_INVALID, "%s: %s must be one int32", op, seed->name);
+    vp_status st = check_f32s(op, (const vp_tensor *[]){y}, 1);
+    if (st)
+        return st;
+    /* nn_dropout.comp's OP 2, the salt in acc's place; a (binding 0) is
+     * not read: the seed stands in */
+    struct { uint32_t n; float p; uint32_t salt; } push = {(uint32_t)vp_tensor_nelem(y), 0.0f,
+                                                           salt};
+    vp_range r[3] = {vp_tensor_range(seed), vp_tensor_range(seed), vp_tensor_range(y)};
+    return ew_dispatch(cmd, &k_dropout, 2, r, &push, push.n);
+}
+
 vp_status vp_op_dropout_backward(vp_cmd *cmd, const vp_tensor *dy, const vp_tensor *seed, float p,
                                  vp_tensor *dx, bool accumulate)
 {

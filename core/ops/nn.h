@@ -94,6 +94,9 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
  * each element's index: y = keep ? x / (1 - p) : 0 with keep = u >= p, u
  * uniform in [0, 1). The backward recomputes the mask: dx (+)= keep ? dy /
  * (1 - p) : 0. p in [0, 1); y may be x (dx may be dy) only without accumulate. */
+/* y = uniform [0, 1) numbers, y[i] from a hash of seed ^ salt and i (the
+ * dropout hash; 24 random bits each): seed one int32, y float. */
+vp_status vp_op_rand(vp_cmd *cmd, const vp_tensor *seed, uint32_t salt, vp_tensor *y);
 vp_status vp_op_dropout(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *seed, float p,
                         vp_tensor *y);
 /* seed = lowbias32(seed + 0x9e3779b9) on the device: a new mask per run

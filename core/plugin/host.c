@@ -112,6 +112,7 @@ static const vp_host_api host_api = {
     .cfg_load = vp_cfg_load,
     .cfg_free = vp_cfg_free,
     .buffer_key = vp_build_buffer_key,
+    .rand = vp_g_rand,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -70,6 +70,14 @@ void vp_ref_dropout(const double *x, uint32_t seed, double p, double *y, int64_t
         y[i] = vp_ref_dropout_keep(seed, (uint64_t)i, p) ? x[i] * s : 0.0;
 }
 
+void vp_ref_rand(uint32_t seed, uint32_t salt, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t h = lowbias32((seed ^ salt) ^ lowbias32((uint32_t)i + 0x9e3779b9u));
+        y[i] = (double)(h >> 8) * (1.0 / 16777216.0);
+    }
+}
+
 void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C)
 {
     for (int64_t r = 0; r < rows; r++) {

@@ -24,6 +24,9 @@ void vp_ref_gelu(const double *x, double *y, int64_t n);
 bool vp_ref_dropout_keep(uint32_t seed, uint64_t i, double p);
 uint32_t vp_ref_seed_next(uint32_t seed);
 void vp_ref_dropout(const double *x, uint32_t seed, double p, double *y, int64_t n);
+/* Uniform [0, 1) numbers as the rand op draws them: y[i] from a hash of
+ * seed ^ salt and i (24 bits). */
+void vp_ref_rand(uint32_t seed, uint32_t salt, double *y, int64_t n);
 /* Mask2Former's attention mask from logits (ops/nn.h vp_op_logit_mask). */
 void vp_ref_logit_mask(const double *x, double *y, int64_t rows, int64_t C);
 /* Any activation by its vp_act code (ops/nn.h): 0 relu ... 4 silu. */

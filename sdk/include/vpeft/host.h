@@ -237,12 +237,17 @@ struct vp_host_api {
      * buffer_key: a tensor key that the model's own checkpoints hold but
      * that is no parameter (a buffer the plugin recomputes, such as Swin's
      * relative_position_index): loading a whole checkpoint strictly
-     * accepts it instead of reporting an unexpected tensor. */
+     * accepts it instead of reporting an unexpected tensor.
+     * rand: uniform random numbers in [0, 1) of the given shape, drawn anew
+     * at every run (from the graph's seed, which checkpoints keep, so a
+     * resumed run draws what an uninterrupted one would), each rand tensor
+     * its own stream; no gradient. name may be NULL. */
     vp_gt *(*constant_i32)(vp_graph *g, const char *name, int ndim, const int64_t *shape,
                            const int32_t *data);
     vp_status (*cfg_load)(const char *path, vp_config **root);
     void (*cfg_free)(vp_config *root);
     vp_status (*buffer_key)(vp_build *b, const char *key);
+    vp_gt *(*rand)(vp_graph *g, const char *name, int ndim, const int64_t *shape);
 
     /* ABI 1.2 and later append here. */
 };
