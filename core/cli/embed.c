@@ -191,7 +191,7 @@ int vp_cli_embed(int argc, char **argv)
                                         "backbone.features.2", "backbone.features.3",
                                         "backbone.features.4", "backbone.features.5"};
     for (uint32_t i = 0; i < n; i++) {
-        const char *name = level[i];
+        const char *name = i < sizeof level / sizeof level[0] ? level[i] : NULL;
         vp_gt *t = vp_build_output_count(b) ? vp_build_output_at(b, i, &name) : maps[i];
         size_t bytes = (size_t)vp_gt_nelem(t) * sizeof(float);
         if (!(vals[i] = malloc(bytes))) {

@@ -181,7 +181,8 @@ static vp_status read_arch(const vp_config *c, swin *m, const char *file)
             st = H->cfg_fail(c, "mlp_ratio", "must make an MLP of 1 to %d units from stage %d's "
                              "width %lld, got %g", 1 << 24, i + 1, (long long)swin_dim(m, i),
                              ratio);
-        m->mlp[i] = (int64_t)u;
+        else
+            m->mlp[i] = (int64_t)u;
     }
     if (!st)
         st = H->cfg_bool(c, "qkv_bias", true, &m->qkv_bias);
@@ -257,10 +258,12 @@ static vp_status read_hf(const char *path, swin *m)
                              "no Swin backbone_config (a timm or hub backbone is not supported)");
         if (!st)
             st = H->cfg_string(sw, "model_type", NULL, &type);
-        if (!st && (!type || strcmp(type, "swin")))
-            st = H->cfg_fail(sw, "model_type", "%s%s%s is not supported: the swin plugin reads "
-                             "a Swin backbone (\"swin\")", type ? "\"" : "",
-                             type ? type : "missing", type ? "\"" : "");
+        if (!st && !type)
+            st = H->cfg_fail(sw, "model_type", "missing: the swin plugin reads a Swin backbone "
+                             "(\"swin\")");
+        else if (!st && strcmp(type, "swin"))
+            st = H->cfg_fail(sw, "model_type", "\"%s\" is not supported: the swin plugin reads "
+                             "a Swin backbone (\"swin\")", type);
     } else if (!st && strcmp(type, "swin")) {
         st = H->cfg_fail(root, "model_type", "\"%s\" is not supported: the swin plugin reads "
                          "\"swin\" configs and \"mask2former\" configs with a Swin "
