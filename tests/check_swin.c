@@ -413,6 +413,10 @@ typedef struct bb_run {
     vp_config *cfg;
 } bb_run;
 
+/* bb_build's graphs are built for training (dropout and stochastic depth
+ * active) when set. */
+static bool bb_training;
+
 static void bb_build(int dev, const char *fields, int64_t batch, bb_run *r)
 {
     char text[1024];
@@ -425,6 +429,7 @@ static void bb_build(int dev, const char *fields, int64_t batch, bb_run *r)
     int64_t chw[3];
     vt_ok(r->iface->input_size(r->self, chw));
     vt_ok(vp_build_create(vt_device((uint32_t)dev), NULL, &r->b));
+    vp_graph_set_training(vp_build_graph(r->b), bb_training);
     vp_build_enter(r->b, "swin", false);
     r->image = vp_g_input(vp_build_graph(r->b), "image", 4,
                           (int64_t[]){batch, chw[0], chw[1], chw[2]});
@@ -446,12 +451,16 @@ static void bb_release(bb_run *r)
  * 18 x 14 (grid 9 x 7); window 3 pads stage 1 to 9 x 9 and shifts by 1;
  * merging pads 9 x 7 to 10 x 8 (stage 2: 5 x 4, padded to 6 x 6). Every
  * parameter random (the bias tables and norms too), two images. */
-START_TEST(test_gradients)
+static void check_gradients(int dev, double drop_path)
 {
     bb_run r;
-    bb_build(_i, "\"image\": [17, 13], \"patch_size\": 2, \"embed_dim\": 8, \"depths\": [2, 2], "
-                 "\"num_heads\": [1, 2], \"window_size\": 3, \"mlp_ratio\": 2.0, "
-                 "\"layer_norm_eps\": 1e-6", 2, &r);
+    char fields[512];
+    snprintf(fields, sizeof fields, "\"image\": [17, 13], \"patch_size\": 2, \"embed_dim\": 8, "
+             "\"depths\": [2, 2], \"num_heads\": [1, 2], \"window_size\": 3, \"mlp_ratio\": 2.0, "
+             "\"layer_norm_eps\": 1e-6, \"drop_path_rate\": %g", drop_path);
+    bb_training = drop_path > 0;
+    bb_build(dev, fields, 2, &r);
+    bb_training = false;
     vp_graph *g = vp_build_graph(r.b);
     ck_assert_uint_eq(r.f.n, 2);
     const int64_t *s0 = vp_gt_shape(r.f.map[0]), *s1 = vp_gt_shape(r.f.map[1]);
@@ -502,6 +511,46 @@ START_TEST(test_gradients)
            "within %.2g\n", v.out_err, v.params_checked, (unsigned long long)v.grad_checked,
            v.grad_err);
     bb_release(&r);
+}
+
+START_TEST(test_gradients) { check_gradients(_i, 0.0); }
+END_TEST
+
+/* Stochastic depth (HF's SwinDropPath on the attention branch, rates
+ * rising linearly to drop_path_rate over the blocks): in a training graph
+ * the gradients hold with the run's draws; in evaluation it is the
+ * identity, bit for bit. */
+START_TEST(test_drop_path)
+{
+    check_gradients(_i, 0.6);
+    float out[3][2 * 9 * 7 * 8];
+    for (int k = 0; k < 3; k++) {
+        bb_run r;
+        char fields[400];
+        snprintf(fields, sizeof fields, "\"image\": [17, 13], \"patch_size\": 2, \"embed_dim\": 8, "
+                 "\"depths\": [2, 2], \"num_heads\": [1, 2], \"window_size\": 3, "
+                 "\"drop_path_rate\": %s", k ? "0.6" : "0");
+        bb_training = k == 2;
+        bb_build(_i, fields, 2, &r);
+        bb_training = false;
+        vp_graph *g = vp_build_graph(r.b);
+        vp_g_keep(r.f.map[0]);
+        vt_ok(vp_graph_compile(g));
+        vt_ok(vp_build_init_params(r.b));
+        float img[2 * 3 * 17 * 13];
+        vt_rand(img, 2 * 3 * 17 * 13, 5);
+        vt_ok(vp_graph_write(g, r.image, img, sizeof img));
+        /* training: some of the 3 runs' 2 x 4 draws drop a branch */
+        bool differs = false;
+        for (int run = 0; run < (k == 2 ? 3 : 1); run++) {
+            vt_ok(vp_graph_run(g));
+            vt_ok(vp_graph_read(g, r.f.map[0], out[k], sizeof out[k]));
+            differs |= k == 2 && memcmp(out[0], out[2], sizeof out[0]) != 0;
+        }
+        ck_assert(k < 2 || differs);
+        bb_release(&r);
+    }
+    ck_assert(!memcmp(out[0], out[1], sizeof out[0]));
 }
 END_TEST
 
@@ -827,6 +876,7 @@ int main(void)
     vt_add_per_device(tc, test_hf_mask2former_names, NULL);
     vt_add_per_device(tc, test_param_counts, NULL);
     vt_add_per_device(tc, test_gradients, NULL);
+    vt_add_per_device(tc, test_drop_path, NULL);
     vt_add_per_device(tc, test_swinmodel_checkpoint, NULL);
     vt_add_per_device(tc, test_config_errors, NULL);
     vt_add_per_device(tc, test_embed_hf, NULL);

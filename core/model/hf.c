@@ -11,7 +11,18 @@
  * under its own name, every tensor of the checkpoint a parameter or a key
  * a plugin declared (buffer_key: buffers it recomputes, a class predictor
  * it re-initializes for other classes).
+ *
+ * A directory that is not a checkpoint vpeft can load (no config.json, no
+ * weights, a model type it does not build, a shard the index names but
+ * the directory lacks, a tensor missing, extra or of another shape) is a
+ * config error (VP_ERR_CONFIG: the run config names the wrong thing); a
+ * file that cannot be read or is malformed keeps its own status. Every
+ * message is one line naming the file and the key. config.json, the index
+ * and the shards must be regular files (or links to them): a FIFO or a
+ * device would block or mislead the readers, so it is refused before it
+ * is opened.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +34,34 @@
 
 /* The model types "hf" builds, and the plugins for each. */
 static const struct {
-    const char *model_type, *backbone_type, *backbone, *head;
+    const char *model_type, *backbone_type, *backbone, *head, *what;
 } hf_models[] = {
-    {"mask2former", "swin", "swin", "mask2former"},
+    {"mask2former", "swin", "swin", "mask2former", "Mask2FormerForUniversalSegmentation"},
 };
+#define N_HF_MODELS (sizeof hf_models / sizeof hf_models[0])
 
-/* s as a JSON string literal (for vp_cfg_set), into out. */
-static void json_string(const char *s, char *out, size_t n)
+/* s as a JSON string literal (for vp_cfg_set), into out; false when it
+ * does not fit. */
+static bool json_string(const char *s, char *out, size_t n)
 {
     size_t k = 0;
     if (n < 3)
-        return;
+        return false;
     out[k++] = '"';
-    for (; *s && k + 3 < n; s++) {
-        if (*s == '"' || *s == '\\')
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (k + 8 >= n)
+            return false;
+        if (c == '"' || c == '\\')
             out[k++] = '\\';
-        out[k++] = *s;
+        if (c < 0x20)
+            k += (size_t)snprintf(out + k, n - k, "\\u%04x", c);
+        else
+            out[k++] = (char)c;
     }
     out[k++] = '"';
     out[k] = 0;
+    return true;
 }
 
 static vp_status set(vp_config *root, const char *path, const char *value)
@@ -52,9 +72,90 @@ static vp_status set(vp_config *root, const char *path, const char *value)
     return vp_cfg_set(root, a);
 }
 
+/* 0 when path is a regular file (or a link to one); else errno's value,
+ * or -1 for something that is not a regular file. */
+static int regular(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb))
+        return errno ? errno : ENOENT;
+    return S_ISREG(sb.st_mode) ? 0 : -1;
+}
+
+static const char *why_not(int r)
+{
+    return r < 0 ? "not a regular file" : strerror(r);
+}
+
+/* "a", "b" and "c" for the supported values of one column. */
+static void supported(bool backbone, char *out, size_t n)
+{
+    size_t k = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < N_HF_MODELS && k < n; i++)
+        k += (size_t)snprintf(out + k, n - k, "%s\"%s\"", i ? (i + 1 < N_HF_MODELS ? ", " : " or ")
+                                                            : "",
+                              backbone ? hf_models[i].backbone_type : hf_models[i].model_type);
+}
+
+/* The model type of DIR/config.json, checked against hf_models: *k its
+ * row. Errors name config.json and the key. */
+static vp_status read_type(const vp_config *model, const char *dir, int *k)
+{
+    char file[4200];
+    snprintf(file, sizeof file, "%s%sconfig.json", dir, dir[strlen(dir) - 1] == '/' ? "" : "/");
+    struct stat sb;
+    if (stat(dir, &sb))
+        return vp_cfg_fail(model, "hf", "%s: %s (expected a Hugging Face checkpoint directory: "
+                           "config.json and model.safetensors)", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return vp_cfg_fail(model, "hf", "%s is not a directory (expected a Hugging Face "
+                           "checkpoint directory: config.json and model.safetensors)", dir);
+    int r = regular(file);
+    if (r == ENOENT)
+        return vp_cfg_fail(model, "hf", "%s has no config.json: not a Hugging Face checkpoint "
+                           "directory (config.json and model.safetensors)", dir);
+    if (r)
+        return vp_cfg_fail(model, "hf", "%s: %s", file, why_not(r));
+    vp_config *hf;
+    vp_status st = vp_cfg_load(file, &hf);
+    if (st)
+        return vp_error_wrap(st, "%s: model.hf", vp_cfg_file_name(model));
+    const char *type = NULL, *bb_type = NULL;
+    /* null reads as missing: HF writes it for timm and Hub backbones */
+    vp_cfg_type bt = vp_cfg_type_of(hf, "backbone_config");
+    const vp_config *bb = bt == VP_CFG_NULL ? NULL : vp_cfg_get(hf, "backbone_config");
+    st = vp_cfg_string(hf, "model_type", NULL, &type);
+    if (!st && bb)
+        st = vp_cfg_string(bb, "model_type", NULL, &bb_type);
+    *k = -1;
+    for (size_t i = 0; !st && type && i < N_HF_MODELS; i++)
+        if (!strcmp(type, hf_models[i].model_type))
+            *k = (int)i;
+    char list[256];
+    supported(false, list, sizeof list);
+    if (!st && !type)
+        st = vp_cfg_fail(hf, "model_type", "missing: vpeft loads %s (%s) checkpoints", list,
+                         hf_models[0].what);
+    else if (!st && *k < 0)
+        st = vp_cfg_fail(hf, "model_type", "\"%s\" is not supported: vpeft loads %s (%s) "
+                         "checkpoints", type, list, hf_models[0].what);
+    else if (!st && !bb)
+        st = vp_cfg_fail(hf, "backbone_config", "missing: vpeft loads %s checkpoints with their "
+                         "\"%s\" backbone_config (timm and Hub backbones are not supported)",
+                         type, hf_models[*k].backbone_type);
+    else if (!st && (!bb_type || strcmp(bb_type, hf_models[*k].backbone_type)))
+        st = vp_cfg_fail(bb, "model_type", "%s%s%s%s: vpeft loads %s checkpoints "
+                         "with a \"%s\" backbone", bb_type ? "\"" : "missing",
+                         bb_type ? bb_type : "", bb_type ? "\"" : "",
+                         bb_type ? " is not supported" : "", type, hf_models[*k].backbone_type);
+    vp_cfg_free(hf);
+    return st;
+}
+
 /* The run's own options that model.hf passes to the plugins. */
 static const char *const hf_keys[] = {"hf", "image", "classes", "max_targets", "top_k",
-                                      "target_stride", "weights"};
+                                      "target_stride", "train_num_points", "weights"};
 
 vp_status vp_model_hf_expand(vp_config *root)
 {
@@ -67,39 +168,16 @@ vp_status vp_model_hf_expand(vp_config *root)
         st = vp_cfg_string(model, "hf", NULL, &raw);
     if (!st)
         st = vp_cfg_file(model, "hf", &dir);
-    if (st)
-        return st;
-    char file[4200];
-    snprintf(file, sizeof file, "%s%sconfig.json", dir, dir[strlen(dir) - 1] == '/' ? "" : "/");
-    vp_config *hf;
-    if ((st = vp_cfg_load(file, &hf)))
-        return vp_error_wrap(st, "%s: model.hf", vp_cfg_file_name(root));
-    const char *type = NULL, *bb_type = NULL;
-    st = vp_cfg_string(hf, "model_type", NULL, &type);
-    if (!st)
-        st = vp_cfg_string(vp_cfg_get(hf, "backbone_config"), "model_type", NULL, &bb_type);
     int k = -1;
-    for (size_t i = 0; !st && i < sizeof hf_models / sizeof hf_models[0]; i++)
-        if (type && !strcmp(type, hf_models[i].model_type))
-            k = (int)i;
-    if (!st && k < 0)
-        st = vp_cfg_fail(hf, "model_type", "%s%s%s is not supported: vpeft loads \"mask2former\" "
-                         "(Mask2FormerForUniversalSegmentation) with a \"swin\" backbone",
-                         type ? "\"" : "", type ? type : "missing", type ? "\"" : "");
-    if (!st && (!bb_type || strcmp(bb_type, hf_models[k].backbone_type)))
-        st = vp_cfg_fail(hf, vp_cfg_get(hf, "backbone_config") ? "backbone_config.model_type"
-                                                                 : "backbone_config",
-                         "%s%s%s is not supported: vpeft loads %s checkpoints with a \"%s\" "
-                         "backbone", bb_type ? "\"" : "", bb_type ? bb_type : "missing",
-                         bb_type ? "\"" : "", hf_models[k].model_type,
-                         hf_models[k].backbone_type);
-    vp_cfg_free(hf);
+    if (!st)
+        st = read_type(model, dir, &k);
     if (st)
         return st;
 
     /* Copies first: vp_cfg_set rebuilds the tree, model's strings go. */
     char path[4096], opt[4][64] = {{0}};
-    json_string(raw, path, sizeof path);
+    if (!json_string(raw, path, sizeof path))
+        return vp_cfg_fail(model, "hf", "the path is too long");
     static const char *const head_opts[4] = {"classes", "max_targets", "top_k", "target_stride"};
     int64_t image[2] = {0, 0};
     int n_image = 0;
@@ -125,6 +203,20 @@ vp_status vp_model_hf_expand(vp_config *root)
     }
     if (st)
         return st;
+    /* train_num_points: a count, or "all" (every target pixel once) */
+    char points[64] = "";
+    vp_cfg_type pt = vp_cfg_type_of(model, "train_num_points");
+    if (pt == VP_CFG_STRING) {
+        const char *v;
+        if ((st = vp_cfg_string(model, "train_num_points", NULL, &v)))
+            return st;
+        json_string(v, points, sizeof points);
+    } else if (pt != VP_CFG_ABSENT) {
+        int64_t v;
+        if ((st = vp_cfg_int(model, "train_num_points", 0, &v)))
+            return st;
+        snprintf(points, sizeof points, "%lld", (long long)v);
+    }
     char img[64] = "";
     if (n_image == 2)
         snprintf(img, sizeof img, "[%lld,%lld]", (long long)image[0], (long long)image[1]);
@@ -141,6 +233,8 @@ vp_status vp_model_hf_expand(vp_config *root)
     json_string(hf_models[k].head, quoted, sizeof quoted);
     if ((st = set(root, "model.head.plugin", quoted)) || (st = set(root, "model.head.hf", path)))
         return st;
+    if (points[0] && (st = set(root, "model.head.train_num_points", points)))
+        return st;
     for (int i = 0; i < 4; i++) {
         char key[64];
         snprintf(key, sizeof key, "model.head.%s", head_opts[i]);
@@ -150,14 +244,25 @@ vp_status vp_model_hf_expand(vp_config *root)
     return VP_OK;
 }
 
-static bool is_file(const char *path)
+/* The current message again with status VP_ERR_CONFIG (a checkpoint that
+ * does not fit the model built from its own config.json). */
+static vp_status as_config(void)
 {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", vp_error_last());
+    return vp_error_set(VP_ERR_CONFIG, "%s", msg);
+}
+
+static void free_files(char **f, uint32_t n)
+{
+    for (uint32_t i = 0; f && i < n; i++)
+        free(f[i]);
+    free(f);
 }
 
 /* The shard files of a model.safetensors.index.json (its weight_map's
- * values, each once, in order), joined to dir. */
+ * values, each once, in order), joined to dir, each checked to be a
+ * regular file. */
 static vp_status index_files(const char *dir, const char *index, char ***files, uint32_t *n)
 {
     *files = NULL;
@@ -175,25 +280,31 @@ static vp_status index_files(const char *dir, const char *index, char ***files, 
         st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
     uint32_t k = 0;
     for (int i = 0; !st && i < len; i++) {
+        const vp_config *e = vp_cfg_at(map, i);
         const char *name;
-        st = vp_cfg_string(vp_cfg_at(map, i), NULL, NULL, &name);
-        if (!st && (!name || !*name || strchr(name, '/') || !strcmp(name, "..")))
-            st = vp_cfg_fail(vp_cfg_at(map, i), NULL, "expected a file name in the "
-                             "checkpoint's directory");
+        st = vp_cfg_string(e, NULL, NULL, &name);
+        if (!st && (!name || !*name || strchr(name, '/') || !strcmp(name, ".") ||
+                    !strcmp(name, "..")))
+            st = vp_cfg_fail(e, NULL, "expected a file name in the checkpoint's directory");
         bool seen = false;
         char full[4400];
         if (!st)
             snprintf(full, sizeof full, "%s/%s", dir, name);
         for (uint32_t j = 0; !st && j < k && !seen; j++)
             seen = !strcmp(f[j], full);
-        if (!st && !seen && !(f[k++] = strdup(full)))
+        if (st || seen)
+            continue;
+        int r = regular(full);
+        if (r == ENOENT)
+            st = vp_cfg_fail(e, NULL, "%s: no such shard in %s", name, dir);
+        else if (r)
+            st = vp_cfg_fail(e, NULL, "%s: %s", full, why_not(r));
+        else if (!(f[k++] = strdup(full)))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
     }
     vp_cfg_free(ix);
     if (st) {
-        for (uint32_t j = 0; f && j < k; j++)
-            free(f[j]);
-        free(f);
+        free_files(f, k);
         return st;
     }
     *files = f;
@@ -201,31 +312,61 @@ static vp_status index_files(const char *dir, const char *index, char ***files, 
     return VP_OK;
 }
 
+/* The weight files of checkpoint dir: model.safetensors, or the shards of
+ * model.safetensors.index.json; src receives the one messages name. */
+static vp_status weight_files(const char *dir, char ***files, uint32_t *nf, char *src, size_t n)
+{
+    char single[4200], index[4200];
+    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    *files = NULL;
+    *nf = 0;
+    int rs = regular(single), ri = rs ? regular(index) : ENOENT;
+    if (!rs) {
+        snprintf(src, n, "%s", single);
+        char **f = malloc(sizeof *f);
+        if (!f || !(f[0] = strdup(single))) {
+            free(f);
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        }
+        *files = f;
+        *nf = 1;
+        return VP_OK;
+    }
+    if (rs != ENOENT)
+        return vp_error_set(VP_ERR_CONFIG, "%s: %s", single, why_not(rs));
+    if (!ri) {
+        snprintf(src, n, "%s", index);
+        return index_files(dir, index, files, nf);
+    }
+    if (ri != ENOENT)
+        return vp_error_set(VP_ERR_CONFIG, "%s: %s", index, why_not(ri));
+    return vp_error_set(VP_ERR_CONFIG, "%s: no model.safetensors (nor a sharded "
+                        "model.safetensors.index.json): not a Hugging Face checkpoint "
+                        "directory", dir);
+}
+
+/* The base model's parameter named key (np when none). */
+static uint32_t find_param(const vp_build *b, uint32_t np, const char *key)
+{
+    for (uint32_t i = 0; i < np; i++) {
+        const vp_build_param *p = vp_build_param_at(b, i);
+        if (p->owner == 0 && !strcmp(vp_gt_name(p->t), key))
+            return i;
+    }
+    return np;
+}
+
 vp_status vp_model_load_hf(vp_model *m, const char *dir)
 {
     const vp_build *b = vp_model_build(m);
     vp_graph *g = vp_model_graph(m);
-    char single[4200], index[4200];
-    snprintf(single, sizeof single, "%s/model.safetensors", dir);
-    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
-    char **files = NULL;
-    uint32_t nf = 0;
-    vp_status st = VP_OK;
-    if (is_file(single)) {
-        files = malloc(sizeof *files);
-        if (!files || !(files[0] = strdup(single)))
-            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        nf = files && !st ? 1 : 0;
-    } else if (is_file(index)) {
-        st = index_files(dir, index, &files, &nf);
-    } else {
-        st = vp_error_set(VP_ERR_IO, "%s: no model.safetensors (nor a sharded "
-                          "model.safetensors.index.json): not a Hugging Face checkpoint "
-                          "directory", dir);
-    }
-    uint32_t np = vp_build_param_count(b);
-    bool *loaded = st ? NULL : calloc(np ? np : 1, sizeof *loaded);
-    if (!st && !loaded)
+    char **files = NULL, src[4200] = "";
+    uint32_t nf = 0, np = vp_build_param_count(b);
+    vp_status st = weight_files(dir, &files, &nf, src, sizeof src);
+    /* from[i]: 1 + the file parameter i came from, 0 while not loaded */
+    uint32_t *from = st ? NULL : calloc(np ? np : 1, sizeof *from);
+    if (!st && !from)
         st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
     float *buf = NULL;
     for (uint32_t fi = 0; !st && fi < nf; fi++) {
@@ -234,22 +375,27 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
             break;
         for (size_t k = 0; !st && k < vp_st_count(f); k++) {
             const char *key = vp_st_get(f, k)->name;
-            uint32_t i = 0;
-            while (i < np && (vp_build_param_at(b, i)->owner != 0 ||
-                              strcmp(vp_gt_name(vp_build_param_at(b, i)->t), key)))
-                i++;
             if (vp_build_is_buffer_key(b, key))
                 continue; /* recomputed, or re-initialized on purpose */
+            uint32_t i = find_param(b, np, key);
             if (i == np) {
-                st = vp_error_set(VP_ERR_SHAPE, "%s: unexpected tensor \"%s\": the model built "
+                st = vp_error_set(VP_ERR_CONFIG, "%s: unexpected tensor \"%s\": the model built "
                                   "from %s/config.json has no such parameter", files[fi], key,
                                   dir);
                 break;
             }
+            if (from[i]) {
+                st = vp_error_set(VP_ERR_CONFIG, "%s: tensor \"%s\" is in %s as well: each "
+                                  "tensor belongs to one shard", files[fi], key,
+                                  files[from[i] - 1]);
+                break;
+            }
             vp_gt *t = vp_build_param_at(b, i)->t;
             size_t n = (size_t)vp_gt_nelem(t);
-            if ((st = vp_st_check_shape(f, key, vp_gt_ndim(t), vp_gt_shape(t))))
+            if (vp_st_check_shape(f, key, vp_gt_ndim(t), vp_gt_shape(t))) {
+                st = as_config();
                 break;
+            }
             float *nb = realloc(buf, n * sizeof *buf);
             if (!nb) {
                 st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
@@ -258,7 +404,7 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
             buf = nb;
             if (!(st = vp_st_read_f32(f, key, buf, n)))
                 st = vp_graph_write(g, t, buf, n * sizeof *buf);
-            loaded[i] = true;
+            from[i] = fi + 1;
         }
         vp_st_close(f);
     }
@@ -266,18 +412,20 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
     uint32_t missing = 0, first = 0;
     for (uint32_t i = 0; !st && i < np; i++) {
         const vp_build_param *p = vp_build_param_at(b, i);
-        if (p->owner == 0 && !loaded[i] && !vp_build_is_buffer_key(b, vp_gt_name(p->t)) &&
+        if (p->owner == 0 && !from[i] && !vp_build_is_buffer_key(b, vp_gt_name(p->t)) &&
             !missing++)
             first = i;
     }
-    if (!st && missing)
-        st = vp_error_set(VP_ERR_SHAPE, "%s: the checkpoint lacks %u of the model's parameters, "
-                          "the first \"%s\"", dir, missing,
-                          vp_gt_name(vp_build_param_at(b, first)->t));
+    if (!st && missing) {
+        char more[64] = "";
+        if (missing > 1)
+            snprintf(more, sizeof more, " (and %u more)", missing - 1);
+        st = vp_error_set(VP_ERR_CONFIG, "%s: no tensor \"%s\"%s: the model built from "
+                          "%s/config.json has that parameter", src,
+                          vp_gt_name(vp_build_param_at(b, first)->t), more, dir);
+    }
     free(buf);
-    free(loaded);
-    for (uint32_t i = 0; i < nf; i++)
-        free(files[i]);
-    free(files);
+    free(from);
+    free_files(files, nf);
     return st;
 }

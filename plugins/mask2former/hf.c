@@ -91,6 +91,22 @@ vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c)
         if (!st)
             *(double *)((char *)c + reals[i].off) = v;
     }
+    /* the mask losses' points (Mask2FormerLoss) */
+    if (!st)
+        st = H->cfg_int(hf, "train_num_points", 12544, &c->train_num_points);
+    if (!st && (c->train_num_points < 1 || c->train_num_points > (1 << 24)))
+        st = H->cfg_fail(hf, "train_num_points", "%lld is out of range (1 to %d)",
+                         (long long)c->train_num_points, 1 << 24);
+    if (!st)
+        st = H->cfg_float(hf, "oversample_ratio", 3.0, &c->oversample_ratio);
+    if (!st)
+        st = H->cfg_float(hf, "importance_sample_ratio", 0.75, &c->importance_sample_ratio);
+    if (!st && !(c->importance_sample_ratio >= 0 && c->importance_sample_ratio <= 1))
+        st = H->cfg_fail(hf, "importance_sample_ratio", "%g must be in [0, 1]",
+                         c->importance_sample_ratio);
+    if (!st && !(c->oversample_ratio >= c->importance_sample_ratio && c->oversample_ratio <= 64))
+        st = H->cfg_fail(hf, "oversample_ratio", "%g must be at least importance_sample_ratio "
+                         "(%g) and at most 64", c->oversample_ratio, c->importance_sample_ratio);
     bool pre_norm = false, enforce = false;
     if (!st)
         st = H->cfg_bool(hf, "pre_norm", false, &pre_norm);
@@ -107,7 +123,8 @@ vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c)
     /* HF keeps the transformer module's input projections in a plain list:
      * when they exist they are never saved or loaded. */
     if (!st && (feature_size != c->hidden || enforce))
-        st = H->cfg_fail(hf, feature_size != c->hidden ? "feature_size" : "enforce_input_projection",
+        st = H->cfg_fail(hf,
+                         feature_size != c->hidden ? "feature_size" : "enforce_input_projection",
                          "a pixel decoder width (%lld) other than hidden_dim (%lld), or forced "
                          "input projections, are not supported: HF does not save those "
                          "projections' weights", (long long)feature_size, (long long)c->hidden);

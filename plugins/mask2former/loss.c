@@ -168,13 +168,157 @@ static vp_gt *at_target_pixels(vp_graph *g, vp_gt *x, int64_t hm, int64_t wm, in
     return H->reshape(g, H->permute(g, m, to_first), 3, (int64_t[]){B, Q, ht * wt});
 }
 
+/* grid_sample (bilinear, align_corners=False, zero padding) of each row's
+ * map at its own points, as HF's point_sample: x (R, h * w) maps, coords
+ * (R, n, 2) as (x, y) in [0, 1] -> (R, n). It is multi-scale deformable
+ * attention's sampling with one level, one head of width 1, one point per
+ * query and weight 1, whose backward the graph has. */
+static vp_gt *point_sample(vp_graph *g, vp_gt *x, int64_t h, int64_t w, vp_gt *coords)
+{
+    if (!x || !coords)
+        return NULL;
+    int64_t R = H->shape(x)[0], n = H->shape(coords)[1];
+    char name[64];
+    snprintf(name, sizeof name, "head.loss.unit.%lldx%lld", (long long)R, (long long)n);
+    vp_gt *ones = H->find(g, name);
+    if (!ones) {
+        float *v = malloc((size_t)(R * n) * sizeof *v);
+        if (!v) {
+            H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+            return NULL;
+        }
+        for (int64_t i = 0; i < R * n; i++)
+            v[i] = 1.0f;
+        ones = H->constant(g, name, 4, (int64_t[]){R, n, 1, 1}, v);
+        free(v);
+    }
+    vp_msdeform_levels lv = {.n = 1};
+    lv.shape[0][0] = h;
+    lv.shape[0][1] = w;
+    vp_gt *y = H->msdeform(g, H->reshape(g, x, 4, (int64_t[]){R, h * w, 1, 1}), &lv,
+                           H->reshape(g, coords, 4, (int64_t[]){R, n, 1, 2}), ones);
+    return H->reshape(g, y, 2, (int64_t[]){R, n});
+}
+
+/* The same points (B, n, 2) for each of k rows per image: (B * k, n, 2),
+ * through a gemm with a column of ones (no constant of that size). */
+static vp_gt *repeat_points(vp_graph *g, vp_gt *pts, int64_t k)
+{
+    if (!pts)
+        return NULL;
+    int64_t B = H->shape(pts)[0], n = H->shape(pts)[1];
+    static const int swap[3] = {1, 0, 2};
+    vp_gt *r = H->gemm(g, ones_col(g, k), false, H->reshape(g, pts, 2, (int64_t[]){1, B * n * 2}),
+                       false, NULL);                                     /* (k, B * n * 2) */
+    r = H->permute(g, H->reshape(g, r, 3, (int64_t[]){k, B, n * 2}), swap);
+    return H->reshape(g, r, 3, (int64_t[]){B * k, n, 2});
+}
+
+typedef struct pick_ctx {
+    int64_t R, n, k;
+    int32_t *ix; /* n scratch, made with the graph */
+    const float *key;
+} pick_ctx;
+
+/* Quickselect of the k most uncertain (smallest |logit|, ties by index) of
+ * ix[lo..hi) into its front. */
+static bool less_certain(const pick_ctx *c, int32_t a, int32_t b)
+{
+    float x = fabsf(c->key[a]), y = fabsf(c->key[b]);
+    return x < y || (x == y && a < b);
+}
+
+static void select_k(pick_ctx *c, int64_t lo, int64_t hi, int64_t k)
+{
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        int32_t pv = c->ix[mid], t;
+        int64_t i = lo, j = hi - 1;
+        t = c->ix[mid], c->ix[mid] = c->ix[j], c->ix[j] = t;
+        for (int64_t r = lo; r < j; r++)
+            if (less_certain(c, c->ix[r], pv)) {
+                t = c->ix[r], c->ix[r] = c->ix[i], c->ix[i] = t;
+                i++;
+            }
+        t = c->ix[i], c->ix[i] = c->ix[j], c->ix[j] = t; /* the pivot at its place i */
+        if (i == k || i + 1 == k)
+            return;
+        if (i > k)
+            hi = i;
+        else
+            lo = i + 1;
+    }
+}
+
+/* in: logits at the oversampled points (R, n). out: (R * k) int32, row r's
+ * k most uncertain points (uncertainty -|logit|, HF's
+ * calculate_uncertainty) as indices r * n + j into the points' rows. HF
+ * takes torch.topk of the uncertainties: the same set, up to ties. */
+static vp_status pick_uncertain(void *user, const vp_host_io *io)
+{
+    pick_ctx *c = user;
+    int32_t *out = (int32_t *)io->out[0];
+    for (int64_t r = 0; r < c->R; r++) {
+        c->key = io->in[0] + r * c->n;
+        for (int64_t j = 0; j < c->n; j++)
+            c->ix[j] = (int32_t)j;
+        if (c->k < c->n)
+            select_k(c, 0, c->n, c->k);
+        for (int64_t j = 0; j < c->k; j++)
+            out[r * c->k + j] = (int32_t)(r * c->n + c->ix[j]);
+    }
+    return VP_OK;
+}
+
+/* HF's sample_points_using_uncertainty for the matched masks xm (R, h * w):
+ * oversample_ratio * P random points per mask, the importance_sample_ratio
+ * * P most uncertain of them, and the rest new random points -> (R, P, 2). */
+static vp_gt *uncertain_points(const m2f_cfg *c, vp_graph *g, vp_gt *xm, int64_t h, int64_t w,
+                               uint32_t p, m2f_owned *own)
+{
+    int64_t R = H->shape(xm)[0], P = c->train_num_points;
+    int64_t n = (int64_t)((double)P * c->oversample_ratio);
+    int64_t k = (int64_t)(c->importance_sample_ratio * (double)P);
+    char name[64];
+    snprintf(name, sizeof name, "head.loss.points.%u.over", p);
+    vp_gt *over = H->rand(g, name, 3, (int64_t[]){R, n, 2});
+    vp_gt *pts = NULL;
+    if (k > 0) {
+        pick_ctx *pc = m2f_own(own, sizeof *pc);
+        int32_t *ix = m2f_own(own, (size_t)n * sizeof *ix);
+        if (!pc || !ix) {
+            H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+            return NULL;
+        }
+        *pc = (pick_ctx){R, n, k, ix, NULL};
+        vp_gt *idx;
+        snprintf(name, sizeof name, "head.loss.points.%u.pick", p);
+        if (H->host(g, name, pick_uncertain, pc, 1, (vp_gt *[]){point_sample(g, xm, h, w, over)}, 1,
+                    (int[]){1}, (const int64_t *const[]){(int64_t[]){R * k}},
+                    (vp_dtype[]){VP_I32}, &idx))
+            return NULL;
+        pts = H->reshape(g, H->gather_rows(g, H->reshape(g, over, 2, (int64_t[]){R * n, 2}), idx),
+                         3, (int64_t[]){R, k, 2});
+    }
+    if (k < P) {
+        snprintf(name, sizeof name, "head.loss.points.%u.random", p);
+        vp_gt *rnd = H->rand(g, name, 3, (int64_t[]){R, P - k, 2});
+        pts = pts ? H->concat(g, (vp_gt *[]){pts, rnd}, 2, 1) : rnd;
+    }
+    return pts;
+}
+
 vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm,
                 int64_t ht, int64_t wt, m2f_owned *own)
 {
     vp_graph *g = H->graph(b);
     const int64_t *ls = H->shape(d->pred[0].logits);
     int64_t B = ls[0], Q = c->queries, T = c->max_targets, C = c->classes, HW = ht * wt;
-    if (ht % hm || wt % wm) {
+    /* sampled: train_num_points random points (HF's default); else every
+     * target pixel once */
+    const bool sampled = c->train_num_points > 0;
+    const int64_t NP = sampled ? c->train_num_points : HW, HWm = hm * wm;
+    if (!sampled && (ht % hm || wt % wm)) {
         H->error(VP_ERR_INVALID, "mask2former: targets of %lldx%lld are not a whole multiple of "
                  "the %lldx%lld mask logits", (long long)ht, (long long)wt, (long long)hm,
                  (long long)wm);
@@ -194,8 +338,8 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
 
     /* Constants: the identity (class ids to one-hot rows), class weights,
      * the padding row, ones for row sums. */
-    size_t ne = (size_t)((C + 1) * (C + 1));
-    float *buf = calloc(ne > (size_t)HW ? ne : (size_t)HW, sizeof *buf);
+    size_t ne = (size_t)((C + 1) * (C + 1)), nb = (size_t)(HW > HWm ? HW : HWm);
+    float *buf = calloc(ne > nb ? ne : nb, sizeof *buf);
     if (!buf) {
         H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
         return NULL;
@@ -206,34 +350,56 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
     for (int64_t i = 0; i <= C; i++)
         buf[i] = i == C ? (float)c->no_object_weight : 1.0f;
     vp_gt *cls_w = H->constant(g, "head.loss.class_weight", 1, (int64_t[]){C + 1}, buf);
-    for (int64_t i = 0; i < HW; i++)
-        buf[i] = PAD_LOGIT;
-    vp_gt *pad = H->constant(g, "head.loss.pad", 2, (int64_t[]){1, HW}, buf);
+    /* The padding row is sampled between its cells when points are: so
+     * negative enough that even a corner point (a quarter of it, the rest
+     * zero padding) is a probability of 0. */
+    int64_t npad = sampled ? HWm : HW;
+    for (int64_t i = 0; i < npad; i++)
+        buf[i] = sampled ? -1e4f : PAD_LOGIT;
+    vp_gt *pad = H->constant(g, "head.loss.pad", 2, (int64_t[]){1, npad}, buf);
     free(buf);
-    vp_gt *ones_hw = ones_col(g, HW);
+    vp_gt *ones_hw = ones_col(g, NP);
 
     /* Targets as one-hot class rows (B, T, C + 1) and their mask sums. */
     vp_gt *onehot = H->reshape(g, H->gather_rows(g, eye, H->reshape(g, labels, 1,
                                                                     (int64_t[]){B * T})),
                                3, (int64_t[]){B, T, C + 1});
-    vp_gt *tsum = H->reshape(g, H->gemm(g, t2, false, ones_hw, false, NULL), 3,
-                             (int64_t[]){B, T, 1});
 
     vp_gt *total = NULL;
     for (uint32_t p = 0; p < d->n; p++) {
         vp_gt *logits = d->pred[p].logits; /* (B, Q, C + 1) */
-        vp_gt *x = at_target_pixels(g, d->pred[p].masks, hm, wm, ht, wt); /* (B, Q, HW) */
+        /* The matcher compares every mask with every target at NP points:
+         * every target pixel, or (HF's matcher) the same random points for
+         * all of an image's queries and targets. x (B, Q, NP), tmp (B, T, NP) */
+        vp_gt *x, *tmp;
+        char name[64];
+        if (sampled) {
+            snprintf(name, sizeof name, "head.match.%u.points", p);
+            vp_gt *pts = H->rand(g, name, 3, (int64_t[]){B, NP, 2});
+            x = H->reshape(g, point_sample(g, H->reshape(g, d->pred[p].masks, 2,
+                                                         (int64_t[]){B * Q, HWm}),
+                                           hm, wm, repeat_points(g, pts, Q)),
+                           3, (int64_t[]){B, Q, NP});
+            tmp = H->reshape(g, point_sample(g, t2, ht, wt, repeat_points(g, pts, T)), 3,
+                             (int64_t[]){B, T, NP});
+        } else {
+            x = at_target_pixels(g, d->pred[p].masks, hm, wm, ht, wt);
+            tmp = tmask;
+        }
+        vp_gt *tsum = H->reshape(g, H->gemm(g, H->reshape(g, tmp, 2, (int64_t[]){B * T, NP}), false,
+                                            ones_hw, false, NULL),
+                                 3, (int64_t[]){B, T, 1});
         /* The cost matrices' device part. */
         vp_gt *prob = H->softmax(g, logits);
         vp_gt *P = H->gemm(g, prob, false, onehot, true, NULL);           /* (B, Q, T) */
         vp_gt *pos = H->softplus(g, H->scale(g, x, -1.0f)), *neg = H->softplus(g, x);
-        vp_gt *A = H->gemm(g, H->add(g, pos, H->scale(g, neg, -1.0f)), false, tmask, true, NULL);
-        vp_gt *x2 = H->reshape(g, neg, 2, (int64_t[]){B * Q, HW});
+        vp_gt *A = H->gemm(g, H->add(g, pos, H->scale(g, neg, -1.0f)), false, tmp, true, NULL);
+        vp_gt *x2 = H->reshape(g, neg, 2, (int64_t[]){B * Q, NP});
         vp_gt *negsum = H->reshape(g, H->gemm(g, x2, false, ones_hw, false, NULL), 3,
                                    (int64_t[]){B, Q, 1});
         vp_gt *s = H->sigmoid(g, x);
-        vp_gt *numer = H->gemm(g, s, false, tmask, true, NULL);
-        vp_gt *ssum = H->reshape(g, H->gemm(g, H->reshape(g, s, 2, (int64_t[]){B * Q, HW}), false,
+        vp_gt *numer = H->gemm(g, s, false, tmp, true, NULL);
+        vp_gt *ssum = H->reshape(g, H->gemm(g, H->reshape(g, s, 2, (int64_t[]){B * Q, NP}), false,
                                             ones_hw, false, NULL),
                                  3, (int64_t[]){B, Q, 1});
 
@@ -244,10 +410,9 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
             H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
             return NULL;
         }
-        *mc = (match_ctx){B, Q, T, C, HW, c->match_class_weight, c->mask_weight, c->dice_weight,
+        *mc = (match_ctx){B, Q, T, C, NP, c->match_class_weight, c->mask_weight, c->dice_weight,
                           c->no_object_weight, cost, col, tj};
         vp_gt *outs[5];
-        char name[64];
         snprintf(name, sizeof name, "head.match.%u", p);
         vp_status st = H->host(g, name, match, mc, 8,
                                (vp_gt *[]){P, A, negsum, numer, ssum, tsum, labels, inst}, 5,
@@ -264,12 +429,27 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
                                                              (int64_t[]){B * Q, C + 1}),
                                                outs[1], cls_w),
                            outs[4]);
-        /* Mask losses over the matched masks (padding slots: the constant row). */
-        vp_gt *xe = H->concat(g, (vp_gt *[]){H->reshape(g, x, 2, (int64_t[]){B * Q, HW}), pad}, 2,
-                              0);
-        vp_gt *xm = H->gather_rows(g, xe, outs[0]); /* (B*T, HW) */
-        vp_gt *bce = H->mul(g, H->bce_logits(g, xm, t2), outs[2]);
-        vp_gt *dice = H->mul(g, H->dice(g, xm, t2, 1.0f), outs[3]);
+        /* Mask losses over the matched masks (padding slots: the constant
+         * row), at every target pixel or at HF's importance-sampled points
+         * of each matched mask. */
+        vp_gt *xs, *ts;
+        if (sampled) {
+            vp_gt *xe = H->concat(g, (vp_gt *[]){H->reshape(g, d->pred[p].masks, 2,
+                                                            (int64_t[]){B * Q, HWm}),
+                                                 pad},
+                                  2, 0);
+            vp_gt *xm = H->gather_rows(g, xe, outs[0]); /* (B*T, hm * wm) */
+            vp_gt *pts = uncertain_points(c, g, xm, hm, wm, p, own);
+            xs = point_sample(g, xm, hm, wm, pts);   /* (B*T, P) */
+            ts = point_sample(g, t2, ht, wt, pts);
+        } else {
+            vp_gt *xe = H->concat(g, (vp_gt *[]){H->reshape(g, x, 2, (int64_t[]){B * Q, HW}), pad},
+                                  2, 0);
+            xs = H->gather_rows(g, xe, outs[0]); /* (B*T, HW) */
+            ts = t2;
+        }
+        vp_gt *bce = H->mul(g, H->bce_logits(g, xs, ts), outs[2]);
+        vp_gt *dice = H->mul(g, H->dice(g, xs, ts, 1.0f), outs[3]);
         vp_gt *wce = H->scale(g, ce, (float)c->class_weight);
         vp_gt *wbce = H->scale(g, bce, (float)c->mask_weight);
         vp_gt *wdice = H->scale(g, dice, (float)c->dice_weight);

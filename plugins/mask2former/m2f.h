@@ -61,6 +61,12 @@ typedef struct m2f_cfg {
     bool hf;
     int64_t target_stride;    /* hf: image pixels per target mask cell */
     int64_t num_labels;       /* hf: the checkpoint's classes (classes may differ) */
+    /* hf: the mask losses' points (HF's sample_points_using_uncertainty):
+     * train_num_points random points per mask, chosen as the
+     * importance_sample_ratio most uncertain of oversample_ratio times as
+     * many plus random ones; 0: every target pixel once */
+    int64_t train_num_points;
+    double oversample_ratio, importance_sample_ratio;
 } m2f_cfg;
 
 /* ---- pixel.c ---------------------------------------------------------------- */

@@ -12,7 +12,8 @@
  * prediction; without, the instances as Mask2Former's instance inference
  * makes them: "instances.scores" (B, K), "instances.labels" (B, K) int32
  * and "instances.masks" (B, K, H, W) mask logits at the image's size
- * (> 0: inside), K = min(top_k, Q * C).
+ * (> 0: inside), K = min(top_k, Q * C). The HF variant makes them as
+ * Hugging Face's post_process_instance_segmentation does (instances_hf).
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "m2f.h"
+#include "mask_score.spv.h" /* vp_spv_mask_score, made by vpeft-plugin.mk */
 
 #define H m2f_H
 
@@ -52,6 +54,7 @@ void m2f_owned_free(m2f_owned *o)
 typedef struct m2f {
     m2f_cfg cfg;
     int64_t top_k;
+    double score_threshold; /* hf: HF's threshold (instances below it dropped) */
     m2f_owned own;
 } m2f;
 
@@ -153,6 +156,170 @@ static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t 
     return H->graph_status(g);
 }
 
+/* ---- instance inference as Hugging Face's post-processing ----------------------- */
+
+enum { MS_WG = 128, MS_MAX_GROUPS = 65535 };
+
+typedef struct hf_inst {
+    int64_t B, Q, C, K;
+    double threshold;
+    scored *s;          /* Q * C, made with the graph: nothing allocated per run */
+} hf_inst;
+
+/* in: prob (B, Q, C + 1). out: class scores (B, K), labels (B, K) int32,
+ * rows (B * K) int32 (b * Q + q). HF: torch.topk over the flattened (Q, C)
+ * probabilities without the no-object class; label = index % C, query =
+ * index / C. Sorted by probability, ties the lower index first. */
+static vp_status hf_topk(void *user, const vp_host_io *io)
+{
+    const hf_inst *t = user;
+    const float *prob = io->in[0];
+    float *scores = io->out[0];
+    int32_t *labels = (int32_t *)io->out[1], *rows = (int32_t *)io->out[2];
+    int64_t QC = t->Q * t->C;
+    for (int64_t b = 0; b < t->B; b++) {
+        for (int64_t q = 0; q < t->Q; q++)
+            for (int64_t c = 0; c < t->C; c++)
+                t->s[q * t->C + c] = (scored){prob[(b * t->Q + q) * (t->C + 1) + c],
+                                              (int32_t)(q * t->C + c)};
+        qsort(t->s, (size_t)QC, sizeof *t->s, by_score);
+        for (int64_t k = 0; k < t->K; k++) {
+            int32_t q = t->s[k].idx / (int32_t)t->C;
+            scores[b * t->K + k] = t->s[k].score;
+            labels[b * t->K + k] = t->s[k].idx % (int32_t)t->C;
+            rows[b * t->K + k] = (int32_t)(b * t->Q + q);
+        }
+    }
+    return VP_OK;
+}
+
+/* in: class scores (B, K), labels (B, K) int32, mask sums (B * K, 2).
+ * out: scores (B, K), labels (B, K) int32. HF: score = class probability x
+ * sum(sigmoid(m) [m > 0]) / (sum([m > 0]) + 1e-6); an instance whose mask
+ * is empty, or whose score is below the threshold, is not returned: here
+ * label -1 and score 0, in its place. */
+static vp_status hf_score(void *user, const vp_host_io *io)
+{
+    const hf_inst *t = user;
+    const float *cls = io->in[0], *sums = io->in[2];
+    const int32_t *lab = (const int32_t *)io->in[1];
+    float *scores = io->out[0];
+    int32_t *labels = (int32_t *)io->out[1];
+    for (int64_t i = 0; i < t->B * t->K; i++) {
+        float ms = (float)sums[2 * i] / ((float)sums[2 * i + 1] + 1e-6f);
+        float s = cls[i] * ms;
+        bool keep = sums[2 * i + 1] > 0 && s >= t->threshold;
+        scores[i] = keep ? s : 0;
+        labels[i] = keep ? lab[i] : -1;
+    }
+    return VP_OK;
+}
+
+/* The mask score kernel's op in double, for the reference executor. */
+static vp_status mask_score_reference(void *user, const vp_custom_ref_io *io)
+{
+    (void)user;
+    int64_t rows = io->in_shape[0][0], cols = io->in_shape[0][1];
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0, n = 0;
+        for (int64_t i = 0; i < cols; i++) {
+            double v = io->in[0][r * cols + i];
+            if (v > 0) {
+                s += 1 / (1 + exp(-v));
+                n += 1;
+            }
+        }
+        io->out[2 * r] = s;
+        io->out[2 * r + 1] = n;
+    }
+    return VP_OK;
+}
+
+/* x (rows, cols) mask logits -> (rows, 2): the sum of sigmoid(x) where x >
+ * 0, and how many x > 0 (mask_score.comp). */
+static vp_gt *mask_sums(vp_graph *g, vp_gt *x)
+{
+    vp_kernel_desc d = {
+        .size = sizeof d,
+        .name = "mask2former.mask_score",
+        .spirv = vp_spv_mask_score,
+        .spirv_bytes = sizeof vp_spv_mask_score,
+        .n_bindings = 2,
+        .push_size = 2 * sizeof(uint32_t),
+        .local_size = {MS_WG, 1, 1},
+    };
+    vp_custom_kernel *k = NULL;
+    if (!x || H->kernel(g, &d, &k) || !k)
+        return NULL; /* the graph holds the error */
+    const int64_t *s = H->shape(x);
+    uint32_t push[2] = {(uint32_t)s[0], (uint32_t)s[1]};
+    int64_t groups = s[0] < MS_MAX_GROUPS ? s[0] : MS_MAX_GROUPS;
+    vp_custom_call c = {
+        .size = sizeof c,
+        .kernel = k,
+        .n_in = 1,
+        .in = (vp_gt *[]){x},
+        .out_ndim = 2,
+        .out_shape = (int64_t[]){s[0], 2},
+        .push = push,
+        .push_size = sizeof push,
+        .groups = {(uint32_t)(groups > 0 ? groups : 1), 1, 1},
+        .reference = mask_score_reference,
+    };
+    return H->custom(g, &c);
+}
+
+/* Hugging Face's post_process_instance_segmentation of the last prediction,
+ * its masks upsampled to h x w (the model's input, where HF assumes 384 x
+ * 384): the top K (query, class) pairs by class probability first, then
+ * only their K masks gathered, upsampled and scored on the device. */
+static vp_status instances_hf(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t wm, int64_t h,
+                              int64_t w, vp_head_out *out)
+{
+    const m2f_cfg *c = &m->cfg;
+    vp_graph *g = H->graph(b);
+    int64_t B = H->shape(p.logits)[0], Q = c->queries, C = c->classes, HW = hm * wm;
+    int64_t K = m->top_k < Q * C ? m->top_k : Q * C;
+    if (h * w >= (1 << 24) || B * K * h * w > (int64_t)UINT32_MAX)
+        return H->error(VP_ERR_INVALID, "mask2former: %lld instances of %lldx%lld pixels are "
+                        "too many to score (at most 2^24 pixels, 2^32 in all)", (long long)(B * K),
+                        (long long)h, (long long)w);
+    hf_inst *t = m2f_own(&m->own, sizeof *t);
+    scored *s = m2f_own(&m->own, (size_t)(Q * C) * sizeof *s);
+    if (!t || !s)
+        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
+    *t = (hf_inst){B, Q, C, K, m->score_threshold, s};
+    vp_gt *o[3], *f[2];
+    vp_status st = H->host(g, "head.instances.topk", hf_topk, t, 1,
+                           (vp_gt *[]){H->softmax(g, p.logits)}, 3, (int[]){2, 2, 1},
+                           (const int64_t *const[]){(int64_t[]){B, K}, (int64_t[]){B, K},
+                                                    (int64_t[]){B * K}},
+                           (vp_dtype[]){VP_F32, VP_I32, VP_I32}, o);
+    if (st)
+        return st;
+    vp_gt *sel = H->gather_rows(g, H->reshape(g, p.masks, 2, (int64_t[]){B * Q, HW}), o[2]);
+    sel = H->reshape(g, sel, 4, (int64_t[]){B * K, hm, wm, 1});
+    if (h != hm || w != wm)
+        sel = H->resize_bilinear(g, sel, h, w);
+    vp_gt *sums = mask_sums(g, H->reshape(g, sel, 2, (int64_t[]){B * K, h * w}));
+    if ((st = H->graph_status(g)))
+        return st;
+    st = H->host(g, "head.instances.score", hf_score, t, 3, (vp_gt *[]){o[0], o[1], sums}, 2,
+                 (int[]){2, 2}, (const int64_t *const[]){(int64_t[]){B, K}, (int64_t[]){B, K}},
+                 (vp_dtype[]){VP_F32, VP_I32}, f);
+    if (st)
+        return st;
+    uint32_t n = out->n_outputs;
+    out->outputs[n] = f[0];
+    out->names[n++] = "instances.scores";
+    out->outputs[n] = f[1];
+    out->names[n++] = "instances.labels";
+    out->outputs[n] = H->reshape(g, sel, 4, (int64_t[]){B, K, h, w});
+    out->names[n++] = "instances.masks";
+    out->n_outputs = n;
+    return H->graph_status(g);
+}
+
 static void m2f_destroy(void *self)
 {
     m2f *m = self;
@@ -175,7 +342,7 @@ typedef struct field {
 static vp_status m2f_create_hf(const vp_config *cfg, m2f *m)
 {
     static const char *const known[] = {"plugin", "hf", "classes", "max_targets", "top_k",
-                                        "target_stride"};
+                                        "target_stride", "score_threshold", "train_num_points"};
     vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
     const char *path = NULL;
     if (!st)
@@ -187,15 +354,38 @@ static vp_status m2f_create_hf(const vp_config *cfg, m2f *m)
     if (!st && (m->cfg.max_targets < 1 || m->cfg.max_targets > 10000))
         st = H->cfg_fail(cfg, "max_targets", "%lld is out of range (1 to 10000)",
                          (long long)m->cfg.max_targets);
+    /* train_num_points: the checkpoint's (HF samples points), a count, or
+     * "all": every target pixel once (HF's loss with all points; exact) */
+    if (!st && H->cfg_type(cfg, "train_num_points") == VP_CFG_STRING) {
+        const char *v;
+        st = H->cfg_string(cfg, "train_num_points", NULL, &v);
+        if (!st && strcmp(v, "all"))
+            st = H->cfg_fail(cfg, "train_num_points", "expected a number of points or \"all\", "
+                             "got \"%s\"", v);
+        if (!st)
+            m->cfg.train_num_points = 0;
+    } else if (!st && H->cfg_type(cfg, "train_num_points") != VP_CFG_ABSENT) {
+        st = H->cfg_int(cfg, "train_num_points", 0, &m->cfg.train_num_points);
+        if (!st && (m->cfg.train_num_points < 1 || m->cfg.train_num_points > (1 << 24)))
+            st = H->cfg_fail(cfg, "train_num_points", "%lld is out of range (1 to %d, or \"all\")",
+                             (long long)m->cfg.train_num_points, 1 << 24);
+    }
     if (!st)
         st = H->cfg_int(cfg, "target_stride", 1, &m->cfg.target_stride);
     if (!st && (m->cfg.target_stride < 1 || m->cfg.target_stride > 64))
         st = H->cfg_fail(cfg, "target_stride", "%lld is out of range (1 to 64)",
                          (long long)m->cfg.target_stride);
+    /* HF's post-processing: torch.topk with k = num_queries; its threshold
+     * 0.5 drops instances that COCO AP counts, so 0 keeps them all. */
     if (!st)
-        st = H->cfg_int(cfg, "top_k", 100, &m->top_k);
+        st = H->cfg_int(cfg, "top_k", m->cfg.queries, &m->top_k);
     if (!st && m->top_k < 1)
         st = H->cfg_fail(cfg, "top_k", "must be at least 1, got %lld", (long long)m->top_k);
+    if (!st)
+        st = H->cfg_float(cfg, "score_threshold", 0, &m->score_threshold);
+    if (!st && !(m->score_threshold >= 0 && m->score_threshold <= 1))
+        st = H->cfg_fail(cfg, "score_threshold", "%g is out of range (0 to 1)",
+                         m->score_threshold);
     return st;
 }
 
@@ -220,14 +410,16 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
                                         "encoder_ffn", "decoder_ffn", "mask_dim", "max_targets",
                                         "no_object_weight", "class_weight", "mask_weight",
                                         "dice_weight", "top_k", "hf"};
-    vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
+    /* The HF variant checks its own fields (m2f_create_hf). */
+    bool hf = H->cfg_type(cfg, "hf") != VP_CFG_ABSENT;
+    vp_status st = hf ? VP_OK : H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
     if (st)
         return st;
     m2f *m = calloc(1, sizeof *m);
     if (!m)
         return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
     m2f_cfg *c = &m->cfg;
-    if (H->cfg_type(cfg, "hf") != VP_CFG_ABSENT) {
+    if (hf) {
         if ((st = m2f_create_hf(cfg, m))) {
             m2f_destroy(m);
             return st;
@@ -343,6 +535,8 @@ static vp_status m2f_build(void *self, vp_build *b, const vp_features *f, bool t
     }
     /* The mask features' stride scales them to the image. */
     int32_t stride = px.mask_stride;
+    if (c->hf)
+        return instances_hf(m, b, last, hm, wm, hm * stride, wm * stride, out);
     return instances(m, b, last, hm, wm, hm * stride, wm * stride, out);
 }
 

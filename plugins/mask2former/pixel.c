@@ -207,8 +207,9 @@ static vp_status px_check(const m2f_cfg *c, const vp_features *f)
                         "mask2former: levels is %lld, but the backbone gives %u levels (and "
                         "deformable attention takes at most %d)",
                         (long long)c->levels, f->n, VP_MSDEFORM_MAX_LEVELS);
-    if (c->hf && ((int64_t)f->n < c->levels + 1 || f->stride[f->n - (uint32_t)c->levels] !=
-                                                       2 * f->stride[f->n - 1 - (uint32_t)c->levels]))
+    uint32_t lv = (uint32_t)c->levels;
+    if (c->hf && ((int64_t)f->n < c->levels + 1 ||
+                  f->stride[f->n - lv] != 2 * f->stride[f->n - 1 - lv]))
         return H->error(VP_ERR_INVALID,
                         "mask2former: the Hugging Face head needs %lld feature levels and, below "
                         "them, one of half their finest stride (the FPN level); the backbone "

@@ -267,6 +267,53 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
     return H->site_output(c->b, n, VP_SITE_ATTN_OUT, o);
 }
 
+/* HF's stochastic depth rates: linspace(0, drop_path_rate, blocks), block
+ * by block through the stages (SwinEncoder.__init__). */
+static float block_drop_rate(const swin *m, int i, int j)
+{
+    int64_t k = j, total = 0;
+    for (int s = 0; s < m->n_stages; s++) {
+        if (s < i)
+            k += m->depths[s];
+        total += m->depths[s];
+    }
+    return total > 1 ? (float)((double)m->drop_path * (double)k / (double)(total - 1)) : 0.0f;
+}
+
+/* SwinDropPath: in a training graph each image's branch y (B, N, D) is
+ * dropped with probability p and kept ones scaled by 1 / (1 - p) (timm's
+ * drop_path); elsewhere y itself. The per-image factors are dropout of a
+ * column of ones, applied as diag(factors) y: one small gemm. */
+static vp_gt *drop_path(swin_build *c, vp_gt *y, float p)
+{
+    if (!y || !(p > 0.0f))
+        return y;
+    vp_graph *g = c->g;
+    int64_t B = c->batch, ND = H->nelem(y) / B;
+    char name[64];
+    snprintf(name, sizeof name, "swin.drop_path.eye.%lld", (long long)B);
+    vp_gt *eye = H->find(g, name);
+    if (!eye) {
+        float e[64 * 64] = {0};
+        if (B > 64) {
+            H->error(VP_ERR_INVALID, "swin: stochastic depth takes at most 64 images per batch");
+            return NULL;
+        }
+        for (int64_t i = 0; i < B; i++)
+            e[i * B + i] = 1.0f;
+        eye = H->constant(g, name, 2, (int64_t[]){B, B}, e);
+    }
+    vp_gt *flat = H->reshape(g, eye, 1, (int64_t[]){B * B});
+    vp_gt *keep = H->dropout(g, flat, p);
+    if (!keep || keep == flat) /* evaluation: dropout is the identity */
+        return keep ? y : NULL;
+    /* dropout of eye's entries: off-diagonal zeros stay zero, so it is
+     * diag(factors) with each factor drawn once */
+    vp_gt *d = H->reshape(g, keep, 2, (int64_t[]){B, B});
+    vp_gt *r = H->gemm(g, d, false, H->reshape(g, y, 2, (int64_t[]){B, ND}), false, NULL);
+    return H->reshape(g, r, H->ndim(y), H->shape(y));
+}
+
 /* SwinLayer j of stage i. x: (B, Hs*Ws, D) -> (B, Hs*Ws, D). */
 static vp_gt *block(swin_build *c, int i, int j, vp_gt *x, int64_t Hs, int64_t Ws, vp_gt *mask)
 {
@@ -280,7 +327,8 @@ static vp_gt *block(swin_build *c, int i, int j, vp_gt *x, int64_t Hs, int64_t W
     t = swin_window_in(c, t, w, s);                                  /* (Bw, N, D) */
     t = attention(c, p, t, D, m->heads[i], s ? mask : NULL);
     t = swin_window_out(c, t, Hs, Ws, w, s);                         /* (B, Hs, Ws, D) */
-    x = H->add(g, x, H->reshape(g, t, 3, (int64_t[]){B, Hs * Ws, D}));
+    x = H->add(g, x, drop_path(c, H->reshape(g, t, 3, (int64_t[]){B, Hs * Ws, D}),
+                               block_drop_rate(m, i, j)));
     snprintf(n, sizeof n, "%s.layernorm_after", p);
     t = norm(c, n, x, D, m->eps);
     snprintf(n, sizeof n, "%s.intermediate.dense", p);

@@ -142,9 +142,8 @@ static vp_status check_outputs(const vp_config *c, int n)
 }
 
 /* SwinConfig's fields from object c (the HF config's Swin part or the
- * plugin's entry), with SwinConfig's defaults. file: c's file, for the
- * warning about drop_path_rate (NULL: the run config). */
-static vp_status read_arch(const vp_config *c, swin *m, const char *file)
+ * plugin's entry), with SwinConfig's defaults. */
+static vp_status read_arch(const vp_config *c, swin *m)
 {
     static const int64_t def_depths[4] = {2, 2, 6, 2}, def_heads[4] = {3, 6, 12, 24};
     int n_heads = 0;
@@ -214,12 +213,7 @@ static vp_status read_arch(const vp_config *c, swin *m, const char *file)
         st = size_hw(c, "image_size", (int64_t[]){224, 224}, m->image);
     if (st)
         return st;
-    if (dpr > 0) {
-        const char *path = H->cfg_path(c);
-        H->log(VP_LOG_WARN, "swin: %s%s%s%sdrop_path_rate %g is ignored: stochastic depth is "
-               "not implemented (every block is always kept)", file ? file : "",
-               file ? ": " : "", path, *path ? "." : "", dpr);
-    }
+    m->drop_path = (float)dpr;
     m->eps = (float)eps;
     m->init_std = (float)std;
     m->hidden_drop = (float)hd;
@@ -270,7 +264,7 @@ static vp_status read_hf(const char *path, swin *m)
                          "backbone_config", type);
     }
     if (!st)
-        st = read_arch(sw, m, file ? file : path);
+        st = read_arch(sw, m);
     H->cfg_free(root);
     free(file);
     return st;
@@ -300,7 +294,7 @@ vp_status swin_create(const vp_config *cfg, void **self)
             st = H->cfg_fail(cfg, hf_fields[i], "not with \"hf\": the architecture comes from %s "
                              "(give one or the other; \"image\" sets the input size)", hf);
     if (!st)
-        st = hf ? read_hf(hf, m) : read_arch(cfg, m, NULL);
+        st = hf ? read_hf(hf, m) : read_arch(cfg, m);
     if (!st)
         st = size_hw(cfg, "image", m->image, m->image);
     if (!st)

@@ -35,6 +35,7 @@ typedef struct swin {
     float eps;                         /* layer_norm_eps: the blocks' norms */
     float init_std;                    /* initializer_range */
     float hidden_drop, attn_drop;      /* hidden_dropout_prob, attention_probs_dropout_prob */
+    float drop_path;                   /* drop_path_rate: the last block's stochastic depth */
     bool m2f_names;                    /* "names": "mask2former" */
     bool hidden_states;                /* "output_hidden_states": name HF's hidden_states */
     const char *weights;               /* resolved path (the host's string) or NULL */
