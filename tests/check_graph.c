@@ -869,6 +869,12 @@ END_TEST
 
 START_TEST(test_build_errors)
 {
+    /* the accessors take a failed op's NULL as an empty tensor */
+    ck_assert_int_eq(vp_gt_ndim(NULL), 0);
+    ck_assert_int_eq(vp_gt_nelem(NULL), 0);
+    ck_assert_int_eq(vp_gt_shape(NULL)[0], 0);
+    ck_assert_str_eq(vp_gt_name(NULL), "(none)");
+
     vp_device *dev = vt_device((uint32_t)_i);
     vp_graph *g;
     vt_ok(vp_graph_create(dev, &g));

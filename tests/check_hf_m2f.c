@@ -453,6 +453,26 @@ START_TEST(test_cli_forward)
 }
 END_TEST
 
+/* A PEFT method failing inside the head's build (the graph holds the
+ * error; the head goes on with NULL tensors) reports it, no crash. */
+START_TEST(test_build_error_midway)
+{
+    set_data();
+    char dir[4200], json[8600], w[4200];
+    snprintf(w, sizeof w, "%s/shared_weights.safetensors", data);
+    make_ckpt(dir, sizeof dir, w);
+    snprintf(json, sizeof json, "{\"model\": {\"hf\": \"%s\"}, \"peft\": ["
+             "{\"plugin\": \"lora\", \"r\": 2, \"target_modules\": [\"q_proj\"]}, "
+             "{\"plugin\": \"lora\", \"r\": 2, \"target_modules\": [\"q_proj\"]}]}", dir);
+    vp_model *m = NULL;
+    ck_assert_int_ne(model_from(_i, json, false, &m), VP_OK);
+    ck_assert_ptr_null(m);
+    vt_assert_has(vp_error_last(), "model.transformer_module.decoder.layers.0.self_attn.q_proj: "
+                                   "already adapted by an earlier lora entry");
+    vt_rm_rf(dir);
+}
+END_TEST
+
 /* The base model's parameters, counted on a graph built but not compiled
  * (as vpeft info does). */
 static uint64_t count_params(const char *json)
@@ -502,6 +522,7 @@ int main(void)
     vt_add_per_device(tc, test_loss_and_grads, NULL);
     vt_add_per_device(tc, test_sampled_loss, NULL);
     tcase_add_test(tc, test_cli_forward);
+    vt_add_per_device(tc, test_build_error_midway, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -191,12 +191,17 @@ START_TEST(test_save_load_merge)
     const char *s;
     vt_ok(vp_cfg_string(saved, "peft_type", NULL, &s));
     ck_assert_str_eq(s, "LORA");
-    vt_ok(vp_cfg_string(saved, "vpeft_plugin", NULL, &s));
-    ck_assert_str_eq(s, "lora_deform");
     int64_t r;
     vt_ok(vp_cfg_int(saved, "r", 0, &r));
     ck_assert_int_eq(r, 3);
     ck_assert_int_eq(vp_cfg_type_of(saved, "plugin"), VP_CFG_ABSENT);
+    ck_assert_int_eq(vp_cfg_type_of(saved, "targets"), VP_CFG_ABSENT); /* not LoraConfig's */
+    vp_cfg_free(saved);
+    /* vpeft's own fields beside it, where HF PEFT does not read */
+    snprintf(path, sizeof path, "%s/vpeft_config.json", dir);
+    vt_ok(vp_cfg_load(path, &saved));
+    vt_ok(vp_cfg_string(saved, "vpeft_plugin", NULL, &s));
+    ck_assert_str_eq(s, "lora_deform");
     vp_cfg_free(saved);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     vp_st *f;

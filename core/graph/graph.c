@@ -140,19 +140,26 @@ bool vp_gt_same_shape(const vp_gt *a, const vp_gt *b)
     return true;
 }
 
+/* The accessors take NULL (a failed op's result) and answer as for an
+ * empty tensor, so that a plugin chaining ops reads no invalid memory
+ * before it checks the graph's status. */
+static const int64_t no_shape[VP_MAX_DIMS];
+
 int64_t vp_gt_nelem(const vp_gt *t)
 {
+    if (!t)
+        return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++)
         n *= t->shape[i];
     return n;
 }
 
-const char *vp_gt_name(const vp_gt *t) { return t->name; }
-int vp_gt_ndim(const vp_gt *t) { return t->ndim; }
-vp_dtype vp_gt_dtype(const vp_gt *t) { return t->dtype; }
-bool vp_gt_trainable(const vp_gt *t) { return t->kind == VP_GT_PARAM && t->trainable; }
-const int64_t *vp_gt_shape(const vp_gt *t) { return t->shape; }
+const char *vp_gt_name(const vp_gt *t) { return t ? t->name : "(none)"; }
+int vp_gt_ndim(const vp_gt *t) { return t ? t->ndim : 0; }
+vp_dtype vp_gt_dtype(const vp_gt *t) { return t ? t->dtype : VP_F32; }
+bool vp_gt_trainable(const vp_gt *t) { return t && t->kind == VP_GT_PARAM && t->trainable; }
+const int64_t *vp_gt_shape(const vp_gt *t) { return t ? t->shape : no_shape; }
 vp_gt *vp_g_grad(const vp_gt *t) { return t ? t->grad : NULL; }
 void vp_g_keep(vp_gt *t)
 {

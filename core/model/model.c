@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "model/select.h"
 #include "util/error.h"
 
 struct vp_model {
@@ -245,6 +246,9 @@ static vp_status build(vp_model *m, const vp_config *root, const vp_model_opts *
     if (o->train && !m->out.loss)
         return vp_error_set(VP_ERR_INVALID, "%s: build for training gave no loss", head_name);
     vp_build_enter(m->build, "vpeft", false);
+    for (uint32_t k = 0; k < m->pefts.n; k++) /* no silently smaller HF selection */
+        if ((st = vp_selector_check_modules(m->pefts.items[k].cfg, m->build)))
+            return st;
     if ((st = vp_build_check_pefts(m->build)))
         return st;
 built:

@@ -86,9 +86,11 @@ const char *vp_model_plugin_name(const vp_model *m, vp_plugin_kind kind);
 const vp_peft_set *vp_model_pefts(const vp_model *m);
 /* The PEFT methods' parameters in Hugging Face PEFT's layout, one
  * directory per method (dir itself when there is one method, else
- * dir/<plugin>, dir/<plugin>_<i> for repeats): adapter_config.json (the
- * method's config entry, its peft_type, the base model) and
- * adapter_model.safetensors (its parameters as base_model.model.<name>).
+ * dir/<plugin>, dir/<plugin>_<i> for repeats): adapter_config.json (HF
+ * PEFT's fields only: peft_type, the base model, r, lora_alpha, the
+ * adapted modules' full paths as target_modules, ...),
+ * adapter_model.safetensors (its parameters as base_model.model.<name>)
+ * and vpeft_config.json (the plugin and the config entry as written).
  * Files are replaced atomically. */
 vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const char *dir);
 /* Their values back from such a directory: every key and shape must be the

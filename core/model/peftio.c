@@ -3,16 +3,21 @@
  * parameters in Hugging Face PEFT's layout, folding methods into the base
  * weights (vpeft merge), and loading a whole model's parameters by name.
  *
- * The layout per method: adapter_config.json, the method's config entry as
- * the user wrote it (LoRA's fields are HF LoraConfig's) plus peft_type,
- * base_model_name_or_path (the backbone's weights file, or its plugin) and
- * vpeft_plugin; and adapter_model.safetensors with the method's parameters
- * only, each as "base_model.model.<name>" (HF's key for a module path).
+ * The layout per method: adapter_config.json with only fields HF PEFT's
+ * config classes have (for peft_type LORA a LoraConfig whose
+ * target_modules names exactly the modules vpeft adapted), its
+ * base_model_name_or_path the model.hf directory as given (or the
+ * backbone's weights file, or its plugin); vpeft_config.json beside it
+ * with vpeft's own (the plugin, its config entry as written, the version),
+ * which HF ignores; and adapter_model.safetensors with the method's
+ * parameters only, each as "base_model.model.<name>", the key HF PEFT's
+ * get_peft_model_state_dict gives a module path's parameter.
  * Every file goes through a temporary file, fsync and rename: a reader sees
  * the old file or the new one, never half of one.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +33,7 @@
 #include "util/file.h"
 
 #define KEY_PREFIX "base_model.model."
+#define VPEFT_CONFIG "vpeft_config.json"
 
 /* ---- files ---------------------------------------------------------------------- */
 
@@ -64,32 +70,164 @@ static vp_status read_param(vp_graph *g, vp_gt *t, float **out)
 
 /* ---- save ------------------------------------------------------------------------ */
 
+/* As the host's selectors match a list entry (select.c): the glob against
+ * the whole path or its last dot-separated components. */
+static bool tail_match(const char *glob, const char *path)
+{
+    if (!fnmatch(glob, path, 0))
+        return true;
+    for (const char *p = strchr(path, '.'); p; p = strchr(p + 1, '.'))
+        if (!fnmatch(glob, p + 1, 0))
+            return true;
+    return false;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static double num_or(const cJSON *o, const char *key, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+/* HF PEFT's LoraConfig for method k (peft_type "LORA": lora, lora_deform),
+ * with what vpeft adapted spelled out so that HF selects exactly that:
+ * target_modules the module names of the linear sites it attached to (HF
+ * matches a name exactly; globs, POSIX regexes and lora_deform's
+ * targets/modules have no HF meaning), rank_pattern and alpha_pattern
+ * per module where they differ from r and lora_alpha (HF matches a key
+ * at the end of a module name). The other fields keep the entry's values,
+ * or the defaults that vpeft and HF share. */
+static cJSON *lora_config(const vp_model *m, uint32_t k, const cJSON *entry)
+{
+    const vp_build *b = vp_model_build(m);
+    double r = num_or(entry, "r", 8), alpha = num_or(entry, "lora_alpha", 8);
+    const cJSON *alphas = cJSON_GetObjectItemCaseSensitive(entry, "alpha_pattern");
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < vp_build_site_count(b); i++) {
+        const vp_build_site *st = vp_build_site_at(b, i);
+        n += st->kind == VP_SITE_LINEAR && (st->attached & (1u << k));
+    }
+    const char **paths = calloc(n ? n : 1, sizeof *paths);
+    cJSON *o = cJSON_CreateObject(), *tm = cJSON_CreateArray();
+    cJSON *rp = cJSON_CreateObject(), *ap = cJSON_CreateObject();
+    if (!paths || !o || !tm || !rp || !ap) {
+        free(paths);
+        cJSON_Delete(o);
+        cJSON_Delete(tm);
+        cJSON_Delete(rp);
+        cJSON_Delete(ap);
+        return NULL;
+    }
+    n = 0;
+    for (uint32_t i = 0; i < vp_build_site_count(b); i++) {
+        const vp_build_site *st = vp_build_site_at(b, i);
+        if (st->kind == VP_SITE_LINEAR && (st->attached & (1u << k)))
+            paths[n++] = st->path;
+    }
+    qsort(paths, n, sizeof *paths, cmp_str);
+    for (uint32_t j = 0; j < n; j++) {
+        cJSON_AddItemToArray(tm, cJSON_CreateString(paths[j]));
+        char a_name[600];
+        snprintf(a_name, sizeof a_name, "%s.lora_A.weight", paths[j]);
+        for (uint32_t i = 0; i < vp_build_param_count(b); i++) {
+            const vp_build_param *p = vp_build_param_at(b, i);
+            if (p->owner == k + 1 && !strcmp(vp_gt_name(p->t), a_name) &&
+                (double)vp_gt_shape(p->t)[0] != r)
+                cJSON_AddNumberToObject(rp, paths[j], (double)vp_gt_shape(p->t)[0]);
+        }
+        /* the lora plugin's rule: the first alpha_pattern key that matches */
+        const cJSON *e;
+        cJSON_ArrayForEach(e, alphas) {
+            if (cJSON_IsNumber(e) && e->string && tail_match(e->string, paths[j])) {
+                if (e->valuedouble != alpha)
+                    cJSON_AddNumberToObject(ap, paths[j], e->valuedouble);
+                break;
+            }
+        }
+    }
+    free(paths);
+    cJSON_AddStringToObject(o, "peft_type", "LORA");
+    cJSON_AddNullToObject(o, "task_type");
+    cJSON_AddTrueToObject(o, "inference_mode");
+    cJSON_AddNumberToObject(o, "r", r);
+    cJSON_AddNumberToObject(o, "lora_alpha", alpha);
+    cJSON_AddNumberToObject(o, "lora_dropout", num_or(entry, "lora_dropout", 0));
+    cJSON_AddItemToObject(o, "target_modules", tm);
+    cJSON_AddItemToObject(o, "rank_pattern", rp);
+    cJSON_AddItemToObject(o, "alpha_pattern", ap);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(entry, "use_rslora");
+    cJSON_AddBoolToObject(o, "use_rslora", cJSON_IsTrue(v));
+    v = cJSON_GetObjectItemCaseSensitive(entry, "init_lora_weights");
+    if (cJSON_IsString(v))
+        cJSON_AddStringToObject(o, "init_lora_weights", v->valuestring);
+    else
+        cJSON_AddBoolToObject(o, "init_lora_weights", !cJSON_IsFalse(v));
+    cJSON_AddStringToObject(o, "bias", "none");
+    cJSON_AddFalseToObject(o, "fan_in_fan_out");
+    return o;
+}
+
+/* adapter_config.json, which HF PEFT's PeftConfig.from_pretrained reads
+ * (so only its fields: an unknown one is a warning there, and an error in
+ * PEFT before 0.11), and vpeft_config.json beside it with what is
+ * vpeft's own: the plugin, its entry as written, the version. */
 static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t k,
-                             const char *path)
+                             const char *mdir)
 {
     const vp_peft_item *it = &vp_model_pefts(m)->items[k];
     char *text = vp_cfg_to_json(it->cfg);
-    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    cJSON *entry = text ? cJSON_Parse(text) : NULL;
     free(text);
-    if (!j)
+    char path[4200];
+    snprintf(path, sizeof path, "%s/adapter_config.json", mdir);
+    if (!entry)
         return vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
+    /* The base model as HF names it: model.hf's directory as the run config
+     * gives it, else the backbone's weights file, else its plugin. */
     const char *base = vp_model_plugin_name(m, VP_PLUGIN_BACKBONE);
-    const vp_config *bb = vp_cfg_get(vp_cfg_get(root, "model"), "backbone");
-    const char *weights = NULL;
-    if (vp_cfg_type_of(bb, "weights") == VP_CFG_STRING)
-        vp_cfg_string(bb, "weights", NULL, &weights);
-    cJSON_DeleteItemFromObject(j, "plugin");
-    cJSON_AddStringToObject(j, "peft_type",
-                            it->iface->peft_type ? it->iface->peft_type : it->name);
-    cJSON_AddStringToObject(j, "base_model_name_or_path", weights ? weights : base ? base : "");
-    cJSON_AddStringToObject(j, "vpeft_plugin", it->name);
-    cJSON_AddStringToObject(j, "vpeft_version", VP_VERSION_STRING);
-    char *out = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!out)
-        return vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
-    vp_status st = vp_file_write_atomic(path, out, strlen(out));
+    const vp_config *model = vp_cfg_get(root, "model");
+    const vp_config *bb = vp_cfg_get(model, "backbone");
+    const char *given = NULL;
+    if (vp_cfg_type_of(model, "hf") == VP_CFG_STRING)
+        vp_cfg_string(model, "hf", NULL, &given);
+    else if (vp_cfg_type_of(bb, "weights") == VP_CFG_STRING)
+        vp_cfg_string(bb, "weights", NULL, &given);
+    if (given)
+        base = given;
+    const char *type = it->iface->peft_type ? it->iface->peft_type : it->name;
+    cJSON *hf;
+    if (!strcmp(type, "LORA")) {
+        hf = lora_config(m, k, entry);
+    } else {
+        hf = cJSON_Duplicate(entry, true);
+        cJSON_DeleteItemFromObjectCaseSensitive(hf, "plugin");
+        if (hf)
+            cJSON_AddStringToObject(hf, "peft_type", type);
+    }
+    if (hf)
+        cJSON_AddStringToObject(hf, "base_model_name_or_path", base ? base : "");
+    cJSON *own = cJSON_CreateObject();
+    if (own) {
+        cJSON_AddStringToObject(own, "vpeft_plugin", it->name);
+        cJSON_AddStringToObject(own, "vpeft_version", VP_VERSION_STRING);
+        cJSON_AddItemToObject(own, "peft", entry);
+        entry = NULL;
+    }
+    cJSON_Delete(entry);
+    char *out = hf ? cJSON_Print(hf) : NULL, *out2 = own ? cJSON_Print(own) : NULL;
+    cJSON_Delete(hf);
+    cJSON_Delete(own);
+    vp_status st = out && out2 ? vp_file_write_atomic(path, out, strlen(out))
+                               : vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
+    snprintf(path, sizeof path, "%s/" VPEFT_CONFIG, mdir);
+    if (!st)
+        st = vp_file_write_atomic(path, out2, strlen(out2));
     free(out);
+    free(out2);
     return st;
 }
 
@@ -134,9 +272,8 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", mdir);
         if (!st)
             st = vp_st_write(path, e, j, meta, 2);
-        snprintf(path, sizeof path, "%s/adapter_config.json", mdir);
         if (!st)
-            st = save_config(m, root, k, path);
+            st = save_config(m, root, k, mdir);
         for (uint32_t i = 0; i < n; i++) {
             if (vals)
                 free(vals[i]);
@@ -152,6 +289,30 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
 
 /* ---- load ------------------------------------------------------------------------------ */
 
+/* Whether method it can load the adapter whose adapter_config.json is cfg
+ * (and vpeft_config.json own, or NULL): one vpeft saved names its plugin
+ * (in own; in cfg when an older vpeft saved it); one HF PEFT saved has
+ * the method's peft_type. The tensors are checked by name and shape. */
+static vp_status check_saved_by(const vp_config *cfg, const vp_config *own, const vp_peft_item *it)
+{
+    const vp_config *src = own ? own
+                               : vp_cfg_type_of(cfg, "vpeft_plugin") != VP_CFG_ABSENT ? cfg : NULL;
+    const char *v = NULL;
+    if (src) {
+        vp_status st = vp_cfg_string(src, "vpeft_plugin", NULL, &v);
+        if (!st && (!v || strcmp(v, it->name)))
+            st = vp_cfg_fail(src, "vpeft_plugin", "was saved by %s, the config's method here is "
+                             "%s", v ? v : "another tool", it->name);
+        return st;
+    }
+    const char *want = it->iface->peft_type ? it->iface->peft_type : it->name;
+    vp_status st = vp_cfg_string(cfg, "peft_type", NULL, &v);
+    if (!st && (!v || strcmp(v, want)))
+        st = vp_cfg_fail(cfg, "peft_type", "%s%s%s is not %s's (%s)", v ? "\"" : "",
+                         v ? v : "missing", v ? "\"" : "", it->name, want);
+    return st;
+}
+
 vp_status vp_model_load_peft(vp_model *m, const char *dir)
 {
     const vp_peft_set *s = vp_model_pefts(m);
@@ -163,14 +324,15 @@ vp_status vp_model_load_peft(vp_model *m, const char *dir)
         char mdir[4096], path[4200];
         method_dir(s, k, dir, mdir, sizeof mdir);
         snprintf(path, sizeof path, "%s/adapter_config.json", mdir);
-        vp_config *cfg;
+        vp_config *cfg, *own = NULL;
         vp_status st = vp_cfg_load(path, &cfg);
-        const char *plugin = NULL;
-        if (!st)
-            st = vp_cfg_string(cfg, "vpeft_plugin", NULL, &plugin);
-        if (!st && (!plugin || strcmp(plugin, s->items[k].name)))
-            st = vp_cfg_fail(cfg, "vpeft_plugin", "was saved by %s, the config's method here is "
-                             "%s", plugin ? plugin : "another tool", s->items[k].name);
+        snprintf(path, sizeof path, "%s/" VPEFT_CONFIG, mdir);
+        if (!st && access(path, F_OK) == 0 && (st = vp_cfg_load(path, &own)))
+            vp_cfg_free(cfg);
+        if (st)
+            return st;
+        st = check_saved_by(cfg, own, &s->items[k]);
+        vp_cfg_free(own);
         vp_cfg_free(cfg);
         if (st)
             return st;

@@ -5,13 +5,21 @@
  * no \d or (?:...)); a list holds names or globs, each matching a whole
  * path or its last dot-separated components ("qkv" and "attn.*" both match
  * "backbone.blocks.0.attn.qkv", as HF's `key.endswith("." + target)`).
+ *
+ * vp_selector_check_modules holds a model to HF PEFT's reading of
+ * target_modules: a name or regex that HF would apply to a layer vpeft
+ * has no linear site for (a Conv2d, an Embedding, a packed
+ * MultiheadAttention, a shared prediction layer) is an error, not a
+ * silently smaller selection.
  */
 #include <fnmatch.h>
 #include <regex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config/config.h"
+#include "model/build.h"
 #include "model/select.h"
 #include "util/error.h"
 
@@ -128,4 +136,116 @@ bool vp_selector_match(const vp_selector *s, const char *path)
                 return true;
     }
     return false;
+}
+
+/* ---- what HF PEFT would adapt and vpeft cannot ----------------------------------------- */
+
+/* A list entry with glob characters is vpeft's own form; HF PEFT reads it
+ * literally (a module whose name contains '*' does not exist). */
+static bool hf_form(const char *t) { return !strpbrk(t, "*?["); }
+
+/* HF PEFT's check_target_module_exists for one module name: a string is
+ * re.fullmatch (POSIX here, as vp_selector_match), a list entry matches
+ * the whole name or its end after a dot. Only entries in HF's form. */
+static bool hf_selects(const vp_config *c, const vp_selector *regex, const char *path)
+{
+    if (regex)
+        return vp_selector_match(regex, path);
+    const vp_config *arr = vp_cfg_get(c, "target_modules");
+    size_t n = strlen(path);
+    for (int i = 0; i < vp_cfg_len(arr); i++) {
+        const char *t = NULL;
+        if (vp_cfg_string(vp_cfg_at(arr, i), NULL, NULL, &t) || !t || !hf_form(t))
+            continue;
+        size_t k = strlen(t);
+        if (!strcmp(path, t) || (n > k && path[n - k - 1] == '.' && !strcmp(path + n - k, t)))
+            return true;
+    }
+    return false;
+}
+
+static bool ends_with(const char *s, const char *suffix, size_t *stem)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    *stem = n - k;
+    return n > k && !strcmp(s + n - k, suffix);
+}
+
+vp_status vp_selector_check_modules(const vp_config *entry, const vp_build *b)
+{
+    vp_cfg_type t = vp_cfg_type_of(entry, "target_modules");
+    const char *s = NULL;
+    if (t == VP_CFG_STRING && !vp_cfg_string(entry, "target_modules", NULL, &s) &&
+        !strcmp(s, "all-linear"))
+        return VP_OK; /* vpeft's all-linear is its linear sites: docs/lora.md */
+    if (t != VP_CFG_STRING && t != VP_CFG_ARRAY)
+        return VP_OK;
+    vp_selector *regex = NULL, *exclude = NULL, *any = NULL;
+    vp_status st = t == VP_CFG_STRING ? vp_selector_create(entry, "target_modules", NULL, 0, &regex)
+                                      : VP_OK;
+    if (!st)
+        st = vp_selector_create(entry, "target_modules", NULL, 0, &any);
+    vp_cfg_type te = vp_cfg_type_of(entry, "exclude_modules");
+    if (!st && (te == VP_CFG_STRING || te == VP_CFG_ARRAY))
+        st = vp_selector_create(entry, "exclude_modules", NULL, 0, &exclude);
+    /* The out_proj of a packed MultiheadAttention is a linear site, but
+     * PyTorch never calls its forward: HF PEFT's LoRA there is ignored, so
+     * vpeft's lora leaves it alone, and selecting it in any form is an
+     * error here rather than a difference after loading into HF. */
+    for (uint32_t j = 0; !st && j < vp_build_site_count(b); j++) {
+        const vp_build_site *bs = vp_build_site_at(b, j);
+        size_t stem;
+        char packed[512];
+        if (bs->kind != VP_SITE_LINEAR || !ends_with(bs->path, ".out_proj", &stem) ||
+            stem + 16 > sizeof packed)
+            continue;
+        snprintf(packed, sizeof packed, "%.*s.in_proj_weight", (int)stem, bs->path);
+        bool mha = false;
+        for (uint32_t i = 0; !mha && i < vp_build_param_count(b); i++)
+            mha = !vp_build_param_at(b, i)->owner &&
+                  !strcmp(vp_gt_name(vp_build_param_at(b, i)->t), packed);
+        if (mha && vp_selector_match(any, bs->path) &&
+            !(exclude && vp_selector_match(exclude, bs->path)))
+            st = vp_cfg_fail(entry, "target_modules", "selects %s, the out_proj of an "
+                             "nn.MultiheadAttention: PyTorch never calls its forward, so HF "
+                             "PEFT ignores LoRA there and vpeft does not adapt it; leave it out, "
+                             "e.g. with exclude_modules: [\"cross_attn.out_proj\"]", bs->path);
+    }
+    /* Modules HF PEFT's LoRA takes (Linear, Embedding, ConvNd,
+     * MultiheadAttention), known by their parameters: "<m>.weight" of 2 or
+     * more dimensions, or a packed "<m>.in_proj_weight". */
+    for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
+        const vp_build_param *p = vp_build_param_at(b, i);
+        const char *name = vp_gt_name(p->t);
+        int nd = vp_gt_ndim(p->t);
+        size_t stem;
+        const char *kind;
+        if (p->owner)
+            continue;
+        if (ends_with(name, ".in_proj_weight", &stem))
+            kind = "an nn.MultiheadAttention (its q, k, v packed in in_proj_weight)";
+        else if (ends_with(name, ".weight", &stem) && nd >= 2)
+            kind = nd == 4 ? "a Conv2d" : nd == 3 ? "a Conv1d" : "a Linear or Embedding layer";
+        else
+            continue;
+        char path[512];
+        if (stem >= sizeof path)
+            continue;
+        memcpy(path, name, stem);
+        path[stem] = 0;
+        bool site = false;
+        for (uint32_t j = 0; !site && j < vp_build_site_count(b); j++) {
+            const vp_build_site *bs = vp_build_site_at(b, j);
+            site = bs->kind == VP_SITE_LINEAR && !strcmp(bs->path, path);
+        }
+        if (site || !hf_selects(entry, regex, path) || (exclude && vp_selector_match(exclude, path)))
+            continue;
+        st = vp_cfg_fail(entry, "target_modules", "selects %s, %s: Hugging Face PEFT would adapt "
+                         "it, vpeft has no LoRA for it (not a linear site); leave it out, e.g. "
+                         "with exclude_modules", path, kind);
+    }
+    vp_selector_destroy(regex);
+    vp_selector_destroy(any);
+    vp_selector_destroy(exclude);
+    return st;
 }

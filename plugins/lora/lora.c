@@ -289,6 +289,21 @@ static char *param_name(const char *path, const char *suffix)
     return s;
 }
 
+/* Whether path is "<m>.out_proj" of a module with a packed
+ * "<m>.in_proj_weight": the out_proj of a PyTorch nn.MultiheadAttention
+ * (HF Mask2Former's cross-attention). Its forward never runs in PyTorch
+ * (the module reads out_proj.weight directly), so HF PEFT documents that
+ * LoRA targeting it is ignored. */
+static bool mha_out_proj(vp_graph *g, const char *path)
+{
+    size_t n = strlen(path), k = strlen(".out_proj");
+    char name[512];
+    if (n <= k || strcmp(path + n - k, ".out_proj") || n - k + 16 > sizeof name)
+        return false;
+    snprintf(name, sizeof name, "%.*s.in_proj_weight", (int)(n - k), path);
+    return H->find(g, name) != NULL;
+}
+
 /* At a linear site this instance selects: A (r, in) and B (out, r) under
  * the site's path, and y (..., out) -> y + scale * B (A x), x (..., in).
  * Every other site: y unchanged. */
@@ -304,6 +319,11 @@ static vp_status lora_attach(void *self, vp_build *b, const vp_site *site, vp_gt
         return VP_OK;
 
     vp_graph *g = H->graph(b);
+    /* Not adapted: HF's all-linear takes it and its LoRA there does
+     * nothing; any other selection of it is the host's error after the
+     * build (vp_selector_check_modules), where the model is complete. */
+    if (mha_out_proj(g, site->path))
+        return VP_OK;
     int64_t in = site->in_features, out = site->out_features;
     int nd = x ? H->ndim(x) : 0;
     if (!x || H->dtype(x) != VP_F32 || nd < 1 || H->shape(x)[nd - 1] != in)

@@ -150,6 +150,8 @@ static m2f_pred predict(vp_build *b, const heads *h, vp_gt *x, vp_gt *mf)
 static vp_gt *attn_mask(vp_build *b, vp_gt *masks, int64_t hm, int64_t wm, int64_t h, int64_t w)
 {
     vp_graph *g = H->graph(b);
+    if (!masks) /* an earlier op failed: the graph holds its error */
+        return NULL;
     const int64_t *s = H->shape(masks);
     int64_t B = s[0], Q = s[1];
     static const int to_last[4] = {0, 2, 3, 1}, to_first[4] = {0, 3, 1, 2};

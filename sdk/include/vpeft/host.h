@@ -99,6 +99,8 @@ struct vp_host_api {
     /* ---- ABI 1.0: the graph and its tensors ----------------------------------- */
     vp_graph *(*graph)(vp_build *b);
     vp_status (*graph_status)(const vp_graph *g); /* the first build error, or VP_OK */
+    /* The accessors below take NULL (a failed op's result) as an empty
+     * tensor: name "(none)", ndim 0, a shape of zeros, nelem 0. */
     const char *(*name)(const vp_gt *t);
     int (*ndim)(const vp_gt *t);
     const int64_t *(*shape)(const vp_gt *t);
