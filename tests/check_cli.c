@@ -43,7 +43,7 @@ START_TEST(test_help_version)
     ck_assert_int_eq(run("%s", bin()), 2);
     assert_has(err, "usage: vpeft");
     ck_assert_int_eq(run("%s frobnicate", bin()), 2);
-    ck_assert_str_eq(err, "vpeft: unknown command 'frobnicate'; commands: demo train eval predict devices plugins info embed forward merge make-shapes plugin-test (see vpeft --help)\n");
+    ck_assert_str_eq(err, "vpeft: unknown command 'frobnicate'; commands: demo init train eval predict devices plugins info embed forward merge make-shapes plugin-test (see vpeft --help)\n");
     ck_assert_int_eq(run("%s devices --help", bin()), 0);
     assert_has(out, "usage: vpeft devices");
     ck_assert_int_eq(run("%s devices --bogus", bin()), 2);

@@ -19,6 +19,7 @@ int vp_cli_forward(int argc, char **argv);
 int vp_cli_merge(int argc, char **argv);
 int vp_cli_eval(int argc, char **argv);
 int vp_cli_make_shapes(int argc, char **argv);
+int vp_cli_init(int argc, char **argv);
 int vp_cli_train(int argc, char **argv);
 int vp_cli_predict(int argc, char **argv);
 int vp_cli_demo(int argc, char **argv);

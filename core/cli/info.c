@@ -198,6 +198,7 @@ int vp_cli_info(int argc, char **argv)
     }
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        rc = vp_cli_exit_code(st);
         goto out;
     }
 
@@ -224,7 +225,12 @@ int vp_cli_info(int argc, char **argv)
         printf("\n");
     }
     if (sites) {
-        printf("%-64s %-26s %s\n", "site", "kind", "attached");
+        int w = 64; /* the longest path: HF's run to 80 characters */
+        for (uint32_t i = 0; i < vp_build_site_count(b); i++) {
+            int len = (int)strlen(vp_build_site_at(b, i)->path);
+            w = len > w ? len : w;
+        }
+        printf("%-*s %-26s %s\n", w, "site", "kind", "attached");
         for (uint32_t i = 0; i < vp_build_site_count(b); i++) {
             const vp_build_site *s = vp_build_site_at(b, i);
             char shape[48] = "";
@@ -233,7 +239,7 @@ int vp_cli_info(int argc, char **argv)
                          (long long)s->out_features);
             char kind[64];
             snprintf(kind, sizeof kind, "%s%s", site_kind(s->kind), shape);
-            printf("%-64s %-26s", s->path, kind);
+            printf("%-*s %-26s", w, s->path, kind);
             for (uint32_t k = 0, first = 1; k < pefts->n; k++)
                 if (s->attached & (1u << k)) {
                     printf("%s%s", first ? " " : ", ", pefts->items[k].name);

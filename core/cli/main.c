@@ -17,6 +17,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"demo", vp_cli_demo, "the study's comparison of fine-tuning methods on synthetic data"},
+    {"init", vp_cli_init, "write a run config for a Hugging Face checkpoint and a COCO dataset"},
     {"train", vp_cli_train, "fine-tune a config's model on a COCO dataset"},
     {"eval", vp_cli_eval, "COCO mask AP of a results file, or of a config's model"},
     {"predict", vp_cli_predict, "draw a config's predicted instances over images"},

@@ -229,11 +229,13 @@ vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *i
         return vp_error_set(VP_ERR_INVALID, "the head (%s) gives no instances.scores, .labels "
                             "and .masks: it cannot be evaluated as instance segmentation",
                             vp_model_plugin_name(m, VP_PLUGIN_HEAD));
-    vp_gt *img = vp_model_image(m), *maps[VP_MAX_LEVELS];
-    if (!vp_model_features(m, maps))
-        return vp_error_set(VP_ERR_INVALID, "the backbone gives no feature maps");
+    vp_gt *img = vp_model_image(m);
     int64_t size = vp_gt_shape(img)[2], K = vp_gt_shape(scores)[1];
     int64_t mh = vp_gt_shape(masks)[2], mw = vp_gt_shape(masks)[3];
+    if (vp_gt_shape(img)[3] != size)
+        return vp_error_set(VP_ERR_INVALID, "evaluation takes square images (the loader's "
+                            "canvas); the model's input is %lldx%lld (model.image)",
+                            (long long)size, (long long)vp_gt_shape(img)[3]);
     vp_dataset *ds = NULL;
     vp_loader *ld = NULL;
     vp_coco_gt *gt = NULL;
@@ -248,9 +250,13 @@ vp_status vp_evaluate(vp_model *m, int64_t batch, const char *ann, const char *i
         st = vp_dataset_load(ann, images, &(vp_dataset_opts){.skip_bad = true}, &ds);
     if (!st)
         st = vp_coco_gt_load(ann, &gt);
-    vp_loader_opts lo = {.batch = (int)batch, .size = (int)size, .mask_h = (int)vp_gt_shape(maps[0])[1],
-                         .mask_w = (int)vp_gt_shape(maps[0])[2], .max_targets = 1,
-                         .no_targets = true, .shard_rank = d->size > 1 ? d->rank : 0,
+    /* No targets: the loader's mask side is moot (1 divides any size). The
+     * predicted masks map back from their own resolution (mh x mw), which
+     * need not be the finest feature map's nor divide the image: HF's head
+     * predicts at stride 4 of a backbone that pads to its windows. */
+    vp_loader_opts lo = {.batch = (int)batch, .size = (int)size, .mask_h = 1, .mask_w = 1,
+                         .max_targets = 1, .no_targets = true,
+                         .shard_rank = d->size > 1 ? d->rank : 0,
                          .shard_count = d->size > 1 ? d->size : 0};
     if (!st)
         st = vp_loader_create(ds, &lo, &ld);

@@ -47,6 +47,10 @@ vp_status vp_predict_picture(vp_model *m, const char *image_path, const vp_datas
         return vp_error_set(VP_ERR_INTERNAL, "predict: the model must be built for one image");
     int64_t size = vp_gt_shape(img)[2], K = vp_gt_shape(scores)[1];
     int64_t mh = vp_gt_shape(masks)[2], mw = vp_gt_shape(masks)[3];
+    if (vp_gt_shape(img)[3] != size)
+        return vp_error_set(VP_ERR_INVALID, "predict takes square images (the loader's canvas); "
+                            "the model's input is %lldx%lld (model.image)", (long long)size,
+                            (long long)vp_gt_shape(img)[3]);
     vp_image im = {0};
     vp_canvas cv = {0};
     float *px = malloc((size_t)(3 * size * size) * sizeof *px);

@@ -70,8 +70,11 @@ static vp_status find_io(const vp_model *m, int64_t batch, io_set *io)
     if (is[0] != batch || is[2] != is[3] || (!own && ms[2] != io->hm * io->wm) ||
         io->size % io->hm || io->size % io->wm)
         return vp_error_set(VP_ERR_SHAPE, "the model's inputs do not have the shapes the "
-                            "trainer expects (a square image, masks at the finest feature map "
-                            "or (B, T, H, W) at a resolution dividing the image)");
+                            "trainer expects: an image of %lldx%lld and target masks of %lldx%lld "
+                            "(it needs a square image, masks at the finest feature map or "
+                            "(B, T, H, W) at a resolution dividing the image; a Swin backbone: "
+                            "model.image a multiple of 32)", (long long)is[2], (long long)is[3],
+                            (long long)io->hm, (long long)io->wm);
     return VP_OK;
 }
 
