@@ -651,12 +651,63 @@ END_TEST
 
 /* ---- training ------------------------------------------------------------------------ */
 
+/* The base parameters trained beside a method go into its adapter as HF
+ * PEFT's modules_to_save does: under their own names, their modules in
+ * adapter_config.json's modules_to_save; loading the adapter into a new
+ * model restores them. */
+static void check_modules_to_save(int dev, const char *ckpt, const char *peft, vp_model *m,
+                                  const vp_config *root)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[4200], path[4400];
+    snprintf(dir, sizeof dir, "%s/mts.XXXXXX", tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    vt_ok(vp_model_save_peft(m, root, dir));
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    vp_config *cfg;
+    vt_ok(vp_cfg_load(path, &cfg));
+    const vp_config *mts = vp_cfg_get(cfg, "modules_to_save");
+    static const char *const want[] = {
+        "class_predictor", "model.transformer_module.decoder.mask_predictor.mask_embedder.0.0",
+        "model.transformer_module.decoder.mask_predictor.mask_embedder.1.0",
+        "model.transformer_module.decoder.mask_predictor.mask_embedder.2.0"};
+    ck_assert_int_eq(vp_cfg_len(mts), 4);
+    for (int i = 0; i < 4; i++) {
+        const char *v;
+        vt_ok(vp_cfg_string(vp_cfg_at(mts, i), NULL, NULL, &v));
+        ck_assert_str_eq(v, want[i]);
+    }
+    vp_cfg_free(cfg);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    vp_st *f;
+    vt_ok(vp_st_open(path, &f));
+    size_t n;
+    float *saved = read_st(f, "base_model.model.class_predictor.weight", &n);
+    ck_assert_uint_eq(n, 6 * 32);
+    vp_st_close(f);
+    float trained[6 * 32], back[6 * 32];
+    vt_ok(vp_graph_read(vp_model_graph(m), vp_graph_find(vp_model_graph(m),
+                                                         "class_predictor.weight"),
+                        trained, sizeof trained));
+    ck_assert(!memcmp(saved, trained, sizeof trained));
+    free(saved);
+    vp_model *m2 = model_of(dev, ckpt, peft, NULL, false, NULL);
+    vt_ok(vp_model_load_peft(m2, dir));
+    vt_ok(vp_graph_read(vp_model_graph(m2), vp_graph_find(vp_model_graph(m2),
+                                                          "class_predictor.weight"),
+                        back, sizeof back));
+    ck_assert(!memcmp(back, trained, sizeof back));
+    vp_model_destroy(m2);
+    vt_rm_rf(dir);
+}
+
 static void train_steps(int dev, const char *ckpt, const char *peft, const char *what)
 {
+    vp_config *root;
     vp_model *m = model_of(dev, ckpt, peft,
                            "\"train\": {\"trainable\": [\"class_predictor.*\", "
                            "\"model.transformer_module.decoder.mask_predictor.*\"]}",
-                           true, NULL);
+                           true, &root);
     /* train.trainable with HF names: exactly those base parameters */
     const vp_build *b = vp_model_build(m);
     uint64_t base_trainable = 0;
@@ -681,6 +732,9 @@ static void train_steps(int dev, const char *ckpt, const char *peft, const char 
     }
     printf("note: %s: loss %.5f -> %.5f after 5 steps\n", what, first, last);
     ck_assert_msg(isfinite(last) && last < 0.95f * first, "%s: loss %g -> %g", what, first, last);
+    if (!strcmp(what, "lora"))
+        check_modules_to_save(dev, ckpt, peft, m, root);
+    vp_cfg_free(root);
     vp_model_destroy(m);
 }
 

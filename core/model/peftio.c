@@ -171,6 +171,8 @@ static cJSON *lora_config(const vp_model *m, uint32_t k, const cJSON *entry)
     return o;
 }
 
+static cJSON *modules_to_save(const vp_model *m);
+
 /* adapter_config.json, which HF PEFT's PeftConfig.from_pretrained reads
  * (so only its fields: an unknown one is a warning there, and an error in
  * PEFT before 0.11), and vpeft_config.json beside it with what is
@@ -210,6 +212,13 @@ static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t 
     }
     if (hf)
         cJSON_AddStringToObject(hf, "base_model_name_or_path", base ? base : "");
+    cJSON *mts = k == 0 ? modules_to_save(m) : NULL;
+    if (hf && mts) {
+        cJSON_DeleteItemFromObjectCaseSensitive(hf, "modules_to_save");
+        cJSON_AddItemToObject(hf, "modules_to_save", mts);
+    } else {
+        cJSON_Delete(mts);
+    }
     cJSON *own = cJSON_CreateObject();
     if (own) {
         cJSON_AddStringToObject(own, "vpeft_plugin", it->name);
@@ -231,6 +240,52 @@ static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t 
     return st;
 }
 
+/* Whether parameter p goes into method k's adapter: the method's own, and
+ * with the first method the base parameters trained beside it
+ * (train.trainable: a re-initialized class_predictor), as HF PEFT's
+ * modules_to_save saves them, under their own names. */
+static bool saved_with(const vp_build_param *p, uint32_t k)
+{
+    return p->owner == k + 1 || (k == 0 && p->owner == 0 && vp_gt_trainable(p->t));
+}
+
+/* adapter_config.json's modules_to_save: the modules of the trained base
+ * parameters (names less their last component), sorted, each once; NULL
+ * when none. */
+static cJSON *modules_to_save(const vp_model *m)
+{
+    const vp_build *b = vp_model_build(m);
+    uint32_t np = vp_build_param_count(b), n = 0;
+    char **mods = calloc(np ? np : 1, sizeof *mods);
+    if (!mods)
+        return NULL;
+    for (uint32_t i = 0; i < np; i++) {
+        const vp_build_param *p = vp_build_param_at(b, i);
+        if (p->owner != 0 || !vp_gt_trainable(p->t))
+            continue;
+        const char *name = vp_gt_name(p->t), *dot = strrchr(name, '.');
+        size_t len = dot ? (size_t)(dot - name) : strlen(name);
+        bool seen = false;
+        for (uint32_t j = 0; j < n && !seen; j++)
+            seen = strlen(mods[j]) == len && !strncmp(mods[j], name, len);
+        if (!seen && (mods[n] = malloc(len + 1))) {
+            memcpy(mods[n], name, len);
+            mods[n++][len] = 0;
+        }
+    }
+    cJSON *a = NULL;
+    if (n) {
+        qsort(mods, n, sizeof *mods, cmp_str);
+        a = cJSON_CreateArray();
+        for (uint32_t j = 0; a && j < n; j++)
+            cJSON_AddItemToArray(a, cJSON_CreateString(mods[j]));
+    }
+    for (uint32_t j = 0; j < n; j++)
+        free(mods[j]);
+    free(mods);
+    return a;
+}
+
 vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const char *dir)
 {
     const vp_peft_set *s = vp_model_pefts(m);
@@ -246,7 +301,7 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
             break;
         uint32_t n = 0;
         for (uint32_t i = 0; i < vp_build_param_count(b); i++)
-            n += vp_build_param_at(b, i)->owner == k + 1;
+            n += saved_with(vp_build_param_at(b, i), k);
         vp_st_entry *e = calloc(n ? n : 1, sizeof *e);
         float **vals = calloc(n ? n : 1, sizeof *vals);
         char **keys = calloc(n ? n : 1, sizeof *keys);
@@ -255,7 +310,7 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
         uint32_t j = 0;
         for (uint32_t i = 0; !st && i < vp_build_param_count(b); i++) {
             const vp_build_param *p = vp_build_param_at(b, i);
-            if (p->owner != k + 1)
+            if (!saved_with(p, k))
                 continue;
             size_t len = strlen(KEY_PREFIX) + strlen(vp_gt_name(p->t)) + 1;
             if (!(keys[j] = malloc(len))) {
@@ -348,6 +403,31 @@ vp_status vp_model_load_peft(vp_model *m, const char *dir)
                 continue;
             char key[512];
             snprintf(key, sizeof key, KEY_PREFIX "%s", vp_gt_name(p->t));
+            size_t n = (size_t)vp_gt_nelem(p->t);
+            st = vp_st_check_shape(f, key, vp_gt_ndim(p->t), vp_gt_shape(p->t));
+            float *nb = st ? NULL : realloc(buf, n * sizeof *buf);
+            if (!st && !nb)
+                st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+            if (nb)
+                buf = nb;
+            if (!st)
+                st = vp_st_read_f32(f, key, buf, n);
+            if (!st)
+                st = vp_graph_write(g, p->t, buf, n * sizeof *buf);
+            used++;
+        }
+        /* the base parameters trained beside the methods (modules_to_save) */
+        for (size_t i = 0; !st && k == 0 && i < vp_st_count(f); i++) {
+            const char *key = vp_st_get(f, i)->name;
+            if (strncmp(key, KEY_PREFIX, strlen(KEY_PREFIX)))
+                continue;
+            const vp_build_param *p = NULL;
+            for (uint32_t j = 0; j < vp_build_param_count(b) && !p; j++)
+                if (vp_build_param_at(b, j)->owner == 0 &&
+                    !strcmp(vp_gt_name(vp_build_param_at(b, j)->t), key + strlen(KEY_PREFIX)))
+                    p = vp_build_param_at(b, j);
+            if (!p)
+                continue;
             size_t n = (size_t)vp_gt_nelem(p->t);
             st = vp_st_check_shape(f, key, vp_gt_ndim(p->t), vp_gt_shape(p->t));
             float *nb = st ? NULL : realloc(buf, n * sizeof *buf);
