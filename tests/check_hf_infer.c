@@ -60,8 +60,7 @@ static vp_status model_from(int dev, const char *dir, const char *extra, vp_mode
 }
 
 /* The same model with the head's entry written out (model.hf's expansion
- * by hand, its weights through model.weights), for the head's fields that
- * model.hf does not pass on (score_threshold). */
+ * by hand, its weights through model.weights). */
 static vp_status model_expanded(int dev, const char *dir, const char *head, vp_model **m)
 {
     char json[17000];
@@ -318,6 +317,16 @@ START_TEST(test_tiny_model)
         compare(&g2, b, cls + b * Q * (C + 1), mk + b * Q * HM * HM, thr, 2e-6, &kept, &dropped);
     printf("note: score_threshold %.4g: %d kept, %d dropped\n", thr, kept, dropped);
     ck_assert_int_eq(kept, n - n / 2);
+    /* model.hf passes score_threshold on: the same instances */
+    vp_model *m3;
+    vt_ok(model_from(_i, dir, extra, &m3));
+    run_on_pixels(m3);
+    got g3 = read_instances(m3);
+    ck_assert_int_eq(g3.K, g2.K);
+    ck_assert(!memcmp(g3.labels, g2.labels, (size_t)(B * g2.K) * sizeof *g2.labels));
+    ck_assert(!memcmp(g3.scores, g2.scores, (size_t)(B * g2.K) * sizeof *g2.scores));
+    free_got(&g3);
+    vp_model_destroy(m3);
     free_got(&g2);
     vp_model_destroy(m2);
 

@@ -155,7 +155,8 @@ static vp_status read_type(const vp_config *model, const char *dir, int *k)
 
 /* The run's own options that model.hf passes to the plugins. */
 static const char *const hf_keys[] = {"hf", "image", "classes", "max_targets", "top_k",
-                                      "target_stride", "train_num_points", "weights"};
+                                      "target_stride", "train_num_points", "score_threshold",
+                                      "weights"};
 
 vp_status vp_model_hf_expand(vp_config *root)
 {
@@ -217,6 +218,14 @@ vp_status vp_model_hf_expand(vp_config *root)
             return st;
         snprintf(points, sizeof points, "%lld", (long long)v);
     }
+    /* score_threshold: inference's (HF's post-processing threshold) */
+    char thr[64] = "";
+    if (vp_cfg_type_of(model, "score_threshold") != VP_CFG_ABSENT) {
+        double v;
+        if ((st = vp_cfg_float(model, "score_threshold", 0, &v)))
+            return st;
+        snprintf(thr, sizeof thr, "%.17g", v);
+    }
     char img[64] = "";
     if (n_image == 2)
         snprintf(img, sizeof img, "[%lld,%lld]", (long long)image[0], (long long)image[1]);
@@ -233,7 +242,8 @@ vp_status vp_model_hf_expand(vp_config *root)
     json_string(hf_models[k].head, quoted, sizeof quoted);
     if ((st = set(root, "model.head.plugin", quoted)) || (st = set(root, "model.head.hf", path)))
         return st;
-    if (points[0] && (st = set(root, "model.head.train_num_points", points)))
+    if ((points[0] && (st = set(root, "model.head.train_num_points", points))) ||
+        (thr[0] && (st = set(root, "model.head.score_threshold", thr))))
         return st;
     for (int i = 0; i < 4; i++) {
         char key[64];
