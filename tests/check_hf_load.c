@@ -645,9 +645,12 @@ START_TEST(test_init_and_train)
     snprintf(path, sizeof path, "%s/cfg/runs/run/adapter/adapter_model.safetensors", dir);
     vp_st *a;
     vt_ok(vp_st_open(path, &a));
-    ck_assert_uint_eq(vp_st_count(a), 20 * 2); /* lora_A, lora_B */
+    /* lora_A and lora_B of 20 modules, and the trained predictors as
+     * modules_to_save: class_predictor and the mask MLP's 3 layers */
+    ck_assert_uint_eq(vp_st_count(a), 20 * 2 + 4 * 2);
     ck_assert_ptr_nonnull(vp_st_find(a, "base_model.model.model.transformer_module.decoder."
                                         "layers.0.self_attn.q_proj.lora_A.weight"));
+    ck_assert_ptr_nonnull(vp_st_find(a, "base_model.model.class_predictor.weight"));
     vp_st_close(a);
 
     /* evaluation at 66 pixels: Swin pads the input to its windows and the
