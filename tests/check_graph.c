@@ -1020,6 +1020,70 @@ static void buckets_on(vp_device *dev, const char *what)
     vp_graph_destroy(g);
 }
 
+/* Flat buffers larger than one storage binding may span (maxStorageBufferRange:
+ * 128 MiB on lavapipe, a 47M-parameter model's buffers exceed it) are
+ * zeroed, normed and updated chunk by chunk: on a device told its limit is
+ * 2 KiB, three AdamW steps over 6 x 200 parameters give the same bits as
+ * on the device as it is without clipping (each element's update is its
+ * own), and the same to 1e-6 with clipping (the norm sums in another
+ * order). */
+static void chunked_steps(vp_device *dev, bool clip, float *out)
+{
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    enum { NP = 6, N = 200 };
+    vp_gt *x = vp_g_input(g, "x", 1, (int64_t[]){N}), *w[NP], *loss = NULL;
+    for (int i = 0; i < NP; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%d", i);
+        w[i] = vp_g_param(g, name, 1, (int64_t[]){N}, true);
+        vp_gt *y = vp_g_mul(g, x, w[i]);
+        vp_gt *t = vp_g_sum(g, vp_g_mul(g, y, y));
+        loss = loss ? vp_g_add(g, loss, t) : t;
+    }
+    vt_ok(vp_graph_backward(g, loss));
+    vp_adamw_cfg cfg = vp_adamw_default_cfg();
+    cfg.max_norm = clip ? 0.5f : 0.0f;
+    vt_ok(vp_graph_set_optimizer(g, &cfg));
+    vt_ok(vp_graph_compile(g));
+    float v[N];
+    vt_rand(v, N, 7);
+    vt_ok(vp_graph_write(g, x, v, sizeof v));
+    for (int i = 0; i < NP; i++) {
+        vt_rand(v, N, 100 + (uint64_t)i);
+        vt_ok(vp_graph_write(g, w[i], v, sizeof v));
+    }
+    for (int step = 1; step <= 3; step++) {
+        vt_ok(vp_graph_run(g));
+        vt_ok(vp_graph_step(g, 1e-2f, step));
+    }
+    for (int i = 0; i < NP; i++)
+        vt_ok(vp_graph_read(g, w[i], out + i * N, N * sizeof *out));
+    vp_graph_destroy(g);
+}
+
+START_TEST(test_flat_chunks)
+{
+    vp_device *small;
+    vp_device_opts o = {.max_storage_range = 2048, .profile = 0};
+    vt_ok(vp_device_create(vt_instance(), vt_device_info((uint32_t)_i)->index, &o, &small));
+    ck_assert_uint_eq(vp_device_get_info(small)->max_storage_range, 2048);
+    static float a[6 * 200], b[6 * 200];
+    for (int clip = 0; clip < 2; clip++) {
+        chunked_steps(vt_device((uint32_t)_i), clip, a);
+        chunked_steps(small, clip, b);
+        double e = 0;
+        for (int i = 0; i < 6 * 200; i++)
+            e = fmax(e, fabs((double)a[i] - b[i]));
+        if (clip)
+            ck_assert_msg(e < 1e-6, "clipped: %g", e);
+        else
+            ck_assert(!memcmp(a, b, sizeof a));
+    }
+    vp_device_destroy(small);
+}
+END_TEST
+
 START_TEST(test_buckets)
 {
     buckets_on(vt_device((uint32_t)_i), vt_device_info((uint32_t)_i)->name);
@@ -1068,6 +1132,7 @@ int main(void)
     vt_add_per_device(tc, test_rand, NULL);
     vt_add_per_device(tc, test_build_errors, NULL);
     vt_add_per_device(tc, test_buckets, NULL);
+    vt_add_per_device(tc, test_flat_chunks, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -318,6 +318,43 @@ static void flat_view(vp_graph *g, vp_tensor *t, vp_gbuf b, const char *name)
     vp_tensor_view_init(t, g->dev, &g->bufs[b], 0, VP_F32, 1, &n, name);
 }
 
+/* One storage binding spans at most maxStorageBufferRange bytes (128 MiB
+ * on lavapipe), and a flat buffer of a 47M-parameter model is larger: the
+ * passes over whole flat buffers (zeroing, the norm, AdamW) go chunk by
+ * chunk, each chunk a view starting at an aligned offset. */
+static uint64_t chunk_floats(const vp_graph *g)
+{
+    const vp_device_info *d = vp_device_get_info(g->dev);
+    uint64_t align = d->storage_align > 16 ? d->storage_align : 16;
+    uint64_t range = d->max_storage_range ? d->max_storage_range : UINT32_MAX;
+    uint64_t bytes = range / align * align;
+    return bytes / 4 ? bytes / 4 : 1;
+}
+
+static uint32_t n_chunks(const vp_graph *g, vp_gbuf b)
+{
+    uint64_t n = g->buf_size[b] / 4, c = chunk_floats(g);
+    return (uint32_t)((n + c - 1) / c);
+}
+
+static void chunk_view(vp_graph *g, vp_tensor *t, vp_gbuf b, uint32_t k, const char *name)
+{
+    uint64_t c = chunk_floats(g), n = g->buf_size[b] / 4, off = (uint64_t)k * c;
+    int64_t len = (int64_t)(n - off < c ? n - off : c);
+    vp_tensor_view_init(t, g->dev, &g->bufs[b], off * 4, VP_F32, 1, &len, name);
+}
+
+static vp_status fill_flat(vp_graph *g, vp_cmd *cmd, vp_gbuf b, float value, const char *name)
+{
+    vp_status st = VP_OK;
+    for (uint32_t k = 0; !st && k < n_chunks(g, b); k++) {
+        vp_tensor t;
+        chunk_view(g, &t, b, k, name);
+        st = vp_op_fill(cmd, &t, value);
+    }
+    return st;
+}
+
 /* One step of the optimizer: clip, AdamW over the flat buffers, zero the
  * gradients. */
 static vp_status record_optimizer(vp_graph *g)
@@ -334,18 +371,37 @@ static vp_status record_optimizer(vp_graph *g)
     vp_tensor_view_init(&g->opt_sqnorm, g->dev, &g->bufs[VP_BUF_OPT], align, VP_F32, 1,
                         (int64_t[]){1}, "grad.sqnorm");
     bool clip = g->adamw.max_norm > 0.0f;
-    const vp_tensor *grads = &g->grad_all;
-    vp_status st = vp_cmd_create(g->dev, &g->opt_cmd);
+    uint32_t nc = n_chunks(g, VP_BUF_GRAD);
+    vp_tensor *ch = calloc((size_t)nc * 5, sizeof *ch);
+    const vp_tensor **grads = calloc(nc, sizeof *grads);
+    vp_status st = ch && grads ? vp_cmd_create(g->dev, &g->opt_cmd)
+                               : vp_error_set(VP_ERR_NOMEM, "out of host memory");
     if (!st)
         st = vp_cmd_begin(g->opt_cmd);
+    /* the trainable, gradient, moment and multiplier buffers are laid out
+     * alike: chunk k of each covers the same parameters */
+    for (uint32_t k = 0; !st && k < nc; k++) {
+        vp_tensor *c = ch + 5 * k;
+        chunk_view(g, &c[0], VP_BUF_TRAIN, k, "params");
+        chunk_view(g, &c[1], VP_BUF_GRAD, k, "grads");
+        chunk_view(g, &c[2], VP_BUF_M, k, "adamw.m");
+        chunk_view(g, &c[3], VP_BUF_V, k, "adamw.v");
+        if (g->buf_size[VP_BUF_LRSCALE])
+            chunk_view(g, &c[4], VP_BUF_LRSCALE, k, "lr_scale");
+        grads[k] = &c[1];
+    }
     if (!st && clip)
-        st = vp_op_sqnorm(g->opt_cmd, &grads, 1, &g->opt_sqnorm);
+        st = vp_op_sqnorm(g->opt_cmd, grads, nc, &g->opt_sqnorm);
+    for (uint32_t k = 0; !st && k < nc; k++) {
+        vp_tensor *c = ch + 5 * k;
+        st = vp_op_adamw(g->opt_cmd, &c[0], &c[1], &c[2], &c[3], &g->opt_state,
+                         clip ? &g->opt_sqnorm : NULL,
+                         g->buf_size[VP_BUF_LRSCALE] ? &c[4] : NULL, &g->adamw);
+    }
+    free(ch);
+    free(grads);
     if (!st)
-        st = vp_op_adamw(g->opt_cmd, &g->train_all, &g->grad_all, &g->m_all, &g->v_all,
-                         &g->opt_state, clip ? &g->opt_sqnorm : NULL,
-                         g->buf_size[VP_BUF_LRSCALE] ? &g->lrs_all : NULL, &g->adamw);
-    if (!st)
-        st = vp_op_fill(g->opt_cmd, &g->grad_all, 0.0f);
+        st = fill_flat(g, g->opt_cmd, VP_BUF_GRAD, 0.0f, "grads");
     if (!st)
         st = vp_cmd_end(g->opt_cmd);
     return st ? vp_error_wrap(st, "recording the optimizer") : VP_OK;
@@ -365,15 +421,10 @@ static vp_status init_buffers(vp_graph *g)
     for (size_t i = 0; i < sizeof zeroed / sizeof zeroed[0] && !st; i++) {
         if (!g->buf_size[zeroed[i]])
             continue;
-        vp_tensor t;
-        flat_view(g, &t, zeroed[i], "init");
-        st = vp_op_fill(cmd, &t, 0.0f);
+        st = fill_flat(g, cmd, zeroed[i], 0.0f, "init");
     }
-    if (!st && g->buf_size[VP_BUF_LRSCALE]) {
-        vp_tensor t;
-        flat_view(g, &t, VP_BUF_LRSCALE, "lr_scale");
-        st = vp_op_fill(cmd, &t, 1.0f);
-    }
+    if (!st && g->buf_size[VP_BUF_LRSCALE])
+        st = fill_flat(g, cmd, VP_BUF_LRSCALE, 1.0f, "lr_scale");
     if (!st)
         st = vp_cmd_submit(cmd);
     vp_cmd_destroy(cmd);
@@ -423,7 +474,7 @@ vp_status vp_graph_record(vp_graph *g)
     if (!st)
         st = vp_cmd_begin(g->zero_cmd);
     if (!st)
-        st = vp_op_fill(g->zero_cmd, &g->grad_all, 0.0f);
+        st = fill_flat(g, g->zero_cmd, VP_BUF_GRAD, 0.0f, "grads");
     if (!st)
         st = vp_cmd_end(g->zero_cmd);
     return st;

@@ -189,6 +189,11 @@ vp_status vp_device_create(vp_instance *inst, uint32_t index, const vp_device_op
         return vp_error_set(VP_ERR_NOMEM, "out of memory creating a device");
     dev->inst = inst;
     dev->info = &inst->info[index];
+    if (o.max_storage_range && o.max_storage_range < dev->info->max_storage_range) {
+        dev->own_info = *dev->info;
+        dev->own_info.max_storage_range = o.max_storage_range;
+        dev->info = &dev->own_info;
+    }
     dev->phys = inst->phys[index];
     dev->push_desc = dev->info->feat.push_descriptor && !o.no_push_descriptors;
     dev->block_size = o.block_size ? o.block_size : (64u << 20);

@@ -51,6 +51,7 @@ typedef struct vp_profile {
 struct vp_device {
     vp_instance *inst;
     const vp_device_info *info;
+    vp_device_info own_info;     /* info with vp_device_opts' overrides, when any */
     VkPhysicalDevice phys;
     VkDevice vk;
     VkQueue queue;

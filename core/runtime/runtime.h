@@ -120,6 +120,8 @@ typedef struct vp_device_opts {
     const char *cache_dir;       /* NULL: $XDG_CACHE_HOME/vpeft or ~/.cache/vpeft */
     bool no_pipeline_cache;      /* neither read nor write the cache file */
     uint64_t block_size;         /* memory block bytes; 0: default (64 MiB) */
+    uint64_t max_storage_range;  /* a smaller maxStorageBufferRange than the
+                                  * device's (tests of work split to fit it); 0: none */
 } vp_device_opts;
 
 /* opts may be NULL. The instance must outlive the device. */
