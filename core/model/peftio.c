@@ -368,6 +368,23 @@ static vp_status check_saved_by(const vp_config *cfg, const vp_config *own, cons
     return st;
 }
 
+/* Tensor key of f into parameter t (shapes checked), through *buf. */
+static vp_status load_tensor(vp_graph *g, const vp_st *f, const char *key, vp_gt *t, float **buf)
+{
+    size_t n = (size_t)vp_gt_nelem(t);
+    vp_status st = vp_st_check_shape(f, key, vp_gt_ndim(t), vp_gt_shape(t));
+    float *nb = st ? NULL : realloc(*buf, n * sizeof **buf);
+    if (!st && !nb)
+        st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (nb)
+        *buf = nb;
+    if (!st)
+        st = vp_st_read_f32(f, key, *buf, n);
+    if (!st)
+        st = vp_graph_write(g, t, *buf, n * sizeof **buf);
+    return st;
+}
+
 vp_status vp_model_load_peft(vp_model *m, const char *dir)
 {
     const vp_peft_set *s = vp_model_pefts(m);
@@ -403,17 +420,7 @@ vp_status vp_model_load_peft(vp_model *m, const char *dir)
                 continue;
             char key[512];
             snprintf(key, sizeof key, KEY_PREFIX "%s", vp_gt_name(p->t));
-            size_t n = (size_t)vp_gt_nelem(p->t);
-            st = vp_st_check_shape(f, key, vp_gt_ndim(p->t), vp_gt_shape(p->t));
-            float *nb = st ? NULL : realloc(buf, n * sizeof *buf);
-            if (!st && !nb)
-                st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-            if (nb)
-                buf = nb;
-            if (!st)
-                st = vp_st_read_f32(f, key, buf, n);
-            if (!st)
-                st = vp_graph_write(g, p->t, buf, n * sizeof *buf);
+            st = load_tensor(g, f, key, p->t, &buf);
             used++;
         }
         /* the base parameters trained beside the methods (modules_to_save) */
@@ -428,17 +435,7 @@ vp_status vp_model_load_peft(vp_model *m, const char *dir)
                     p = vp_build_param_at(b, j);
             if (!p)
                 continue;
-            size_t n = (size_t)vp_gt_nelem(p->t);
-            st = vp_st_check_shape(f, key, vp_gt_ndim(p->t), vp_gt_shape(p->t));
-            float *nb = st ? NULL : realloc(buf, n * sizeof *buf);
-            if (!st && !nb)
-                st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-            if (nb)
-                buf = nb;
-            if (!st)
-                st = vp_st_read_f32(f, key, buf, n);
-            if (!st)
-                st = vp_graph_write(g, p->t, buf, n * sizeof *buf);
+            st = load_tensor(g, f, key, p->t, &buf);
             used++;
         }
         free(buf);

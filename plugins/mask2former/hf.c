@@ -19,6 +19,28 @@
 
 #define H m2f_H
 
+vp_status m2f_loss_weights(const vp_config *c, m2f_cfg *out)
+{
+    static const struct {
+        const char *key;
+        double def;
+        size_t off;
+    } reals[] = {{"no_object_weight", 0.1, offsetof(m2f_cfg, no_object_weight)},
+                 {"class_weight", 2.0, offsetof(m2f_cfg, class_weight)},
+                 {"mask_weight", 5.0, offsetof(m2f_cfg, mask_weight)},
+                 {"dice_weight", 5.0, offsetof(m2f_cfg, dice_weight)}};
+    vp_status st = VP_OK;
+    for (size_t i = 0; !st && i < sizeof reals / sizeof reals[0]; i++) {
+        double v;
+        st = H->cfg_float(c, reals[i].key, reals[i].def, &v);
+        if (!st && !(v >= 0))
+            st = H->cfg_fail(c, reals[i].key, "must be >= 0, got %g", v);
+        if (!st)
+            *(double *)((char *)out + reals[i].off) = v;
+    }
+    return st;
+}
+
 typedef struct hf_int {
     const char *key;
     int64_t min, max;
@@ -75,22 +97,8 @@ vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c)
         c->num_labels = H->cfg_len(id2label);
     else if (!st)
         st = H->cfg_fail(hf, "id2label", "missing: the checkpoint's classes");
-    static const struct {
-        const char *key;
-        double def;
-        size_t off;
-    } reals[] = {{"no_object_weight", 0.1, offsetof(m2f_cfg, no_object_weight)},
-                 {"class_weight", 2.0, offsetof(m2f_cfg, class_weight)},
-                 {"mask_weight", 5.0, offsetof(m2f_cfg, mask_weight)},
-                 {"dice_weight", 5.0, offsetof(m2f_cfg, dice_weight)}};
-    for (size_t i = 0; !st && i < sizeof reals / sizeof reals[0]; i++) {
-        double v;
-        st = H->cfg_float(hf, reals[i].key, reals[i].def, &v);
-        if (!st && !(v >= 0))
-            st = H->cfg_fail(hf, reals[i].key, "must be >= 0, got %g", v);
-        if (!st)
-            *(double *)((char *)c + reals[i].off) = v;
-    }
+    if (!st)
+        st = m2f_loss_weights(hf, c);
     /* the mask losses' points (Mask2FormerLoss) */
     if (!st)
         st = H->cfg_int(hf, "train_num_points", 12544, &c->train_num_points);

@@ -89,6 +89,11 @@ typedef struct m2f_pixel_out {
  * the first d/2 channels encode y, the rest x. data holds h * w * d. */
 void m2f_sine_pos(int64_t h, int64_t w, int64_t d, float *data);
 
+/* The loss weights (no_object_weight, class_weight, mask_weight,
+ * dice_weight; Mask2Former's and HF's names and defaults) from object c:
+ * the head's entry, or HF's config. */
+vp_status m2f_loss_weights(const vp_config *c, m2f_cfg *out);
+
 /* Reads a Hugging Face Mask2Former config.json (path: the file or its
  * directory) into c; "classes" of the head's entry, when given, overrides
  * num_labels. Errors name the file and key. */

@@ -439,22 +439,8 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
         if (!st)
             *(int64_t *)((char *)c + ints[i].off) = v;
     }
-    static const struct {
-        const char *key;
-        double def;
-        size_t off;
-    } reals[] = {{"no_object_weight", 0.1, offsetof(m2f_cfg, no_object_weight)},
-                 {"class_weight", 2.0, offsetof(m2f_cfg, class_weight)},
-                 {"mask_weight", 5.0, offsetof(m2f_cfg, mask_weight)},
-                 {"dice_weight", 5.0, offsetof(m2f_cfg, dice_weight)}};
-    for (size_t i = 0; !st && i < sizeof reals / sizeof reals[0]; i++) {
-        double v;
-        st = H->cfg_float(cfg, reals[i].key, reals[i].def, &v);
-        if (!st && !(v >= 0))
-            st = H->cfg_fail(cfg, reals[i].key, "must be >= 0, got %g", v);
-        if (!st)
-            *(double *)((char *)c + reals[i].off) = v;
-    }
+    if (!st)
+        st = m2f_loss_weights(cfg, c);
     c->match_class_weight = c->class_weight;
     if (!st)
         st = H->cfg_int(cfg, "top_k", 100, &m->top_k);
