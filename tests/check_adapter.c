@@ -97,11 +97,11 @@ START_TEST(test_plugin_test)
         vt_assert_has(vt_out, "\nplugin-test: ok\n");
     }
 
-    /* A config error through the command: one line, exit status 1. */
+    /* A config error through the command: one line, exit status 2. */
     char path[512];
     snprintf(path, sizeof path, "%s/adapter-bad.json", tmp());
     write_file(path, "{\"peft\": [{\"plugin\": \"adapter\", \"per_site\": 0}]}");
-    ck_assert_int_eq(vt_sh("%s plugin-test --config %s", bin(), path), 1);
+    ck_assert_int_eq(vt_sh("%s plugin-test --config %s", bin(), path), 2);
     char want[1024];
     snprintf(want, sizeof want, "vpeft: adapter: %s: peft[0].per_site: must be from 1 to 4, "
              "got 0\n", path);

@@ -178,6 +178,120 @@ START_TEST(test_install)
 }
 END_TEST
 
+/* A scratch directory with the demo's small model config (ok.json), a file
+ * that is not JSON (bad.json) and one that is not safetensors. */
+static void scratch(char *dir, size_t n)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(dir, n, "%s/cli-keys-%d", tmp, (int)getpid());
+    ck_assert_int_eq(run("rm -rf %s && mkdir -p %s && cp %s/docs/configs/demo-model.json "
+                         "%s/ok.json && printf '{\"images\": [' > %s/bad.json && "
+                         "printf 'not a safetensors file' > %s/notst.safetensors", dir, dir,
+                         srcdir(), dir, dir, dir), 0);
+}
+
+/* Writes DIR/NAME.json: ok.json's model with EXTRA spliced in at the end of
+ * "model" (MODEL_EXTRA) and of the top level (TOP_EXTRA). */
+static void variant(const char *dir, const char *name, const char *model_extra,
+                    const char *top_extra)
+{
+    ck_assert_int_eq(run("cd %s && python3 -c 'import json,sys; c=json.load(open(\"ok.json\")); "
+                         "c[\"model\"].update(json.loads(sys.argv[1])); "
+                         "c.update(json.loads(sys.argv[2])); json.dump(c, open(\"%s.json\", \"w\"))' "
+                         "'%s' '%s'", dir, name, model_extra, top_extra), 0);
+}
+
+/* Unknown keys at the top level and under model fail with a did-you-mean,
+ * through the file and through --set, exit 2 (issue 15). */
+START_TEST(test_config_keys)
+{
+    char dir[512];
+    scratch(dir, sizeof dir);
+    ck_assert_int_eq(run("cd %s && %s info ok.json", dir, bin()), 0);
+    variant(dir, "pfet", "{}", "{\"pfet\": []}");
+    ck_assert_int_eq(run("cd %s && %s info pfet.json", dir, bin()), 2);
+    ck_assert_str_eq(err, "vpeft: pfet.json: pfet: unknown field, did you mean 'peft'?\n");
+    variant(dir, "wieghts", "{\"wieghts\": \"w.safetensors\"}", "{}");
+    ck_assert_int_eq(run("cd %s && %s info wieghts.json", dir, bin()), 2);
+    ck_assert_str_eq(err, "vpeft: wieghts.json: model.wieghts: unknown field, did you mean "
+                          "'weights'?\n");
+    variant(dir, "image", "{\"image\": 64}", "{}");
+    ck_assert_int_eq(run("cd %s && %s info image.json", dir, bin()), 2);
+    ck_assert_str_eq(err, "vpeft: image.json: model.image: an option of model.hf, which is not "
+                          "set (without it, the backbone's or head's own fields say this)\n");
+    variant(dir, "trian", "{}", "{\"trian\": {}}");
+    ck_assert_int_eq(run("cd %s && %s train trian.json", dir, bin()), 2);
+    ck_assert_str_eq(err, "vpeft: trian.json: trian: unknown field, did you mean 'train'?\n");
+    /* --set of a key nothing reads: caught by the same checks */
+    ck_assert_int_eq(run("cd %s && %s train ok.json --set nosuch.key=1", dir, bin()), 2);
+    ck_assert_str_eq(err, "vpeft: ok.json: nosuch: unknown field (expected one of: model, peft, "
+                          "train)\n");
+    ck_assert_int_eq(run("cd %s && %s eval --config ok.json --set model.wieghts=1", dir, bin()),
+                     2);
+    ck_assert_str_eq(err, "vpeft: ok.json: model.wieghts: unknown field, did you mean "
+                          "'weights'?\n");
+    run("rm -rf %s", dir);
+}
+END_TEST
+
+/* vpeft info opens model.weights and checks it as training would. */
+START_TEST(test_info_weights)
+{
+    char dir[512];
+    scratch(dir, sizeof dir);
+    variant(dir, "notst", "{\"weights\": \"notst.safetensors\"}", "{}");
+    ck_assert_int_eq(run("cd %s && %s info notst.json", dir, bin()), 2);
+    assert_has(err, "vpeft: notst.json: model.weights: notst.safetensors: header length ");
+    ck_assert_ptr_eq(strchr(err, '\n'), err + strlen(err) - 1);
+    /* a valid file that holds none of the model's parameters */
+    ck_assert_int_eq(run("cd %s && python3 -c 'import struct; h=b\"{\\\"x\\\":{\\\"dtype\\\":"
+                         "\\\"F32\\\",\\\"shape\\\":[1],\\\"data_offsets\\\":[0,4]}}\"; "
+                         "open(\"other.safetensors\", \"wb\").write(struct.pack(\"<Q\", len(h)) "
+                         "+ h + bytes(4))'", dir), 0);
+    variant(dir, "other", "{\"weights\": \"other.safetensors\"}", "{}");
+    ck_assert_int_eq(run("cd %s && %s info other.json", dir, bin()), 2);
+    assert_has(err, "model.weights: ");
+    assert_has(err, "other.safetensors holds none of the model's parameters\n");
+    run("rm -rf %s", dir);
+}
+END_TEST
+
+/* A malformed input file is exit status 2 for every command that reads one. */
+START_TEST(test_bad_input_exit)
+{
+    char dir[512];
+    scratch(dir, sizeof dir);
+    const char *cmds[] = {
+        "info bad.json",
+        "train bad.json",
+        "eval --gt bad.json --results bad.json",
+        "eval --config bad.json",
+        "predict --config bad.json --out o x.png",
+        "embed --config bad.json --image x.png --out o.safetensors",
+        "forward --config ok.json --input notst.safetensors --out o.safetensors",
+        "merge --config bad.json --adapter a --out o.safetensors",
+        "plugin-test --config bad.json",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        int rc = run("cd %s && %s %s", dir, bin(), cmds[i]);
+        ck_assert_msg(rc == 2, "vpeft %s: exit status %d, not 2 (%s)", cmds[i], rc, err);
+        ck_assert_msg(strstr(err, "bad.json") || strstr(err, "notst.safetensors"),
+                      "vpeft %s: the message names no file: %s", cmds[i], err);
+    }
+    /* a results file that is well-formed JSON of the wrong shape */
+    ck_assert_int_eq(run("cd %s && printf '{\"images\": [], \"annotations\": [], "
+                         "\"categories\": []}' > gt.json && printf '{}' > res.json && "
+                         "%s eval --gt gt.json --results res.json", dir, bin()), 2);
+    assert_has(err, "res.json");
+    /* a training run whose annotations are malformed */
+    variant(dir, "data", "{}", "{\"train\": {\"steps\": 1, \"data\": {\"images\": \".\", "
+                               "\"annotations\": \"bad.json\"}}}");
+    ck_assert_int_eq(run("cd %s && %s train data.json", dir, bin()), 2);
+    assert_has(err, "bad.json");
+    run("rm -rf %s", dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
@@ -188,6 +302,9 @@ int main(void)
     tcase_add_test(tc, test_configure);
     tcase_add_test(tc, test_shader_deps);
     tcase_add_test(tc, test_install);
+    tcase_add_test(tc, test_config_keys);
+    tcase_add_test(tc, test_info_weights);
+    tcase_add_test(tc, test_bad_input_exit);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

@@ -13,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "eval/cocoeval.h"
 #include "harness.h"
+#include "util/clock.h"
 
 static const char *case_path(const char *name, char *buf, size_t n)
 {
@@ -184,7 +186,89 @@ START_TEST(test_polygons)
     ck_assert_uint_eq(vp_rle_area(&r), 28);
     vp_rle_free(&r);
     vt_expect_err(vp_coco_poly_to_rle((const double[]){0, 0, 1e9, 0, 0, 1}, 3, 10, 10, &r),
-                  VP_ERR_INVALID, "polygon: coordinate 2 (1e+09) is not within +-1e6");
+                  VP_ERR_INVALID, "polygon: coordinate 2 (1e+09) is not within the 10 x 10 "
+                  "image's margin (-10 to 20)");
+    /* Coordinates are bounded by the image (a margin of its larger side),
+     * not by 1e6: every point far out cost a walk as long as its range. */
+    vt_expect_err(vp_coco_poly_to_rle((const double[]){0, 0, 5, 0, 0, -1e6}, 3, 10, 20, &r),
+                  VP_ERR_INVALID, "polygon: coordinate 5 (-1e+06) is not within the 10 x 20 "
+                  "image's margin (-20 to 30)");
+    /* Within the margin: clipped as before. */
+    vt_ok(vp_coco_poly_to_rle((const double[]){-10, -10, 6, -10, 6, 6, -10, 6}, 4, 10, 10, &r));
+    ck_assert_uint_eq(vp_rle_area(&r), 36);
+    vp_rle_free(&r);
+}
+END_TEST
+
+/* Several polygons are united run by run; the same pixels as a dense OR,
+ * and no mask of the image's size: two squares on a 65535 x 65535 image
+ * (4.2 GB as a dense mask) take the memory of their runs. */
+START_TEST(test_polygon_union)
+{
+    const char *text = "[[2, 3, 6, 3, 6, 7, 2, 7], [4, 5, 9, 5, 9, 8, 4, 8], [0, 0, 3, 0, 0, 3]]";
+    cJSON *seg = cJSON_Parse(text);
+    ck_assert_ptr_nonnull(seg);
+    vp_rle u, one;
+    vt_ok(vp_coco_segm_to_rle(seg, 10, 10, 1, "u", &u));
+    uint8_t want[100] = {0}, m[100];
+    int k = 0;
+    for (const cJSON *p = seg->child; p; p = p->next, k++) {
+        double xy[8];
+        int n = 0;
+        for (const cJSON *e = p->child; e; e = e->next)
+            xy[n++] = e->valuedouble;
+        vt_ok(vp_coco_poly_to_rle(xy, (size_t)n / 2, 10, 10, &one));
+        vp_rle_to_mask(&one, m);
+        for (int i = 0; i < 100; i++)
+            want[i] |= m[i];
+        vp_rle_free(&one);
+    }
+    vp_rle_to_mask(&u, m);
+    ck_assert_int_eq(memcmp(m, want, sizeof m), 0);
+    uint64_t area = vp_rle_area(&u);
+    ck_assert_uint_gt(area, 16 + 15 - 4); /* the triangle adds its own */
+    vp_rle_free(&u);
+    vt_ok(vp_coco_segm_to_rle(seg, 65535, 65535, 1, "big", &u));
+    ck_assert_uint_eq(vp_rle_area(&u), area);
+    ck_assert_uint_le(u.n, 64);
+    vp_rle_free(&u);
+    cJSON_Delete(seg);
+}
+END_TEST
+
+/* A 500k-point polygon (a 100 x 100 square traced in steps of 1/1250 px):
+ * its numbers are walked as a list, not fetched by index (quadratic: over
+ * 100 s). Exactly the square's 10000 pixels; the bound is generous (about
+ * 0.3 s here, minutes before). */
+START_TEST(test_long_polygon)
+{
+    enum { PER_SIDE = 125000 };
+    size_t cap = (size_t)PER_SIDE * 4 * 40 + 16, n = 0;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    n += (size_t)snprintf(text + n, cap - n, "[[");
+    const double c[5][2] = {{10, 10}, {110, 10}, {110, 110}, {10, 110}, {10, 10}};
+    for (int side = 0; side < 4; side++)
+        for (int i = 0; i < PER_SIDE; i++) {
+            double t = (double)i / PER_SIDE;
+            double x = c[side][0] + t * (c[side + 1][0] - c[side][0]);
+            double y = c[side][1] + t * (c[side + 1][1] - c[side][1]);
+            n += (size_t)snprintf(text + n, cap - n, "%s%.4f, %.4f", n > 2 ? ", " : "", x, y);
+        }
+    n += (size_t)snprintf(text + n, cap - n, "]]");
+    ck_assert_uint_lt(n, cap);
+    cJSON *seg = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(seg);
+    ck_assert_int_eq(cJSON_GetArraySize(seg->child), 4 * PER_SIDE * 2);
+    double t0 = vp_now_s();
+    vp_rle r;
+    vt_ok(vp_coco_segm_to_rle(seg, 128, 128, 1, "long", &r));
+    double dt = vp_now_s() - t0;
+    ck_assert_uint_eq(vp_rle_area(&r), 10000);
+    ck_assert_msg(dt < 20.0, "a 500k-point polygon took %.1f s", dt);
+    vp_rle_free(&r);
+    cJSON_Delete(seg);
 }
 END_TEST
 
@@ -374,8 +458,20 @@ START_TEST(test_errors)
     char missing[300];
     snprintf(missing, sizeof missing, "%s/nothing.json", tmpdir);
     char msg[600];
-    snprintf(msg, sizeof msg, "%s: cannot open: No such file or directory", missing);
-    vt_expect_err(vp_coco_eval_files(missing, missing, &s), VP_ERR_IO, msg);
+    snprintf(msg, sizeof msg, "%s: cannot read: No such file or directory", missing);
+    vt_expect_err(vp_coco_eval_files(missing, missing, &s), VP_ERR_NOT_FOUND, msg);
+    /* FIFOs, as ground truth and as results: refused at once (opening one
+     * blocks until a writer comes; the alarm makes a regression fail). */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/fifo.json", tmpdir);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    alarm(20);
+    snprintf(msg, sizeof msg, "%s: not a regular file", fifo);
+    vt_expect_err(vp_coco_eval_files(fifo, fifo, &s), VP_ERR_INVALID, msg);
+    vt_expect_err(vp_coco_eval_files(write_file("fgt.json", gt_text), fifo, &s), VP_ERR_INVALID,
+                  msg);
+    alarm(0);
+    unlink(fifo);
     expect_err_files("{\"images\": [", ok_res, VP_ERR_FORMAT, "%s: not valid JSON (near byte 12)");
     expect_err_files(gt_text, "[{]", VP_ERR_FORMAT, "%2$s: not valid JSON (near byte 3)");
     expect_err_files("{\"images\": [], \"annotations\": []}", ok_res, VP_ERR_FORMAT,
@@ -392,6 +488,15 @@ START_TEST(test_errors)
                      " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 5,"
                      " \"category_id\": 1, \"area\": 1, \"segmentation\": [[0, 0, 1, 0, 1, 1]]}]}",
                      ok_res, VP_ERR_FORMAT, "%s: annotation 0: no integral \"iscrowd\"");
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
+                     " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 5, \"area\": 1,"
+                     " \"category_id\": 1, \"iscrowd\": 2, \"segmentation\": [[0, 0, 1, 0, 1, 1]]}]}",
+                     ok_res, VP_ERR_FORMAT, "%s: annotation 0: \"iscrowd\" is not 0 or 1");
+    /* a ground-truth image without pixels is the ground truth's fault */
+    expect_err_files("{\"images\": [{\"id\": 5, \"width\": 0, \"height\": 20}], \"categories\": [],"
+                     " \"annotations\": []}",
+                     ok_res, VP_ERR_FORMAT,
+                     "%s: image 0: 20x0 pixels (height and width must be at least 1)");
     expect_err_files("{\"images\": [{\"id\": 5, \"width\": 20, \"height\": 20}], \"categories\":"
                      " [{\"id\": 1}], \"annotations\": [{\"id\": 1, \"image_id\": 7,"
                      " \"category_id\": 1, \"iscrowd\": 0, \"area\": 1, \"segmentation\": [[0, 0,"
@@ -484,6 +589,8 @@ int main(void)
     tcase_add_test(tc, test_case_memory);
     tcase_add_test(tc, test_case_polygons);
     tcase_add_test(tc, test_polygons);
+    tcase_add_test(tc, test_polygon_union);
+    tcase_add_test(tc, test_long_polygon);
     tcase_add_test(tc, test_hand);
     tcase_add_test(tc, test_memory);
     tcase_add_test(tc, test_errors);

@@ -399,13 +399,22 @@ START_TEST(test_missing_file)
     vp_config *root = (vp_config *)1;
     char want[1200];
     snprintf(want, sizeof want, "%s: cannot read: No such file or directory", p);
-    vt_expect_err(vp_cfg_load(p, &root), VP_ERR_IO, want);
+    vt_expect_err(vp_cfg_load(p, &root), VP_ERR_NOT_FOUND, want);
     ck_assert_ptr_null(root);
-    /* A directory opens but does not read. */
+    /* A directory, a FIFO: refused before reading (a FIFO would block in
+     * open until a writer came; the alarm makes a regression fail). */
     root = (vp_config *)1;
-    snprintf(want, sizeof want, "%s: cannot read: Is a directory", base);
-    vt_expect_err(vp_cfg_load(base, &root), VP_ERR_IO, want);
+    snprintf(want, sizeof want, "%s: not a regular file", base);
+    vt_expect_err(vp_cfg_load(base, &root), VP_ERR_INVALID, want);
     ck_assert_ptr_null(root);
+    snprintf(p, sizeof p, "%s/fifo.json", base);
+    ck_assert_int_eq(mkfifo(p, 0644), 0);
+    alarm(20);
+    snprintf(want, sizeof want, "%s: not a regular file", p);
+    vt_expect_err(vp_cfg_load(p, &root), VP_ERR_INVALID, want);
+    alarm(0);
+    ck_assert_ptr_null(root);
+    unlink(p);
 }
 END_TEST
 
@@ -488,6 +497,15 @@ START_TEST(test_check_keys)
     vt_expect_err(vp_cfg_check_keys(vp_cfg_get(root, "peft"), lora, 4), VP_ERR_CONFIG,
                   "run.json: peft: expected an object, got an array");
     vt_ok(vp_cfg_check_keys(root, (const char *const[]){"z", "y", "x", "peft"}, 4));
+    vp_cfg_free(root);
+    /* A key that is not valid UTF-8 shows its stray bytes escaped, never
+     * raw; valid UTF-8 stays as it is. */
+    root = parse("{\"a\xff" "b\": 1, \"\xc3\xa9t\xc3\xa9\": 2}", "run.json");
+    vt_expect_err(vp_cfg_check_keys(root, (const char *const[]){"\xc3\xa9t\xc3\xa9"}, 1),
+                  VP_ERR_CONFIG, "run.json: [\"a\\xffb\"]: unknown field (expected one of: "
+                  "\xc3\xa9t\xc3\xa9)");
+    vt_expect_err(vp_cfg_check_keys(root, (const char *const[]){"a\xff" "b"}, 1), VP_ERR_CONFIG,
+                  "run.json: \xc3\xa9t\xc3\xa9: unknown field (expected one of: a\xff" "b)");
     vp_cfg_free(root);
 }
 END_TEST

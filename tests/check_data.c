@@ -20,6 +20,7 @@
 #include "data/internal.h"
 #include "eval/cocoeval.h"
 #include "eval/rle.h"
+#include "io/image.h"
 #include "io/png.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -728,23 +729,32 @@ START_TEST(test_errors)
         "\"segmentation\": {\"size\": [8, 16], \"counts\": [10, 5]}",
         "\"bbox\": [1, 1, 4, 4]",
         "\"segmentation\": {\"size\": [8, 15], \"counts\": \"0\"}",
+        "\"segmentation\": [[1, 1, 1000, 1, 5, 5]]",
+        "\"iscrowd\": 2, \"segmentation\": [[1, 1, 5, 1, 5, 5]]",
     };
     static const char *const why[] = {
         "%s: annotations[1] (id 41): polygon 0 has 2 points (at least 3 needed)",
         "%s: annotations[1] (id 41): RLE: the counts sum to 15, a 8 x 16 mask has 128 pixels",
         "%s: annotations[1] (id 41): no \"segmentation\" (a box alone is no mask)",
         "%s: annotations[1] (id 41): the RLE size is 8 x 15, the image is 8 x 16",
+        /* bounded by the image, not 1e6: far points cost time and memory */
+        "%s: annotations[1] (id 41): polygon 0: polygon: coordinate 2 (1000) is not within the "
+        "8 x 16 image's margin (-16 to 32)",
+        /* docs/data.md: 0 or 1 */
+        "%s: annotations[1] (id 41): \"iscrowd\" is not 0 or 1",
     };
-    for (int i = 0; i < 5; i++) {
+    enum { N_BAD = sizeof bad / sizeof bad[0] };
+    for (int i = 0; i <= N_BAD; i++) {
         snprintf(text, sizeof text,
                  "{\"images\": [%s], \"categories\": [{\"id\": 1, \"name\": \"x\"}], "
                  "\"annotations\": [{\"id\": 40, \"image_id\": 1, \"category_id\": 1, "
                  "\"segmentation\": [[1, 1, 5, 1, 5, 5]]}, {\"id\": 41, \"image_id\": 1, "
                  "\"category_id\": %d, %s}, {\"id\": 42, \"image_id\": 1, \"category_id\": 1, "
                  "\"iscrowd\": 1, \"segmentation\": {\"size\": [8, 16], \"counts\": [128]}}]}",
-                 img_json, i < 4 ? 1 : 2, i < 4 ? bad[i] : "\"segmentation\": [[1, 1, 5, 1, 5, 5]]");
+                 img_json, i < N_BAD ? 1 : 2,
+                 i < N_BAD ? bad[i] : "\"segmentation\": [[1, 1, 5, 1, 5, 5]]");
         expect_load_err(text, false, VP_ERR_FORMAT,
-                        i < 4 ? why[i]
+                        i < N_BAD ? why[i]
                               : "%s: annotations[1] (id 41): category_id 2 is not in categories");
         vp_dataset *ds = load(at("err/ann.json"), true);
         ck_assert_uint_eq(vp_dataset_skipped(ds), 1);
@@ -753,6 +763,29 @@ START_TEST(test_errors)
         ck_assert_uint_eq(ds->inst[0].area, 6); /* the triangle (1,1) (5,1) (5,5) as rleFrPoly */
         vp_dataset_destroy(ds);
     }
+
+    /* FIFOs, as the annotations and as an image: refused at once (open
+     * would block for a writer; the alarm turns a regression's hang into
+     * a failure). */
+    ck_assert_int_eq(mkfifo(at("err/fifo.json"), 0644), 0);
+    ck_assert_int_eq(mkfifo(at("err/fifo.png"), 0644), 0);
+    alarm(20);
+    {
+        char fwant[2048];
+        vp_dataset *fds = (vp_dataset *)1;
+        snprintf(fwant, sizeof fwant, "%s: not a regular file", at("err/fifo.json"));
+        vt_expect_err(vp_dataset_load(at("err/fifo.json"), NULL, &(vp_dataset_opts){0}, &fds),
+                      VP_ERR_INVALID, fwant);
+        ck_assert_ptr_null(fds);
+        expect_load_err("{\"images\": [{\"id\": 1, \"width\": 16, \"height\": 8, \"file_name\": "
+                        "\"fifo.png\"}], \"categories\": [], \"annotations\": []}",
+                        false, VP_ERR_INVALID,
+                        "%1$s: images[0] (id 1): %2$s/fifo.png: not a regular file");
+        vp_image fimg;
+        snprintf(fwant, sizeof fwant, "%s: not a regular file", at("err/fifo.png"));
+        vt_expect_err(vp_image_load(at("err/fifo.png"), &fimg), VP_ERR_INVALID, fwant);
+    }
+    alarm(0);
 
     /* An image that fails to decode: the loader's next batch names it. */
     size_t n;

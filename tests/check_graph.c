@@ -14,6 +14,7 @@
 #include "graph/graph.h"
 #include "tinymodel.h"
 #include "ref/loss.h"
+#include "util/clock.h"
 
 /* ---- a small model: linear, frozen linear, products, broadcasts, a
  * batched q q^T, a mean square --------------------------------------------- */
@@ -867,6 +868,42 @@ START_TEST(test_host_node)
 }
 END_TEST
 
+/* Names are found through a hash: 100k parameters (a 4000-block model
+ * has ~50k) build in well under the bound, where a scan per new name took
+ * minutes; the first tensor of a name is the one found, and a repeated
+ * parameter name is still refused. */
+START_TEST(test_many_names)
+{
+    enum { N = 100000 };
+    vp_graph *g;
+    vt_ok(vp_graph_create(vt_device((uint32_t)_i), &g));
+    double t0 = vp_now_s();
+    char name[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", i);
+        ck_assert_ptr_nonnull(vp_g_param(g, name, 1, (int64_t[]){2}, i % 2));
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", i);
+        vp_gt *t = vp_graph_find(g, name);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_str_eq(vp_gt_name(t), name);
+    }
+    double dt = vp_now_s() - t0;
+    ck_assert_msg(dt < 5.0, "%d names took %.2f s", N, dt);
+    ck_assert_ptr_null(vp_graph_find(g, "blocks.100000.attn.qkv.weight"));
+    vp_gt *first = vp_graph_find(g, "blocks.7.attn.qkv.weight");
+    vp_gt *v = vp_g_reshape(g, first, 2, (int64_t[]){1, 2}); /* the same name again */
+    ck_assert_ptr_nonnull(v);
+    ck_assert_ptr_eq(vp_graph_find(g, "blocks.7.attn.qkv.weight"), first);
+    ck_assert_ptr_null(vp_g_param(g, "blocks.42.attn.qkv.weight", 1, (int64_t[]){2}, true));
+    ck_assert_int_eq(vp_graph_compile(g), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), "parameter blocks.42.attn.qkv.weight: a tensor of that "
+                     "name exists");
+    vp_graph_destroy(g);
+}
+END_TEST
+
 START_TEST(test_build_errors)
 {
     /* the accessors take a failed op's NULL as an empty tensor */
@@ -1131,6 +1168,7 @@ int main(void)
     vt_add_per_device(tc, test_const_i32, NULL);
     vt_add_per_device(tc, test_rand, NULL);
     vt_add_per_device(tc, test_build_errors, NULL);
+    vt_add_per_device(tc, test_many_names, NULL);
     vt_add_per_device(tc, test_buckets, NULL);
     vt_add_per_device(tc, test_flat_chunks, NULL);
     suite_add_tcase(s, tc);

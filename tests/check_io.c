@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "io/image.h"
 #include "io/safetensors.h"
+#include "util/clock.h"
 
 static char base[512];    /* private directory for this run */
 static char dir[700];     /* the current test's directory under it */
@@ -313,7 +315,15 @@ START_TEST(test_missing_and_short)
     use_dir("missing_and_short");
     expect_fail(tpath("absent.safetensors"), VP_ERR_NOT_FOUND, "%s: No such file or directory");
     expect_fail(tpath("absent/x.safetensors"), VP_ERR_NOT_FOUND, "%s: No such file or directory");
-    expect_fail(dir, VP_ERR_IO, "%s: not a regular file");
+    expect_fail(dir, VP_ERR_INVALID, "%s: not a regular file");
+    /* A FIFO: refused without blocking in open (the alarm turns a
+     * regression's hang into a failure). */
+    const char *fifo = tpath("fifo.safetensors");
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    alarm(20);
+    expect_fail(fifo, VP_ERR_INVALID, "%s: not a regular file");
+    alarm(0);
+    unlink(fifo);
 
     const char *p = tpath("short.safetensors");
     FILE *f = fopen(p, "wb");
@@ -375,6 +385,113 @@ START_TEST(test_bad_header)
 }
 END_TEST
 
+/* 80k metadata keys: sorted in n log n (an insertion sort took 39 s),
+ * found, and a repeated key among them still refused. */
+START_TEST(test_many_metadata)
+{
+    use_dir("many_metadata");
+    enum { N = 80000 };
+    size_t cap = (size_t)N * 32 + 64, n = 0;
+    char *h = malloc(cap);
+    ck_assert_ptr_nonnull(h);
+    n += (size_t)snprintf(h + n, cap - n, "{\"__metadata__\":{");
+    for (int i = 0; i < N; i++) /* descending: the worst order for an insertion sort */
+        n += (size_t)snprintf(h + n, cap - n, "%s\"k%06d\":\"v%d\"", i ? "," : "", N - 1 - i, i);
+    n += (size_t)snprintf(h + n, cap - n, "}}");
+    const char *p = raw("many.safetensors", h, -1, NULL, 0);
+    vp_st *st;
+    double t0 = vp_now_s();
+    ck_assert_msg(vp_st_open(p, &st) == VP_OK, "%s", vp_error_last());
+    double dt = vp_now_s() - t0;
+    ck_assert_msg(dt < 5.0, "%d metadata keys took %.2f s", N, dt);
+    ck_assert_uint_eq(vp_st_meta_count(st), N);
+    ck_assert_str_eq(vp_st_meta_key(st, 0), "k000000");
+    ck_assert_str_eq(vp_st_meta_key(st, N - 1), "k079999");
+    ck_assert_str_eq(vp_st_meta(st, "k012345"), "v67654");
+    vp_st_close(st);
+    /* the same with one key twice */
+    memcpy(strstr(h, "\"k000001\""), "\"k054321\"", 9);
+    expect_fail(raw("dup.safetensors", h, -1, NULL, 0), VP_ERR_FORMAT,
+                "%s: __metadata__ \"k054321\" appears twice");
+    free(h);
+}
+END_TEST
+
+/* Images: a FIFO or a directory is refused before reading; a small file
+ * declaring a huge image is refused from its header, before any decoding
+ * allocates it, naming the side limit. */
+START_TEST(test_image_files)
+{
+    use_dir("image_files");
+    vp_image img;
+    char want[2048];
+    const char *fifo = tpath("fifo.png");
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    alarm(20);
+    snprintf(want, sizeof want, "%s: not a regular file", fifo);
+    ck_assert_int_eq(vp_image_load(fifo, &img), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), want);
+    alarm(0);
+    unlink(fifo);
+    snprintf(want, sizeof want, "%s: not a regular file", dir);
+    ck_assert_int_eq(vp_image_load(dir, &img), VP_ERR_INVALID);
+    ck_assert_str_eq(vp_error_last(), want);
+    ck_assert_ptr_null(img.data);
+
+    /* A PNG signature and an IHDR of 26000 x 26000 grey, nothing more:
+     * 33 bytes that stb_image would decode to 2 GB of RGB. */
+    unsigned char png[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+        0, 0, 0x65, 0x90, 0, 0, 0x65, 0x90, 8, 0, 0, 0, 0, 0x5e, 0x2b, 0x3b, 0x8b};
+    const char *big = tpath("big.png");
+    FILE *f = fopen(big, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(png, 1, sizeof png, f), sizeof png);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: 26000x26000 pixels, vpeft reads images up to 16384 on a "
+             "side", big);
+    ck_assert_msg(vp_image_load(big, &img) == VP_ERR_INVALID, "%s", vp_error_last());
+    ck_assert_str_eq(vp_error_last(), want);
+    ck_assert_ptr_null(img.data);
+    /* 30000 x 30000 RGB: past stb_image's own 2^30-byte limit; the message
+     * says so rather than "outofmem" or a corrupt file. */
+    png[18] = png[22] = 0x75;
+    png[19] = png[23] = 0x30;
+    png[25] = 2;
+    f = fopen(big, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(png, 1, sizeof png, f), sizeof png);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: too large for stb_image to decode (vpeft reads images up "
+             "to 16384 on a side)", big);
+    ck_assert_msg(vp_image_load(big, &img) == VP_ERR_INVALID, "%s", vp_error_last());
+    ck_assert_str_eq(vp_error_last(), want);
+    ck_assert_ptr_null(img.data);
+    /* 10000 x 10000 grey: each side within the limit, 100 Mpixels in all */
+    png[18] = png[22] = 0x27;
+    png[19] = png[23] = 0x10;
+    png[25] = 0;
+    f = fopen(big, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(png, 1, sizeof png, f), sizeof png);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: 10000x10000 pixels, vpeft reads images of up to 67108864 "
+             "pixels (8192 x 8192)", big);
+    ck_assert_msg(vp_image_load(big, &img) == VP_ERR_INVALID, "%s", vp_error_last());
+    ck_assert_str_eq(vp_error_last(), want);
+    /* PNG and JPEG only: a BMP (which stb_image would decode) is refused */
+    static const unsigned char bmp[] = {'B', 'M', 58, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0};
+    const char *b = tpath("x.bmp");
+    f = fopen(b, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(bmp, 1, sizeof bmp, f), sizeof bmp);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: not a PNG or JPEG image", b);
+    ck_assert_int_eq(vp_image_load(b, &img), VP_ERR_FORMAT);
+    ck_assert_str_eq(vp_error_last(), want);
+}
+END_TEST
+
 START_TEST(test_bad_fields)
 {
     use_dir("bad_fields");
@@ -397,6 +514,9 @@ START_TEST(test_bad_fields)
          "shape[0] is 1.5, not a non-negative integer"},
         {"{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}", 8,
          "shape[0] is the string \"2\", not a non-negative integer"},
+        {"{\"dtype\":\"F32\",\"shape\":[2305843009213693952],\"data_offsets\":[0,8]}", 8,
+         "shape[0] is 2.305843009213694e+18, over 2^53 (the largest integer a JSON number "
+         "holds exactly)"},
         {"{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}", 8,
          "shape has 9 dimensions; vpeft reads at most 8"},
         {"{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}", 8,
@@ -571,6 +691,8 @@ int main(void)
     tcase_add_test(tc, test_reference_files);
     tcase_add_test(tc, test_missing_and_short);
     tcase_add_test(tc, test_bad_header);
+    tcase_add_test(tc, test_many_metadata);
+    tcase_add_test(tc, test_image_files);
     tcase_add_test(tc, test_bad_fields);
     tcase_add_test(tc, test_bad_layout);
     tcase_add_test(tc, test_write_errors);

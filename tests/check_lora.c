@@ -21,6 +21,7 @@
 
 #include "config/config.h"
 #include "harness.h"
+#include "io/safetensors.h"
 #include "model/build.h"
 #include "model/model.h"
 
@@ -394,7 +395,7 @@ START_TEST(test_config_errors)
     ERR("\"use_dora\": true", VP_ERR_CONFIG,
         "lora: m.json: peft[0].use_dora: unknown field (expected one of: plugin, r, lora_alpha, "
         "lora_dropout, target_modules, exclude_modules, use_rslora, init_lora_weights, "
-        "rank_pattern, alpha_pattern, bias, modules_to_save)");
+        "rank_pattern, alpha_pattern, bias, modules_to_save, name)");
     ERR("\"rank_pattern\": {\"qkv\": 0}", VP_ERR_CONFIG,
         "lora: m.json: peft[0].rank_pattern.qkv: a rank must be at least 1, got 0");
     ERR("\"rank_pattern\": {\"qkv\": \"8\"}", VP_ERR_CONFIG,
@@ -465,6 +466,62 @@ START_TEST(test_two_entries)
     assert_shape2(m, "backbone.blocks.0.mlp.fc2.lora_A.weight", 2, 16);
     assert_shape2(m, "backbone.blocks.0.attn.qkv.lora_A.weight", 8, 8);
     vp_model_destroy(m);
+    vp_cfg_free(c);
+    /* Named entries adapt one site side by side (HF PEFT's adapter names);
+     * the default name keeps the unnamed parameter names, and each entry
+     * saves to dir/<name>. */
+    c = parse("{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\"}, \"head\": {\"plugin\": "
+              "\"toyhead\"}}, \"peft\": [{\"plugin\": \"lora\", \"target_modules\": [\"qkv\"]},"
+              " {\"plugin\": \"lora\", \"name\": \"second\", \"target_modules\": [\"qkv\"], "
+              "\"r\": 2}]}");
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 1}, &m));
+    assert_shape2(m, "backbone.blocks.0.attn.qkv.lora_A.weight", 8, 8);
+    assert_shape2(m, "backbone.blocks.0.attn.qkv.lora_A.second.weight", 2, 8);
+    assert_shape2(m, "backbone.blocks.0.attn.qkv.lora_B.second.weight", 24, 2);
+    char dir[] = "/tmp/vpeft-lora-names-XXXXXX", f[200];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    vt_ok(vp_model_save_peft(m, c, dir));
+    snprintf(f, sizeof f, "%s/lora/adapter_model.safetensors", dir);
+    ck_assert_int_eq(access(f, F_OK), 0);
+    snprintf(f, sizeof f, "%s/second/adapter_model.safetensors", dir);
+    ck_assert_int_eq(access(f, F_OK), 0);
+    /* HF PEFT's keys drop the adapter name (get_peft_model_state_dict) */
+    vp_st *st2;
+    vt_ok(vp_st_open(f, &st2));
+    ck_assert_ptr_nonnull(vp_st_find(st2, "base_model.model.backbone.blocks.0.attn.qkv.lora_A."
+                                          "weight"));
+    ck_assert_ptr_null(vp_st_find(st2, "base_model.model.backbone.blocks.0.attn.qkv.lora_A.second."
+                                       "weight"));
+    vp_st_close(st2);
+    /* and load back into the named entry, bit for bit */
+    float want[2 * 8], got[2 * 8];
+    vp_gt *a2 = vp_graph_find(vp_model_graph(m), "backbone.blocks.0.attn.qkv.lora_A.second.weight");
+    vt_ok(vp_graph_read(vp_model_graph(m), a2, want, sizeof want));
+    vp_model *m2;
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 1}, &m2));
+    vt_ok(vp_model_load_peft(m2, dir));
+    vt_ok(vp_graph_read(vp_model_graph(m2), vp_graph_find(vp_model_graph(m2), "backbone.blocks.0."
+                                                          "attn.qkv.lora_A.second.weight"),
+                        got, sizeof got));
+    ck_assert(!memcmp(got, want, sizeof got));
+    vp_model_destroy(m2);
+    vt_rm_rf(dir);
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+    /* Names are unique per config, and plain. */
+    c = parse("{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\"}, \"head\": {\"plugin\": "
+              "\"toyhead\"}}, \"peft\": [{\"plugin\": \"lora\", \"target_modules\": [\"qkv\"]},"
+              " {\"plugin\": \"lora\", \"name\": \"lora\", \"target_modules\": [\"fc2\"]}]}");
+    vt_expect_err(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 1}, &m),
+                  VP_ERR_CONFIG, "m.json: peft[1].name: \"lora\" is already the name of peft[0] "
+                  "(its plugin's name); each entry needs its own");
+    vp_cfg_free(c);
+    c = parse("{\"model\": {\"backbone\": {\"plugin\": \"toybackbone\"}, \"head\": {\"plugin\": "
+              "\"toyhead\"}}, \"peft\": [{\"plugin\": \"lora\", \"name\": \"a/b\", "
+              "\"target_modules\": [\"qkv\"]}]}");
+    vt_expect_err(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 1}, &m),
+                  VP_ERR_CONFIG, "m.json: peft[0].name: \"a/b\": use 1 to 63 letters, digits, '_' "
+                  "or '-'");
     vp_cfg_free(c);
 }
 END_TEST

@@ -388,7 +388,7 @@ START_TEST(test_installed_plugin_runs)
     run_ok("printf '{\"peft\": [{\"plugin\": \"ia3\", \"frobs\": 1}], \"steps\": 1}' >%s/bad.json",
            oot);
     ck_assert_int_eq(run("VPEFT_PLUGIN_PATH=%s %s/usr/bin/vpeft plugin-test --config %s/bad.json",
-                         oot, stage, oot), 1);
+                         oot, stage, oot), 2); /* a config error: 2 (README, exit status) */
     assert_has(err, "frobs");
     run_ok("printf '{\"peft\": [{\"plugin\": \"ia3\", \"target_modules\": [\"nothing.here\"]}], "
            "\"steps\": 1}' >%s/none.json", oot);

@@ -816,6 +816,9 @@ START_TEST(test_config_errors)
                      "swin: m.json: model.backbone.num_heads: lists 3 stages, depths 2");
     expect_model_err(_i, "\"depths\": [2, 0]", VP_ERR_CONFIG,
                      "swin: m.json: model.backbone.depths[1]: must be from 1 to 1024, got 0");
+    /* refused before the 4 GiB input is allocated */
+    expect_model_err(_i, "\"image\": 65536", VP_ERR_CONFIG,
+                     "swin: m.json: model.backbone.image: must be from 1 to 16384, got 65536");
     expect_model_err(_i, "\"image\": [64]", VP_ERR_CONFIG,
                      "swin: m.json: model.backbone.image: expected an integer or [height, width], "
                      "got a list of 1");

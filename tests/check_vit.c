@@ -585,6 +585,10 @@ START_TEST(test_config_errors)
                      "level has stride patch / 2), got 3");
     expect_model_err(_i, "\"depth\": 0", VP_ERR_CONFIG,
                      "vit: m.json: model.backbone.depth: must be from 1 to 1048576, got 0");
+    /* refused before the 4 GiB input is allocated */
+    expect_model_err(_i, "\"image\": 65536", VP_ERR_CONFIG,
+                     "vit: m.json: model.backbone.image: must be at most 16384 pixels on a side, "
+                     "got 65536");
     expect_model_err(_i, "\"mlp_ratio\": 0", VP_ERR_CONFIG,
                      "vit: m.json: model.backbone.mlp_ratio: must make an MLP of 1 to 4194304 "
                      "units from the width 768, got 0");

@@ -24,8 +24,11 @@ int vp_cli_train(int argc, char **argv);
 int vp_cli_predict(int argc, char **argv);
 int vp_cli_demo(int argc, char **argv);
 
-/* The exit status for a failure: 2 for a config error (VP_ERR_CONFIG), 1
- * for anything else; 0 for VP_OK. */
+/* The exit status of every command: 0 for VP_OK; 2 for bad input: a
+ * config error (VP_ERR_CONFIG), a malformed file (VP_ERR_FORMAT), tensors
+ * whose shapes do not fit the model (VP_ERR_SHAPE); 1 for a runtime
+ * failure (a file that cannot be read or written, memory, the device). A
+ * bad command line is 2 too, decided where it is parsed. */
 int vp_cli_exit_code(vp_status st);
 /* Load a config and apply --set assignments; prints the error itself. */
 vp_status vp_cli_config(const char *path, const char *const *sets, int n_sets, vp_config **out);

@@ -102,7 +102,8 @@ static void usage(FILE *f)
                "  --methods LIST comma-separated method names from the list above\n"
                "                 (default: all)\n"
                "  -h, --help     this help\n\n"
-               "exit status: 0 done, 1 runtime failure, 2 usage error\n");
+               "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
+               "memory, the device), 2 bad usage, config or input (a malformed file)\n");
 }
 
 

@@ -217,6 +217,7 @@ int vp_cli_embed(int argc, char **argv)
     goto out;
 fail:
     fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    rc = vp_cli_exit_code(st);
 out:
     for (uint32_t i = 0; vals && i < n; i++)
         free(vals[i]);

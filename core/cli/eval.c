@@ -44,7 +44,8 @@ static void usage(FILE *f)
                "                      train.out/eval-results.json)\n"
                "  --set KEY=VALUE     override a config value\n"
                "  -h, --help          this help\n\n"
-               "exit status: 0 done, 1 runtime failure, 2 usage or config error\n");
+               "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
+               "memory, the device), 2 bad usage, config or input (a malformed file)\n");
 }
 
 vp_status vp_cli_config(const char *path, const char *const *sets, int n_sets, vp_config **out)
@@ -183,9 +184,10 @@ int vp_cli_eval(int argc, char **argv)
     if (config)
         return eval_config(config, adapter, weights, out, sets, n_sets);
     vp_coco_stats s;
-    if (vp_coco_eval_files(gt, res, &s)) {
+    vp_status st = vp_coco_eval_files(gt, res, &s);
+    if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
-        return 1;
+        return vp_cli_exit_code(st);
     }
     vp_cli_print_stats(&s);
     return 0;

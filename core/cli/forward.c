@@ -49,7 +49,8 @@ static void usage(FILE *f)
                "  --weights F      load every parameter F holds (a training run's\n"
                "                   train.out/model.safetensors, vpeft merge's output)\n"
                "  -h, --help       this help\n\n"
-               "exit status: 0 done, 1 runtime failure, 2 usage, config or input error\n");
+               "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
+               "memory, the device), 2 bad usage, config or input (a malformed file)\n");
 }
 
 /* ---- the files given ------------------------------------------------------------- */

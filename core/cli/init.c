@@ -76,8 +76,8 @@ static void usage(FILE *f)
                "  --val-images DIR    likewise for the validation split\n"
                "  --force             replace an existing RUN.json\n"
                "  -h, --help          this help\n\n"
-               "exit status: 0 written, 1 a dataset or file that cannot be read, 2 a usage error\n"
-               "or a directory that is not a checkpoint vpeft loads\n");
+               "exit status: 0 written, 1 a dataset or file that cannot be read, 2 a usage error,\n"
+               "a malformed dataset or a directory that is not a checkpoint vpeft loads\n");
 }
 
 static int bad_usage(const char *what, const char *arg)
@@ -374,7 +374,7 @@ int vp_cli_init(int argc, char **argv)
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
         vp_dataset_destroy(dt);
         vp_dataset_destroy(dv);
-        return 1;
+        return vp_cli_exit_code(st);
     }
     uint32_t classes = vp_dataset_classes(dt), skipped = vp_dataset_skipped(dt) +
                                                          vp_dataset_skipped(dv);

@@ -96,6 +96,7 @@ int vp_cli_merge(int argc, char **argv)
         st = vp_model_merge(m, out, merged != NULL);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        rc = vp_cli_exit_code(st);
         goto out;
     }
     const vp_peft_set *s = vp_model_pefts(m);

@@ -340,7 +340,7 @@ int vp_cli_plugin_test(int argc, char **argv)
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
         vp_peft_set_release(&pefts);
         vp_cfg_free(cfg);
-        return 1;
+        return vp_cli_exit_code(st);
     }
     if (steps_o >= 0)
         steps = (int64_t)steps_o;

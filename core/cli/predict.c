@@ -35,7 +35,8 @@ static void usage(FILE *f)
                "  --threshold S   the lowest score drawn (default 0.5)\n"
                "  --set KEY=VALUE override a config value\n"
                "  -h, --help      this help\n\n"
-               "exit status: 0 done, 1 runtime failure, 2 usage or config error\n");
+               "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
+               "memory, the device), 2 bad usage, config or input (a malformed file)\n");
 }
 
 /* Class names from the config's annotations (val, else data), if readable. */

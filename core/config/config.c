@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/file.h"
 #include "util/strbuf.h"
 
 /* What every node of one tree shares; owned by the root, stable across
@@ -45,15 +46,38 @@ static char *dup_str(const char *s)
     return p ? memcpy(p, s, n) : NULL;
 }
 
+/* The length of the valid UTF-8 sequence at p (1 to 4), or 0 when the
+ * bytes there are not one (a stray continuation byte, a truncated or
+ * overlong sequence, a surrogate, beyond U+10FFFF). */
+static int utf8_len(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    int n = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && p[0] == 0xe0 && p[1] < 0xa0) || (n == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
+        (n == 4 && p[0] == 0xf0 && p[1] < 0x90) || (n == 4 && p[0] == 0xf4 && p[1] >= 0x90))
+        return 0;
+    return n;
+}
+
 /* Keys that would make a dotted path ambiguous (or unreadable) are written
- * as ["..."], which vp_cfg_set also accepts. */
+ * as ["..."], which vp_cfg_set also accepts; so are keys that are not valid
+ * UTF-8, whose stray bytes show as \xNN rather than raw. */
 static bool key_needs_quotes(const char *k)
 {
     if (!*k)
         return true;
-    for (const unsigned char *p = (const unsigned char *)k; *p; p++)
+    for (const unsigned char *p = (const unsigned char *)k; *p; p++) {
         if (*p < 0x20 || *p == 0x7f || strchr(".[]=\"\\", *p))
             return true;
+        int n = utf8_len(p);
+        if (!n)
+            return true;
+        p += n - 1;
+    }
     return false;
 }
 
@@ -75,8 +99,13 @@ static void sb_key(vp_strbuf *b, bool first, const char *key)
         } else if (*p < 0x20 || *p == 0x7f) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
             vp_strbuf_str(b, esc);
+        } else if (*p >= 0x80 && !utf8_len(p)) {
+            snprintf(esc, sizeof esc, "\\x%02x", *p);
+            vp_strbuf_str(b, esc);
         } else {
-            vp_strbuf_add(b, (const char *)p, 1);
+            int n = utf8_len(p);
+            vp_strbuf_add(b, (const char *)p, (size_t)n);
+            p += n - 1;
         }
     }
     vp_strbuf_str(b, "\"]");
@@ -355,10 +384,11 @@ vp_status vp_cfg_load(const char *path, vp_config **root)
 {
     VP_ASSERT(path && root);
     *root = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vp_error_set(VP_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-    /* Read to the end rather than trusting the size: the file may be a pipe. */
+    FILE *f;
+    vp_status fst = vp_file_fopen_read(path, &f); /* a FIFO would block: refused */
+    if (fst)
+        return fst;
+    /* Read to the end rather than trusting the size: it may change. */
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {

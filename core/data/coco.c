@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/data.h"
@@ -110,11 +111,11 @@ static vp_status polygons(const cJSON *seg, int64_t h, int64_t w, const char *wh
     int np = cJSON_GetArraySize(seg);
     if (np == 0)
         return vp_error_set(VP_ERR_FORMAT, "%s: an empty polygon list", what);
-    uint8_t *acc = NULL, *one = NULL;
+    vp_rle acc = {0};
     double *xy = NULL;
     vp_status st = VP_OK;
-    for (int p = 0; p < np && !st; p++) {
-        const cJSON *poly = cJSON_GetArrayItem(seg, p);
+    int p = 0;
+    for (const cJSON *poly = seg->child; poly && !st; poly = poly->next, p++) {
         int nc = cJSON_GetArraySize(poly);
         if (!cJSON_IsArray(poly) || nc % 2) {
             st = vp_error_set(VP_ERR_FORMAT, "%s: polygon %d is not a list of (x, y) pairs", what,
@@ -149,25 +150,23 @@ static vp_status polygons(const cJSON *seg, int64_t h, int64_t w, const char *wh
             vp_error_wrap(st, "%s: polygon %d", what, p);
             break;
         }
-        if (np == 1) {
-            *out = r;
-            break;
+        if (p == 0) {
+            acc = r;
+            continue;
         }
-        size_t n = (size_t)(h * w);
-        if (!acc && (!(acc = calloc(n + 1, 1)) || !(one = malloc(n + 1)))) {
-            vp_rle_free(&r);
-            st = vp_error_set(VP_ERR_NOMEM, "%s: out of host memory", what);
-            break;
-        }
-        vp_rle_to_mask(&r, one);
+        /* The union run by run: a dense mask would be h * w bytes. */
+        vp_rle u;
+        st = vp_rle_union(&acc, &r, &u);
         vp_rle_free(&r);
-        for (size_t q = 0; q < n; q++)
-            acc[q] |= one[q];
+        vp_rle_free(&acc);
+        if (st)
+            vp_error_wrap(st, "%s", what);
+        acc = u;
     }
-    if (!st && np > 1)
-        st = vp_rle_from_mask(acc, h, w, out);
-    free(acc);
-    free(one);
+    if (st)
+        vp_rle_free(&acc);
+    else
+        *out = acc;
     free(xy);
     return st;
 }
@@ -250,9 +249,14 @@ static vp_status load_images(vp_dataset *ds, const cJSON *imgs, const char *dir,
             snprintf(p, n, "%s/%s", dir, fn->valuestring);
         ds->img[i] = (vp_dataset_image){.id = id, .w = (int)w, .h = (int)h, .path = p};
         ds->n_img = i + 1;
+        struct stat sb;
         if (access(p, R_OK))
             return vp_error_set(VP_ERR_IO, "%s: images[%u] (id %lld): %s: %s", path, i,
                                 (long long)id, p, strerror(errno));
+        /* Early word only: the loader reads through vp_file_open_read. */
+        if (stat(p, &sb) || !S_ISREG(sb.st_mode))
+            return vp_error_set(VP_ERR_INVALID, "%s: images[%u] (id %lld): %s: not a regular file",
+                                path, i, (long long)id, p);
         by_id[i] = (id_ix){id, i};
         i++;
     }
@@ -319,8 +323,8 @@ static int load_annotation(vp_dataset *ds, const cJSON *e, uint32_t i, const id_
     const cJSON *cr = cJSON_GetObjectItemCaseSensitive(e, "iscrowd");
     if (cJSON_IsBool(cr))
         crowd = cJSON_IsTrue(cr);
-    else if (cr && !get_int(e, "iscrowd", &crowd))
-        return vp_error_set(VP_ERR_CONFIG, "%s: \"iscrowd\" is not 0 or 1", what);
+    else if (cr && (!get_int(e, "iscrowd", &crowd) || (crowd != 0 && crowd != 1)))
+        return vp_error_set(VP_ERR_FORMAT, "%s: \"iscrowd\" is not 0 or 1", what);
     if (crowd)
         return 1;
     if (!get_int(e, "category_id", &cat_id))

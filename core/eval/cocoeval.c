@@ -18,6 +18,7 @@
 
 #include "eval/cocoeval.h"
 #include "util/error.h"
+#include "util/file.h"
 
 enum { T = 10, R = 101, A = 4, M = 3 };
 static const int max_dets[M] = {1, 10, 100};
@@ -50,9 +51,10 @@ typedef struct det {
 static vp_status read_json(const char *path, cJSON **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vp_error_set(VP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    vp_status fst = vp_file_fopen_read(path, &f);
+    if (fst)
+        return fst;
     size_t cap = 1 << 16, n = 0;
     char *text = malloc(cap);
     while (text) {
@@ -126,11 +128,13 @@ vp_status vp_coco_segm_to_rle(const cJSON *seg, int64_t h, int64_t w, int allow_
         if (np == 0)
             return vp_error_set(VP_ERR_FORMAT, "%s: an empty polygon list", what);
         /* pycocotools reads [[x, y, w, h], ...] (4 numbers first) as boxes. */
-        int boxes = cJSON_GetArraySize(cJSON_GetArrayItem(seg, 0)) == 4;
-        uint8_t *mask = NULL;
+        int boxes = cJSON_GetArraySize(seg->child) == 4;
+        vp_rle acc = {0};
         vp_status st = VP_OK;
-        for (int p = 0; p < np && !st; p++) {
-            const cJSON *poly = cJSON_GetArrayItem(seg, p);
+        int p = 0;
+        /* The linked lists walked in order: cJSON_GetArrayItem(i) walks
+         * from the head each time, quadratic on a long polygon. */
+        for (const cJSON *poly = seg->child; poly && !st; poly = poly->next, p++) {
             int nc = cJSON_GetArraySize(poly);
             if (!cJSON_IsArray(poly) || (boxes ? nc != 4 : nc < 6 || nc % 2)) {
                 st = vp_error_set(VP_ERR_FORMAT, "%s: polygon %d is not a list of %s", what, p,
@@ -142,8 +146,8 @@ vp_status vp_coco_segm_to_rle(const cJSON *seg, int64_t h, int64_t w, int allow_
                 st = vp_error_set(VP_ERR_NOMEM, "%s: out of host memory", what);
                 break;
             }
-            for (int i = 0; i < nc && !st; i++) {
-                const cJSON *e = cJSON_GetArrayItem(poly, i);
+            int i = 0;
+            for (const cJSON *e = poly->child; e && i < nc && !st; e = e->next, i++) {
                 if (!cJSON_IsNumber(e))
                     st = vp_error_set(VP_ERR_FORMAT, "%s: polygon %d: item %d is not a number",
                                       what, p, i);
@@ -163,33 +167,24 @@ vp_status vp_coco_segm_to_rle(const cJSON *seg, int64_t h, int64_t w, int allow_
                 free(c);
             if (st)
                 break;
-            if (np == 1) {
-                *out = r;
-                return VP_OK;
+            if (p == 0) {
+                acc = r;
+                continue;
             }
-            /* Several polygons: their union (pycocotools' merge). */
-            if (!mask && !(mask = calloc((size_t)(h * w) + 1, 1)))
-                st = vp_error_set(VP_ERR_NOMEM, "%s: out of host memory", what);
-            uint64_t pos = 0;
-            for (size_t i = 0; !st && i < r.n; pos += r.counts[i], i++)
-                if (i % 2)
-                    memset(mask + pos, 1, r.counts[i]);
+            /* Several polygons: their union (pycocotools' merge), run by
+             * run: a dense mask would be h * w bytes. */
+            vp_rle u;
+            st = vp_rle_union(&acc, &r, &u);
             vp_rle_free(&r);
+            vp_rle_free(&acc);
+            if (st)
+                vp_error_wrap(st, "%s", what);
+            acc = u;
         }
-        if (!st) {
-            /* mask is column-major here; vp_rle_from_mask wants rows. */
-            uint8_t *rows = malloc((size_t)(h * w) + 1);
-            if (!rows) {
-                st = vp_error_set(VP_ERR_NOMEM, "%s: out of host memory", what);
-            } else {
-                for (int64_t x = 0; x < w; x++)
-                    for (int64_t y = 0; y < h; y++)
-                        rows[y * w + x] = mask[x * h + y];
-                st = vp_rle_from_mask(rows, h, w, out);
-                free(rows);
-            }
-        }
-        free(mask);
+        if (st)
+            vp_rle_free(&acc);
+        else
+            *out = acc;
         return st;
     }
     const cJSON *size = cJSON_GetObjectItemCaseSensitive(seg, "size");
@@ -293,9 +288,15 @@ static vp_status gt_from_json(const cJSON *root, const char *path, vp_coco_gt *g
     cJSON_ArrayForEach(e, images) {
         double h, w;
         if (!id_field(e, "id", &im[i].id) || !num(e, "height", &h) || !num(e, "width", &w) ||
-            h < 0 || w < 0 || h != floor(h) || w != floor(w) || h * w > UINT32_MAX) {
+            h < 0 || w < 0 || h != floor(h) || w != floor(w) || h > UINT32_MAX ||
+            w > UINT32_MAX || h * w > UINT32_MAX) { /* each side: 0 x 1e23 passed the product */
             st = vp_error_set(VP_ERR_FORMAT, "%s: image %zu: no integral \"id\", \"height\" and "
                               "\"width\"", path, i);
+            goto out;
+        }
+        if (h < 1 || w < 1) { /* here, not later in a results file's masks */
+            st = vp_error_set(VP_ERR_FORMAT, "%s: image %zu: %gx%g pixels (height and width "
+                              "must be at least 1)", path, i, h, w);
             goto out;
         }
         im[i].h = (int64_t)h;
@@ -342,6 +343,10 @@ static vp_status gt_from_json(const cJSON *root, const char *path, vp_coco_gt *g
                 st = vp_error_set(VP_ERR_FORMAT, "%s: no integral \"%s\"", what, keys[q]);
                 goto out;
             }
+        if (crowd != 0 && crowd != 1) {
+            st = vp_error_set(VP_ERR_FORMAT, "%s: \"iscrowd\" is not 0 or 1", what);
+            goto out;
+        }
         if (!num(e, "area", &area)) {
             st = vp_error_set(VP_ERR_FORMAT, "%s: no number \"area\"", what);
             goto out;

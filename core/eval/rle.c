@@ -192,3 +192,40 @@ uint64_t vp_rle_area(const vp_rle *r)
         a += r->counts[i];
     return a;
 }
+
+vp_status vp_rle_union(const vp_rle *a, const vp_rle *b, vp_rle *out)
+{
+    memset(out, 0, sizeof *out);
+    if (a->h != b->h || a->w != b->w)
+        return vp_error_set(VP_ERR_INVALID, "RLE: union of a %lld x %lld and a %lld x %lld mask",
+                            (long long)a->h, (long long)a->w, (long long)b->h, (long long)b->w);
+    /* Walk both run lists together; each step ends at the nearer run end. */
+    uint32_t *c = malloc((a->n + b->n + 1) * sizeof *c);
+    if (!c)
+        return vp_error_set(VP_ERR_NOMEM, "RLE: out of host memory");
+    size_t ia = 0, ib = 0, n = 0;
+    uint64_t left_a = a->n ? a->counts[0] : 0, left_b = b->n ? b->counts[0] : 0;
+    uint64_t total = (uint64_t)(a->h * a->w), pos = 0;
+    int cur = 0; /* the value of run c[n] */
+    c[0] = 0;
+    while (pos < total) {
+        while (ia < a->n && !left_a && ++ia < a->n)
+            left_a = a->counts[ia];
+        while (ib < b->n && !left_b && ++ib < b->n)
+            left_b = b->counts[ib];
+        if (ia >= a->n || ib >= b->n)
+            break; /* counts that sum short: cannot happen for valid RLEs */
+        uint64_t step = left_a < left_b ? left_a : left_b;
+        int v = (ia % 2) | (ib % 2);
+        if (v != cur) {
+            c[++n] = 0;
+            cur = v;
+        }
+        c[n] += (uint32_t)step;
+        left_a -= step;
+        left_b -= step;
+        pos += step;
+    }
+    *out = (vp_rle){a->h, a->w, c, n + 1};
+    return VP_OK;
+}

@@ -41,6 +41,9 @@ vp_status vp_rle_from_string(const char *s, int64_t h, int64_t w, vp_rle *out);
 /* Into a row-major mask of h x w bytes (0 or 1). */
 void vp_rle_to_mask(const vp_rle *r, uint8_t *mask);
 uint64_t vp_rle_area(const vp_rle *r);
+/* The union of two masks of one size (pycocotools' rleMerge, intersect 0),
+ * run by run: no dense mask, memory proportional to the runs. */
+vp_status vp_rle_union(const vp_rle *a, const vp_rle *b, vp_rle *out);
 void vp_rle_free(vp_rle *r);
 
 #endif

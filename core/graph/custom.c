@@ -6,7 +6,8 @@
  * nothing depends on the plugin's memory but the callbacks and their user
  * pointer. The kernel's pipeline is built when it is registered, which
  * turns a shader that does not fit the host's layout into an error at that
- * call, naming the kernel. Backward is not a kernel: the plugin's callback
+ * call, naming the kernel; before that the SPIR-V itself is reflected
+ * against the descriptor (spirv.c). Backward is not a kernel: the plugin's callback
  * builds it from graph ops while vp_graph_backward runs, and each
  * gradient it returns is added into the input's gradient like any other
  * contribution (overwrite first, accumulate after).
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "graph/spirv.h"
 
 #define SPIRV_MAGIC 0x07230203u
 
@@ -74,6 +76,11 @@ vp_status vp_graph_kernel(vp_graph *g, const vp_kernel_desc *d, vp_custom_kernel
         return vp_graph_fail(g, VP_ERR_INVALID, "custom kernel %s: %u bytes of push constants; "
                              "vpeft allows a multiple of 4 up to %d", name, d->push_size,
                              VP_MAX_PUSH);
+    /* The shader against its description, before any pipeline exists: the
+     * driver would accept most mismatches and compute garbage. */
+    vp_status chk = vp_spirv_check(d->spirv, d->spirv_bytes / 4, d, name);
+    if (chk)
+        return vp_graph_fail(g, chk, "%s", vp_error_last());
     /* Registering again returns the kernel the graph has: plugins need no
      * cache of their own, and no bookkeeping of which graph is which. */
     for (vp_custom_kernel *k = g->kernels; k; k = k->next)

@@ -139,6 +139,9 @@ struct vp_graph {
     vp_device *dev;
     vp_gt **tensors;
     uint32_t n_tensors, cap_tensors;
+    uint32_t *names;         /* open-addressing hash of tensor names: index + 1, 0 empty;
+                              * the first tensor of a name (graph.c) */
+    uint32_t cap_names;      /* a power of two, at least twice n_tensors; 0 before any */
     vp_gnode *nodes;
     uint32_t n_nodes, cap_nodes;
     uint32_t n_forward;      /* nodes before vp_graph_backward */

@@ -4,6 +4,7 @@
  * per-channel normalization (image.h).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,20 +13,51 @@
 
 #include "io/image.h"
 #include "util/error.h"
+#include "util/file.h"
 
 /* Larger images are refused rather than decoded: 16k x 16k RGB floats are
- * already 3 GiB. */
+ * already 3 GiB; and so is more than 64 Mpixels in all (8192 x 8192), which
+ * a 54-byte BMP header could otherwise declare. */
 #define VP_IMAGE_MAX_SIDE 16384
+#define VP_IMAGE_MAX_PIXELS ((int64_t)1 << 26)
 
 vp_status vp_image_load(const char *path, vp_image *out)
 {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vp_error_set(VP_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-    int w, h, c;
+    FILE *f;
+    vp_status st = vp_file_fopen_read(path, &f);
+    if (st)
+        return st;
+    /* PNG and JPEG only (docs/data.md), by their signatures: stb_image
+     * would also take BMP, TGA, GIF, PSD, ... with less checked headers. */
+    unsigned char sig[8] = {0};
+    size_t got = fread(sig, 1, sizeof sig, f);
+    rewind(f);
+    bool png = got == 8 && !memcmp(sig, "\x89PNG\r\n\x1a\n", 8);
+    bool jpeg = got >= 3 && sig[0] == 0xff && sig[1] == 0xd8 && sig[2] == 0xff;
+    if (!png && !jpeg) {
+        fclose(f);
+        return vp_error_set(VP_ERR_FORMAT, "%s: not a PNG or JPEG image", path);
+    }
+    /* The header's size first: a small file may declare gigabytes. */
+    int w = 0, h = 0, c;
+    bool known = stbi_info_from_file(f, &w, &h, &c);
+    if (known && (w > VP_IMAGE_MAX_SIDE || h > VP_IMAGE_MAX_SIDE)) {
+        fclose(f);
+        return vp_error_set(VP_ERR_INVALID, "%s: %dx%d pixels, vpeft reads images up to %d on a "
+                            "side", path, w, h, VP_IMAGE_MAX_SIDE);
+    }
+    if (known && (int64_t)w * h > VP_IMAGE_MAX_PIXELS) {
+        fclose(f);
+        return vp_error_set(VP_ERR_INVALID, "%s: %dx%d pixels, vpeft reads images of up to "
+                            "%lld pixels (8192 x 8192)", path, w, h,
+                            (long long)VP_IMAGE_MAX_PIXELS);
+    }
     unsigned char *px = stbi_load_from_file(f, &w, &h, &c, 3);
     fclose(f);
+    if (!px && !strcmp(stbi_failure_reason(), "too large")) /* refused from its header */
+        return vp_error_set(VP_ERR_INVALID, "%s: too large for stb_image to decode (vpeft reads "
+                            "images up to %d on a side)", path, VP_IMAGE_MAX_SIDE);
     if (!px)
         return vp_error_set(VP_ERR_FORMAT, "%s: not a PNG or JPEG image stb_image can decode (%s)",
                             path, stbi_failure_reason());
@@ -33,6 +65,12 @@ vp_status vp_image_load(const char *path, vp_image *out)
         stbi_image_free(px);
         return vp_error_set(VP_ERR_INVALID, "%s: %dx%d pixels, vpeft reads images up to %d on a "
                             "side", path, w, h, VP_IMAGE_MAX_SIDE);
+    }
+    /* stb_image 2.27 decodes a BMP whose header says width 0 as a 0 x h
+     * image (found by tests/fuzz/fuzz_image): resizing it read out of bounds. */
+    if (w < 1 || h < 1) {
+        stbi_image_free(px);
+        return vp_error_set(VP_ERR_FORMAT, "%s: an empty image (%dx%d pixels)", path, w, h);
     }
     size_t n = (size_t)w * (size_t)h;
     out->data = malloc(3 * n * sizeof *out->data);

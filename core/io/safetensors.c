@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/file.h"
 #include "util/strbuf.h"
 
 static const struct {
@@ -195,6 +196,12 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(((const vp_st_tensor *)a)->name, ((const vp_st_tensor *)b)->name);
 }
 
+/* Metadata (key, value) pairs by key. */
+static int cmp_pair(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static int cmp_offsets(const void *a, const void *b)
 {
     const vp_st_tensor *x = *(const vp_st_tensor *const *)a, *y = *(const vp_st_tensor *const *)b;
@@ -245,6 +252,10 @@ static vp_status parse_tensor(const vp_st *st, const char *name, const cJSON *j,
     for (int i = 0; i < ndim; i++) {
         const cJSON *e = cJSON_GetArrayItem(sh, i);
         uint64_t x;
+        if (cJSON_IsNumber(e) && e->valuedouble > 9007199254740992.0)
+            return vp_error_set(VP_ERR_FORMAT, "%s: tensor %s: shape[%d] is %s, over 2^53 (the "
+                                "largest integer a JSON number holds exactly)", p, q, i,
+                                json_show(e, v, sizeof v));
         if (!json_uint(e, &x) || x > (uint64_t)INT64_MAX)
             return vp_error_set(VP_ERR_FORMAT, "%s: tensor %s: shape[%d] is %s, not a "
                                 "non-negative integer", p, q, i, json_show(e, v, sizeof v));
@@ -309,16 +320,9 @@ static vp_status parse_metadata(vp_st *st, const cJSON *j)
         if (!k || !v)
             return vp_error_set(VP_ERR_NOMEM, "%s: out of memory for the metadata", st->path);
     }
-    /* Sort the pairs by key, then reject duplicates. */
+    /* Sort the (key, value) pairs by key, then reject duplicates. */
     char **pairs = st->meta;
-    for (size_t i = 1; i < st->n_meta; i++)
-        for (size_t k = i; k > 0 && strcmp(pairs[2 * k - 2], pairs[2 * k]) > 0; k--) {
-            char *a = pairs[2 * k - 2], *b = pairs[2 * k - 1];
-            pairs[2 * k - 2] = pairs[2 * k];
-            pairs[2 * k - 1] = pairs[2 * k + 1];
-            pairs[2 * k] = a;
-            pairs[2 * k + 1] = b;
-        }
+    qsort(pairs, st->n_meta, 2 * sizeof *pairs, cmp_pair);
     for (size_t i = 1; i < st->n_meta; i++)
         if (!strcmp(pairs[2 * i - 2], pairs[2 * i]))
             return vp_error_set(VP_ERR_FORMAT, "%s: __metadata__ %s appears twice", st->path,
@@ -453,16 +457,13 @@ vp_status vp_st_open(const char *path, vp_st **out)
         return vp_error_set(VP_ERR_NOMEM, "%s: out of memory", path);
     }
     vp_status err = VP_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd;
     struct stat sb;
-    if (fd < 0) {
-        int e = errno;
-        err = vp_error_set(e == ENOENT || e == ENOTDIR ? VP_ERR_NOT_FOUND : VP_ERR_IO,
-                           "%s: %s", path, strerror(e));
+    if ((err = vp_file_open_read(path, &fd))) {
+        if (err != VP_ERR_INVALID) /* this reader's words: "PATH: <strerror>" */
+            err = vp_error_set(err, "%s: %s", path, strerror(errno));
     } else if (fstat(fd, &sb)) {
         err = vp_error_set(VP_ERR_IO, "%s: %s", path, strerror(errno));
-    } else if (!S_ISREG(sb.st_mode)) {
-        err = vp_error_set(VP_ERR_IO, "%s: not a regular file", path);
     } else if (sb.st_size < 8) {
         err = vp_error_set(VP_ERR_FORMAT, "%s: %lld bytes, too short for the 8-byte header "
                            "length", path, (long long)sb.st_size);

@@ -316,6 +316,16 @@ vp_status vp_init_fill(const vp_init *init, const char *name, uint64_t seed, int
     return VP_OK;
 }
 
+vp_status vp_build_check_finite(const char *file, const char *tensor, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return vp_error_set(VP_ERR_FORMAT, "%s: tensor \"%s\" holds %s at element %zu of "
+                                "%zu: refusing non-finite weights", file, tensor,
+                                isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf", i, n);
+    return VP_OK;
+}
+
 vp_status vp_build_init_params(vp_build *b)
 {
     size_t cap = 0;
@@ -332,9 +342,9 @@ vp_status vp_build_init_params(vp_build *b)
             }
             buf = nb, cap = n;
         }
-        if (p->w)
-            st = vp_st_read_f32(p->w->st, p->key, buf, n);
-        else
+        if (p->w && !(st = vp_st_read_f32(p->w->st, p->key, buf, n)))
+            st = vp_build_check_finite(vp_st_path(p->w->st), p->key, buf, n);
+        else if (!p->w)
             st = vp_init_fill(&p->init, vp_gt_name(p->t), b->opts.seed, vp_gt_ndim(p->t),
                               vp_gt_shape(p->t), buf);
         if (!st)

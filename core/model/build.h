@@ -66,6 +66,10 @@ void vp_build_enter(vp_build *b, const char *plugin, bool peft);
 vp_status vp_build_check_pefts(vp_build *b);
 /* After vp_graph_compile: every parameter's first values, uploaded. */
 vp_status vp_build_init_params(vp_build *b);
+/* VP_ERR_FORMAT naming file and tensor when x (n floats read from a
+ * weights file) holds a NaN or an infinity: every loader into a model
+ * refuses them. */
+vp_status vp_build_check_finite(const char *file, const char *tensor, const float *x, size_t n);
 
 uint32_t vp_build_site_count(const vp_build *b);
 const vp_build_site *vp_build_site_at(const vp_build *b, uint32_t i);

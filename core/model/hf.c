@@ -27,10 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "util/error.h"
+#include "util/file.h"
 
 /* The model types "hf" builds, and the plugins for each. */
 static const struct {
@@ -73,13 +75,15 @@ static vp_status set(vp_config *root, const char *path, const char *value)
 }
 
 /* 0 when path is a regular file (or a link to one); else errno's value,
- * or -1 for something that is not a regular file. */
+ * or -1 for something that is not a regular file (vp_file_open_read: a
+ * FIFO is refused without blocking). */
 static int regular(const char *path)
 {
-    struct stat sb;
-    if (stat(path, &sb))
-        return errno ? errno : ENOENT;
-    return S_ISREG(sb.st_mode) ? 0 : -1;
+    int fd;
+    vp_status st = vp_file_open_read(path, &fd);
+    if (!st)
+        close(fd);
+    return !st ? 0 : st == VP_ERR_INVALID ? -1 : errno ? errno : ENOENT;
 }
 
 static const char *why_not(int r)
@@ -412,7 +416,8 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
                 break;
             }
             buf = nb;
-            if (!(st = vp_st_read_f32(f, key, buf, n)))
+            if (!(st = vp_st_read_f32(f, key, buf, n)) &&
+                !(st = vp_build_check_finite(files[fi], key, buf, n)))
                 st = vp_graph_write(g, t, buf, n * sizeof *buf);
             from[i] = fi + 1;
         }

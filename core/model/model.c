@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "io/safetensors.h"
 #include "model/select.h"
 #include "util/error.h"
 
@@ -96,6 +97,33 @@ static vp_status load_entry(const vp_config *entry, vp_plugin_kind kind, vp_plug
     return st;
 }
 
+/* Entry i's "name" (its adapter name: parameter names and the adapter
+ * directory dir/<name>): letters, digits, '_' and '-', and no other entry's
+ * name (an entry without one is named after its plugin). Entries of one
+ * plugin without names stay allowed, as before names existed. */
+static vp_status peft_name_check(const vp_peft_set *s, uint32_t i)
+{
+    const vp_config *e = s->items[i].cfg;
+    const char *given;
+    vp_status st = vp_cfg_string(e, "name", NULL, &given);
+    if (st)
+        return st;
+    size_t n = given ? strlen(given) : 0;
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+    if (given && (!n || n >= sizeof s->items[i].name || strspn(given, ok) != n))
+        return vp_cfg_fail(e, "name", "\"%.80s\": use 1 to %zu letters, digits, '_' or '-'",
+                           given, sizeof s->items[i].name - 1);
+    const char *name = given ? given : s->items[i].name;
+    for (uint32_t j = 0; j < i; j++) {
+        const char *other = NULL;
+        vp_cfg_string(s->items[j].cfg, "name", NULL, &other); /* checked at j */
+        if ((given || other) && !strcmp(name, other ? other : s->items[j].name))
+            return vp_cfg_fail(e, "name", "\"%s\" is already the name of peft[%u]%s; each entry "
+                               "needs its own", name, j, other ? "" : " (its plugin's name)");
+    }
+    return VP_OK;
+}
+
 vp_status vp_peft_set_load(const vp_config *list, vp_peft_set *out)
 {
     memset(out, 0, sizeof *out);
@@ -121,6 +149,10 @@ vp_status vp_peft_set_load(const vp_config *list, vp_peft_set *out)
         it->cfg = vp_cfg_at(list, i);
         snprintf(it->name, sizeof it->name, "%s", vp_plugin_descriptor(it->plugin)->name);
         out->n++;
+        if ((st = peft_name_check(out, (uint32_t)i))) {
+            vp_peft_set_release(out);
+            return st;
+        }
     }
     return VP_OK;
 }
@@ -278,6 +310,47 @@ built:
     return vp_build_init_params(m->build);
 }
 
+/* What vp_model_load_params checks, without a compiled graph to load into
+ * (vpeft info): the file's header, and the shape of every parameter it
+ * holds. n: how many it holds. */
+static vp_status check_params(const vp_model *m, const char *path, uint32_t *n)
+{
+    vp_st *f = NULL;
+    vp_status st = vp_st_open(path, &f);
+    *n = 0;
+    for (uint32_t i = 0; !st && i < vp_build_param_count(m->build); i++) {
+        vp_gt *t = vp_build_param_at(m->build, i)->t;
+        if (!vp_st_find(f, vp_gt_name(t)))
+            continue;
+        st = vp_st_check_shape(f, vp_gt_name(t), vp_gt_ndim(t), vp_gt_shape(t));
+        ++*n;
+    }
+    vp_st_close(f);
+    return st;
+}
+
+/* The keys a run config's top level and its "model" object may hold: a
+ * typo ("pfet", "wieghts", --set nosuch.key=1) must fail, not train
+ * without it. model.hf's own options are checked by vp_model_hf_expand. */
+static const char *const root_keys[] = {"model", "peft", "train"};
+static const char *const model_keys[] = {"backbone", "head", "weights", "hf"};
+static const char *const hf_only_keys[] = {"image", "classes", "max_targets", "top_k",
+                                           "target_stride", "train_num_points",
+                                           "score_threshold"};
+
+vp_status vp_model_check_keys(const vp_config *root)
+{
+    vp_status st = vp_cfg_check_keys(root, root_keys, sizeof root_keys / sizeof *root_keys);
+    const vp_config *model = vp_cfg_get(root, "model");
+    if (st || !model || vp_cfg_type_of(model, "hf") != VP_CFG_ABSENT)
+        return st;
+    for (uint32_t i = 0; i < sizeof hf_only_keys / sizeof *hf_only_keys; i++)
+        if (vp_cfg_type_of(model, hf_only_keys[i]) != VP_CFG_ABSENT)
+            return vp_cfg_fail(model, hf_only_keys[i], "an option of model.hf, which is not "
+                               "set (without it, the backbone's or head's own fields say this)");
+    return vp_cfg_check_keys(model, model_keys, sizeof model_keys / sizeof *model_keys);
+}
+
 vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_opts *o,
                           vp_model **out)
 {
@@ -302,7 +375,7 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         return cst;
     }
     root = m->cfg;
-    if ((cst = vp_model_hf_expand(m->cfg))) {
+    if ((cst = vp_model_check_keys(root)) || (cst = vp_model_hf_expand(m->cfg))) {
         vp_cfg_free(m->cfg);
         free(m);
         return cst;
@@ -354,11 +427,11 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         st = vp_cfg_file(model, "hf", &hf);
     if (!st && hf)
         st = vp_model_load_hf(m, hf);
-    if (!o->no_compile && !st)
+    if (!st)
         st = vp_cfg_file(model, "weights", &weights);
     if (!st && weights) {
         uint32_t n = 0;
-        st = vp_model_load_params(m, weights, &n);
+        st = o->no_compile ? check_params(m, weights, &n) : vp_model_load_params(m, weights, &n);
         if (!st && !n)
             st = vp_cfg_fail(model, "weights", "%s holds none of the model's parameters", weights);
         else if (st)

@@ -105,6 +105,10 @@ vp_status vp_model_merge(const vp_model *m, const char *out, bool unmerge);
  * (what vp_model_merge writes); parameters absent from the file keep their
  * values, shapes must match. n_loaded: how many were found. */
 vp_status vp_model_load_params(vp_model *m, const char *path, uint32_t *n_loaded);
+/* The run config's top-level keys (model, peft, train) and, without
+ * model.hf, model's (backbone, head, weights, hf): an unknown one is
+ * VP_ERR_CONFIG naming it, with a did-you-mean. vp_model_create calls it. */
+vp_status vp_model_check_keys(const vp_config *root);
 /* "model": {"hf": DIR}: the backbone and head entries DIR/config.json's
  * model_type calls for, written into root (a model's own copy; the run's
  * image, classes, max_targets, top_k and target_stride passed on). No-op

@@ -38,16 +38,25 @@
 /* ---- files ---------------------------------------------------------------------- */
 
 /* The directory of method k: dir itself for a single method, else
- * dir/<plugin>, with _<k> when a plugin appears twice. */
+ * dir/<name> for an entry with a "name", else dir/<plugin>, with _<k> when
+ * a plugin appears twice without names. */
 static void method_dir(const vp_peft_set *s, uint32_t k, const char *dir, char *out, size_t n)
 {
+    const char *given = NULL;
     if (s->n == 1) {
         snprintf(out, n, "%s", dir);
         return;
     }
+    if (!vp_cfg_string(s->items[k].cfg, "name", NULL, &given) && given) {
+        snprintf(out, n, "%s/%s", dir, given);
+        return;
+    }
     uint32_t same = 0;
-    for (uint32_t i = 0; i < s->n; i++)
-        same += !strcmp(s->items[i].name, s->items[k].name);
+    for (uint32_t i = 0; i < s->n; i++) {
+        const char *other = NULL;
+        vp_cfg_string(s->items[i].cfg, "name", NULL, &other);
+        same += !other && !strcmp(s->items[i].name, s->items[k].name);
+    }
     if (same > 1)
         snprintf(out, n, "%s/%s_%u", dir, s->items[k].name, k);
     else
@@ -85,6 +94,28 @@ static bool tail_match(const char *glob, const char *path)
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The key parameter name goes under in method k's adapter file: HF PEFT's
+ * get_peft_model_state_dict drops the adapter name from
+ * "<module>.lora_A.<name>.weight", so a named entry's LoRA tensors are
+ * saved as "<module>.lora_A.weight", like an unnamed one's. */
+static void saved_key(const vp_model *m, uint32_t k, const char *param, char *out, size_t n)
+{
+    const char *name = NULL;
+    if (k < vp_model_pefts(m)->n)
+        vp_cfg_string(vp_model_pefts(m)->items[k].cfg, "name", NULL, &name);
+    snprintf(out, n, KEY_PREFIX "%s", param);
+    if (!name || !*name)
+        return;
+    static const char *const parts[] = {".lora_A.", ".lora_B."};
+    for (int i = 0; i < 2; i++) {
+        char pat[160];
+        snprintf(pat, sizeof pat, "%s%s.", parts[i], name);
+        char *at = strstr(out, pat);
+        if (at) /* drop "<name>." after lora_A / lora_B */
+            memmove(at + strlen(parts[i]), at + strlen(pat), strlen(at + strlen(pat)) + 1);
+    }
 }
 
 static double num_or(const cJSON *o, const char *key, double def)
@@ -131,12 +162,14 @@ static cJSON *lora_config(const vp_model *m, uint32_t k, const cJSON *entry)
     qsort(paths, n, sizeof *paths, cmp_str);
     for (uint32_t j = 0; j < n; j++) {
         cJSON_AddItemToArray(tm, cJSON_CreateString(paths[j]));
-        char a_name[600];
-        snprintf(a_name, sizeof a_name, "%s.lora_A.weight", paths[j]);
+        char a_name[600], key[700];
+        snprintf(a_name, sizeof a_name, KEY_PREFIX "%s.lora_A.weight", paths[j]);
         for (uint32_t i = 0; i < vp_build_param_count(b); i++) {
             const vp_build_param *p = vp_build_param_at(b, i);
-            if (p->owner == k + 1 && !strcmp(vp_gt_name(p->t), a_name) &&
-                (double)vp_gt_shape(p->t)[0] != r)
+            if (p->owner != k + 1)
+                continue;
+            saved_key(m, k, vp_gt_name(p->t), key, sizeof key);
+            if (!strcmp(key, a_name) && (double)vp_gt_shape(p->t)[0] != r)
                 cJSON_AddNumberToObject(rp, paths[j], (double)vp_gt_shape(p->t)[0]);
         }
         /* the lora plugin's rule: the first alpha_pattern key that matches */
@@ -317,7 +350,7 @@ vp_status vp_model_save_peft(const vp_model *m, const vp_config *root, const cha
                 st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
                 break;
             }
-            snprintf(keys[j], len, KEY_PREFIX "%s", vp_gt_name(p->t));
+            saved_key(m, k, vp_gt_name(p->t), keys[j], len);
             if ((st = read_param(g, p->t, &vals[j])))
                 break;
             e[j] = (vp_st_entry){keys[j], VP_ST_F32, vp_gt_ndim(p->t), vp_gt_shape(p->t), vals[j]};
@@ -381,6 +414,8 @@ static vp_status load_tensor(vp_graph *g, const vp_st *f, const char *key, vp_gt
     if (!st)
         st = vp_st_read_f32(f, key, *buf, n);
     if (!st)
+        st = vp_build_check_finite(vp_st_path(f), key, *buf, n);
+    if (!st)
         st = vp_graph_write(g, t, *buf, n * sizeof **buf);
     return st;
 }
@@ -419,7 +454,7 @@ vp_status vp_model_load_peft(vp_model *m, const char *dir)
             if (p->owner != k + 1)
                 continue;
             char key[512];
-            snprintf(key, sizeof key, KEY_PREFIX "%s", vp_gt_name(p->t));
+            saved_key(m, k, vp_gt_name(p->t), key, sizeof key);
             st = load_tensor(g, f, key, p->t, &buf);
             used++;
         }
@@ -483,6 +518,8 @@ vp_status vp_model_load_params(vp_model *m, const char *path, uint32_t *n_loaded
             buf = nb;
         if (!st)
             st = vp_st_read_f32(f, vp_gt_name(t), buf, k);
+        if (!st)
+            st = vp_build_check_finite(path, vp_gt_name(t), buf, k);
         if (!st)
             st = vp_graph_write(g, t, buf, k * sizeof *buf);
         n++;

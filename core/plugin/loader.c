@@ -12,12 +12,16 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <vpeft/backbone.h>
 #include <vpeft/head.h>
@@ -26,6 +30,7 @@
 #include "config.h"
 #include "plugin/host.h"
 #include "util/error.h"
+#include "util/file.h"
 
 #define REASON_MAX 768
 #define NAME_SHOWN 64 /* longest name quoted back in a message */
@@ -300,6 +305,139 @@ static vp_status check_desc(const vp_plugin_desc *d, const char *file_name, uint
     return VP_OK;
 }
 
+/* ---- the file before dlopen -------------------------------------------------- */
+
+/* ELF of this process's class, byte order and machine. */
+#if UINTPTR_MAX > 0xffffffffu
+#define ELF_CLASS ELFCLASS64
+typedef Elf64_Ehdr elf_ehdr;
+typedef Elf64_Phdr elf_phdr;
+#else
+#define ELF_CLASS ELFCLASS32
+typedef Elf32_Ehdr elf_ehdr;
+typedef Elf32_Phdr elf_phdr;
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ELF_DATA ELFDATA2LSB
+#else
+#define ELF_DATA ELFDATA2MSB
+#endif
+#if defined(__x86_64__)
+#define ELF_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define ELF_MACHINE EM_AARCH64
+#elif defined(__i386__)
+#define ELF_MACHINE EM_386
+#elif defined(__riscv)
+#define ELF_MACHINE EM_RISCV
+#elif defined(__powerpc64__)
+#define ELF_MACHINE EM_PPC64
+#endif
+
+static bool read_at(int fd, void *buf, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* What glibc's loader would map, checked against the file first: it maps
+ * each PT_LOAD segment's file range, and touching pages past the end of a
+ * truncated file is SIGBUS in the loader, not an error. So: a regular file
+ * (a FIFO would block in open), an ELF header of this process's class,
+ * byte order and machine, and program headers and segment file ranges that
+ * lie inside the file. why: the reason alone. */
+static vp_status check_elf(const char *path, char *why, size_t why_n)
+{
+    int fd;
+    vp_status st = vp_file_open_read(path, &fd);
+    if (st) {
+        /* The helper's message starts with the file, which ours names. */
+        const char *e = vp_error_last();
+        size_t pl = strlen(path);
+        if (!strncmp(e, path, pl) && !strncmp(e + pl, ": ", 2))
+            e += pl + 2;
+        snprintf(why, why_n, "%s", e);
+        return st;
+    }
+    struct stat sb;
+    elf_ehdr eh;
+    st = VP_ERR_FORMAT;
+    if (fstat(fd, &sb)) {
+        snprintf(why, why_n, "cannot read: %s", strerror(errno));
+        st = VP_ERR_IO;
+        goto out;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    if (size < EI_NIDENT || !read_at(fd, eh.e_ident, EI_NIDENT, 0) ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG)) {
+        snprintf(why, why_n, "not an ELF shared object (no ELF magic number)");
+        goto out;
+    }
+    if (eh.e_ident[EI_CLASS] != ELF_CLASS || eh.e_ident[EI_DATA] != ELF_DATA) {
+        snprintf(why, why_n, "an ELF file of another class or byte order (%d-bit %s-endian; this "
+                 "vpeft is %d-bit %s-endian)", eh.e_ident[EI_CLASS] == ELFCLASS64 ? 64 : 32,
+                 eh.e_ident[EI_DATA] == ELFDATA2MSB ? "big" : "little",
+                 ELF_CLASS == ELFCLASS64 ? 64 : 32, ELF_DATA == ELFDATA2MSB ? "big" : "little");
+        goto out;
+    }
+    if (size < sizeof eh || !read_at(fd, &eh, sizeof eh, 0)) {
+        snprintf(why, why_n, "truncated: %llu bytes, the ELF header needs %zu",
+                 (unsigned long long)size, sizeof eh);
+        goto out;
+    }
+    if (eh.e_type != ET_DYN) {
+        snprintf(why, why_n, "an ELF file that is not a shared object (type %u)",
+                 (unsigned)eh.e_type);
+        goto out;
+    }
+#ifdef ELF_MACHINE
+    if (eh.e_machine != ELF_MACHINE) {
+        snprintf(why, why_n, "an ELF file for another machine (e_machine %u, this one is %u)",
+                 (unsigned)eh.e_machine, (unsigned)ELF_MACHINE);
+        goto out;
+    }
+#endif
+    if (eh.e_phentsize != sizeof(elf_phdr) || eh.e_phnum == 0) {
+        snprintf(why, why_n, "bad ELF header: %u program headers of %u bytes",
+                 (unsigned)eh.e_phnum, (unsigned)eh.e_phentsize);
+        goto out;
+    }
+    uint64_t ph_end = (uint64_t)eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(elf_phdr);
+    if (eh.e_phoff > size || ph_end > size) {
+        snprintf(why, why_n, "truncated: program headers end at byte %llu, the file has %llu",
+                 (unsigned long long)ph_end, (unsigned long long)size);
+        goto out;
+    }
+    for (unsigned i = 0; i < eh.e_phnum; i++) {
+        elf_phdr ph;
+        if (!read_at(fd, &ph, sizeof ph, eh.e_phoff + (uint64_t)i * sizeof ph)) {
+            snprintf(why, why_n, "cannot read program header %u", i);
+            goto out;
+        }
+        if (ph.p_type == PT_NULL)
+            continue;
+        uint64_t off = ph.p_offset, end = off + ph.p_filesz;
+        if (off > size || end < off || end > size) {
+            snprintf(why, why_n, "truncated: segment %u (file bytes %llu to %llu) ends past the "
+                     "file's %llu bytes", i, (unsigned long long)off, (unsigned long long)end,
+                     (unsigned long long)size);
+            goto out;
+        }
+    }
+    st = VP_OK;
+out:
+    close(fd);
+    return st;
+}
+
 /* Open path and check its descriptor: everything that needs no plugin code
  * but the entry. file_name is <name> for a vpeft-<name>.so file, else NULL;
  * kind 0 accepts any known kind. On failure the file is closed again and
@@ -315,6 +453,9 @@ static vp_status probe_file(const char *path, const char *file_name, uint32_t ki
         snprintf(local, sizeof local, "./%s", path);
         open_path = local;
     }
+    vp_status cst = check_elf(open_path, why, why_n);
+    if (cst)
+        return cst;
     dlerror();
     void *h = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {

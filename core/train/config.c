@@ -14,7 +14,7 @@ static const char *const train_keys[] = {
     "data", "val", "out", "steps", "batch", "accum", "lr", "min_lr", "weight_decay", "betas",
     "eps", "clip_grad_norm", "warmup", "schedule", "milestones", "gamma", "lr_mult",
     "trainable", "seed", "log_every", "eval_every", "checkpoint_every",
-    "skip_bad_annotations", "eval_batch", "deterministic", "bucket_mb",
+    "skip_bad_annotations", "eval_batch", "deterministic", "bucket_mb", "skip_nonfinite",
 };
 
 static const char *const split_keys[] = {"format", "images", "annotations"};
@@ -65,6 +65,10 @@ static vp_status num_in(const vp_config *c, const char *key, double def, double 
 vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
 {
     memset(o, 0, sizeof *o);
+    /* the whole config's keys first: "trian" is a typo, not a missing train */
+    vp_status kst = vp_model_check_keys(root);
+    if (kst)
+        return kst;
     const vp_config *t = vp_cfg_get(root, "train");
     if (!t)
         return vp_cfg_fail(root, "train", "missing: the training section (data, steps, lr, ...)");
@@ -119,6 +123,8 @@ vp_status vp_train_cfg_read(const vp_config *root, vp_train_cfg *o)
         st = vp_cfg_bool(t, "skip_bad_annotations", false, &o->skip_bad);
     if (!st)
         st = vp_cfg_bool(t, "deterministic", true, &o->deterministic);
+    if (!st)
+        st = vp_cfg_bool(t, "skip_nonfinite", false, &o->skip_nonfinite);
     o->bucket_mb = -1; /* by device: vp_train_bucket_mb */
     if (!st && vp_cfg_get(t, "bucket_mb"))
         st = num_in(t, "bucket_mb", 0, 0, 65536, &o->bucket_mb);

@@ -132,7 +132,10 @@ static char *fingerprint(const vp_config *root, const vp_train_cfg *tc)
     return s;
 }
 
-static vp_status save_checkpoint(vp_model *m, const char *path, int64_t step, const char *fp)
+/* seconds: the training time up to step, over every call that ran a part
+ * of the run (metrics.json's train_seconds). */
+static vp_status save_checkpoint(vp_model *m, const char *path, int64_t step, const char *fp,
+                                 double seconds)
 {
     vp_graph *g = vp_model_graph(m);
     const vp_build *b = vp_model_build(m);
@@ -168,13 +171,14 @@ static vp_status save_checkpoint(vp_model *m, const char *path, int64_t step, co
     uint32_t seed = 0;
     if (!st)
         st = vp_graph_seed_read(g, &seed);
-    char sstep[32], sseed[32];
+    char sstep[32], sseed[32], ssec[32];
     snprintf(sstep, sizeof sstep, "%lld", (long long)step);
     snprintf(sseed, sizeof sseed, "%u", seed);
-    vp_st_kv kv[3] = {{"vpeft.step", sstep}, {"vpeft.dropout_seed", sseed},
-                      {"vpeft.run", fp}};
+    snprintf(ssec, sizeof ssec, "%.3f", seconds);
+    vp_st_kv kv[4] = {{"vpeft.step", sstep}, {"vpeft.dropout_seed", sseed},
+                      {"vpeft.run", fp}, {"vpeft.train_seconds", ssec}};
     if (!st)
-        st = vp_st_write(path, e, ne, kv, 3);
+        st = vp_st_write(path, e, ne, kv, 4);
     for (uint32_t i = 0; bufs && i < np + 2; i++)
         free(bufs[i]);
     free(bufs);
@@ -182,7 +186,10 @@ static vp_status save_checkpoint(vp_model *m, const char *path, int64_t step, co
     return st;
 }
 
-static vp_status load_checkpoint(vp_model *m, const char *path, const char *fp, int64_t *step)
+/* *seconds: the training time up to the checkpoint (0 when an older vpeft
+ * wrote it). */
+static vp_status load_checkpoint(vp_model *m, const char *path, const char *fp, int64_t *step,
+                                 double *seconds)
 {
     vp_graph *g = vp_model_graph(m);
     const vp_build *b = vp_model_build(m);
@@ -218,11 +225,17 @@ static vp_status load_checkpoint(vp_model *m, const char *path, const char *fp, 
         st = vp_st_read_f32(f, "vpeft.adamw.m", mv, nopt);
     if (!st && nopt)
         st = vp_st_read_f32(f, "vpeft.adamw.v", mv + nopt, nopt);
+    if (!st && nopt && !(st = vp_build_check_finite(path, "vpeft.adamw.m", mv, nopt)))
+        st = vp_build_check_finite(path, "vpeft.adamw.v", mv + nopt, nopt);
     if (!st && nopt)
         st = vp_graph_optim_write(g, mv, mv + nopt, nopt);
     free(mv);
     if (!st)
         st = vp_graph_seed_write(g, (uint32_t)strtoul(sd, NULL, 10));
+    const char *sec = vp_st_meta(f, "vpeft.train_seconds");
+    *seconds = sec ? strtod(sec, NULL) : 0;
+    if (!(*seconds >= 0 && *seconds < 1e12))
+        *seconds = 0;
     if (!st)
         *step = s;
     vp_st_close(f);
@@ -250,6 +263,76 @@ static vp_status truncate_log(const char *path, int64_t step)
     vp_status st = vp_file_write_atomic(path, text, keep);
     free(text);
     return st;
+}
+
+/* The mean loss and terms (sums[4] / *n) of the log lines of steps in
+ * (from, to] that have a loss (a skipped step's is null): the part of a
+ * progress window an earlier call ran. */
+static void log_window(const char *path, int64_t from, int64_t to, double sums[4], int64_t *n)
+{
+    static const char *const keys[4] = {"loss", "loss_class", "loss_mask", "loss_dice"};
+    memset(sums, 0, 4 * sizeof *sums);
+    *n = 0;
+    char *text;
+    size_t len;
+    if (from >= to || vp_file_read(path, &text, &len))
+        return;
+    for (char *line = text, *nl; line < text + len && (nl = memchr(line, '\n',
+                                                                  (size_t)(text + len - line)));
+         line = nl + 1) {
+        long long s = -1;
+        if (sscanf(line, "{\"step\": %lld", &s) != 1 || s <= from || s > to)
+            continue;
+        cJSON *j = cJSON_ParseWithLength(line, (size_t)(nl - line));
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "loss");
+        if (cJSON_IsNumber(l)) {
+            for (int k = 0; k < 4; k++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, keys[k]);
+                sums[k] += cJSON_IsNumber(v) ? v->valuedouble : 0;
+            }
+            ++*n;
+        }
+        cJSON_Delete(j);
+    }
+    free(text);
+}
+
+/* The log's steps skipped for a non-finite loss or gradient norm. */
+static int64_t count_skipped(const char *path)
+{
+    char *text;
+    size_t n;
+    int64_t k = 0;
+    if (vp_file_read(path, &text, &n))
+        return 0;
+    for (char *p = text; (p = strstr(p, "\"skipped\": true")); p++)
+        k++;
+    free(text);
+    return k;
+}
+
+/* A log value: the number, or null when it is not finite (JSON has no NaN). */
+static const char *jnum(double x, char *buf, size_t n)
+{
+    if (isfinite(x))
+        snprintf(buf, n, "%.9g", x);
+    else
+        snprintf(buf, n, "null");
+    return buf;
+}
+
+/* The sum of squares of n floats, in double (finite exactly when every
+ * float is: a float's square cannot overflow a double). */
+static double sum_squares(const float *x, uint64_t n)
+{
+    double a[4] = {0};
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            a[k] += (double)x[i + k] * (double)x[i + k];
+    for (; i < n; i++)
+        a[0] += (double)x[i] * (double)x[i];
+    return (a[0] + a[1]) + (a[2] + a[3]);
 }
 
 /* Temporary files a killed run left (vp_file_write_atomic's and
@@ -307,6 +390,7 @@ typedef struct run_ctx {
     bool line;        /* an updating progress line */
     bool line_open;
     const char *label;
+    double prev_seconds; /* training time of the calls before this one (the checkpoint's) */
 } run_ctx;
 
 static void end_line(run_ctx *c)
@@ -372,8 +456,10 @@ static vp_status write_outputs(run_ctx *c, const vp_train_result *r)
     cJSON_AddNumberToObject(j, "trainable_percent",
                             r->total ? 100.0 * (double)r->trainable / (double)r->total : 0);
     cJSON_AddNumberToObject(j, "steps", (double)c->tc->steps);
-    cJSON_AddNumberToObject(j, "train_seconds", r->seconds);
+    cJSON_AddNumberToObject(j, "train_seconds", c->prev_seconds + r->seconds);
     cJSON_AddNumberToObject(j, "final_loss", r->final_loss);
+    snprintf(path, sizeof path, "%s/log.jsonl", c->tc->out); /* over every call of the run */
+    cJSON_AddNumberToObject(j, "skipped_steps", (double)count_skipped(path));
     cJSON_AddNumberToObject(j, "device_bytes", (double)r->device_bytes);
     cJSON_AddNumberToObject(j, "ranks", r->ranks);
     if (r->ranks > 1) {
@@ -396,6 +482,62 @@ static vp_status write_outputs(run_ctx *c, const vp_train_result *r)
     st = text ? vp_file_write_atomic(path, text, strlen(text))
               : vp_error_set(VP_ERR_NOMEM, "out of host memory");
     free(text);
+    return st;
+}
+
+/* The final outputs train.out lacks, as a list for a message in buf
+ * (empty: none). */
+static int missing_outputs(run_ctx *c, char *buf, size_t n)
+{
+    const char *names[4];
+    int k = 0;
+    if (c->tc->val_ann)
+        names[k++] = "results.json";
+    names[k++] = "model.safetensors";
+    if (vp_model_pefts(c->m)->n)
+        names[k++] = "adapter/";
+    names[k++] = "metrics.json";
+    int missing = 0;
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < k; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", c->tc->out, names[i]);
+        if (!access(path, F_OK))
+            continue;
+        int w = snprintf(buf + len, n - len, "%s%s", missing++ ? ", " : "", names[i]);
+        len += w > 0 && (size_t)w < n - len ? (size_t)w : 0;
+    }
+    return missing;
+}
+
+/* A rank's signal (opts.interrupt) as 4 values that sum across ranks into
+ * the job's: ranks that saw SIGTERM, SIGINT, another signal, and the sum of
+ * those others. */
+#define SIG_SLOTS 4
+static void sig_slots(int mine, double v[SIG_SLOTS])
+{
+    bool other = mine && mine != SIGTERM && mine != SIGINT;
+    v[0] = mine == SIGTERM;
+    v[1] = mine == SIGINT;
+    v[2] = other;
+    v[3] = other ? mine : 0;
+}
+
+/* The job's signal from the summed slots: SIGTERM when any rank saw it,
+ * else SIGINT, else the other one (0: none). */
+static int sig_of(const double v[SIG_SLOTS])
+{
+    return v[0] > 0 ? SIGTERM : v[1] > 0 ? SIGINT : v[2] > 0 ? (int)(v[3] / v[2] + 0.5) : 0;
+}
+
+/* The job's signal, agreed by every rank at the same point (collective). */
+static vp_status agree_signal(const vp_dist *d, int mine, int *sig)
+{
+    double v[SIG_SLOTS];
+    sig_slots(mine, v);
+    vp_status st = vp_dist_agree_sum(d, VP_OK, v, SIG_SLOTS);
+    *sig = st ? 0 : sig_of(v);
     return st;
 }
 
@@ -477,6 +619,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     out->ranks = d->size;
 
     int64_t start = 0;
+    bool completing = false; /* resumed at the last step: only the final outputs */
     snprintf(ckpt, sizeof ckpt, "%s/" CKPT_NAME, tc.out);
     snprintf(path, sizeof path, "%s/log.jsonl", tc.out);
     if (o->resume) {
@@ -486,16 +629,28 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
             goto done;
         }
         /* every rank loads the checkpoint; rank 0 alone owns the log */
-        if ((st = load_checkpoint(c.m, ckpt, fp, &start)) ||
+        if ((st = load_checkpoint(c.m, ckpt, fp, &start, &c.prev_seconds)) ||
             (lead && (st = truncate_log(path, start))))
             goto done;
-        if (start >= tc.steps) {
-            st = vp_error_set(VP_ERR_INVALID, "%s: already at step %lld of %lld: nothing to "
+        /* At the last step: a run stopped between its final checkpoint and
+         * its outputs is completed from the checkpoint. Rank 0 looks at
+         * train.out; the setup's agreement below carries its verdict. */
+        char missing[256] = "";
+        completing = start == tc.steps;
+        if (start > tc.steps || (lead && completing && !missing_outputs(&c, missing,
+                                                                        sizeof missing))) {
+            st = vp_error_set(VP_ERR_INVALID, "%s: already at step %lld of %lld%s: nothing to "
                               "resume (raise train.steps to train longer)", ckpt,
-                              (long long)start, (long long)tc.steps);
+                              (long long)start, (long long)tc.steps,
+                              start == tc.steps ? ", with every output written" : "");
             goto done;
         }
-        if (lead)
+        if (lead && completing)
+            vp_log(VP_LOG_INFO, "%s: %s holds the last step (%lld), but %s %s missing (the "
+                   "run stopped before its final outputs): %s from the checkpoint", c.label,
+                   ckpt, (long long)start, missing, strchr(missing, ',') ? "are" : "is",
+                   tc.val_ann ? "evaluating and writing them" : "writing them");
+        else if (lead)
             vp_log(VP_LOG_INFO, "%s: resuming at step %lld of %lld from %s", c.label,
                    (long long)start, (long long)tc.steps, ckpt);
     }
@@ -503,18 +658,23 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         st = vp_error_set(VP_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
         goto done;
     }
+    if (log) /* a line per step as it ends, for whoever follows the run */
+        setvbuf(log, NULL, _IOLBF, 0);
     vp_loader_opts lo = {.batch = (int)tc.batch, .size = (int)io.size, .mask_h = (int)io.hm,
                          .mask_w = (int)io.wm, .max_targets = (int)io.T, .train = true,
                          .seed = (uint64_t)tc.seed, .start = (uint64_t)(start * tc.accum),
                          .shard_rank = d->size > 1 ? d->rank : 0,
                          .shard_count = d->size > 1 ? d->size : 0};
-    if ((st = vp_loader_create(ds, &lo, &ld)))
+    if (!completing && (st = vp_loader_create(ds, &lo, &ld)))
         goto done;
-    if (d->size > 1) {
-        glen = vp_graph_grads_len(g);
+    /* the host copy of the gradients: averaged across ranks, and where every
+     * step's norm is taken */
+    glen = vp_graph_grads_len(g);
+    if (d->size > 1)
         out->allreduce_bytes = glen * sizeof(float);
-        if (!(gbuf = malloc((size_t)glen * sizeof *gbuf)))
-            st = vp_error_set(VP_ERR_NOMEM, "out of host memory for the gradients");
+    if (!completing && glen && !(gbuf = malloc((size_t)glen * sizeof *gbuf)))
+        st = vp_error_set(VP_ERR_NOMEM, "out of host memory for the gradients");
+    if (d->size > 1) {
         uint32_t nb = 0;
         const vp_grad_bucket *gb = vp_graph_buckets(g, &nb);
         if (!st && nb && !(spans = malloc(nb * sizeof *spans)))
@@ -528,7 +688,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     synced = true;
     if ((st = vp_dist_agree(d, st)))
         goto done;
-    if (progress != VP_PROGRESS_NONE) {
+    if (progress != VP_PROGRESS_NONE && !completing) {
         fprintf(stderr, "%s: %u images, %lld steps of %lld x %lld images", c.label,
                 vp_dataset_size(ds), (long long)tc.steps, (long long)tc.batch,
                 (long long)tc.accum);
@@ -546,8 +706,22 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
 
     double t0 = vp_now_s(), win_loss = 0, win_terms[3] = {0};
     int64_t win_n = 0;
+    if (lead && start) { /* the part of the progress window the earlier call ran */
+        double w[4];
+        int64_t from = completing ? (tc.steps - 1) / tc.log_every * tc.log_every
+                                  : start / tc.log_every * tc.log_every;
+        log_window(path, from, start, w, &win_n);
+        win_loss = w[0];
+        for (int k = 0; k < 3; k++)
+            win_terms[k] = w[1 + k];
+        if (completing && win_n)
+            out->final_loss = win_loss / (double)win_n;
+    }
+    int64_t last_ckpt = start; /* the step of the checkpoint on disk (0: none) */
     for (int64_t s = start + 1; s <= tc.steps; s++) {
-        double sums[4] = {0}; /* loss and its three terms */
+        /* the loss and its three terms; then the signal slots and the ranks
+         * whose gradient norm is not finite, summed across the ranks */
+        double sums[4 + SIG_SLOTS + 1] = {0};
         bool agreed = false;  /* st, if a failure, is every rank's already */
         for (int64_t a = 0; a < tc.accum; a++) {
             const vp_batch *bt = NULL;
@@ -578,72 +752,134 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 sums[1 + k] += v;
             }
         }
-        if (d->size > 1 && !agreed && db.n) { /* the buckets were reduced during the run */
-            double ta = vp_now_s();
-            if (!(st = vp_dist_buckets_end(&db, st)) &&
-                !(st = vp_graph_grads_write(g, gbuf, glen)))
-                st = vp_dist_allreduce_sum(d, sums, 4);
-            out->allreduce_exposed_seconds += vp_now_s() - ta;
-        } else if (d->size > 1 && !agreed) { /* all ranks ran, or all stop; then the mean */
-            double ta = vp_now_s();
-            if (!(st = vp_dist_agree(d, st)) && !(st = vp_graph_grads_read(g, gbuf, glen)) &&
-                !(st = vp_dist_allreduce_mean(d, gbuf, glen)) &&
-                !(st = vp_graph_grads_write(g, gbuf, glen)))
-                st = vp_dist_allreduce_sum(d, sums, 4);
-            out->allreduce_seconds += vp_now_s() - ta;
-            out->allreduce_exposed_seconds += vp_now_s() - ta;
+        /* The step's gradient, on the host: its norm decides whether the
+         * update is applied. A job agrees on the sums, on a signal and on
+         * a non-finite gradient in one collective, which every rank
+         * reaches (a rank that failed since the last agreement brings its
+         * status), so all take the same decision at the same step. */
+        double gsq = 0;
+        if (d->size > 1 && !agreed) {
+            double ta = vp_now_s(), tq = 0;
+            bool ok;
+            if (db.n) /* the buckets were reduced during the run */
+                ok = !(st = vp_dist_buckets_end(&db, st));
+            else if ((ok = !(st = vp_dist_agree(d, st)))) { /* all ranks ran; then the mean */
+                st = vp_graph_grads_read(g, gbuf, glen);
+                vp_status rs = vp_dist_allreduce_mean(d, gbuf, glen); /* on every rank */
+                st = st ? st : rs;
+            }
+            if (ok) {
+                if (!st)
+                    st = vp_graph_grads_write(g, gbuf, glen);
+                tq = vp_now_s();
+                gsq = st ? 0 : sum_squares(gbuf, glen);
+                tq = vp_now_s() - tq;
+                sig_slots(o->interrupt ? *o->interrupt : 0, sums + 4);
+                sums[4 + SIG_SLOTS] = !isfinite(gsq);
+                st = vp_dist_agree_sum(d, st, sums, 4 + SIG_SLOTS + 1);
+            }
+            double spent = vp_now_s() - ta - tq;
+            if (!db.n)
+                out->allreduce_seconds += spent;
+            out->allreduce_exposed_seconds += spent;
+        } else if (!st && glen) {
+            st = vp_graph_grads_read(g, gbuf, glen);
+            gsq = sum_squares(gbuf, glen);
+            sums[4 + SIG_SLOTS] = !isfinite(gsq);
         }
         if (st)
             goto done;
         double loss = sums[0] / (double)(tc.accum * d->size), terms[3];
         for (int k = 0; k < 3; k++)
             terms[k] = sums[1 + k] / (double)(tc.accum * d->size);
-        if (!isfinite(loss)) {
+        double lr = vp_train_lr(&tc, s), gnorm = sqrt(gsq) / (double)tc.accum;
+        char lb[4][40];
+        if (!isfinite(loss) || sums[4 + SIG_SLOTS] > 0) {
+            /* nothing of this step reaches the parameters or the moments */
+            char what[96];
+            if (!isfinite(loss))
+                snprintf(what, sizeof what, "the loss is %g", loss);
+            else if (!isfinite(gnorm))
+                snprintf(what, sizeof what, "the gradient norm is %g (the loss %.4f)", gnorm,
+                         loss);
+            else /* another rank's averaged gradient (MPI may round differently) */
+                snprintf(what, sizeof what, "the gradient norm is not finite on %.0f of %d "
+                         "ranks (the loss %.4f)", sums[4 + SIG_SLOTS], d->size, loss);
             end_line(&c);
-            st = vp_error_set(VP_ERR_INVALID, "%s: the loss is %g at step %lld: lower train.lr "
-                              "or set train.clip_grad_norm", c.label, loss, (long long)s);
-            goto done;
+            if (!tc.skip_nonfinite) {
+                char at[64] = "no checkpoint yet";
+                if (last_ckpt)
+                    snprintf(at, sizeof at, "the last checkpoint is step %lld's",
+                             (long long)last_ckpt);
+                st = vp_error_set(VP_ERR_INVALID, "%s: %s at step %lld; stopped before its "
+                                  "update (%s): lower train.lr, set "
+                                  "train.clip_grad_norm, check the data and model.weights, or "
+                                  "set train.skip_nonfinite to skip such steps", c.label, what,
+                                  (long long)s, at);
+                goto done;
+            }
+            if ((st = vp_graph_zero_grads(g)))
+                goto done;
+            if (lead)
+                vp_log(VP_LOG_WARN, "%s: step %lld: %s: skipped, no update "
+                       "(train.skip_nonfinite)", c.label, (long long)s, what);
+            if (log)
+                fprintf(log, "{\"step\": %lld, \"lr\": %.9g, \"loss\": %s, \"loss_class\": %s, "
+                        "\"loss_mask\": %s, \"loss_dice\": %s, \"skipped\": true}\n",
+                        (long long)s, lr, jnum(loss, lb[0], sizeof lb[0]),
+                        jnum(terms[0], lb[1], sizeof lb[1]), jnum(terms[1], lb[2], sizeof lb[2]),
+                        jnum(terms[2], lb[3], sizeof lb[3]));
+            out->skipped++;
+        } else {
+            if ((st = vp_graph_step_accum(g, (float)lr, (int)s, (int)tc.accum)))
+                goto done;
+            if (log)
+                fprintf(log, "{\"step\": %lld, \"lr\": %.9g, \"loss\": %.9g, \"loss_class\": "
+                        "%.9g, \"loss_mask\": %.9g, \"loss_dice\": %.9g}\n", (long long)s, lr,
+                        loss, terms[0], terms[1], terms[2]);
+            win_loss += loss;
+            for (int k = 0; k < 3; k++)
+                win_terms[k] += terms[k];
+            win_n++;
         }
-        double lr = vp_train_lr(&tc, s);
-        if ((st = vp_graph_step_accum(g, (float)lr, (int)s, (int)tc.accum)))
-            goto done;
-        if (log)
-            fprintf(log, "{\"step\": %lld, \"lr\": %.9g, \"loss\": %.9g, \"loss_class\": %.9g, "
-                "\"loss_mask\": %.9g, \"loss_dice\": %.9g}\n", (long long)s, lr, loss, terms[0],
-                terms[1], terms[2]);
-        win_loss += loss;
-        for (int k = 0; k < 3; k++)
-            win_terms[k] += terms[k];
-        win_n++;
         out->steps++;
         bool show = c.line || s % tc.log_every == 0 || s == tc.steps;
         if (progress != VP_PROGRESS_NONE && show) {
             double el = vp_now_s() - t0, rate = (double)out->steps / el;
-            char eta[32];
+            char eta[32], lossf[96] = "loss - (every step of the window skipped)";
             fmt_time((double)(tc.steps - s) / rate, eta, sizeof eta);
             double n = (double)win_n;
-            fprintf(stderr, "%s%s step %lld/%lld loss %.4f (class %.3f mask %.3f dice %.3f) "
-                    "lr %.2e %.2f steps/s ETA %s%s", c.line ? "\r" : "", c.label, (long long)s,
-                    (long long)tc.steps, win_loss / n, win_terms[0] / n, win_terms[1] / n,
-                    win_terms[2] / n, lr, rate, eta, c.line ? "\033[K" : "\n");
+            if (win_n)
+                snprintf(lossf, sizeof lossf, "loss %.4f (class %.3f mask %.3f dice %.3f)",
+                         win_loss / n, win_terms[0] / n, win_terms[1] / n, win_terms[2] / n);
+            fprintf(stderr, "%s%s step %lld/%lld %s lr %.2e %.2f steps/s ETA %s%s",
+                    c.line ? "\r" : "", c.label, (long long)s, (long long)tc.steps, lossf, lr,
+                    rate, eta, c.line ? "\033[K" : "\n");
             c.line_open = c.line;
             fflush(stderr);
         }
         if (s % tc.log_every == 0 || s == tc.steps) {
-            out->final_loss = win_loss / (double)win_n;
+            out->final_loss = win_n ? win_loss / (double)win_n : NAN;
             win_loss = win_terms[0] = win_terms[1] = win_terms[2] = 0;
             win_n = 0;
         }
-        bool stop = o->stop_after > 0 && s >= o->stop_after && s < tc.steps;
+        /* A signal: every rank's from the agreement above; one process
+         * looks again, for one that came during the update. */
+        int sig = d->size > 1 ? sig_of(sums + 4) : o->interrupt ? *o->interrupt : 0;
+        bool stop = sig || (o->stop_after > 0 && s >= o->stop_after && s < tc.steps);
         if (lead && ((tc.checkpoint_every && s % tc.checkpoint_every == 0) || s == tc.steps || stop)) {
             fflush(log);
-            if ((st = save_checkpoint(c.m, ckpt, s, fp)))
+            if ((st = save_checkpoint(c.m, ckpt, s, fp, c.prev_seconds + vp_now_s() - t0)))
                 goto done;
         }
+        if (tc.checkpoint_every && s % tc.checkpoint_every == 0) /* every rank counts */
+            last_ckpt = s;
         if (stop) {
             out->seconds = vp_now_s() - t0;
+            out->stopped_at = s;
+            out->interrupted = sig;
             end_line(&c);
-            if (progress != VP_PROGRESS_NONE)
+            if (progress != VP_PROGRESS_NONE && !sig)
                 fprintf(stderr, "%s: stopped after step %lld; vpeft train --resume continues\n",
                         c.label, (long long)s);
             goto done;
@@ -659,6 +895,7 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
         }
     }
     out->seconds = vp_now_s() - t0;
+    out->completed = completing;
     if (db.n) { /* the buckets' all-reduces, and what the backward pass did not hide */
         vp_graph_stats gs = vp_graph_get_stats(g);
         out->allreduce_seconds = db.seconds + out->allreduce_exposed_seconds;
@@ -667,6 +904,16 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     end_line(&c);
     vp_loader_destroy(ld);
     ld = NULL;
+    /* a signal since the last step's agreement: the final checkpoint is on
+     * disk, the outputs are left to --resume */
+    int sig = 0;
+    if ((st = agree_signal(d, o->interrupt ? *o->interrupt : 0, &sig)))
+        goto done;
+    if (sig) {
+        out->interrupted = sig;
+        out->stopped_at = tc.steps;
+        goto done;
+    }
     if (tc.val_ann) { /* every rank its share; rank 0 writes and scores */
         snprintf(path, sizeof path, "%s/results.json", tc.out);
         if ((st = evaluate(&c, path, &out->stats)))

@@ -16,10 +16,18 @@
  * model.safetensors (every parameter by name at the end), adapter/ (the
  * PEFT methods in Hugging Face PEFT's layout, when the config has any),
  * results.json (COCO results of the final evaluation) and metrics.json.
+ *
+ * A run stopped after its last checkpoint but before those outputs (a
+ * signal, a crash) is completed by --resume: the final evaluation and the
+ * missing files from the checkpoint's weights. A non-finite loss or
+ * gradient norm stops the run before that step's update (or skips the
+ * step with train.skip_nonfinite); opts.interrupt stops it after the
+ * current step with a checkpoint (docs/training.md).
  */
 #ifndef VP_TRAIN_TRAIN_H
 #define VP_TRAIN_TRAIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -47,6 +55,9 @@ typedef struct vp_train_cfg {
     vp_lr_group lr_groups[VP_TRAIN_MAX_LR_GROUPS];
     uint32_t n_lr_groups;
     bool skip_bad;                       /* train.skip_bad_annotations */
+    bool skip_nonfinite;                 /* train.skip_nonfinite: a step whose loss or
+                                          * gradient norm is not finite is skipped (no
+                                          * update) instead of stopping the run */
     bool deterministic;                  /* train.deterministic (default true) */
     double bucket_mb;                    /* train.bucket_mb: gradient buckets across ranks
                                           * (0: one all-reduce after the backward pass;
@@ -82,13 +93,22 @@ typedef struct vp_train_opts {
                            * trains its shard of every global batch, gradients are
                            * averaged before each step; rank 0 alone prints,
                            * evaluates and writes */
+    volatile sig_atomic_t *interrupt; /* NULL, or where a signal handler stores the signal
+                           * (0: none): once set, the step that runs finishes, its
+                           * checkpoint is written and the run returns VP_OK with
+                           * result.interrupted set (before the final evaluation and
+                           * outputs when it was the last step: --resume writes them).
+                           * Across ranks the first step any rank sees it at is every
+                           * rank's last (SIGTERM wins over another signal). */
 } vp_train_opts;
 
 typedef struct vp_train_result {
     uint64_t trainable, total;   /* parameter counts */
     int64_t steps;               /* steps run in this call */
     double seconds;              /* wall time of the training steps */
-    double final_loss;           /* mean loss of the last log window */
+    double final_loss;           /* mean loss of the last log window (its steps that an
+                                  * earlier call of a resumed run ran included; NaN when
+                                  * every step of it was skipped) */
     uint64_t device_bytes;       /* the training graph's device memory */
     bool evaluated;
     vp_coco_stats stats;         /* the final evaluation's (when evaluated) */
@@ -99,6 +119,12 @@ typedef struct vp_train_result {
                                        * bound; all of it without buckets) */
     uint32_t buckets;            /* gradient buckets per step (0: one all-reduce after the
                                   * backward pass) */
+    int interrupted;             /* the signal that stopped the run (opts.interrupt; 0: none) */
+    int64_t stopped_at;          /* the step of the checkpoint an interruption or
+                                  * opts.stop_after left (0: the run went to the end) */
+    int64_t skipped;             /* steps skipped for a non-finite loss or gradient norm */
+    bool completed;              /* --resume found the run at its last step with outputs
+                                  * missing, and wrote them (no step ran) */
 } vp_train_result;
 
 vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opts *o,

@@ -1,5 +1,6 @@
 /*
- * Atomic whole-file writes and mkdir -p (file.h).
+ * Atomic whole-file writes, mkdir -p, and the one way user-named files are
+ * opened for reading: regular files only, checked without blocking (file.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -99,13 +100,57 @@ vp_status vp_mkdir_p(const char *dir)
     return VP_OK;
 }
 
+vp_status vp_file_open_read(const char *path, int *fd)
+{
+    *fd = -1;
+    int d = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (d < 0) {
+        int e = errno;
+        vp_status st = vp_error_set(e == ENOENT || e == ENOTDIR ? VP_ERR_NOT_FOUND : VP_ERR_IO,
+                                    "%s: cannot read: %s", path, strerror(e));
+        errno = e;
+        return st;
+    }
+    struct stat sb;
+    if (fstat(d, &sb) || !S_ISREG(sb.st_mode)) {
+        close(d);
+        return vp_error_set(VP_ERR_INVALID, "%s: not a regular file", path);
+    }
+    int fl = fcntl(d, F_GETFL);
+    if (fl < 0 || fcntl(d, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(d);
+        vp_status st = vp_error_set(VP_ERR_IO, "%s: cannot read: %s", path, strerror(e));
+        errno = e;
+        return st;
+    }
+    *fd = d;
+    return VP_OK;
+}
+
+vp_status vp_file_fopen_read(const char *path, FILE **f)
+{
+    int fd;
+    vp_status st = vp_file_open_read(path, &fd);
+    *f = NULL;
+    if (st)
+        return st;
+    if (!(*f = fdopen(fd, "rb"))) {
+        int e = errno;
+        close(fd);
+        return vp_error_set(VP_ERR_IO, "%s: cannot read: %s", path, strerror(e));
+    }
+    return VP_OK;
+}
+
 vp_status vp_file_read(const char *path, char **data, size_t *n)
 {
     *data = NULL;
     *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vp_error_set(VP_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    FILE *f;
+    vp_status st = vp_file_fopen_read(path, &f);
+    if (st)
+        return st;
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap + 1);
     while (buf) {

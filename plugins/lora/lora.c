@@ -67,6 +67,7 @@ typedef struct lora {
     lora_init init;
     lora_pattern *ranks, *alphas;
     uint32_t n_ranks, n_alphas;
+    char tag[72];           /* ".<name>" for an entry named other than "lora", else "" */
 } lora;
 
 /* ---- config ------------------------------------------------------------------ */
@@ -220,7 +221,14 @@ static vp_status lora_create(const vp_config *cfg, void **self)
     if (!m)
         return H->error(VP_ERR_NOMEM, "lora: out of host memory");
 
-    st = H->cfg_int(cfg, "r", 8, &m->r);
+    /* The entry's adapter name goes into the parameter names as HF PEFT's
+     * does (<path>.lora_A.<name>.weight); the default keeps 1.0's names. */
+    const char *name = NULL;
+    st = H->cfg_string(cfg, "name", NULL, &name);
+    if (!st && name && strcmp(name, "lora"))
+        snprintf(m->tag, sizeof m->tag, ".%.64s", name);
+    if (!st)
+        st = H->cfg_int(cfg, "r", 8, &m->r);
     if (!st && (m->r < 1 || m->r > LORA_MAX_RANK))
         st = rank_error(cfg, "r", m->r);
     if (!st)
@@ -276,16 +284,16 @@ static vp_status lora_create(const vp_config *cfg, void **self)
 
 /* ---- attach -------------------------------------------------------------------- */
 
-/* "<path><suffix>", malloc'd (NULL with the error set). */
-static char *param_name(const char *path, const char *suffix)
+/* "<path><part><tag>.weight", malloc'd (NULL with the error set). */
+static char *param_name(const lora *m, const char *path, const char *part)
 {
-    size_t len = strlen(path) + strlen(suffix) + 1;
+    size_t len = strlen(path) + strlen(part) + strlen(m->tag) + sizeof ".weight";
     char *s = malloc(len);
     if (!s) {
         H->error(VP_ERR_NOMEM, "lora: out of host memory");
         return NULL;
     }
-    snprintf(s, len, "%s%s", path, suffix);
+    snprintf(s, len, "%s%s%s.weight", path, part, m->tag);
     return s;
 }
 
@@ -334,8 +342,8 @@ static vp_status lora_attach(void *self, vp_build *b, const vp_site *site, vp_gt
     double alpha = pattern_value(m->alphas, m->n_alphas, site->path, m->alpha);
     double scale = m->rslora ? alpha / sqrt((double)r) : alpha / (double)r;
 
-    char *na = param_name(site->path, ".lora_A.weight");
-    char *nb = na ? param_name(site->path, ".lora_B.weight") : NULL;
+    char *na = param_name(m, site->path, ".lora_A");
+    char *nb = na ? param_name(m, site->path, ".lora_B") : NULL;
     if (!nb) {
         free(na);
         return VP_ERR_NOMEM;
@@ -345,7 +353,7 @@ static vp_status lora_attach(void *self, vp_build *b, const vp_site *site, vp_gt
     if (H->find(g, na)) {
         vp_status st = H->error(VP_ERR_CONFIG, "lora: %s: already adapted by an earlier lora "
                                 "entry (parameter %s exists); make their target_modules "
-                                "disjoint", site->path, na);
+                                "disjoint or give one a \"name\"", site->path, na);
         free(na);
         free(nb);
         return st;
@@ -385,8 +393,8 @@ static vp_status lora_attach(void *self, vp_build *b, const vp_site *site, vp_gt
 static vp_status lora_merge(void *self, const vp_merge_io *io)
 {
     lora *m = self;
-    char *na = param_name(io->path, ".lora_A.weight");
-    char *nb = na ? param_name(io->path, ".lora_B.weight") : NULL;
+    char *na = param_name(m, io->path, ".lora_A");
+    char *nb = na ? param_name(m, io->path, ".lora_B") : NULL;
     if (!nb) {
         free(na);
         return H->error(VP_ERR_NOMEM, "lora: out of host memory");

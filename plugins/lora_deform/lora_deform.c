@@ -32,6 +32,7 @@ typedef struct lora_deform {
     bool targets[4];
     int init;              /* 0: B zero (default), 1: A gaussian, B zero, 2: B random too */
     vp_selector *modules;
+    char tag[72];          /* ".<name>" for an entry named other than "lora_deform", else "" */
 } lora_deform;
 
 static void ld_destroy(void *self)
@@ -84,7 +85,13 @@ static vp_status ld_create(const vp_config *cfg, void **self)
     lora_deform *m = calloc(1, sizeof *m);
     if (!m)
         return H->error(VP_ERR_NOMEM, "lora_deform: out of host memory");
-    st = H->cfg_int(cfg, "r", 8, &m->r);
+    /* The entry's adapter name in the parameter names, as lora's. */
+    const char *name = NULL;
+    st = H->cfg_string(cfg, "name", NULL, &name);
+    if (!st && name && strcmp(name, "lora_deform"))
+        snprintf(m->tag, sizeof m->tag, ".%.64s", name);
+    if (!st)
+        st = H->cfg_int(cfg, "r", 8, &m->r);
     if (!st && m->r < 1)
         st = H->cfg_fail(cfg, "r", "the rank must be at least 1, got %lld", (long long)m->r);
     if (!st)
@@ -139,9 +146,9 @@ static vp_status ld_attach(void *self, vp_build *b, const vp_site *site, vp_gt *
                               : vp_init_kaiming_uniform(2.23606798f);
     vp_init ib = m->init == 2 ? vp_init_normal(0.0f, 0.02f) : vp_init_zeros();
     char name[256];
-    snprintf(name, sizeof name, "%s.lora_A.weight", site->path);
+    snprintf(name, sizeof name, "%s.lora_A%s.weight", site->path, m->tag);
     vp_gt *A = H->param(b, name, 2, (int64_t[]){r, in}, &ia, true);
-    snprintf(name, sizeof name, "%s.lora_B.weight", site->path);
+    snprintf(name, sizeof name, "%s.lora_B%s.weight", site->path, m->tag);
     vp_gt *B = H->param(b, name, 2, (int64_t[]){out, r}, &ib, true);
     vp_gt *d = H->linear(g, H->linear(g, x, A, NULL), B, NULL);
     vp_gt *adapted = H->add(g, *y, H->scale(g, d, (float)(m->alpha / (double)r)));
@@ -161,9 +168,9 @@ static vp_status ld_merge(void *self, const vp_merge_io *io)
     char name[256];
     int nd;
     const int64_t *sa, *sb;
-    snprintf(name, sizeof name, "%s.lora_A.weight", io->path);
+    snprintf(name, sizeof name, "%s.lora_A%s.weight", io->path, m->tag);
     const float *A = io->param(io, name, &nd, &sa);
-    snprintf(name, sizeof name, "%s.lora_B.weight", io->path);
+    snprintf(name, sizeof name, "%s.lora_B%s.weight", io->path, m->tag);
     const float *B = io->param(io, name, &nd, &sb);
     if (!A || !B)
         return H->error(VP_ERR_INTERNAL, "lora_deform: %s: its LoRA parameters are missing",

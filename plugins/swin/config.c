@@ -88,7 +88,7 @@ static vp_status stage_list(const vp_config *c, const char *key, const int64_t *
 /* An integer or [H, W] (HF's image_size, the plugin's image). */
 static vp_status size_hw(const vp_config *c, const char *key, const int64_t def[2], int64_t out[2])
 {
-    enum { MAX_SIDE = 1 << 16 };
+    enum { MAX_SIDE = 1 << 14 }; /* an image is allocated whole: 16384^2 x 3 floats is 3 GiB */
     vp_cfg_type t = H->cfg_type(c, key);
     if (t == VP_CFG_ARRAY) {
         const vp_config *list = H->cfg_get(c, key);

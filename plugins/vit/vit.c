@@ -136,6 +136,11 @@ static vp_status vit_create(const vp_config *cfg, void **self)
             st = H->cfg_fail(cfg, ints[i].key, "must be from 1 to %d, got %lld", 1 << 20,
                              (long long)*ints[i].out);
     }
+    /* An input image is allocated whole before anything else can fail:
+     * 65536 on a side is 4 GiB a channel. */
+    if (!st && m->image > (1 << 14))
+        st = H->cfg_fail(cfg, "image", "must be at most %d pixels on a side, got %lld", 1 << 14,
+                         (long long)m->image);
     if (!st)
         st = H->cfg_float(cfg, "mlp_ratio", 4.0, &ratio);
     if (!st)

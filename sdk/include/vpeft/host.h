@@ -4,8 +4,8 @@
  *     static const vp_host_api *H;
  *     static vp_status init(const vp_host_api *host)
  *     {
- *         if (!VP_HOST_HAS(host, custom))            // a member added after 1.0
- *             return host->error(VP_ERR_ABI, "needs vpeft ABI 1.0 with custom kernels");
+ *         if (!VP_HOST_HAS(host, rand))              // a member added after 1.0
+ *             return host->error(VP_ERR_ABI, "needs vpeft ABI 1.1 (rand)");
  *         H = host;
  *         return VP_OK;
  *     }
@@ -199,8 +199,10 @@ struct vp_host_api {
     vp_status (*param_load)(vp_build *b, vp_gt *param, const vp_weights *w, const char *key);
 
     /* ---- ABI 1.0: custom kernels (vpeft/kernel.h) ------------------------------
-     * kernel: the code is copied and its pipeline built now (a shader that
-     * does not fit is an error here); the kernel belongs to g. Registering
+     * kernel: the code is copied, its SPIR-V checked against d (bindings,
+     * descriptor set, push-constant block size, local size: see
+     * <vpeft/kernel.h>) and its pipeline built now; a shader that does not
+     * fit is an error here, naming the kernel. The kernel belongs to g. Registering
      * a descriptor with the same name in the same g again returns the same
      * kernel, so a plugin keeps no per-graph cache; a different descriptor
      * under that name is an error. */

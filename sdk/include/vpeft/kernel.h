@@ -19,7 +19,11 @@
  * size as specialization constants 0, 1, 2 (layout(local_size_x_id = 0,
  * local_size_y_id = 1, local_size_z_id = 2) in;). Every buffer is float32
  * unless the input is an int32 tensor. The kernel must write every output
- * element: the output is not cleared first.
+ * element: the output is not cleared first. The host reads the SPIR-V at
+ * registration and refuses a shader that does not fit d (a storage buffer
+ * outside set 0 or at a binding >= n_bindings, a binding of d it does not
+ * declare, a push-constant block larger than push_size, a local size that
+ * is neither specialization constants 0, 1, 2 nor fixed at local_size).
  */
 #ifndef VPEFT_KERNEL_H
 #define VPEFT_KERNEL_H
@@ -59,7 +63,8 @@ typedef struct vp_custom_grad {
 typedef vp_status (*vp_custom_backward_fn)(void *user, vp_graph *g, const vp_custom_grad *gr);
 
 /* The op on the CPU in double precision, for the host's reference executor
- * (whole-graph finite differences, `--verify`). Shapes as in the call. */
+ * (the whole-graph finite-difference checks `vpeft plugin-test` runs).
+ * Shapes as in the call. */
 typedef struct vp_custom_ref_io {
     uint32_t size;
     uint32_t n_in;

@@ -1,13 +1,17 @@
 /*
  * vpeft/status.h - the status codes every fallible call returns.
  *
- *     vp_status st = vp_tensor_upload(t, host, bytes);
+ *     // in a plugin, through the host table (vpeft/host.h)
+ *     vp_status st = H->cfg_int(cfg, "r", 8, &r);
  *     if (st != VP_OK)
- *         fprintf(stderr, "vpeft: %s\n", vp_error_last());
+ *         return st;  // the message already names the file and key
+ *     if (r < 1)
+ *         return H->error(VP_ERR_CONFIG, "ia3: r must be at least 1, got %lld", (long long)r);
  *
  * 0 is success, every error is negative. A call that fails also leaves a
  * one-line message naming the file, key or tensor at fault in the calling
- * thread's last-error buffer (vp_error_last(), declared by the host library).
+ * thread's last-error buffer (a plugin reads it with H->last_error() and
+ * sets it with H->error(); H->status_str() names a code).
  * Codes are only ever appended.
  */
 #ifndef VPEFT_STATUS_H
