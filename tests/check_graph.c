@@ -1092,6 +1092,17 @@ static void chunked_steps(vp_device *dev, bool clip, float *out)
     }
     for (int step = 1; step <= 3; step++) {
         vt_ok(vp_graph_run(g));
+        /* the device's sum of squares of the gradient, chunked or not,
+         * is the host's */
+        float gr[NP * N + 64 * NP];
+        uint64_t glen = vp_graph_grads_len(g);
+        ck_assert_uint_le(glen, sizeof gr / sizeof gr[0]);
+        vt_ok(vp_graph_grads_read(g, gr, glen));
+        double want = 0, got;
+        for (uint64_t i = 0; i < glen; i++)
+            want += (double)gr[i] * gr[i];
+        vt_ok(vp_graph_grad_sqnorm(g, &got));
+        ck_assert_msg(fabs(got - want) <= 1e-5 * want, "sqnorm %g, host %g", got, want);
         vt_ok(vp_graph_step(g, 1e-2f, step));
     }
     for (int i = 0; i < NP; i++)

@@ -93,7 +93,11 @@ static vp_status rec_attach(void *self, vp_build *b, const vp_site *site, vp_gt 
     (void)b, (void)y, (void)attached;
     recorder *r = self;
     ck_assert_uint_eq(site->size, sizeof(vp_site));
-    ck_assert((site->kind == VP_SITE_LINEAR) == (x != NULL));
+    /* every site gives its input: a linear layer's, or (site_output_in)
+     * the sub-layer's, of its output's shape */
+    ck_assert(x != NULL);
+    if (site->kind != VP_SITE_LINEAR)
+        ck_assert_int_eq(H->nelem(x), H->nelem(*y));
     if (r->n < 32) {
         snprintf(r->path[r->n], sizeof r->path[0], "%s", site->path);
         r->site[r->n++] = *site;
@@ -242,6 +246,26 @@ static vp_status scale_attach(void *self, vp_build *b, const vp_site *site, vp_g
     return H->graph_status(g);
 }
 
+/* A method beside a whole sub-layer, as parallel adapters are: at FFN
+ * outputs y + x * w, x the sub-layer's input (site_output_in). */
+static vp_status par_attach(void *self, vp_build *b, const vp_site *site, vp_gt *x, vp_gt **y,
+                            bool *attached)
+{
+    (void)self;
+    if (site->kind != VP_SITE_FFN_OUT)
+        return VP_OK;
+    ck_assert_ptr_nonnull(x);
+    vp_graph *g = H->graph(b);
+    char name[160];
+    snprintf(name, sizeof name, "%s.par", site->path);
+    vp_init init = vp_init_normal(0.0f, 0.5f);
+    vp_gt *w = H->param(b, name, 1, &site->out_features, &init, true);
+    *y = H->add(g, *y, H->mul(g, x, w));
+    *attached = true;
+    return H->graph_status(g);
+}
+
+static const vp_peft_iface par_iface = {.size = sizeof(vp_peft_iface), .attach = par_attach};
 static const vp_peft_iface rec_iface = {.size = sizeof(vp_peft_iface), .attach = rec_attach};
 static const vp_peft_iface lora_iface = {.size = sizeof(vp_peft_iface), .peft_type = "LORA",
                                          .attach = lora_attach};
@@ -330,10 +354,13 @@ START_TEST(test_peft_gradients)
     tscale sc = {0.0f, false, NULL, NULL};
     vp_build_opts o = {.seed = 11, .freeze_base = true};
     vp_probe p;
-    vp_build *b = probe_build(dev, &o, &p, 3, (const char *[]){"lora_q", "lora_off", "scale"},
-                              (const vp_peft_iface *[]){&lora_iface, &lora_iface, &scale_iface},
-                              (void *[]){&lq, &lo, &sc});
-    /* Only the methods' parameters train: 2 x (A, B) and one scale. */
+    vp_build *b = probe_build(dev, &o, &p, 4,
+                              (const char *[]){"lora_q", "lora_off", "scale", "par"},
+                              (const vp_peft_iface *[]){&lora_iface, &lora_iface, &scale_iface,
+                                                        &par_iface},
+                              (void *[]){&lq, &lo, &sc, NULL});
+    /* Only the methods' parameters train: 2 x (A, B), one scale and the
+     * parallel method's w, whose gradient needs the sub-layer's input. */
     uint32_t trainable = 0;
     for (uint32_t i = 0; i < vp_build_param_count(b); i++) {
         const vp_build_param *bp = vp_build_param_at(b, i);
@@ -343,11 +370,11 @@ START_TEST(test_peft_gradients)
         ck_assert_msg(vp_graph_find(vp_build_graph(b), vp_gt_name(bp->t)) == bp->t, "lookup");
         trainable += want;
     }
-    ck_assert_uint_eq(trainable, 5);
+    ck_assert_uint_eq(trainable, 6);
     probe_compile(b, &p);
     vp_graph *g = vp_build_graph(b);
     vp_graph_mem mem = vp_graph_memory(g);
-    uint64_t peft_bytes = 4 * (2 * 8 + 24 * 2 + 2 * 8 + 16 * 2 + 8);
+    uint64_t peft_bytes = 4 * (2 * 8 + 24 * 2 + 2 * 8 + 16 * 2 + 8 + 8);
     ck_assert_uint_eq(mem.trainable, peft_bytes);
     ck_assert_uint_eq(mem.grads, peft_bytes);
 
@@ -359,7 +386,7 @@ START_TEST(test_peft_gradients)
     ck_assert_msg(fabs(r.loss_dev - r.loss_ref) <= 1e-5 * fabs(r.loss_ref), "loss %g vs %g",
                   r.loss_dev, r.loss_ref);
     ck_assert_msg(r.out_err < 1e-5, "output error %g", r.out_err);
-    ck_assert_uint_eq(r.params_checked, 5);
+    ck_assert_uint_eq(r.params_checked, 6);
     ck_assert_msg(r.grad_err < 1e-3, "gradient error %g at %s", r.grad_err, r.grad_worst);
 
     /* A few AdamW steps on the methods' parameters lower the loss. */
@@ -645,6 +672,17 @@ START_TEST(test_site_errors)
     ck_assert_ptr_nonnull(H->site_output(b, "backbone.attn", VP_SITE_ATTN_OUT, x));
     ck_assert_ptr_null(H->site_output(b, "backbone.attn", VP_SITE_ATTN_OUT, x));
     vt_expect_err(H->graph_status(g), VP_ERR_INVALID, "vit: site backbone.attn is declared twice");
+    vp_build_destroy(b);
+
+    /* The sub-layer's input must have its output's shape. */
+    vt_ok(vp_build_create(dev, NULL, &b));
+    vp_build_enter(b, "vit", false);
+    g = vp_build_graph(b);
+    x = H->input(g, "x", 2, (int64_t[]){2, 4});
+    vp_gt *x3 = H->input(g, "x3", 2, (int64_t[]){2, 3});
+    ck_assert_ptr_null(H->site_output_in(b, "backbone.mlp", VP_SITE_FFN_OUT, x3, x));
+    vt_expect_err(H->graph_status(g), VP_ERR_SHAPE, "vit: site_output_in at backbone.mlp: the "
+                  "sub-layer's input x3 must have its output x's shape");
     vp_build_destroy(b);
 
     /* Named outputs: found by name, kept, unique. */

@@ -392,6 +392,15 @@ static vp_status record_optimizer(vp_graph *g)
     }
     if (!st && clip)
         st = vp_op_sqnorm(g->opt_cmd, grads, nc, &g->opt_sqnorm);
+    /* the norm alone, for a check before the update (vp_graph_grad_sqnorm) */
+    if (!st)
+        st = vp_cmd_create(g->dev, &g->norm_cmd);
+    if (!st)
+        st = vp_cmd_begin(g->norm_cmd);
+    if (!st)
+        st = vp_op_sqnorm(g->norm_cmd, grads, nc, &g->opt_sqnorm);
+    if (!st)
+        st = vp_cmd_end(g->norm_cmd);
     for (uint32_t k = 0; !st && k < nc; k++) {
         vp_tensor *c = ch + 5 * k;
         st = vp_op_adamw(g->opt_cmd, &c[0], &c[1], &c[2], &c[3], &g->opt_state,
@@ -491,6 +500,8 @@ void vp_graph_release_segments(vp_graph *g)
     g->zero_cmd = NULL;
     vp_cmd_destroy(g->opt_cmd);
     g->opt_cmd = NULL;
+    vp_cmd_destroy(g->norm_cmd);
+    g->norm_cmd = NULL;
     free(g->buckets);
     free(g->bucket_ready);
     g->buckets = NULL;
@@ -660,6 +671,20 @@ vp_status vp_graph_run_buckets(vp_graph *g, float *grads, vp_bucket_fn ready, vo
     return st;
 }
 
+vp_status vp_graph_grad_sqnorm(vp_graph *g, double *out)
+{
+    *out = 0;
+    if (!g->compiled || !g->norm_cmd)
+        return vp_error_set(VP_ERR_INVALID, "grad_sqnorm: compile a graph with an optimizer "
+                            "first");
+    float v = 0;
+    vp_status st = vp_cmd_submit(g->norm_cmd);
+    if (!st)
+        st = vp_tensor_download(&g->opt_sqnorm, &v, sizeof v);
+    *out = v;
+    return st;
+}
+
 vp_status vp_graph_zero_grads(vp_graph *g)
 {
     if (!g->compiled)
@@ -787,8 +812,8 @@ vp_graph_stats vp_graph_get_stats(const vp_graph *g)
         s.submits += c.submits;
         s.submit_ms += c.submit_ms;
     }
-    vp_cmd *extra[2] = {g->opt_cmd, g->zero_cmd};
-    for (int i = 0; i < 2; i++) {
+    vp_cmd *extra[3] = {g->opt_cmd, g->zero_cmd, g->norm_cmd};
+    for (int i = 0; i < 3; i++) {
         if (!extra[i])
             continue;
         vp_cmd_stats c = vp_cmd_get_stats(extra[i]);

@@ -218,6 +218,11 @@ vp_status vp_graph_zero_grads(vp_graph *g);
  * is lr times its multiplier (1 unless set, before compile). */
 vp_status vp_graph_set_optimizer(vp_graph *g, const vp_adamw_cfg *cfg);
 vp_status vp_g_param_lr_scale(vp_gt *param, float scale);
+/* The gradients' sum of squares (as they stand: summed over the runs since
+ * the last zeroing), computed on the device and read back as one float:
+ * infinite or NaN when any gradient is. With an optimizer set, after
+ * compile; one submit. */
+vp_status vp_graph_grad_sqnorm(vp_graph *g, double *out);
 /* After the runs of a step: clip, update and zero the gradients, one submit.
  * step counts from 1 (bias correction). */
 vp_status vp_graph_step(vp_graph *g, float lr, int step);

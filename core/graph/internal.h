@@ -178,6 +178,7 @@ struct vp_graph {
     bool has_optim;
     vp_adamw_cfg adamw;
     vp_cmd *opt_cmd;
+    vp_cmd *norm_cmd;        /* the gradients' sum of squares alone */
     vp_tensor train_all, m_all, v_all, lrs_all, opt_state, opt_sqnorm;
 };
 

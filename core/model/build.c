@@ -473,9 +473,22 @@ vp_gt *vp_build_site_linear(vp_build *b, const char *path, vp_gt *x, int64_t out
 
 vp_gt *vp_build_site_output(vp_build *b, const char *path, vp_site_kind kind, vp_gt *y)
 {
+    return vp_build_site_output_in(b, path, kind, NULL, y);
+}
+
+vp_gt *vp_build_site_output_in(vp_build *b, const char *path, vp_site_kind kind, vp_gt *x,
+                               vp_gt *y)
+{
     vp_graph *g = b->g;
     if (!y || g->err)
         return NULL;
+    if (x && (x->ndim != y->ndim || x->shape[x->ndim - 1] != y->shape[y->ndim - 1] ||
+              vp_gt_nelem(x) != vp_gt_nelem(y))) {
+        vp_graph_fail(g, VP_ERR_SHAPE, "%s: site_output_in at %s: the sub-layer's input %s "
+                      "must have its output %s's shape", b->caller, path ? path : "",
+                      x->name, y->name);
+        return NULL;
+    }
     if (!path || !path[0] || (kind != VP_SITE_ATTN_OUT && kind != VP_SITE_FFN_OUT)) {
         vp_graph_fail(g, VP_ERR_INVALID, "%s: site_output needs a path and the kind "
                       "VP_SITE_ATTN_OUT or VP_SITE_FFN_OUT (got %d)", b->caller, (int)kind);
@@ -488,7 +501,7 @@ vp_gt *vp_build_site_output(vp_build *b, const char *path, vp_site_kind kind, vp
     const module_decl *m = module_of(b, path);
     vp_site site = {sizeof site, kind, s->path, last_component(s->path), m ? m->path : NULL,
                     m ? m->kind : 0, d, d, NULL, NULL};
-    return apply_pefts(b, (uint32_t)(s - b->sites), &site, NULL, y);
+    return apply_pefts(b, (uint32_t)(s - b->sites), &site, x, y);
 }
 
 vp_status vp_build_site_module(vp_build *b, const char *path, vp_site_kind kind)

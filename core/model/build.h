@@ -92,6 +92,8 @@ vp_gt *vp_build_param_new(vp_build *b, const char *name, int ndim, const int64_t
 vp_gt *vp_build_site_linear(vp_build *b, const char *path, vp_gt *x, int64_t out_features,
                             bool bias, const vp_init *w_init, const vp_init *b_init);
 vp_gt *vp_build_site_output(vp_build *b, const char *path, vp_site_kind kind, vp_gt *y);
+vp_gt *vp_build_site_output_in(vp_build *b, const char *path, vp_site_kind kind, vp_gt *x,
+                               vp_gt *y);
 vp_status vp_build_site_module(vp_build *b, const char *path, vp_site_kind kind);
 vp_gt *vp_build_output(vp_build *b, const char *name, vp_gt *t);
 vp_status vp_build_weights_open(vp_build *b, const char *path, vp_weights **out);

@@ -45,6 +45,7 @@ vp_status vp_probe_build(vp_build *b, const vp_probe_cfg *c, vp_probe *p)
     for (int i = 0; i < c->blocks; i++) {
         snprintf(name, sizeof name, "probe.blocks.%d.norm1", i);
         vp_gt *h = norm(H, b, name, x, D);
+        vp_gt *a_in = h; /* the attention sub-layer's input */
         snprintf(name, sizeof name, "probe.blocks.%d.attn.qkv", i);
         vp_gt *qkv = H->site_linear(b, name, h, 3 * D, true, NULL, NULL);
         vp_gt *q = H->slice(g, qkv, 2, 0, D), *k = H->slice(g, qkv, 2, D, D);
@@ -52,15 +53,16 @@ vp_status vp_probe_build(vp_build *b, const vp_probe_cfg *c, vp_probe *p)
         snprintf(name, sizeof name, "probe.blocks.%d.attn.proj", i);
         h = H->site_linear(b, name, H->attention(g, q, k, v, NULL, (int)NH), D, true, NULL, NULL);
         snprintf(name, sizeof name, "probe.blocks.%d.attn", i);
-        x = H->add(g, x, H->site_output(b, name, VP_SITE_ATTN_OUT, h));
+        x = H->add(g, x, H->site_output_in(b, name, VP_SITE_ATTN_OUT, a_in, h));
         snprintf(name, sizeof name, "probe.blocks.%d.norm2", i);
         h = norm(H, b, name, x, D);
+        vp_gt *f_in = h;
         snprintf(name, sizeof name, "probe.blocks.%d.mlp.fc1", i);
         h = H->gelu(g, H->site_linear(b, name, h, c->mlp, true, NULL, NULL));
         snprintf(name, sizeof name, "probe.blocks.%d.mlp.fc2", i);
         h = H->site_linear(b, name, h, D, true, NULL, NULL);
         snprintf(name, sizeof name, "probe.blocks.%d.mlp", i);
-        x = H->add(g, x, H->site_output(b, name, VP_SITE_FFN_OUT, h));
+        x = H->add(g, x, H->site_output_in(b, name, VP_SITE_FFN_OUT, f_in, h));
     }
 
     /* Deformable attention over the map and its 2x2 max-pool, queries at

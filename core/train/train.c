@@ -672,7 +672,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
     glen = vp_graph_grads_len(g);
     if (d->size > 1)
         out->allreduce_bytes = glen * sizeof(float);
-    if (!completing && glen && !(gbuf = malloc((size_t)glen * sizeof *gbuf)))
+    /* the gradient on the host: only to all-reduce it across ranks */
+    if (!completing && glen && d->size > 1 && !(gbuf = malloc((size_t)glen * sizeof *gbuf)))
         st = vp_error_set(VP_ERR_NOMEM, "out of host memory for the gradients");
     if (d->size > 1) {
         uint32_t nb = 0;
@@ -783,8 +784,8 @@ vp_status vp_train_run(vp_device *dev, const vp_config *root, const vp_train_opt
                 out->allreduce_seconds += spent;
             out->allreduce_exposed_seconds += spent;
         } else if (!st && glen) {
-            st = vp_graph_grads_read(g, gbuf, glen);
-            gsq = sum_squares(gbuf, glen);
+            /* on the device: one float read, not the whole gradient */
+            st = vp_graph_grad_sqnorm(g, &gsq);
             sums[4 + SIG_SLOTS] = !isfinite(gsq);
         }
         if (st)

@@ -218,13 +218,13 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
             snprintf(p, sizeof p, TM ".decoder.layers.%lld", (long long)i);
             snprintf(m, sizeof m, "%s.cross_attn", p);
             vp_gt *a = mha_packed(c, b, m, q, key[l], src[l], mask);
-            a = H->site_output(b, m, VP_SITE_ATTN_OUT, a);
+            a = H->site_output_in(b, m, VP_SITE_ATTN_OUT, x, a);
             snprintf(m, sizeof m, "%s.cross_attn_layer_norm", p);
             x = norm(b, m, H->add(g, x, a), d);
             snprintf(m, sizeof m, "%s.self_attn", p);
             q = H->add(g, x, qpos);
             a = mha(c, b, m, q, q, x, NULL);
-            a = H->site_output(b, m, VP_SITE_ATTN_OUT, a);
+            a = H->site_output_in(b, m, VP_SITE_ATTN_OUT, x, a);
             snprintf(m, sizeof m, "%s.self_attn_layer_norm", p);
             x = norm(b, m, H->add(g, x, a), d);
             snprintf(m, sizeof m, "%s.fc1", p);
@@ -232,7 +232,7 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
             snprintf(m, sizeof m, "%s.fc2", p);
             f = xlinear(b, m, f, d);
             snprintf(m, sizeof m, "%s.ffn", p);
-            f = H->site_output(b, m, VP_SITE_FFN_OUT, f);
+            f = H->site_output_in(b, m, VP_SITE_FFN_OUT, x, f);
             snprintf(m, sizeof m, "%s.final_layer_norm", p);
             x = norm(b, m, H->add(g, x, f), d);
             out->pred[out->n++] = predict(b, &hd, x, mf);
@@ -242,7 +242,7 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
                  (long long)i);
         snprintf(m, sizeof m, "%s.multihead_attn", p);
         vp_gt *a = mha(c, b, m, q, key[l], src[l], mask);
-        a = H->site_output(b, p, VP_SITE_ATTN_OUT, a);
+        a = H->site_output_in(b, p, VP_SITE_ATTN_OUT, x, a);
         snprintf(m, sizeof m, "%s.norm", p);
         x = norm(b, m, H->add(g, x, a), d);
 
@@ -250,7 +250,7 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
         snprintf(m, sizeof m, "%s.self_attn", p);
         q = H->add(g, x, qpos);
         a = mha(c, b, m, q, q, x, NULL);
-        a = H->site_output(b, p, VP_SITE_ATTN_OUT, a);
+        a = H->site_output_in(b, p, VP_SITE_ATTN_OUT, x, a);
         snprintf(m, sizeof m, "%s.norm", p);
         x = norm(b, m, H->add(g, x, a), d);
 
@@ -258,7 +258,7 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
         snprintf(m, sizeof m, "%s.linear1", p);
         vp_gt *f = H->relu(g, xlinear(b, m, x, c->dec_ffn));
         snprintf(m, sizeof m, "%s.linear2", p);
-        f = H->site_output(b, p, VP_SITE_FFN_OUT, xlinear(b, m, f, d));
+        f = H->site_output_in(b, p, VP_SITE_FFN_OUT, x, xlinear(b, m, f, d));
         snprintf(m, sizeof m, "%s.norm", p);
         x = norm(b, m, H->add(g, x, f), d);
 

@@ -323,7 +323,7 @@ static vp_gt *px_layer(const m2f_cfg *c, vp_build *b, int i, vp_gt *src, vp_gt *
     vp_gt *a = H->msdeform(g, value, lv, loc, attn);            /* (B, S, d) */
     snprintf(name, sizeof name, "%s.output_proj", mod);
     a = H->site_linear(b, name, a, d, true, &xavier, &zero);
-    a = H->site_output(b, mod, VP_SITE_ATTN_OUT, a);
+    a = H->site_output_in(b, mod, VP_SITE_ATTN_OUT, src, a);
     snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i,
              c->hf ? "self_attn_layer_norm" : "norm1");
     src = px_norm(b, name, H->add(g, src, a), d);
@@ -335,7 +335,7 @@ static vp_gt *px_layer(const m2f_cfg *c, vp_build *b, int i, vp_gt *src, vp_gt *
     snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i, c->hf ? "fc2" : "linear2");
     h = H->site_linear(b, name, h, d, true, &xavier, NULL);
     snprintf(name, sizeof name, "%s.encoder.layers.%d.ffn", PX, i);
-    h = H->site_output(b, name, VP_SITE_FFN_OUT, h);
+    h = H->site_output_in(b, name, VP_SITE_FFN_OUT, src, h);
     snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", PX, i,
              c->hf ? "final_layer_norm" : "norm2");
     return px_norm(b, name, H->add(g, src, h), d);

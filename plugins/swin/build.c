@@ -264,7 +264,7 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
     /* SwinSelfOutput's dropout is attention_probs_dropout_prob, as in HF. */
     o = H->dropout(g, linear(c, n, o, D, true), m->attn_drop);
     snprintf(n, sizeof n, "%s%s.attention", c->pfx, p);
-    return H->site_output(c->b, n, VP_SITE_ATTN_OUT, o);
+    return H->site_output_in(c->b, n, VP_SITE_ATTN_OUT, x, o);
 }
 
 /* HF's stochastic depth rates: linspace(0, drop_path_rate, blocks), block
@@ -331,12 +331,13 @@ static vp_gt *block(swin_build *c, int i, int j, vp_gt *x, int64_t Hs, int64_t W
                                block_drop_rate(m, i, j)));
     snprintf(n, sizeof n, "%s.layernorm_after", p);
     t = norm(c, n, x, D, m->eps);
+    vp_gt *in = t;
     snprintf(n, sizeof n, "%s.intermediate.dense", p);
     t = H->gelu(g, linear(c, n, t, m->mlp[i], true));
     snprintf(n, sizeof n, "%s.output.dense", p);
     t = H->dropout(g, linear(c, n, t, D, true), m->hidden_drop);
     snprintf(n, sizeof n, "%s%s.output", c->pfx, p);
-    return H->add(g, x, H->site_output(c->b, n, VP_SITE_FFN_OUT, t));
+    return H->add(g, x, H->site_output_in(c->b, n, VP_SITE_FFN_OUT, in, t));
 }
 
 /* SwinPatchMerging after stage i. x: (B, Hs*Ws, D) -> (B, ceil(Hs/2)*ceil(Ws/2), 2D). */

@@ -512,12 +512,13 @@ static vp_gt *vit_block(vit_build *c, int64_t i, vp_gt *x)
     vp_gt *a = H->attention(g, q, k, v, NULL, (int)m->heads);
     a = linear(c, join(n, sizeof n, p, "attention.output.dense"), a, D);
     snprintf(n, sizeof n, "backbone.%s.attention", p);
-    x = H->add(g, x, H->site_output(c->b, n, VP_SITE_ATTN_OUT, a));
+    x = H->add(g, x, H->site_output_in(c->b, n, VP_SITE_ATTN_OUT, h, a));
     h = norm(c, join(n, sizeof n, p, "layernorm_after"), x, D, m->eps);
+    vp_gt *in = h;
     h = H->gelu(g, linear(c, join(n, sizeof n, p, "intermediate.dense"), h, m->mlp));
     h = linear(c, join(n, sizeof n, p, "output.dense"), h, D);
     snprintf(n, sizeof n, "backbone.%s.output", p);
-    return H->add(g, x, H->site_output(c->b, n, VP_SITE_FFN_OUT, h));
+    return H->add(g, x, H->site_output_in(c->b, n, VP_SITE_FFN_OUT, in, h));
 }
 
 /* Dinov2LayerScale backbone.<p>.<ls>.lambda1: y (B, T, D) * lambda1 (D). */
@@ -546,9 +547,10 @@ static vp_gt *dinov2_block(vit_build *c, int64_t i, vp_gt *x)
     vp_gt *a = H->attention(g, q, k, v, NULL, (int)m->heads);
     a = linear(c, join(n, sizeof n, p, "attention.output.dense"), a, D);
     snprintf(n, sizeof n, "backbone.%s.attention", p);
-    a = H->site_output(c->b, n, VP_SITE_ATTN_OUT, a);
+    a = H->site_output_in(c->b, n, VP_SITE_ATTN_OUT, h, a);
     x = H->add(g, x, layer_scale(c, p, "layer_scale1", a));
     h = norm(c, join(n, sizeof n, p, "norm2"), x, D, m->eps);
+    vp_gt *in = h;
     if (m->swiglu) {
         /* Dinov2SwiGLUFFN: weights_in (B, T, 2M) -> chunk -> silu(x1) * x2. */
         h = linear(c, join(n, sizeof n, p, "mlp.weights_in"), h, 2 * M);
@@ -559,7 +561,7 @@ static vp_gt *dinov2_block(vit_build *c, int64_t i, vp_gt *x)
         h = linear(c, join(n, sizeof n, p, "mlp.fc2"), h, D);
     }
     snprintf(n, sizeof n, "backbone.%s.mlp", p);
-    h = H->site_output(c->b, n, VP_SITE_FFN_OUT, h);
+    h = H->site_output_in(c->b, n, VP_SITE_FFN_OUT, in, h);
     return H->add(g, x, layer_scale(c, p, "layer_scale2", h));
 }
 

@@ -252,6 +252,12 @@ struct vp_host_api {
     void (*cfg_free)(vp_config *root);
     vp_status (*buffer_key)(vp_build *b, const char *key);
     vp_gt *(*rand)(vp_graph *g, const char *name, int ndim, const int64_t *shape);
+    /* site_output with the sub-layer's input x (the tensor the attention or
+     * FFN sub-layer was computed from, of y's shape): PEFT methods that
+     * run beside a whole sub-layer (parallel adapters) read it as attach()'s
+     * x. site_output gives x = NULL. */
+    vp_gt *(*site_output_in)(vp_build *b, const char *path, vp_site_kind kind, vp_gt *x,
+                             vp_gt *y);
 
     /* ABI 1.2 and later append here. */
 };

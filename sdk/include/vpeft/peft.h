@@ -62,7 +62,9 @@ typedef struct vp_peft_iface {
     /* Release self; NULL is a no-op. Called after the models built with it. */
     void (*destroy)(void *self);
     /* At a site: LINEAR sites give x (the layer's input) and *y (its output
-     * so far), output sites give x = NULL and *y. Replace *y with the
+     * so far); output sites give *y and, where the model built them with
+     * the host's site_output_in (ABI 1.1: vpeft's own backbones and heads
+     * do), x = the sub-layer's input, of y's shape; else x = NULL. Replace *y with the
      * adapted tensor (same shape) and set *attached, or leave both. New
      * parameters go through the host's param(), named under site->path. */
     vp_status (*attach)(void *self, vp_build *b, const vp_site *site, vp_gt *x, vp_gt **y,
