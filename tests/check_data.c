@@ -807,7 +807,9 @@ START_TEST(test_errors)
         ck_assert_int_eq(vp_loader_next(l, &b), VP_ERR_FORMAT);
         ck_assert_ptr_null(b);
         char want[1024];
-        snprintf(want, sizeof want, "%s: not a PNG or JPEG image", at("err/img.png"));
+        /* cut in half: its last chunk runs past the end of the file */
+        snprintf(want, sizeof want, "%s: a corrupt PNG (a chunk runs past the end of the file)",
+                 at("err/img.png"));
         vt_assert_has(vp_error_last(), want);
     }
     vp_loader_destroy(l);

@@ -479,6 +479,20 @@ START_TEST(test_image_files)
              "pixels (8192 x 8192)", big);
     ck_assert_msg(vp_image_load(big, &img) == VP_ERR_INVALID, "%s", vp_error_last());
     ck_assert_str_eq(vp_error_last(), want);
+    /* A PNG chunk claiming more bytes than the file has: stb_image would
+     * allocate what it claims (tests/fuzz: a 114-byte file, gigabytes) */
+    static const unsigned char liar[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+        0, 0, 0, 2, 0, 0, 0, 2, 8, 0, 0, 0, 0, 0x5e, 0x2b, 0x3b, 0x8b,
+        0x7f, 0xff, 0xff, 0xff, 'I', 'D', 'A', 'T', 0x78, 0x9c};
+    const char *lp = tpath("liar.png");
+    f = fopen(lp, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(liar, 1, sizeof liar, f), sizeof liar);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(want, sizeof want, "%s: a corrupt PNG (a chunk runs past the end of the file)", lp);
+    ck_assert_int_eq(vp_image_load(lp, &img), VP_ERR_FORMAT);
+    ck_assert_str_eq(vp_error_last(), want);
     /* PNG and JPEG only: a BMP (which stb_image would decode) is refused */
     static const unsigned char bmp[] = {'B', 'M', 58, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0};
     const char *b = tpath("x.bmp");

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,36 @@
  * a 54-byte BMP header could otherwise declare. */
 #define VP_IMAGE_MAX_SIDE 16384
 #define VP_IMAGE_MAX_PIXELS ((int64_t)1 << 26)
+
+/* A PNG's chunks must lie inside the file: stb_image allocates what an
+ * IDAT chunk's length field claims before reading it (found by
+ * tests/fuzz/fuzz_image: a 100-byte PNG claiming gigabytes). f is at the
+ * start; it is left there. */
+static bool png_chunks_fit(FILE *f)
+{
+    if (fseek(f, 0, SEEK_END))
+        return false;
+    long size = ftell(f);
+    long at = 8; /* after the signature */
+    bool ok = size >= 8;
+    while (ok && at < size) {
+        unsigned char h[8];
+        if (fseek(f, at, SEEK_SET) || fread(h, 1, 8, f) != 8) {
+            ok = false;
+            break;
+        }
+        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if ((uint64_t)len + 12 > (uint64_t)(size - at)) {
+            ok = false;
+            break;
+        }
+        at += 12 + (long)len;
+        if (!memcmp(h + 4, "IEND", 4))
+            break;
+    }
+    rewind(f);
+    return ok;
+}
 
 vp_status vp_image_load(const char *path, vp_image *out)
 {
@@ -38,6 +69,11 @@ vp_status vp_image_load(const char *path, vp_image *out)
     if (!png && !jpeg) {
         fclose(f);
         return vp_error_set(VP_ERR_FORMAT, "%s: not a PNG or JPEG image", path);
+    }
+    if (png && !png_chunks_fit(f)) {
+        fclose(f);
+        return vp_error_set(VP_ERR_FORMAT, "%s: a corrupt PNG (a chunk runs past the end of the "
+                            "file)", path);
     }
     /* The header's size first: a small file may declare gigabytes. */
     int w = 0, h = 0, c;
