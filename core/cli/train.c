@@ -57,8 +57,9 @@ static void usage(FILE *f)
                "(25 on GPUs; 0, one all-reduce after it, on CPU devices);\n"
                "docs/distributed.md.\n"
                "%s\n\n"
-               "exit status: 0 done, 1 runtime failure, 2 usage or config error, 130 or 143\n"
-               "stopped by SIGINT or SIGTERM (resumable)\n",
+               "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
+               "memory, the device, a non-finite loss), 2 bad usage, config or input (a\n"
+               "malformed file), 130 or 143 stopped by SIGINT or SIGTERM (resumable)\n",
             vp_dist_built() ? "This vpeft is built with MPI."
                             : "This vpeft is built without MPI: install openmpi-bin and "
                               "libopenmpi-dev (or MPICH),\nthen ./configure --with-mpi && make.");
