@@ -512,6 +512,55 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* The saved adapter_config.json records what the method used: the
+ * defaults it read (reduction_factor, non_linearity, ...) beside what was
+ * written; vpeft_config.json keeps the entry as written. */
+START_TEST(test_save_resolved)
+{
+    char dir[] = "/tmp/vpeft-adapter-XXXXXX", path[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    vp_config *c;
+    char text[4096];
+    snprintf(text, sizeof text, model_fmt, ", \"peft\": [{\"plugin\": \"adapter\", "
+             "\"per_site\": 2}]");
+    vt_ok(vp_cfg_parse(text, strlen(text), "m.json", &c));
+    vp_model *m;
+    vt_ok(vp_model_create(vt_device((uint32_t)_i), c, &(vp_model_opts){.batch = 1}, &m));
+    vt_ok(vp_model_save_peft(m, c, dir));
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    vp_config *saved;
+    vt_ok(vp_cfg_load(path, &saved));
+    const char *s;
+    double d;
+    int64_t i;
+    vt_ok(vp_cfg_string(saved, "peft_type", NULL, &s));
+    ck_assert_str_eq(s, "BOTTLENECK_ADAPTER");
+    vt_ok(vp_cfg_int(saved, "per_site", 0, &i));
+    ck_assert_int_eq(i, 2);
+    vt_ok(vp_cfg_float(saved, "reduction_factor", 0, &d));
+    ck_assert(d == 16.0);
+    vt_ok(vp_cfg_float(saved, "scaling", 0, &d));
+    ck_assert(d == 1.0);
+    vt_ok(vp_cfg_string(saved, "non_linearity", NULL, &s));
+    ck_assert_str_eq(s, "relu");
+    vt_ok(vp_cfg_string(saved, "init_weights", NULL, &s));
+    ck_assert_str_eq(s, "default");
+    ck_assert_int_eq(vp_cfg_type_of(saved, "plugin"), VP_CFG_ABSENT);
+    vp_cfg_free(saved);
+    snprintf(path, sizeof path, "%s/vpeft_config.json", dir);
+    vt_ok(vp_cfg_load(path, &saved));
+    const vp_config *entry = vp_cfg_get(saved, "peft");
+    ck_assert_int_eq(vp_cfg_len(entry), 2); /* plugin, per_site: as written */
+    ck_assert_int_eq(vp_cfg_type_of(entry, "reduction_factor"), VP_CFG_ABSENT);
+    vp_cfg_free(saved);
+    /* and it loads back into the same configuration */
+    vt_ok(vp_model_load_peft(m, dir));
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("adapter");
@@ -524,6 +573,7 @@ int main(void)
     vt_add_per_device(tc, test_model_sites, NULL);
     vt_add_per_device(tc, test_model_trainable, NULL);
     vt_add_per_device(tc, test_model_identity, NULL);
+    vt_add_per_device(tc, test_save_resolved, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

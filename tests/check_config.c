@@ -191,6 +191,41 @@ START_TEST(test_defaults)
     /* An absent sub-object reads as absent all the way down. */
     vt_ok(vp_cfg_int(vp_cfg_get(root, "data"), "workers", 2, &i));
     ck_assert_int_eq(i, 2);
+
+    /* The defaults read at backbone, written out beside what was given:
+     * the first read of a key kept, a NULL default and a present key not
+     * recorded, other objects untouched. */
+    vt_ok(vp_cfg_int(bb, "heads", 99, &i));
+    vt_ok(vp_cfg_int(bb, "depth", 3, &i));
+    char *js = vp_cfg_to_json_resolved(bb);
+    vp_config *r = parse(js, "resolved.json");
+    vt_ok(vp_cfg_int(r, "heads", 0, &i));
+    ck_assert_int_eq(i, 6);
+    vt_ok(vp_cfg_float(r, "eps", 0, &d));
+    ck_assert(d == 1e-6);
+    vt_ok(vp_cfg_bool(r, "bias", false, &b));
+    ck_assert(b);
+    vt_ok(vp_cfg_string(r, "act", NULL, &s));
+    ck_assert_str_eq(s, "gelu");
+    vt_ok(vp_cfg_int(r, "depth", 0, &i));
+    ck_assert_int_eq(i, 12);
+    ck_assert_int_eq(vp_cfg_type_of(r, "extra"), VP_CFG_ABSENT);
+    ck_assert_int_eq(vp_cfg_len(r), vp_cfg_len(bb) + 4);
+    vp_cfg_free(r);
+    free(js);
+    /* from the root: the same members at model.backbone, and nothing for
+     * data, which is absent */
+    js = vp_cfg_to_json_resolved(root);
+    r = parse(js, "resolved.json");
+    vt_ok(vp_cfg_int(at_path(r, "model", "backbone"), "heads", 0, &i));
+    ck_assert_int_eq(i, 6);
+    ck_assert_int_eq(vp_cfg_type_of(r, "data"), VP_CFG_ABSENT);
+    vp_cfg_free(r);
+    free(js);
+    /* the plain copy has none of them */
+    js = vp_cfg_to_json(bb);
+    ck_assert_ptr_null(strstr(js, "heads"));
+    free(js);
     vp_cfg_free(root);
 }
 END_TEST

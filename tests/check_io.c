@@ -453,8 +453,8 @@ START_TEST(test_image_files)
     ck_assert_msg(vp_image_load(big, &img) == VP_ERR_INVALID, "%s", vp_error_last());
     ck_assert_str_eq(vp_error_last(), want);
     ck_assert_ptr_null(img.data);
-    /* 30000 x 30000 RGB: past stb_image's own 2^30-byte limit; the message
-     * says so rather than "outofmem" or a corrupt file. */
+    /* 30000 x 30000 RGB: past stb_image's own 2^30-byte limit too; the
+     * message names vpeft's limit rather than "outofmem" or a corrupt file. */
     png[18] = png[22] = 0x75;
     png[19] = png[23] = 0x30;
     png[25] = 2;
@@ -462,8 +462,8 @@ START_TEST(test_image_files)
     ck_assert_ptr_nonnull(f);
     ck_assert_uint_eq(fwrite(png, 1, sizeof png, f), sizeof png);
     ck_assert_int_eq(fclose(f), 0);
-    snprintf(want, sizeof want, "%s: too large for stb_image to decode (vpeft reads images up "
-             "to 16384 on a side)", big);
+    snprintf(want, sizeof want, "%s: 30000x30000 pixels, vpeft reads images up to 16384 on a "
+             "side", big);
     ck_assert_msg(vp_image_load(big, &img) == VP_ERR_INVALID, "%s", vp_error_last());
     ck_assert_str_eq(vp_error_last(), want);
     ck_assert_ptr_null(img.data);

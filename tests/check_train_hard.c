@@ -22,7 +22,8 @@
  *   probabilities stay finite) stops the run naming the step before its
  *   update, or, with train.skip_nonfinite, is skipped with a warning; a
  *   run whose every step is skipped ends with its initial weights, bit for
- *   bit.
+ *   bit; so does a NaN matching cost (infinite mask logits): the matcher
+ *   warns and makes the loss NaN rather than ending the run on its own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -717,6 +718,30 @@ START_TEST(test_nonfinite_loss)
     }
     vp_st_close(a);
     vp_st_close(b);
+
+    /* Non-finite predictions reaching the matcher: mask_features' channel 0
+     * and the mask embedding's at 3e38, so every mask logit is +inf and the
+     * matching cost NaN. The matcher leaves the image unmatched and makes
+     * the loss NaN; the step is named and stops the run, or is skipped
+     * (the matcher used to end the run with its own error, naming no
+     * step, which train.skip_nonfinite could not skip). */
+    poke("W/model.safetensors", "mf.safetensors", "head.pixel_decoder.mask_features.bias", 0,
+         3e38f);
+    poke("mf.safetensors", "inf.safetensors", "head.predictor.mask_embed.layers.2.bias", 0,
+         3e38f);
+    write_config("v", "annotations.json", "inf.safetensors", "V",
+                 ", \"steps\": 2, \"batch\": 1, \"accum\": 1");
+    ck_assert_msg(vt_sh("cd %s && %s train v.json", dir, bin()) == 1, "%s", vt_err);
+    has(vt_err, "vpeft: warning: mask2former: image 0 of the batch: the matching cost is not "
+                "finite (NaN or Inf in the predictions): the loss is NaN");
+    has(vt_err, "vpeft: train: the loss is nan at step 1; stopped before its update (no "
+                "checkpoint yet)");
+    write_config("u", "annotations.json", "inf.safetensors", "U",
+                 ", \"steps\": 2, \"batch\": 1, \"accum\": 1, \"skip_nonfinite\": true");
+    ck_assert_msg(vt_sh("cd %s && %s train u.json", dir, bin()) == 0, "%s", vt_err);
+    has(vt_err, "vpeft: warning: train: step 1: the loss is nan: skipped, no update");
+    has(vt_out, "trained 2 steps (2 skipped");
+    all_finite("U/model.safetensors");
     vt_rm_rf(dir);
 }
 END_TEST

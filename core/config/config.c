@@ -24,6 +24,10 @@
 typedef struct cfg_info {
     char *name; /* the file, for messages */
     char *base; /* directory prefix ending in '/', for relative names; NULL: none */
+    /* The defaults the getters returned for absent members, by the object's
+     * path, then the key: {"peft[0]": {"r": 8}} (vp_cfg_to_json_resolved).
+     * The first read of a key is kept. NULL until one is recorded. */
+    cJSON *used;
 } cfg_info;
 
 struct vp_config {
@@ -296,6 +300,7 @@ static void info_free(cfg_info *info)
         return;
     free(info->name);
     free(info->base);
+    cJSON_Delete(info->used);
     free(info);
 }
 
@@ -478,6 +483,24 @@ vp_cfg_type vp_cfg_type_of(const vp_config *c, const char *key)
     return VP_CFG_OBJECT;
 }
 
+/* Records that c's absent member key read as v (taken over; freed when
+ * it is not kept). Out of memory, the record is dropped: it only adds
+ * detail to derived files. */
+static void used_default(const vp_config *c, const char *key, cJSON *v)
+{
+    cfg_info *info = c && key ? c->info : NULL;
+    if (info && !info->used)
+        info->used = cJSON_CreateObject();
+    cJSON *at = info && info->used ? cJSON_GetObjectItemCaseSensitive(info->used, c->path) : NULL;
+    if (info && info->used && !at && (at = cJSON_CreateObject()) &&
+        !cJSON_AddItemToObject(info->used, c->path, at)) {
+        cJSON_Delete(at);
+        at = NULL;
+    }
+    if (!v || !at || cJSON_GetObjectItemCaseSensitive(at, key) || !cJSON_AddItemToObject(at, key, v))
+        cJSON_Delete(v);
+}
+
 vp_status vp_cfg_int(const vp_config *c, const char *key, int64_t def, int64_t *out)
 {
     VP_ASSERT(out);
@@ -487,6 +510,7 @@ vp_status vp_cfg_int(const vp_config *c, const char *key, int64_t def, int64_t *
         return st;
     if (!m) {
         *out = def;
+        used_default(c, key, cJSON_CreateNumber((double)def));
         return VP_OK;
     }
     if (!cJSON_IsNumber(m->json))
@@ -511,6 +535,7 @@ vp_status vp_cfg_float(const vp_config *c, const char *key, double def, double *
         return st;
     if (!m) {
         *out = def;
+        used_default(c, key, cJSON_CreateNumber(def));
         return VP_OK;
     }
     if (!cJSON_IsNumber(m->json))
@@ -528,6 +553,7 @@ vp_status vp_cfg_bool(const vp_config *c, const char *key, bool def, bool *out)
         return st;
     if (!m) {
         *out = def;
+        used_default(c, key, cJSON_CreateBool(def));
         return VP_OK;
     }
     if (!cJSON_IsBool(m->json))
@@ -545,6 +571,8 @@ vp_status vp_cfg_string(const vp_config *c, const char *key, const char *def, co
         return st;
     if (!m) {
         *out = def;
+        if (def)
+            used_default(c, key, cJSON_CreateString(def));
         return VP_OK;
     }
     if (!cJSON_IsString(m->json))
@@ -957,4 +985,37 @@ vp_status vp_cfg_set(vp_config *root, const char *assignment)
 char *vp_cfg_to_json(const vp_config *c)
 {
     return c ? cJSON_Print(c->json) : NULL;
+}
+
+/* Adds to j (a copy of node c's value) the defaults read at c and in the
+ * objects below it. */
+static bool add_used(cJSON *j, const vp_config *c)
+{
+    if (!cJSON_IsObject(c->json) && !cJSON_IsArray(c->json))
+        return true;
+    const cJSON *at = c->info->used ? cJSON_GetObjectItemCaseSensitive(c->info->used, c->path)
+                                    : NULL;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, at) {
+        cJSON *d = cJSON_Duplicate(v, true);
+        if (!d || !cJSON_AddItemToObject(j, v->string, d)) {
+            cJSON_Delete(d);
+            return false;
+        }
+    }
+    cJSON *kid = j->child; /* the copy's members, in c's order, before the added ones */
+    for (int i = 0; i < c->n_kids; i++, kid = kid->next)
+        if (!add_used(kid, &c->kids[i]))
+            return false;
+    return true;
+}
+
+char *vp_cfg_to_json_resolved(const vp_config *c)
+{
+    if (!c)
+        return NULL;
+    cJSON *j = cJSON_Duplicate(c->json, true);
+    char *out = j && add_used(j, c) ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    return out;
 }

@@ -95,6 +95,13 @@ vp_status vp_cfg_set(vp_config *root, const char *assignment);
  * memory. Writers of derived files (adapter_config.json) start from it. */
 char *vp_cfg_to_json(const vp_config *c);
 
+/* The same with every default a getter (vp_cfg_int, _float, _bool, _string
+ * with a non-NULL default) returned for an absent member of c or of an
+ * object below it, added as if it had been written: what a plugin used,
+ * not only what the user wrote (adapter_config.json). A key read with
+ * two different defaults keeps the first. */
+char *vp_cfg_to_json_resolved(const vp_config *c);
+
 /* ---- the host table's accessors (vpeft/host.h, "config") ------------------
  * key names a direct member of object c; key NULL means c itself. A key on
  * a c that is not an object reads as absent in vp_cfg_type_of/vp_cfg_get,

@@ -1,5 +1,5 @@
 /*
- * PNG and JPEG decoding through stb_image (Debian's libstb), and the two
+ * PNG and JPEG decoding through stb_image (vendored, io/stbi.h), and the two
  * steps between a decoded image and a model's input: resizing and
  * per-channel normalization (image.h).
  */
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <stb_image.h>
+#include "io/stbi.h"
 
 #include "io/image.h"
 #include "util/error.h"
@@ -22,30 +22,42 @@
 #define VP_IMAGE_MAX_SIDE 16384
 #define VP_IMAGE_MAX_PIXELS ((int64_t)1 << 26)
 
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 /* A PNG's chunks must lie inside the file: stb_image allocates what an
  * IDAT chunk's length field claims before reading it (found by
- * tests/fuzz/fuzz_image: a 100-byte PNG claiming gigabytes). f is at the
- * start; it is left there. */
-static bool png_chunks_fit(FILE *f)
+ * tests/fuzz/fuzz_image: a 100-byte PNG claiming gigabytes). Sets *w and *h
+ * from the IHDR chunk, which must come first (0 x 0 when it does not: stb
+ * then refuses the file). f is at the start; it is left there. */
+static bool png_chunks_fit(FILE *f, uint32_t *w, uint32_t *h)
 {
+    *w = *h = 0;
     if (fseek(f, 0, SEEK_END))
         return false;
     long size = ftell(f);
     long at = 8; /* after the signature */
     bool ok = size >= 8;
     while (ok && at < size) {
-        unsigned char h[8];
-        if (fseek(f, at, SEEK_SET) || fread(h, 1, 8, f) != 8) {
+        unsigned char hd[8];
+        if (fseek(f, at, SEEK_SET) || fread(hd, 1, 8, f) != 8) {
             ok = false;
             break;
         }
-        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        uint32_t len = be32(hd);
         if ((uint64_t)len + 12 > (uint64_t)(size - at)) {
             ok = false;
             break;
         }
+        unsigned char ihdr[8];
+        if (at == 8 && len == 13 && !memcmp(hd + 4, "IHDR", 4) && fread(ihdr, 1, 8, f) == 8) {
+            *w = be32(ihdr);
+            *h = be32(ihdr + 4);
+        }
         at += 12 + (long)len;
-        if (!memcmp(h + 4, "IEND", 4))
+        if (!memcmp(hd + 4, "IEND", 4))
             break;
     }
     rewind(f);
@@ -59,8 +71,8 @@ vp_status vp_image_load(const char *path, vp_image *out)
     vp_status st = vp_file_fopen_read(path, &f);
     if (st)
         return st;
-    /* PNG and JPEG only (docs/data.md), by their signatures: stb_image
-     * would also take BMP, TGA, GIF, PSD, ... with less checked headers. */
+    /* PNG and JPEG only (docs/data.md), by their signatures, before stb
+     * (built with those two decoders only) sees the file. */
     unsigned char sig[8] = {0};
     size_t got = fread(sig, 1, sizeof sig, f);
     rewind(f);
@@ -70,23 +82,34 @@ vp_status vp_image_load(const char *path, vp_image *out)
         fclose(f);
         return vp_error_set(VP_ERR_FORMAT, "%s: not a PNG or JPEG image", path);
     }
-    if (png && !png_chunks_fit(f)) {
-        fclose(f);
-        return vp_error_set(VP_ERR_FORMAT, "%s: a corrupt PNG (a chunk runs past the end of the "
-                            "file)", path);
-    }
-    /* The header's size first: a small file may declare gigabytes. */
+    /* The header's size first: a small file may declare gigabytes. A PNG's
+     * is read here (stb_image 2.30's stbi_info scans past IHDR to the first
+     * IDAT and fails on a file cut short after its header); a JPEG's SOF
+     * through stbi_info. */
+    int64_t hw = 0, hh = 0;
     int w = 0, h = 0, c;
-    bool known = stbi_info_from_file(f, &w, &h, &c);
-    if (known && (w > VP_IMAGE_MAX_SIDE || h > VP_IMAGE_MAX_SIDE)) {
-        fclose(f);
-        return vp_error_set(VP_ERR_INVALID, "%s: %dx%d pixels, vpeft reads images up to %d on a "
-                            "side", path, w, h, VP_IMAGE_MAX_SIDE);
+    if (png) {
+        uint32_t pw, ph;
+        if (!png_chunks_fit(f, &pw, &ph)) {
+            fclose(f);
+            return vp_error_set(VP_ERR_FORMAT, "%s: a corrupt PNG (a chunk runs past the end of "
+                                "the file)", path);
+        }
+        hw = pw;
+        hh = ph;
+    } else if (stbi_info_from_file(f, &w, &h, &c)) {
+        hw = w;
+        hh = h;
     }
-    if (known && (int64_t)w * h > VP_IMAGE_MAX_PIXELS) {
+    if (hw > VP_IMAGE_MAX_SIDE || hh > VP_IMAGE_MAX_SIDE) {
         fclose(f);
-        return vp_error_set(VP_ERR_INVALID, "%s: %dx%d pixels, vpeft reads images of up to "
-                            "%lld pixels (8192 x 8192)", path, w, h,
+        return vp_error_set(VP_ERR_INVALID, "%s: %lldx%lld pixels, vpeft reads images up to %d "
+                            "on a side", path, (long long)hw, (long long)hh, VP_IMAGE_MAX_SIDE);
+    }
+    if (hw * hh > VP_IMAGE_MAX_PIXELS) {
+        fclose(f);
+        return vp_error_set(VP_ERR_INVALID, "%s: %lldx%lld pixels, vpeft reads images of up to "
+                            "%lld pixels (8192 x 8192)", path, (long long)hw, (long long)hh,
                             (long long)VP_IMAGE_MAX_PIXELS);
     }
     unsigned char *px = stbi_load_from_file(f, &w, &h, &c, 3);
@@ -102,8 +125,9 @@ vp_status vp_image_load(const char *path, vp_image *out)
         return vp_error_set(VP_ERR_INVALID, "%s: %dx%d pixels, vpeft reads images up to %d on a "
                             "side", path, w, h, VP_IMAGE_MAX_SIDE);
     }
-    /* stb_image 2.27 decodes a BMP whose header says width 0 as a 0 x h
-     * image (found by tests/fuzz/fuzz_image): resizing it read out of bounds. */
+    /* stb_image 2.27 decoded a BMP whose header said width 0 as a 0 x h
+     * image (found by tests/fuzz/fuzz_image): resizing it read out of
+     * bounds. No decoder left here should return one; this stays the check. */
     if (w < 1 || h < 1) {
         stbi_image_free(px);
         return vp_error_set(VP_ERR_FORMAT, "%s: an empty image (%dx%d pixels)", path, w, h);

@@ -4,9 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <stb_image_write.h>
-
 #include "io/png.h"
+#include "io/stbi.h"
 #include "util/error.h"
 #include "util/file.h"
 

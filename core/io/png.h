@@ -1,5 +1,5 @@
 /*
- * PNG out: 8-bit RGB pixels encoded by stb_image_write (Debian's libstb)
+ * PNG out: 8-bit RGB pixels encoded by stb_image_write (vendored, io/stbi.h)
  * and written atomically (util/file.h), so a killed process never leaves a
  * truncated picture.
  *

@@ -207,20 +207,25 @@ static cJSON *lora_config(const vp_model *m, uint32_t k, const cJSON *entry)
 static cJSON *modules_to_save(const vp_model *m);
 
 /* adapter_config.json, which HF PEFT's PeftConfig.from_pretrained reads
- * (so only its fields: an unknown one is a warning there, and an error in
- * PEFT before 0.11), and vpeft_config.json beside it with what is
+ * (so for LoRA only its fields: an unknown one is a warning there, and an
+ * error in PEFT before 0.11), with the values the method used, the
+ * defaults it read included; and vpeft_config.json beside it with what is
  * vpeft's own: the plugin, its entry as written, the version. */
 static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t k,
                              const char *mdir)
 {
     const vp_peft_item *it = &vp_model_pefts(m)->items[k];
-    char *text = vp_cfg_to_json(it->cfg);
-    cJSON *entry = text ? cJSON_Parse(text) : NULL;
+    char *text = vp_cfg_to_json(it->cfg), *rtext = vp_cfg_to_json_resolved(it->cfg);
+    cJSON *entry = text ? cJSON_Parse(text) : NULL, *used = rtext ? cJSON_Parse(rtext) : NULL;
     free(text);
+    free(rtext);
     char path[4200];
     snprintf(path, sizeof path, "%s/adapter_config.json", mdir);
-    if (!entry)
+    if (!entry || !used) {
+        cJSON_Delete(entry);
+        cJSON_Delete(used);
         return vp_error_set(VP_ERR_NOMEM, "out of host memory writing %s", path);
+    }
     /* The base model as HF names it: model.hf's directory as the run config
      * gives it, else the backbone's weights file, else its plugin. */
     const char *base = vp_model_plugin_name(m, VP_PLUGIN_BACKBONE);
@@ -236,12 +241,12 @@ static vp_status save_config(const vp_model *m, const vp_config *root, uint32_t 
     const char *type = it->iface->peft_type ? it->iface->peft_type : it->name;
     cJSON *hf;
     if (!strcmp(type, "LORA")) {
-        hf = lora_config(m, k, entry);
-    } else {
-        hf = cJSON_Duplicate(entry, true);
+        hf = lora_config(m, k, used);
+        cJSON_Delete(used);
+    } else { /* the entry with the defaults the plugin read (vp_cfg_to_json_resolved) */
+        hf = used;
         cJSON_DeleteItemFromObjectCaseSensitive(hf, "plugin");
-        if (hf)
-            cJSON_AddStringToObject(hf, "peft_type", type);
+        cJSON_AddStringToObject(hf, "peft_type", type);
     }
     if (hf)
         cJSON_AddStringToObject(hf, "base_model_name_or_path", base ? base : "");

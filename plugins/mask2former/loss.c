@@ -29,6 +29,7 @@
  * and carry no gradient, so fixed-size batches need no per-row weights.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ static vp_status match(void *user, const vp_host_io *io)
     double *cost = m->cost;
     int *col = m->col, *tj = m->tj;
     vp_status st = VP_OK;
+    bool finite = true;
     for (int64_t b = 0; !st && b < B; b++) {
         int n = 0;
         for (int64_t t = 0; t < T; t++) {
@@ -80,19 +82,36 @@ static vp_status match(void *user, const vp_host_io *io)
             tclass[b * Q + q] = (int32_t)m->C; /* no object, unless matched */
         if (st || !n)
             continue;
+        bool ok = true;
         for (int64_t q = 0; q < Q; q++)
             for (int j = 0; j < n; j++) {
                 int64_t k = (b * Q + q) * T + tj[j];
                 double dice = 1.0 - (2.0 * numer[k] + 1.0) /
                                         ((double)ssum[b * Q + q] + tsum[b * T + tj[j]] + 1.0);
-                cost[q * n + j] = m->cw * -(double)P[k] +
-                                  m->mw * ((double)A[k] + negsum[b * Q + q]) / (double)m->HW +
-                                  m->dw * dice;
+                double v = m->cw * -(double)P[k] +
+                           m->mw * ((double)A[k] + negsum[b * Q + q]) / (double)m->HW +
+                           m->dw * dice;
+                ok &= isfinite(v) && fabs(v) <= M2F_HUNGARIAN_MAX_COST;
+                cost[q * n + j] = v;
             }
+        if (!ok) {
+            /* Non-finite predictions: this image's targets stay unmatched
+             * and the loss below is made NaN, so that the caller's check
+             * of the loss sees it: training names the step and stops, or
+             * skips it with train.skip_nonfinite, as for any other
+             * non-finite loss. */
+            if (finite)
+                H->log(VP_LOG_WARN, "mask2former: image %lld of the batch: the matching cost is "
+                       "not finite (NaN or Inf in the predictions): the loss is NaN",
+                       (long long)b);
+            finite = false;
+            total += n;
+            continue;
+        }
         double sum;
         if (m2f_hungarian(cost, (int)Q, n, col, &sum) != 0) {
-            st = H->error(VP_ERR_INVALID, "mask2former: image %lld: the matching cost is not "
-                          "finite (NaN in the predictions?)", (long long)b);
+            st = H->error(VP_ERR_NOMEM, "mask2former: image %lld: out of host memory for the "
+                          "matching", (long long)b);
             break;
         }
         for (int64_t q = 0; q < Q; q++)
@@ -113,6 +132,8 @@ static vp_status match(void *user, const vp_host_io *io)
     double here = m->eos * (double)(B * Q - matched) + (double)matched;
     double all = given > 0 ? m->eos * ((double)(B * Q) - given) + given : here;
     io->out[4][0] = (float)(all > 0 ? here / all : 1.0);
+    if (!finite)
+        io->out[2][0] = io->out[3][0] = io->out[4][0] = NAN;
     return st;
 }
 

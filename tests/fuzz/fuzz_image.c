@@ -1,35 +1,28 @@
 /*
- * Fuzz target: image decoding (core/io/image.c over stb_image, which is
- * linked in instrumented: stb_image_impl.c): the input is the file. An
- * accepted image is also resized and normalized, as the data loader does.
+ * Fuzz target: image decoding (core/io/image.c over the vendored stb_image,
+ * core/io/stb_image.c, compiled into the fuzz library with the rest of
+ * core/io, so the decoder carries the coverage instrumentation and ASan's
+ * and UBSan's checks): the input is the file. An accepted image is also
+ * resized and normalized, as the data loader does.
  *
  * Images within vpeft's side limit (16384) but over 4096 x 4096 pixels are
  * skipped: their decode legitimately takes gigabytes (3 GiB of floats at
- * the limit), over libFuzzer's 2 GB malloc limit, and stb makes one of any
- * declared size from a 54-byte BMP or TGA, whose missing pixels it reads as
- * zeros. Headers beyond the side limit still go through: vp_image_load must
- * refuse them from the header, before anything is allocated.
- *
- * JPEG inputs are skipped: stb_image 2.27 (Debian 12's) reads out of bounds
- * in stbi__jpeg_huff_decode on crafted Huffman tables (this target found
- * it under ASan; the shipped library returns "bad huffman code" on the
- * inputs tried, see tests/fuzz/corpus/image/regress-jpeg-*), a bug of the
- * dependency that vpeft cannot fix from outside. docs/testing.md says so.
+ * the limit), over libFuzzer's 2 GB malloc limit, and a short JPEG can
+ * declare any size, its missing data decoded as grey. Headers beyond the
+ * side limit still go through: vp_image_load must refuse them from the
+ * header, before anything is allocated.
  */
 #include <limits.h>
-
-#include <stb_image.h>
 
 #include "fuzz.h"
 
 #include "io/image.h"
+#include "io/stbi.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size >= 2 && data[0] == 0xff && data[1] == 0xd8)
-        return 0;
     int w, h, c;
     if (size <= INT_MAX && stbi_info_from_memory(data, (int)size, &w, &h, &c) && w <= 16384 &&
         h <= 16384 && (int64_t)w * h > 4096 * 4096)
