@@ -49,6 +49,21 @@ static const double *stat_ptr(const vp_coco_stats *s, int i) { return &s->ap + i
 static const char *const stat_names[12] = {"AP",  "AP50", "AP75", "APs",  "APm", "APl",
                                            "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"};
 
+static char tmpdir[64];
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[8][160];
+    static int slot;
+    char *p = path[slot++ % 8];
+    snprintf(p, 160, "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
 START_TEST(test_pycocotools)
 {
     char g[4200], r[4200], e[4200];
@@ -106,6 +121,176 @@ START_TEST(test_case_memory)
     free(d);
     cJSON_Delete(res);
     vp_coco_gt_destroy(gt);
+}
+END_TEST
+
+/* A results file's detections in memory (borrowing *rle, n of them). */
+static vp_coco_det *load_dets(const char *path, vp_rle **rle, int *n)
+{
+    cJSON *res = load_json(path);
+    *n = cJSON_GetArraySize(res);
+    *rle = calloc((size_t)*n + 1, sizeof **rle);
+    vp_coco_det *d = calloc((size_t)*n + 1, sizeof *d);
+    int i = 0;
+    const cJSON *a;
+    cJSON_ArrayForEach(a, res) {
+        const cJSON *seg = cJSON_GetObjectItem(a, "segmentation");
+        const cJSON *size = cJSON_GetObjectItem(seg, "size");
+        vt_ok(vp_rle_from_string(cJSON_GetObjectItem(seg, "counts")->valuestring,
+                                 (int64_t)cJSON_GetArrayItem(size, 0)->valuedouble,
+                                 (int64_t)cJSON_GetArrayItem(size, 1)->valuedouble, &(*rle)[i]));
+        d[i] = (vp_coco_det){(int64_t)cJSON_GetObjectItem(a, "image_id")->valuedouble,
+                             (int64_t)cJSON_GetObjectItem(a, "category_id")->valuedouble,
+                             cJSON_GetObjectItem(a, "score")->valuedouble, &(*rle)[i]};
+        i++;
+    }
+    cJSON_Delete(res);
+    return d;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The weights the bootstrap scores a resample with: image i counted w[i]
+ * times gives, bit for bit, what case-a with w[i] copies of image i (new
+ * image and annotation ids, every detection copied with its image) gives
+ * scored plainly. Copy c of the i-th image by id gets id (i + 1) * 10 + c,
+ * so the copies keep the images' order. */
+START_TEST(test_weighted)
+{
+    char g[4200], r[4200];
+    cJSON *gt = load_json(case_path("gt.json", g, sizeof g));
+    cJSON *res = load_json(case_path("results.json", r, sizeof r));
+    cJSON *imgs = cJSON_GetObjectItem(gt, "images");
+    int ni = cJSON_GetArraySize(imgs);
+    ck_assert_int_gt(ni, 4);
+    int64_t *ids = calloc((size_t)ni, sizeof *ids);
+    uint32_t *w = calloc((size_t)ni, sizeof *w);
+    for (int i = 0; i < ni; i++)
+        ids[i] = (int64_t)cJSON_GetObjectItem(cJSON_GetArrayItem(imgs, i), "id")->valuedouble;
+    qsort(ids, (size_t)ni, sizeof *ids, cmp_id);
+    int dropped = 0, doubled = 0;
+    for (int i = 0; i < ni; i++) {
+        w[i] = (uint32_t)((i * 7 + 3) % 4); /* 3, 2, 1, 0, 3, ... */
+        dropped += !w[i];
+        doubled += w[i] > 1;
+    }
+    ck_assert(dropped > 0 && doubled > 0);
+    cJSON *dgt = cJSON_CreateObject(), *dimgs = cJSON_AddArrayToObject(dgt, "images");
+    cJSON *danns = cJSON_AddArrayToObject(dgt, "annotations"), *dres = cJSON_CreateArray();
+    cJSON_AddItemToObject(dgt, "categories",
+                          cJSON_Duplicate(cJSON_GetObjectItem(gt, "categories"), 1));
+    for (int i = 0; i < ni; i++)
+        for (uint32_t c = 0; c < w[i]; c++) {
+            const cJSON *im;
+            cJSON_ArrayForEach(im, imgs)
+                if ((int64_t)cJSON_GetObjectItem(im, "id")->valuedouble == ids[i]) {
+                    cJSON *x = cJSON_Duplicate(im, 1);
+                    cJSON_ReplaceItemInObject(x, "id", cJSON_CreateNumber((i + 1) * 10.0 + c));
+                    cJSON_AddItemToArray(dimgs, x);
+                }
+            const cJSON *e;
+            cJSON_ArrayForEach(e, res)
+                if ((int64_t)cJSON_GetObjectItem(e, "image_id")->valuedouble == ids[i]) {
+                    cJSON *x = cJSON_Duplicate(e, 1);
+                    cJSON_ReplaceItemInObject(x, "image_id",
+                                              cJSON_CreateNumber((i + 1) * 10.0 + c));
+                    cJSON_AddItemToArray(dres, x);
+                }
+        }
+    const cJSON *an;
+    cJSON_ArrayForEach(an, cJSON_GetObjectItem(gt, "annotations")) {
+        int64_t img = (int64_t)cJSON_GetObjectItem(an, "image_id")->valuedouble;
+        int i = (int)((const int64_t *)bsearch(&img, ids, (size_t)ni, sizeof *ids, cmp_id) - ids);
+        for (uint32_t c = 0; c < w[i]; c++) {
+            cJSON *x = cJSON_Duplicate(an, 1);
+            double id = cJSON_GetObjectItem(an, "id")->valuedouble;
+            cJSON_ReplaceItemInObject(x, "id", cJSON_CreateNumber(id * 10 + c));
+            cJSON_ReplaceItemInObject(x, "image_id", cJSON_CreateNumber((i + 1) * 10.0 + c));
+            cJSON_AddItemToArray(danns, x);
+        }
+    }
+    char *t1 = cJSON_PrintUnformatted(dgt), *t2 = cJSON_PrintUnformatted(dres);
+    const char *pg = write_file("dgt.json", t1), *pr = write_file("dres.json", t2);
+    free(t1);
+    free(t2);
+    vp_coco_stats want, got, plain, ones;
+    vt_ok(vp_coco_eval_files(pg, pr, &want));
+
+    vp_coco_gt *cg;
+    vt_ok(vp_coco_gt_load(g, &cg));
+    vp_rle *rle;
+    int n;
+    vp_coco_det *d = load_dets(r, &rle, &n);
+    vt_ok(vp_coco_evaluate_weighted(cg, d, (size_t)n, w, &got));
+    for (int q = 0; q < 12; q++)
+        ck_assert_msg(*stat_ptr(&got, q) == *stat_ptr(&want, q), "%s: weighted %.17g, copies %.17g",
+                      stat_names[q], *stat_ptr(&got, q), *stat_ptr(&want, q));
+    ck_assert(got.ap > 0); /* a real score */
+    /* all weights 1: the plain evaluation */
+    for (int i = 0; i < ni; i++)
+        w[i] = 1;
+    vt_ok(vp_coco_evaluate(cg, d, (size_t)n, &plain));
+    vt_ok(vp_coco_evaluate_weighted(cg, d, (size_t)n, w, &ones));
+    for (int q = 0; q < 12; q++)
+        ck_assert_msg(*stat_ptr(&ones, q) == *stat_ptr(&plain, q), "%s", stat_names[q]);
+    ck_assert(got.ap != plain.ap);
+    for (int i = 0; i < n; i++)
+        vp_rle_free(&rle[i]);
+    free(rle);
+    free(d);
+    vp_coco_gt_destroy(cg);
+    free(ids);
+    free(w);
+    cJSON_Delete(dgt);
+    cJSON_Delete(dres);
+    cJSON_Delete(gt);
+    cJSON_Delete(res);
+}
+END_TEST
+
+/* The bootstrap intervals: the point estimate is the plain evaluation's;
+ * a seed gives the same interval again and another seed another; the 95%
+ * interval holds the estimate and the 50% interval of the same draws;
+ * bad parameters are refused. */
+START_TEST(test_bootstrap)
+{
+    char g[4200], r[4200];
+    case_path("gt.json", g, sizeof g);
+    case_path("results.json", r, sizeof r);
+    vp_coco_stats plain, s, lo, hi, s2, lo2, hi2, lo50, hi50, lo3, hi3;
+    vt_ok(vp_coco_eval_files(g, r, &plain));
+    vt_ok(vp_coco_eval_files_ci(g, r, &(vp_coco_boot){300, 7, 0.95}, &s, &lo, &hi));
+    vt_ok(vp_coco_eval_files_ci(g, r, &(vp_coco_boot){300, 7, 0.95}, &s2, &lo2, &hi2));
+    vt_ok(vp_coco_eval_files_ci(g, r, &(vp_coco_boot){300, 7, 0.5}, &s2, &lo50, &hi50));
+    vt_ok(vp_coco_eval_files_ci(g, r, &(vp_coco_boot){300, 8, 0.95}, &s2, &lo3, &hi3));
+    int differs = 0;
+    for (int q = 0; q < 12; q++) {
+        double v = *stat_ptr(&plain, q);
+        ck_assert(*stat_ptr(&s, q) == v);
+        ck_assert(*stat_ptr(&lo, q) == *stat_ptr(&lo2, q) && *stat_ptr(&hi, q) == *stat_ptr(&hi2, q));
+        differs += *stat_ptr(&lo, q) != *stat_ptr(&lo3, q);
+        if (v < 0)
+            continue;
+        printf("cocoeval: %-5s %.3f [%.3f, %.3f] (50%%: [%.3f, %.3f])\n", stat_names[q], v,
+               *stat_ptr(&lo, q), *stat_ptr(&hi, q), *stat_ptr(&lo50, q), *stat_ptr(&hi50, q));
+        ck_assert_msg(*stat_ptr(&lo, q) < *stat_ptr(&hi, q), "%s", stat_names[q]);
+        ck_assert_msg(*stat_ptr(&lo, q) <= *stat_ptr(&lo50, q) &&
+                      *stat_ptr(&lo50, q) <= *stat_ptr(&hi50, q) &&
+                      *stat_ptr(&hi50, q) <= *stat_ptr(&hi, q), "%s", stat_names[q]);
+    }
+    ck_assert(lo.ap < plain.ap && plain.ap < hi.ap);
+    ck_assert(lo.ap > 0.02 && hi.ap < 0.4); /* case-a's AP 0.119 on 10 images */
+    ck_assert_int_gt(differs, 0);
+    ck_assert_int_eq(vp_coco_eval_files_ci(g, r, &(vp_coco_boot){0, 7, 0.95}, &s, &lo, &hi),
+                     VP_ERR_INVALID);
+    vt_assert_has(vp_error_last(), "COCO bootstrap: 0 resamples (from 1 to 100000)");
+    ck_assert_int_eq(vp_coco_eval_files_ci(g, r, &(vp_coco_boot){10, 7, 1.0}, &s, &lo, &hi),
+                     VP_ERR_INVALID);
+    vt_assert_has(vp_error_last(), "COCO bootstrap: level 1 (above 0, below 1)");
 }
 END_TEST
 
@@ -273,21 +458,6 @@ START_TEST(test_long_polygon)
 END_TEST
 
 /* Hand cases go through files like a user's. */
-static char tmpdir[64];
-
-static const char *write_file(const char *name, const char *text)
-{
-    static char path[8][160];
-    static int slot;
-    char *p = path[slot++ % 8];
-    snprintf(p, 160, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "wb");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    return p;
-}
-
 /* One 20 x 20 image (id 5), categories 1 and 2; a 4 x 4 square (area 16,
  * small) of category 1 at (2, 3); a crowd region of category 1 covering
  * x 10..20, y 0..20 (area 200). */
@@ -553,9 +723,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-    static const char *const names[] = {"gt.json", "res.json", "egt.json", "eres.json"};
+    static const char *const names[] = {"gt.json",  "res.json", "egt.json",
+                                        "eres.json", "dgt.json", "dres.json"};
     char p[200];
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         snprintf(p, sizeof p, "%s/%s", tmpdir, names[i]);
         unlink(p);
     }
@@ -575,6 +746,16 @@ START_TEST(test_cli)
                           "= 0.533\n");
     ck_assert_int_eq(vt_sh("%s eval --gt %s/tests/data/coco-eval/case-a/gt.json", bin, src), 2);
     vt_assert_has(vt_err, "--gt and --results, or --config, are required");
+    ck_assert_int_eq(vt_sh("%s eval --gt %s/tests/data/coco-eval/case-a/gt.json --results "
+                           "%s/tests/data/coco-eval/case-a/results.json --bootstrap 300 --seed 7",
+                           bin, src, src), 0);
+    vt_assert_has(vt_out, " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] "
+                          "= 0.119  [0.0");
+    vt_assert_has(vt_out, "95% intervals: percentile bootstrap over images\n");
+    ck_assert_int_eq(vt_sh("%s eval --gt a.json --results b.json --seed 3", bin), 2);
+    vt_assert_has(vt_err, "--seed goes with --bootstrap");
+    ck_assert_int_eq(vt_sh("%s eval --gt a.json --results b.json --bootstrap 0", bin), 2);
+    vt_assert_has(vt_err, "--bootstrap '0': expected a number of resamples from 1 to 100000");
     ck_assert_int_eq(vt_sh("%s eval --gt /nonexistent.json --results x.json", bin), 1);
     vt_assert_has(vt_err, "vpeft: /nonexistent.json: ");
 }
@@ -587,6 +768,8 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_pycocotools);
     tcase_add_test(tc, test_case_memory);
+    tcase_add_test(tc, test_weighted);
+    tcase_add_test(tc, test_bootstrap);
     tcase_add_test(tc, test_case_polygons);
     tcase_add_test(tc, test_polygons);
     tcase_add_test(tc, test_polygon_union);

@@ -41,6 +41,9 @@ vp_status vp_cli_infer_model(vp_device *dev, const vp_config *cfg, const char *w
 /* The 12 numbers in pycocotools' summarize() layout, on stdout. */
 struct vp_coco_stats;
 void vp_cli_print_stats(const struct vp_coco_stats *s);
+/* The same with each number's interval, "[lo, hi]" (both NULL: none). */
+void vp_cli_print_stats_ci(const struct vp_coco_stats *s, const struct vp_coco_stats *lo,
+                           const struct vp_coco_stats *hi);
 
 /* Create an instance honouring VPEFT_VALIDATION; prints the error itself. */
 vp_status vp_cli_instance(vp_instance **inst);

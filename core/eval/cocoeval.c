@@ -40,6 +40,8 @@ struct vp_coco_gt {
     size_t *cell;                    /* ann[cell[c] .. cell[c + 1]) */
 };
 
+_Static_assert(sizeof(vp_coco_stats) == 12 * sizeof(double), "vp_coco_stats: 12 doubles");
+
 typedef struct det {
     size_t img, cat, idx; /* idx: position in the results, the tie-breaker */
     double score, area;
@@ -521,30 +523,46 @@ static double mean_valid(double *v, size_t n)
     return m ? pairwise_sum(v, m) / (double)m : -1;
 }
 
-static vp_status evaluate(const vp_coco_gt *gt, det *d, size_t n, vp_coco_stats *out)
+/* How evaluate() scores: every image once, or image i weight[i] times
+ * (as if the ground truth held that many copies of it and the results
+ * each copy's detections); with resamples > 0 also the percentile
+ * bootstrap interval over images into *lo and *hi. */
+typedef struct how {
+    const uint32_t *weight;
+    int resamples;
+    uint64_t seed;
+    double level;
+    vp_coco_stats *lo, *hi;
+} how;
+
+static vp_status score(const vp_coco_gt *gt, const struct eimg *ev, const size_t *per_img,
+                       const uint32_t *weight, vp_coco_stats *out);
+static vp_status bootstrap(const vp_coco_gt *gt, const struct eimg *ev, const size_t *per_img,
+                           const how *h);
+
+static vp_status evaluate(const vp_coco_gt *gt, det *d, size_t n, const how *h,
+                          vp_coco_stats *out)
 {
     const size_t ni = gt->ni, nk = gt->nk, nc = ni * nk;
-    double thr[T], rec_thr[R];
-    const double tstep = (0.95 - 0.5) / (T - 1), rstep = 1.0 / (R - 1);
+    double thr[T];
+    const double tstep = (0.95 - 0.5) / (T - 1);
     /* np.linspace: i * step + start, the last exactly the end. */
     for (int t = 0; t < T; t++)
         thr[t] = t * tstep + 0.5;
     thr[T - 1] = 0.95;
-    for (int r = 0; r < R; r++)
-        rec_thr[r] = r * rstep + 0.0;
-    rec_thr[R - 1] = 1.0;
 
     size_t *dcell = calloc(nc + 2, sizeof *dcell), *fill = calloc(nc + 1, sizeof *fill);
+    size_t *per_img = calloc(ni + 1, sizeof *per_img); /* detections per image */
     det **dp = malloc((n + 1) * sizeof *dp);
     eimg *ev = calloc(nk * A * ni + 1, sizeof *ev);
-    double *prec = malloc((size_t)T * R * nk * A * M * sizeof *prec + 1);
-    double *recall = malloc((size_t)T * nk * A * M * sizeof *recall + 1);
     double *scores = malloc((n + 1) * sizeof *scores);
     vp_status st = VP_OK;
-    if (!dcell || !fill || !dp || !ev || !prec || !recall || !scores)
+    if (!dcell || !fill || !per_img || !dp || !ev || !scores)
         goto nomem;
-    for (size_t j = 0; j < n; j++)
+    for (size_t j = 0; j < n; j++) {
         dcell[d[j].cat * ni + d[j].img + 1]++;
+        per_img[d[j].img]++;
+    }
     for (size_t c = 0; c < nc; c++)
         dcell[c + 1] += dcell[c];
     for (size_t j = 0; j < n; j++) {
@@ -630,7 +648,45 @@ static vp_status evaluate(const vp_coco_gt *gt, det *d, size_t n, vp_coco_stats 
         free(iou), free(gord), free(gig), free(gtm);
     }
 
-    /* accumulate */
+    st = score(gt, ev, per_img, h ? h->weight : NULL, out);
+    if (!st && h && h->resamples > 0)
+        st = bootstrap(gt, ev, per_img, h);
+    goto done;
+nomem:
+    st = vp_error_set(VP_ERR_NOMEM, "COCO evaluation: out of host memory");
+done:
+    for (size_t x = 0; ev && x < nk * A * ni; x++) {
+        free(ev[x].dtm);
+        free(ev[x].dtig);
+    }
+    free(ev);
+    free(dcell);
+    free(fill);
+    free(per_img);
+    free(dp);
+    free(scores);
+    return st;
+}
+
+/* accumulate and summarize, image i counted weight[i] times (NULL: once) */
+static vp_status score(const vp_coco_gt *gt, const eimg *ev, const size_t *per_img,
+                       const uint32_t *weight, vp_coco_stats *out)
+{
+    const size_t ni = gt->ni, nk = gt->nk;
+    double rec_thr[R];
+    const double rstep = 1.0 / (R - 1);
+    /* np.linspace: i * step + start, the last exactly the end. */
+    for (int r = 0; r < R; r++)
+        rec_thr[r] = r * rstep + 0.0;
+    rec_thr[R - 1] = 1.0;
+    size_t n = 0; /* detections counted with their weights */
+    for (size_t i = 0; i < ni; i++)
+        n += per_img[i] * (weight ? weight[i] : 1);
+    double *prec = malloc((size_t)T * R * nk * A * M * sizeof *prec + 1);
+    double *recall = malloc((size_t)T * nk * A * M * sizeof *recall + 1);
+    vp_status st = VP_OK;
+    if (!prec || !recall)
+        goto nomem;
     for (size_t x = 0; x < (size_t)T * R * nk * A * M; x++)
         prec[x] = -1;
     for (size_t x = 0; x < (size_t)T * nk * A * M; x++)
@@ -648,17 +704,19 @@ static vp_status evaluate(const vp_coco_gt *gt, det *d, size_t n, vp_coco_stats 
                 const eimg *E = &ev[(k * A + a) * ni];
                 size_t nd = 0, npig = 0, any = 0;
                 for (size_t i = 0; i < ni; i++) {
-                    if (!E[i].present)
+                    uint32_t wi = weight ? weight[i] : 1;
+                    if (!E[i].present || !wi)
                         continue;
                     any = 1;
-                    npig += E[i].npig;
+                    npig += wi * E[i].npig;
                     size_t lim = E[i].nd < (size_t)max_dets[m] ? E[i].nd : (size_t)max_dets[m];
-                    for (size_t j = 0; j < lim; j++) {
-                        ord[nd].s = E[i].score[j];
-                        ord[nd].i = nd;
-                        src[2 * nd] = i, src[2 * nd + 1] = j;
-                        nd++;
-                    }
+                    for (uint32_t copy = 0; copy < wi; copy++)
+                        for (size_t j = 0; j < lim; j++) {
+                            ord[nd].s = E[i].score[j];
+                            ord[nd].i = nd;
+                            src[2 * nd] = i, src[2 * nd + 1] = j;
+                            nd++;
+                        }
                 }
                 if (!any || !npig)
                     continue;
@@ -736,22 +794,81 @@ static vp_status evaluate(const vp_coco_gt *gt, det *d, size_t n, vp_coco_stats 
 nomem:
     st = vp_error_set(VP_ERR_NOMEM, "COCO evaluation: out of host memory");
 done:
-    for (size_t x = 0; ev && x < nk * A * ni; x++) {
-        free(ev[x].dtm);
-        free(ev[x].dtig);
-    }
-    free(ev);
-    free(dcell);
-    free(fill);
-    free(dp);
     free(prec);
     free(recall);
-    free(scores);
     return st;
 }
 
-vp_status vp_coco_evaluate(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
-                           vp_coco_stats *out)
+/* SplitMix64: the resamples' images, the same for a seed on every machine. */
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static int cmp_double(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* numpy's percentile with its default linear interpolation, of the m
+ * sorted values v, at fraction q. */
+static double percentile(const double *v, size_t m, double q)
+{
+    double pos = q * (double)(m - 1);
+    size_t i = (size_t)pos;
+    if (i + 1 >= m)
+        return v[m - 1];
+    return v[i] + (v[i + 1] - v[i]) * (pos - (double)i);
+}
+
+/* The percentile bootstrap: h->resamples draws of ni images with
+ * replacement, each scored by score() with the draw's counts as weights;
+ * per number the (1 - level) / 2 and (1 + level) / 2 percentiles of the
+ * draws where it is defined (-1: in none). */
+static vp_status bootstrap(const vp_coco_gt *gt, const eimg *ev, const size_t *per_img,
+                           const how *h)
+{
+    const size_t ni = gt->ni, B = (size_t)h->resamples;
+    uint32_t *w = malloc((ni + 1) * sizeof *w);
+    double *all = malloc((12 * B + 1) * sizeof *all), *v = malloc((B + 1) * sizeof *v);
+    vp_status st = VP_OK;
+    if (!w || !all || !v)
+        st = vp_error_set(VP_ERR_NOMEM, "COCO evaluation: out of host memory");
+    uint64_t x = h->seed;
+    for (size_t b = 0; !st && b < B; b++) {
+        memset(w, 0, ni * sizeof *w);
+        for (size_t i = 0; i < ni; i++)
+            w[splitmix64(&x) % ni]++; /* bias below ni / 2^64 */
+        vp_coco_stats s;
+        if (!(st = score(gt, ev, per_img, w, &s)))
+            memcpy(all + 12 * b, &s, sizeof s);
+    }
+    double lo[12], hi[12];
+    for (int q = 0; !st && q < 12; q++) {
+        size_t m = 0;
+        for (size_t b = 0; b < B; b++)
+            if (all[12 * b + (size_t)q] > -1)
+                v[m++] = all[12 * b + (size_t)q];
+        qsort(v, m, sizeof *v, cmp_double);
+        lo[q] = m ? percentile(v, m, (1 - h->level) / 2) : -1;
+        hi[q] = m ? percentile(v, m, (1 + h->level) / 2) : -1;
+    }
+    if (!st) {
+        memcpy(h->lo, lo, sizeof lo);
+        memcpy(h->hi, hi, sizeof hi);
+    }
+    free(w);
+    free(all);
+    free(v);
+    return st;
+}
+
+static vp_status evaluate_dets(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
+                               const how *h, vp_coco_stats *out)
 {
     det *d = malloc((n + 1) * sizeof *d);
     if (!d)
@@ -779,12 +896,65 @@ vp_status vp_coco_evaluate(const vp_coco_gt *gt, const vp_coco_det *dets, size_t
         d[j] = (det){.img = i, .cat = k, .idx = j, .score = x->score,
                      .area = (double)vp_rle_area(x->rle), .rle = x->rle};
     }
-    vp_status st = evaluate(gt, d, n, out);
+    vp_status st = evaluate(gt, d, n, h, out);
     free(d);
     return st;
 }
 
+vp_status vp_coco_evaluate(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
+                           vp_coco_stats *out)
+{
+    return evaluate_dets(gt, dets, n, NULL, out);
+}
+
+vp_status vp_coco_evaluate_weighted(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
+                                    const uint32_t *weight, vp_coco_stats *out)
+{
+    return evaluate_dets(gt, dets, n, &(how){.weight = weight}, out);
+}
+
+static vp_status check_boot(const vp_coco_boot *b)
+{
+    if (b->resamples < 1 || b->resamples > VP_COCO_MAX_RESAMPLES)
+        return vp_error_set(VP_ERR_INVALID, "COCO bootstrap: %d resamples (from 1 to %d)",
+                            b->resamples, VP_COCO_MAX_RESAMPLES);
+    if (!(b->level > 0 && b->level < 1))
+        return vp_error_set(VP_ERR_INVALID, "COCO bootstrap: level %g (above 0, below 1)",
+                            b->level);
+    return VP_OK;
+}
+
+vp_status vp_coco_evaluate_ci(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
+                              const vp_coco_boot *boot, vp_coco_stats *out, vp_coco_stats *lo,
+                              vp_coco_stats *hi)
+{
+    vp_status st = check_boot(boot);
+    return st ? st
+              : evaluate_dets(gt, dets, n, &(how){NULL, boot->resamples, boot->seed, boot->level,
+                                                  lo, hi},
+                              out);
+}
+
+static vp_status eval_files(const char *gt_path, const char *res_path, const how *h,
+                            vp_coco_stats *out);
+
 vp_status vp_coco_eval_files(const char *gt_path, const char *res_path, vp_coco_stats *out)
+{
+    return eval_files(gt_path, res_path, NULL, out);
+}
+
+vp_status vp_coco_eval_files_ci(const char *gt_path, const char *res_path,
+                                const vp_coco_boot *boot, vp_coco_stats *out, vp_coco_stats *lo,
+                                vp_coco_stats *hi)
+{
+    vp_status st = check_boot(boot);
+    return st ? st
+              : eval_files(gt_path, res_path,
+                           &(how){NULL, boot->resamples, boot->seed, boot->level, lo, hi}, out);
+}
+
+static vp_status eval_files(const char *gt_path, const char *res_path, const how *h,
+                            vp_coco_stats *out)
 {
     vp_coco_gt *gt = NULL;
     cJSON *root = NULL;
@@ -851,7 +1021,7 @@ vp_status vp_coco_eval_files(const char *gt_path, const char *res_path, vp_coco_
         d[j] = (det){.img = i, .cat = k, .idx = j, .score = score, .area = area, .rle = &rle[j]};
         j++;
     }
-    st = evaluate(gt, d, n, out);
+    st = evaluate(gt, d, n, h, out);
 done:
     for (size_t q = 0; rle && q < n; q++)
         vp_rle_free(&rle[q]);

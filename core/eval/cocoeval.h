@@ -65,6 +65,38 @@ typedef struct vp_coco_det {
 vp_status vp_coco_evaluate(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
                            vp_coco_stats *out);
 
+/* Image i of the ground truth (in ascending image id order) counted
+ * weight[i] times, as if the ground truth held weight[i] copies of it and
+ * the results each copy's detections (0: left out). What the bootstrap
+ * below scores each resample with; exposed for its test. */
+vp_status vp_coco_evaluate_weighted(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
+                                    const uint32_t *weight, vp_coco_stats *out);
+
+/* Confidence intervals by the percentile bootstrap over images: each of
+ * `resamples` draws takes the ground truth's images with replacement (as
+ * many as it has; SplitMix64 from seed, so a seed gives the same draws on
+ * every machine), scores them with their detections as
+ * vp_coco_evaluate_weighted, and each of the 12 numbers' interval is the
+ * (1 - level) / 2 and (1 + level) / 2 percentiles (numpy's linear
+ * interpolation) of the draws where it is defined, -1 where it is in
+ * none. Images are the unit, as they are what a validation split samples:
+ * a reader sees whether two methods' APs on the same split differ by more
+ * than the choice of images explains. */
+typedef struct vp_coco_boot {
+    int resamples; /* 1 to VP_COCO_MAX_RESAMPLES; 200 is usual */
+    uint64_t seed;
+    double level;  /* 0.95 */
+} vp_coco_boot;
+#define VP_COCO_MAX_RESAMPLES 100000
+
+/* *out as vp_coco_evaluate's; *lo and *hi the intervals' ends. */
+vp_status vp_coco_evaluate_ci(const vp_coco_gt *gt, const vp_coco_det *dets, size_t n,
+                              const vp_coco_boot *boot, vp_coco_stats *out, vp_coco_stats *lo,
+                              vp_coco_stats *hi);
+vp_status vp_coco_eval_files_ci(const char *gt_path, const char *res_path,
+                                const vp_coco_boot *boot, vp_coco_stats *out, vp_coco_stats *lo,
+                                vp_coco_stats *hi);
+
 /* One polygon of k points (x0, y0, x1, y1, ...) rasterized on an h x w
  * image exactly as pycocotools' rleFrPoly (vertices upsampled by 5,
  * pixel centers inside). Coordinates must be finite and within +-1e6. */
