@@ -514,6 +514,54 @@ START_TEST(test_classes_and_weights)
 }
 END_TEST
 
+/* "pretrained": false: config.json alone builds the model with the
+ * plugins' initial values (training from scratch); no weights file is
+ * needed or read, classes other than config.json's are no message, and
+ * the option is refused without model.hf or when not a boolean. */
+START_TEST(test_not_pretrained)
+{
+    set_data();
+    char dir[1024], ck[1024];
+    tmpdir(dir, sizeof dir, "hfscratch");
+    make_ckpt(ck, sizeof ck, -1, NULL); /* config.json only */
+    vp_config *c;
+    run_config(dir, ck, ", \"pretrained\": false, \"classes\": 3", &c);
+    vp_model *m;
+    vt_ok(create(c, false, &m));
+    size_t n;
+    float *w = read_param(m, "model.pixel_level_module.encoder.embeddings.patch_embeddings."
+                             "projection.weight", &n);
+    double mx = 0;
+    for (size_t k = 0; k < n; k++)
+        mx = fmax(mx, fabs(w[k]));
+    ck_assert_msg(mx > 0 && mx < 1, "patch projection initialized to max |w| %g", mx);
+    free(w);
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+    ck_assert_int_eq(vt_sh("%s forward --config %s/run.json --input %s/shared_io.safetensors "
+                           "--out %s/out.safetensors", bin(), dir, data, dir), 0);
+    ck_assert_msg(!strstr(vt_err, "the checkpoint has"), "%s", vt_err);
+    /* pretrained (the default) needs the weights */
+    run_config(dir, ck, ", \"pretrained\": true", &c);
+    ck_assert_int_eq(create(c, false, &m), VP_ERR_CONFIG);
+    vt_assert_has(vp_error_last(), "no model.safetensors");
+    vp_cfg_free(c);
+    run_config(dir, ck, ", \"pretrained\": 0", &c);
+    ck_assert_int_eq(create(c, false, &m), VP_ERR_CONFIG);
+    vt_assert_has(vp_error_last(), "model.pretrained: expected a boolean");
+    vp_cfg_free(c);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/bad.json", dir);
+    write_text(path, "{\"model\": {\"backbone\": {\"plugin\": \"vit\"}, \"pretrained\": false}}");
+    vt_ok(vp_cfg_load(path, &c));
+    ck_assert_int_eq(create(c, true, &m), VP_ERR_CONFIG);
+    vt_assert_has(vp_error_last(), "model.pretrained: an option of model.hf");
+    vp_cfg_free(c);
+    vt_rm_rf(ck);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 /* The site lines of `vpeft info --sites` that a method named m attached
  * to: a linear site's line ending in " m". */
 static int attached_lines(const char *s, const char *m)
@@ -725,6 +773,7 @@ int main(void)
     tcase_add_test(tc, test_tensor_errors);
     tcase_add_test(tc, test_sharded);
     tcase_add_test(tc, test_classes_and_weights);
+    tcase_add_test(tc, test_not_pretrained);
     tcase_add_test(tc, test_info_swin_tiny);
     tcase_add_test(tc, test_init_and_train);
     suite_add_tcase(s, tc);

@@ -160,7 +160,7 @@ static vp_status read_type(const vp_config *model, const char *dir, int *k)
 /* The run's own options that model.hf passes to the plugins. */
 static const char *const hf_keys[] = {"hf", "image", "classes", "max_targets", "top_k",
                                       "target_stride", "train_num_points", "score_threshold",
-                                      "weights"};
+                                      "weights", "pretrained"};
 
 vp_status vp_model_hf_expand(vp_config *root)
 {
@@ -173,6 +173,9 @@ vp_status vp_model_hf_expand(vp_config *root)
         st = vp_cfg_string(model, "hf", NULL, &raw);
     if (!st)
         st = vp_cfg_file(model, "hf", &dir);
+    bool pretrained = true; /* false: config.json only, the plugins' initial values */
+    if (!st)
+        st = vp_cfg_bool(model, "pretrained", true, &pretrained);
     int k = -1;
     if (!st)
         st = read_type(model, dir, &k);
@@ -246,7 +249,8 @@ vp_status vp_model_hf_expand(vp_config *root)
     json_string(hf_models[k].head, quoted, sizeof quoted);
     if ((st = set(root, "model.head.plugin", quoted)) || (st = set(root, "model.head.hf", path)))
         return st;
-    if ((points[0] && (st = set(root, "model.head.train_num_points", points))) ||
+    if ((!pretrained && (st = set(root, "model.head.pretrained", "false"))) ||
+        (points[0] && (st = set(root, "model.head.train_num_points", points))) ||
         (thr[0] && (st = set(root, "model.head.score_threshold", thr))))
         return st;
     for (int i = 0; i < 4; i++) {

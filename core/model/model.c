@@ -336,7 +336,7 @@ static const char *const root_keys[] = {"model", "peft", "train"};
 static const char *const model_keys[] = {"backbone", "head", "weights", "hf"};
 static const char *const hf_only_keys[] = {"image", "classes", "max_targets", "top_k",
                                            "target_stride", "train_num_points",
-                                           "score_threshold"};
+                                           "score_threshold", "pretrained"};
 
 vp_status vp_model_check_keys(const vp_config *root)
 {
@@ -423,9 +423,12 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
     }
     m->g = vp_build_take_graph(m->build);
     const char *weights = NULL, *hf = NULL;
+    bool pretrained = true; /* model.hf's "pretrained": false: config.json only */
     if (!o->no_compile)
         st = vp_cfg_file(model, "hf", &hf);
     if (!st && hf)
+        st = vp_cfg_bool(model, "pretrained", true, &pretrained);
+    if (!st && hf && pretrained)
         st = vp_model_load_hf(m, hf);
     if (!st)
         st = vp_cfg_file(model, "weights", &weights);

@@ -55,6 +55,7 @@ typedef struct m2f {
     m2f_cfg cfg;
     int64_t top_k;
     double score_threshold; /* hf: HF's threshold (instances below it dropped) */
+    bool pretrained;        /* hf: a checkpoint is loaded (model.hf's "pretrained") */
     m2f_owned own;
 } m2f;
 
@@ -342,7 +343,8 @@ typedef struct field {
 static vp_status m2f_create_hf(const vp_config *cfg, m2f *m)
 {
     static const char *const known[] = {"plugin", "hf", "classes", "max_targets", "top_k",
-                                        "target_stride", "score_threshold", "train_num_points"};
+                                        "target_stride", "score_threshold", "train_num_points",
+                                        "pretrained"};
     vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
     const char *path = NULL;
     if (!st)
@@ -381,6 +383,9 @@ static vp_status m2f_create_hf(const vp_config *cfg, m2f *m)
         st = H->cfg_int(cfg, "top_k", m->cfg.queries, &m->top_k);
     if (!st && m->top_k < 1)
         st = H->cfg_fail(cfg, "top_k", "must be at least 1, got %lld", (long long)m->top_k);
+    /* false: the run loads no checkpoint (model.hf's "pretrained") */
+    if (!st)
+        st = H->cfg_bool(cfg, "pretrained", true, &m->pretrained);
     if (!st)
         st = H->cfg_float(cfg, "score_threshold", 0, &m->score_threshold);
     if (!st && !(m->score_threshold >= 0 && m->score_threshold <= 1))
@@ -496,7 +501,7 @@ static vp_status m2f_build(void *self, vp_build *b, const vp_features *f, bool t
         }
         if ((st = H->buffer_key(b, "criterion.empty_weight")))
             return st;
-        if (c->classes != c->num_labels) {
+        if (c->classes != c->num_labels && m->pretrained) {
             H->log(VP_LOG_INFO, "mask2former: the checkpoint has %lld classes, the run %lld: "
                    "class_predictor starts from random values (as HF's "
                    "ignore_mismatched_sizes)", (long long)c->num_labels, (long long)c->classes);
