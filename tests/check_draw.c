@@ -574,6 +574,54 @@ START_TEST(test_chart)
 }
 END_TEST
 
+/* A line chart: each series' points joined in its palette colour on the
+ * scatter chart's axes (vp_chart_axes_get of the data's corners), the
+ * legend's swatches, and the errors. */
+START_TEST(test_lines)
+{
+    use_dir("lines");
+    const char *p = tpath("lines.png");
+    double x[5] = {0, 10, 20, 30, 40}, ya[5] = {40, 30, 22, 18, 15}, yb[5] = {42, 35, 30, 28, 27};
+    vp_series sr[2] = {{"full", x, ya, 5}, {"lora", x, yb, 5}};
+    vp_lines ch = {.title = "loss", .xlabel = "step", .ylabel = "loss", .series = sr, .n = 2};
+    ck_assert_msg(vp_lines_write_png(&ch, p) == VP_OK, "%s", vp_error_last());
+    vp_canvas c;
+    load_png(p, &c);
+    ck_assert_int_eq(c.w, 800);
+    ck_assert_int_eq(c.h, 500);
+    const vp_chart_point corners[2] = {{NULL, 0, 15}, {NULL, 40, 42}};
+    vp_chart_axes ax;
+    vt_ok(vp_chart_axes_get(&(vp_chart){.title = "loss", .xlabel = "step", .ylabel = "loss",
+                                        .points = corners, .n = 2},
+                            &ax));
+    /* the midpoint of each series' segments lies on its colour */
+    for (int k = 0; k < 2; k++)
+        for (int i = 1; i < 5; i++) {
+            int x0, y0, x1, y1;
+            vp_chart_map(&ax, x[i - 1], sr[k].y[i - 1], &x0, &y0);
+            vp_chart_map(&ax, x[i], sr[k].y[i], &x1, &y1);
+            ck_assert_msg(near(&c, (x0 + x1) / 2, (y0 + y1) / 2, 2, vp_palette((uint32_t)k)) > 0,
+                          "series %d, segment %d: no pixel of its colour", k, i);
+        }
+    /* the first series' colour far from both lines: only in the legend */
+    int legend = 0;
+    for (int j = ax.y0; j < ax.y0 + 60; j++)
+        for (int i = ax.x1 - 200; i < ax.x1; i++)
+            legend += same(px_at(&c, i, j), vp_palette(0)) && same(px_at(&c, i, j + 1),
+                                                                   vp_palette(0));
+    ck_assert_msg(legend > 0, "no legend swatch for series 0");
+    vp_canvas_free(&c);
+
+    char msg[1024];
+    ya[2] = NAN;
+    snprintf(msg, sizeof msg, "%s: series 0 (\"full\"), point 2 is not finite (20, nan)", p);
+    vt_expect_err(vp_lines_write_png(&ch, p), VP_ERR_INVALID, msg);
+    sr[0].n = sr[1].n = 0;
+    snprintf(msg, sizeof msg, "%s: the chart has no points", p);
+    vt_expect_err(vp_lines_write_png(&ch, p), VP_ERR_INVALID, msg);
+}
+END_TEST
+
 START_TEST(test_chart_errors)
 {
     use_dir("chart-errors");
@@ -665,6 +713,7 @@ int main(void)
     tcase_add_test(tc, test_rect_line);
     tcase_add_test(tc, test_chart);
     tcase_add_test(tc, test_chart_errors);
+    tcase_add_test(tc, test_lines);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

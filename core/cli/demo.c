@@ -91,7 +91,8 @@ static void usage(FILE *f)
     fprintf(f, "and scores each on B's validation split with COCO mask AP. Prints one\n"
                "table (trainable parameters, trainable %%, AP, AP50, AP75, training time,\n"
                "device memory) and writes DIR/results.json, DIR/chart.png (AP against\n"
-               "trainable %%), and DIR/<method>/ (the run: checkpoint, adapter, log,\n"
+               "trainable %%), DIR/curves.png (each method's training loss against steps)\n"
+               "and DIR/<method>/ (the run: checkpoint, adapter, log,\n"
                "predictions/*.png on validation images). docs/demo.md explains the numbers.\n\n"
                "options:\n"
                "  --quick        a small model and a few steps (about 2 minutes on 2 CPU\n"
@@ -233,6 +234,77 @@ static void default_cache(char *buf, size_t n)
         snprintf(buf, n, ".vpeft-cache/demo");
 }
 
+/* curves.png: each method's training loss against steps, from its
+ * log.jsonl (one line per step), as the mean over a window of steps/20
+ * (steps skipped for a non-finite loss left out), so methods' curves can
+ * be told apart through the per-batch noise. */
+static vp_status write_curves(const variant *v, const row *rows, size_t n, const char *out)
+{
+    vp_series sr[N_METHODS];
+    double *buf[N_METHODS][2] = {{NULL}};
+    size_t ns = 0;
+    vp_status st = VP_OK;
+    int win = v->steps / 20 > 1 ? v->steps / 20 : 1;
+    for (size_t i = 0; !st && i < n; i++) {
+        if (!rows[i].done)
+            continue;
+        char path[4300], *text = NULL;
+        size_t len = 0;
+        snprintf(path, sizeof path, "%s/%s/log.jsonl", out, rows[i].m->slug);
+        if ((st = vp_file_read(path, &text, &len)))
+            break;
+        size_t lines = 1;
+        for (size_t k = 0; k < len; k++)
+            lines += text[k] == '\n';
+        double *x = malloc(lines * sizeof *x), *y = malloc(lines * sizeof *y);
+        double *raw = malloc(lines * sizeof *raw);
+        if (!x || !y || !raw) {
+            free(x), free(y), free(raw), free(text);
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+            break;
+        }
+        size_t m = 0, got = 0;
+        double sum = 0;
+        for (char *line = text; line && *line;) {
+            char *nl = strchr(line, '\n');
+            if (nl)
+                *nl = '\0';
+            cJSON *o = cJSON_Parse(line);
+            const cJSON *stp = cJSON_GetObjectItemCaseSensitive(o, "step");
+            const cJSON *ls = cJSON_GetObjectItemCaseSensitive(o, "loss");
+            if (cJSON_IsNumber(stp) && cJSON_IsNumber(ls)) {
+                raw[got] = ls->valuedouble;
+                sum += raw[got++];
+                if (got > (size_t)win)
+                    sum -= raw[got - 1 - (size_t)win];
+                if (got >= (size_t)win) {
+                    x[m] = stp->valuedouble;
+                    y[m++] = sum / win;
+                }
+            }
+            cJSON_Delete(o);
+            line = nl ? nl + 1 : NULL;
+        }
+        free(raw);
+        free(text);
+        buf[ns][0] = x;
+        buf[ns][1] = y;
+        sr[ns++] = (vp_series){rows[i].m->name, x, y, m};
+    }
+    char path[4300], title[128];
+    snprintf(path, sizeof path, "%s/curves.png", out);
+    snprintf(title, sizeof title, "Training loss on domain B (mean of %d steps)", win);
+    if (!st && ns)
+        st = vp_lines_write_png(&(vp_lines){.title = title, .xlabel = "step",
+                                            .ylabel = "loss", .series = sr, .n = ns},
+                                path);
+    for (size_t k = 0; k < ns; k++) {
+        free(buf[k][0]);
+        free(buf[k][1]);
+    }
+    return st;
+}
+
 static vp_status write_summary(const variant *v, const row *rows, size_t n, const char *out,
                                const char *device, double base_s)
 {
@@ -288,7 +360,8 @@ static vp_status write_summary(const variant *v, const row *rows, size_t n, cons
                    .log_x = true,
                    .ref_label = have_ref ? "full fine-tuning" : NULL,
                    .ref_y = ref};
-    return vp_chart_write_png(&ch, path);
+    st = vp_chart_write_png(&ch, path);
+    return st ? st : write_curves(v, rows, n, out);
 }
 
 int vp_cli_demo(int argc, char **argv)
@@ -494,8 +567,8 @@ int vp_cli_demo(int argc, char **argv)
         }
         printf("\nAP in %% (COCO mask AP, IoU .50:.95); time: the fine-tuning steps; memory: "
                "the training graph's device memory.\n"
-               "wrote %s/results.json, %s/chart.png and %s/<method>/predictions/ in %.0f s\n",
-               out, out, out, vp_now_s() - t_start);
+               "wrote %s/results.json, %s/chart.png, %s/curves.png and %s/<method>/predictions/ "
+               "in %.0f s\n", out, out, out, out, vp_now_s() - t_start);
     }
     vp_device_destroy(dev);
     vp_instance_destroy(inst);

@@ -768,15 +768,12 @@ static void nearest_on(box b, int x, int y, int *nx, int *ny)
     *ny = y < b.y ? b.y : y > b.y + b.h - 1 ? b.y + b.h - 1 : y;
 }
 
-/* taken: room for 2n + 1 obstacle boxes; lab and ring: n each. */
-static void draw_chart(const vp_chart *ch, const chart_style *st, const vp_chart_axes *ax,
-                       vp_canvas *c, box *taken, box *lab, int *ring)
+/* Grid, ticks and tick labels (a label that would overlap the previous
+ * one on its axis is left out; its tick and grid line stay). */
+static void draw_grid(const chart_style *st, const vp_chart_axes *ax, vp_canvas *c)
 {
     int s = st->s, tw, th;
     char buf[64];
-    box plot = {ax->x0, ax->y0, ax->x1 - ax->x0 + 1, ax->y1 - ax->y0 + 1};
-    /* grid, ticks and tick labels (a label that would overlap the previous
-     * one on its axis is left out; its tick and grid line stay) */
     int last_right = -(1 << 30);
     for (int i = 0; i < ax->x.n_ticks; i++) {
         double v = ax->x.ticks[i];
@@ -806,6 +803,36 @@ static void draw_chart(const vp_chart *ch, const chart_style *st, const vp_chart
             last_top = ly;
         }
     }
+}
+
+/* The title above the plot, the y label over its axis, the x label below. */
+static void draw_titles(const vp_chart *ch, const chart_style *st, const vp_chart_axes *ax,
+                        vp_canvas *c)
+{
+    int s = st->s, tw, th, y = 8;
+    if (ch->title && *ch->title) {
+        vp_text_size(ch->title, st->ts, &tw, &th);
+        vp_draw_text(c, tw < c->w ? (c->w - tw) / 2 : 0, y, ch->title, st->ts, BLACK);
+        y += th + 8;
+    }
+    if (ch->ylabel && *ch->ylabel) {
+        vp_text_size(ch->ylabel, s, &tw, &th);
+        int lx = ax->x0 - tw / 2;
+        vp_draw_text(c, lx < 4 ? 4 : lx, y, ch->ylabel, s, BLACK);
+    }
+    if (ch->xlabel && *ch->xlabel) {
+        vp_text_size(ch->xlabel, s, &tw, &th);
+        vp_draw_text(c, (ax->x0 + ax->x1 - tw) / 2, c->h - 8 - th, ch->xlabel, s, BLACK);
+    }
+}
+
+/* taken: room for 2n + 1 obstacle boxes; lab and ring: n each. */
+static void draw_chart(const vp_chart *ch, const chart_style *st, const vp_chart_axes *ax,
+                       vp_canvas *c, box *taken, box *lab, int *ring)
+{
+    int s = st->s, tw, th;
+    box plot = {ax->x0, ax->y0, ax->x1 - ax->x0 + 1, ax->y1 - ax->y0 + 1};
+    draw_grid(st, ax, c);
     size_t n_taken = 0;
     for (size_t i = 0; i < ch->n; i++) {
         int px, py;
@@ -872,22 +899,7 @@ static void draw_chart(const vp_chart *ch, const chart_style *st, const vp_chart
             vp_draw_rect(c, lab[i].x, lab[i].y, lab[i].w, lab[i].h, WHITE);
             vp_draw_text(c, lab[i].x + 1, lab[i].y + 1, ch->points[i].label, s, INK);
         }
-    /* title, axis labels */
-    int y = 8;
-    if (ch->title && *ch->title) {
-        vp_text_size(ch->title, st->ts, &tw, &th);
-        vp_draw_text(c, tw < c->w ? (c->w - tw) / 2 : 0, y, ch->title, st->ts, BLACK);
-        y += th + 8;
-    }
-    if (ch->ylabel && *ch->ylabel) {
-        vp_text_size(ch->ylabel, s, &tw, &th);
-        int lx = ax->x0 - tw / 2;
-        vp_draw_text(c, lx < 4 ? 4 : lx, y, ch->ylabel, s, BLACK);
-    }
-    if (ch->xlabel && *ch->xlabel) {
-        vp_text_size(ch->xlabel, s, &tw, &th);
-        vp_draw_text(c, (ax->x0 + ax->x1 - tw) / 2, c->h - 8 - th, ch->xlabel, s, BLACK);
-    }
+    draw_titles(ch, st, ax, c);
 }
 
 vp_status vp_chart_write_png(const vp_chart *ch, const char *path)
@@ -915,6 +927,88 @@ vp_status vp_chart_write_png(const vp_chart *ch, const char *path)
     free(taken);
     free(lab);
     free(ring);
+    s = vp_canvas_write_png(&c, path);
+    vp_canvas_free(&c);
+    return s;
+}
+
+/* ---- line charts ------------------------------------------------------------ */
+
+vp_status vp_lines_write_png(const vp_lines *ch, const char *path)
+{
+    VP_ASSERT(ch && path);
+    size_t total = 0;
+    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+    for (size_t k = 0; k < ch->n; k++) {
+        const vp_series *sr = &ch->series[k];
+        for (size_t i = 0; i < sr->n; i++) {
+            if (!isfinite(sr->x[i]) || !isfinite(sr->y[i]))
+                return vp_error_set(VP_ERR_INVALID, "%s: series %zu (\"%s\"), point %zu is not "
+                                    "finite (%g, %g)", path, k, sr->label ? sr->label : "", i,
+                                    sr->x[i], sr->y[i]);
+            xmin = fmin(xmin, sr->x[i]);
+            xmax = fmax(xmax, sr->x[i]);
+            ymin = fmin(ymin, sr->y[i]);
+            ymax = fmax(ymax, sr->y[i]);
+        }
+        total += sr->n;
+    }
+    if (!total)
+        return vp_error_set(VP_ERR_INVALID, "%s: the chart has no points", path);
+    /* the scatter chart's layout for the two corners of the data */
+    const vp_chart_point corners[2] = {{NULL, xmin, ymin}, {NULL, xmax, ymax}};
+    const vp_chart box_ch = {.title = ch->title, .xlabel = ch->xlabel, .ylabel = ch->ylabel,
+                             .points = corners, .n = 2, .w = ch->w, .h = ch->h};
+    chart_style st;
+    vp_chart_axes ax;
+    vp_status s = chart_axes(&box_ch, path, &st, &ax);
+    if (s != VP_OK)
+        return s;
+    vp_canvas c;
+    if ((s = vp_canvas_create(st.w, st.h, WHITE, &c)) != VP_OK)
+        return vp_error_wrap(s, "%s", path);
+    draw_grid(&st, &ax, &c);
+    vp_draw_line(&c, ax.x0, ax.y0, ax.x0, ax.y1, BLACK);
+    vp_draw_line(&c, ax.x0, ax.y1, ax.x1, ax.y1, BLACK);
+    /* each series a polyline, 2 pixels wide per text scale */
+    for (size_t k = 0; k < ch->n; k++) {
+        const vp_series *sr = &ch->series[k];
+        vp_rgb col = vp_palette((uint32_t)k);
+        for (size_t i = 0; i < sr->n; i++) {
+            int x1, y1, x0, y0;
+            vp_chart_map(&ax, sr->x[i], sr->y[i], &x1, &y1);
+            if (sr->n == 1)
+                draw_disc(&c, x1, y1, st.dot, col);
+            if (!i)
+                continue;
+            vp_chart_map(&ax, sr->x[i - 1], sr->y[i - 1], &x0, &y0);
+            for (int d = 0; d < 2 * st.s; d++)
+                vp_draw_line(&c, x0, y0 + d, x1, y1 + d, col);
+        }
+    }
+    /* the legend: a swatch and a label per series, top right, on white */
+    int sc = st.s, tw, th, lw = 0, lh = 0;
+    for (size_t k = 0; k < ch->n; k++) {
+        vp_text_size(ch->series[k].label ? ch->series[k].label : "", sc, &tw, &th);
+        lw = tw > lw ? tw : lw;
+        lh = th;
+    }
+    int row = lh + 4 * sc, sw = 14 * sc;
+    int bw = 6 * sc + sw + 4 * sc + lw + 6 * sc, bh = (int)ch->n * row + 6 * sc;
+    int bx = ax.x1 - 6 * sc - bw, by = ax.y0 + 6 * sc;
+    if (bx < ax.x0)
+        bx = ax.x0;
+    vp_draw_rect(&c, bx, by, bw, bh, WHITE);
+    vp_draw_line(&c, bx, by, bx + bw - 1, by, GRID);
+    vp_draw_line(&c, bx, by + bh - 1, bx + bw - 1, by + bh - 1, GRID);
+    vp_draw_line(&c, bx, by, bx, by + bh - 1, GRID);
+    vp_draw_line(&c, bx + bw - 1, by, bx + bw - 1, by + bh - 1, GRID);
+    for (size_t k = 0; k < ch->n; k++) {
+        int ry = by + 3 * sc + (int)k * row + row / 2;
+        vp_draw_rect(&c, bx + 6 * sc, ry - sc, sw, 2 * sc, vp_palette((uint32_t)k));
+        vp_draw_text(&c, bx + 6 * sc + sw + 4 * sc, ry - lh / 2, ch->series[k].label, sc, INK);
+    }
+    draw_titles(&box_ch, &st, &ax, &c);
     s = vp_canvas_write_png(&c, path);
     vp_canvas_free(&c);
     return s;

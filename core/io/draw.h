@@ -117,6 +117,26 @@ typedef struct vp_chart_axes {
 /* The layout vp_chart_write_png would use; the same errors (naming
  * "chart"). */
 vp_status vp_chart_axes_get(const vp_chart *ch, vp_chart_axes *out);
+/* A line chart: each series a polyline in vp_palette(k) (a single point
+ * a dot), on the scatter chart's axes for the data's extent, with a
+ * legend of the labels at the top right of the plot. */
+typedef struct vp_series {
+    const char *label;
+    const double *x, *y;
+    size_t n;
+} vp_series;
+
+typedef struct vp_lines {
+    const char *title, *xlabel, *ylabel;
+    const vp_series *series;
+    size_t n;
+    int w, h; /* pixels; 0: 800 x 500 */
+} vp_lines;
+
+/* Draw it and write it to path (atomic). Errors as vp_chart_write_png's
+ * (no points, a non-finite value, values too far apart, the size). */
+vp_status vp_lines_write_png(const vp_lines *ch, const char *path);
+
 /* The pixel a data point lands on (rounded to the nearest). */
 void vp_chart_map(const vp_chart_axes *ax, double x, double y, int *px, int *py);
 
