@@ -288,6 +288,14 @@ START_TEST(test_bad_input_exit)
                                "\"annotations\": \"bad.json\"}}}");
     ck_assert_int_eq(run("cd %s && %s train data.json", dir, bin()), 2);
     assert_has(err, "bad.json");
+    /* vpeft init on a checkpoint that loads and annotations that do not */
+    ck_assert_int_eq(run("cd %s && mkdir -p ck && cp %s/tests/data/hf-mask2former/shared_config.json "
+                         "ck/config.json && cp %s/tests/data/hf-mask2former/shared_weights."
+                         "safetensors ck/model.safetensors", dir, srcdir(), srcdir()), 0);
+    ck_assert_int_eq(run("cd %s && %s init --hf ck --train bad.json --val bad.json --out r.json",
+                         dir, bin()), 2);
+    assert_has(err, "bad.json");
+    ck_assert_int_ne(run("test -e %s/r.json", dir), 0); /* no config written */
     run("rm -rf %s", dir);
 }
 END_TEST

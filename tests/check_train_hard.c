@@ -594,6 +594,36 @@ START_TEST(test_nonfinite_weights)
 }
 END_TEST
 
+/* ---- a finite loss with a non-finite gradient norm -------------------------------- */
+
+/* One class weight at 1e30: the loss stays finite (a logit near 1e30 is
+ * a float, and so is the cross-entropy of a few of them), but the
+ * gradient reaching the decoder through it is of that size, and its
+ * squared norm, summed in float on the device, is infinite. The run stops
+ * naming the gradient norm and the step, before the update; with
+ * train.skip_nonfinite every such step is skipped. */
+START_TEST(test_nonfinite_grad)
+{
+    setup_data();
+    write_config("w", "annotations.json", NULL, "W", ", \"steps\": 1");
+    ck_assert_msg(vt_sh("cd %s && %s train w.json --quiet", dir, bin()) == 0, "%s", vt_err);
+    poke("W/model.safetensors", "g.safetensors", "head.predictor.class_embed.weight", 0, 1e30f);
+    write_config("g", "annotations.json", "g.safetensors", "G",
+                 ", \"steps\": 3, \"batch\": 1, \"accum\": 1");
+    ck_assert_msg(vt_sh("cd %s && %s train g.json", dir, bin()) == 1, "%s", vt_err);
+    has(vt_err, "vpeft: train: the gradient norm is ");
+    has(vt_err, " at step 1; stopped before its update (no checkpoint yet)");
+    ck_assert_msg(!strstr(vt_err, "the loss is"), "%s", vt_err);
+    write_config("h", "annotations.json", "g.safetensors", "H",
+                 ", \"steps\": 3, \"batch\": 1, \"accum\": 1, \"skip_nonfinite\": true");
+    ck_assert_msg(vt_sh("cd %s && %s train h.json", dir, bin()) == 0, "%s", vt_err);
+    has(vt_err, "vpeft: warning: train: step 1: the gradient norm is ");
+    has(vt_out, "trained 3 steps (3 skipped");
+    all_finite("H/model.safetensors");
+    vt_rm_rf(dir);
+}
+END_TEST
+
 /* ---- a non-finite loss ----------------------------------------------------------- */
 
 /* B/mixed.json: B/annotations.json without the odd images' instances (a
@@ -758,6 +788,7 @@ int main(void)
     tcase_add_test(tc, test_dist_signal);
     tcase_add_test(tc, test_nonfinite_weights);
     tcase_add_test(tc, test_nonfinite_loss);
+    tcase_add_test(tc, test_nonfinite_grad);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }
