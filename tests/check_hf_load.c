@@ -562,6 +562,63 @@ START_TEST(test_not_pretrained)
 }
 END_TEST
 
+/* `vpeft demo --hf`: the methods' table on a make-shapes dataset from the
+ * tiny checkpoint (three methods, two steps each): every row with its
+ * interval, results.json, the pictures, each run's config naming the
+ * checkpoint; its usage errors exit 2. */
+START_TEST(test_demo_hf)
+{
+    set_data();
+    char dir[1024], ck[1024];
+    tmpdir(dir, sizeof dir, "demohf");
+    make_ckpt(ck, sizeof ck, ALL, NULL);
+    ck_assert_int_eq(vt_sh("%s make-shapes --out %s/tr --domain B --n 4 --size 64 --seed 1 && "
+                           "%s make-shapes --out %s/va --domain B --n 3 --size 64 --seed 2",
+                           bin(), dir, bin(), dir), 0);
+    ck_assert_msg(vt_sh("cd %s && %s demo --hf %s --train tr/annotations.json --val "
+                        "va/annotations.json --steps 2 --image 64 --methods full,lora,adapter2 "
+                        "--out out", dir, bin(), ck) == 0, "%s", vt_err);
+    vt_assert_has(vt_out, "scored on 3 validation images");
+    static const char *const rows[] = {"full fine-tuning ", "lora (q, v) ", "adapters x2 "};
+    for (int i = 0; i < 3; i++) {
+        const char *r = strstr(vt_out, rows[i]);
+        ck_assert_msg(r && strchr(r, '[') && strchr(r, '[') < strchr(r, '\n'),
+                      "no row with an interval for %s in:\n%s", rows[i], vt_out);
+    }
+    ck_assert_ptr_null(strstr(vt_out, "head only"));
+    char path[1300];
+    snprintf(path, sizeof path, "%s/out/results.json", dir);
+    vp_config *res;
+    vt_ok(vp_cfg_load(path, &res));
+    const vp_config *ms = vp_cfg_get(res, "methods");
+    ck_assert_int_eq(vp_cfg_len(ms), 3);
+    for (int i = 0; i < 3; i++) {
+        const vp_config *ci = vp_cfg_get(vp_cfg_at(ms, i), "AP_ci95");
+        ck_assert_int_eq(vp_cfg_len(ci), 2);
+        double lo, hi, ap;
+        vt_ok(vp_cfg_float(vp_cfg_at(ci, 0), NULL, 0, &lo));
+        vt_ok(vp_cfg_float(vp_cfg_at(ci, 1), NULL, 0, &hi));
+        vt_ok(vp_cfg_float(vp_cfg_at(ms, i), "AP", 0, &ap));
+        ck_assert(lo <= hi && lo >= 0 && hi <= 1);
+    }
+    vp_cfg_free(res);
+    ck_assert_int_eq(vt_sh("cd %s/out && test -s chart.png && test -s curves.png && "
+                           "test -s lora/config.json && ls lora/predictions/*.png && "
+                           "grep -q '\"hf\"' lora/config.json && test -d lora/adapter", dir), 0);
+    /* usage errors */
+    ck_assert_int_eq(vt_sh("%s demo --hf %s --train x.json", bin(), ck), 2);
+    vt_assert_has(vt_err, "--hf needs --train and --val");
+    ck_assert_int_eq(vt_sh("%s demo --steps 3", bin()), 2);
+    vt_assert_has(vt_err, "go with --hf");
+    ck_assert_int_eq(vt_sh("%s demo --hf %s --train a --val b --quick", bin(), ck), 2);
+    vt_assert_has(vt_err, "--quick and --cache are the built-in demo's");
+    ck_assert_int_eq(vt_sh("%s demo --hf %s --train a --val b --image 50", bin(), ck), 2);
+    vt_assert_has(vt_err, "--image '50': expected a multiple of 32 from 32 to 4096");
+    vt_rm_rf(ck);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 /* The site lines of `vpeft info --sites` that a method named m attached
  * to: a linear site's line ending in " m". */
 static int attached_lines(const char *s, const char *m)
@@ -774,6 +831,7 @@ int main(void)
     tcase_add_test(tc, test_sharded);
     tcase_add_test(tc, test_classes_and_weights);
     tcase_add_test(tc, test_not_pretrained);
+    tcase_add_test(tc, test_demo_hf);
     tcase_add_test(tc, test_info_swin_tiny);
     tcase_add_test(tc, test_init_and_train);
     suite_add_tcase(s, tc);

@@ -24,6 +24,24 @@ int vp_cli_train(int argc, char **argv);
 int vp_cli_predict(int argc, char **argv);
 int vp_cli_demo(int argc, char **argv);
 
+/* For Hugging Face Mask2Former checkpoints (vpeft init, vpeft demo --hf).
+ * The default PEFT method: LoRA on the attention's query and value
+ * projections, the study's r = 8, alpha = 8. "query" and "value" are
+ * Swin's (model.pixel_level_module.encoder.encoder.layers.<l>.blocks.<b>.
+ * attention.self.query); "q_proj" and "v_proj" the transformer decoder's
+ * self-attention (model.transformer_module.decoder.layers.<i>.self_attn.
+ * q_proj). HF PEFT matches list entries against the end of the module
+ * path, so the same list selects the same modules there. The decoder's
+ * cross-attention is nn.MultiheadAttention with a packed in_proj (no
+ * q_proj to adapt), the pixel decoder's deformable attention has
+ * value_proj / sampling_offsets / attention_weights / output_proj (other
+ * names: lora_deform adapts them). */
+#define VP_HF_LORA_TARGETS "[\"query\", \"value\", \"q_proj\", \"v_proj\"]"
+/* What trains besides LoRA: the class predictor (new when the dataset's
+ * classes are not the checkpoint's) and the mask embedding MLP, as the
+ * study's PEFT runs trained the head's class and mask embeddings. */
+#define VP_HF_EMBED_TRAINABLE "[\"class_predictor.*\", \"model.transformer_module.decoder.mask_predictor.*\"]"
+
 /* The exit status of every command: 0 for VP_OK; 2 for bad input: a
  * config error (VP_ERR_CONFIG), a malformed file (VP_ERR_FORMAT), tensors
  * whose shapes do not fit the model (VP_ERR_SHAPE); 1 for a runtime

@@ -25,6 +25,7 @@
 #include "train/train.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/strbuf.h"
 #include "util/clock.h"
 
 /* The model of docs/configs/demo-model.json, small enough that a 2-core
@@ -60,28 +61,53 @@ static const variant variants[2] = {
 #define ADAPTER(k) "{\"plugin\": \"adapter\", \"per_site\": " #k ", \"reduction_factor\": 8, " \
                    "\"modules\": [\"head.*\"]}"
 
+/* The same methods on a Hugging Face Mask2Former checkpoint (--hf), by
+ * HF module names: LoRA on Swin's and the transformer decoder's query and
+ * value projections (vpeft init's), adapters after the attention of the
+ * pixel decoder's encoder and of the transformer decoder, the class
+ * predictor and the mask embedding MLP trained beside every PEFT method. */
+#define HF_HEAD "[\"model.pixel_level_module.decoder.*\", \"model.transformer_module.*\", " \
+                "\"class_predictor.*\"]"
+#define HF_LORA "{\"plugin\": \"lora\", \"r\": 8, \"lora_alpha\": 8, \"target_modules\": " \
+                VP_HF_LORA_TARGETS "}"
+#define HF_ADAPTER(k) "{\"plugin\": \"adapter\", \"per_site\": " #k ", \"reduction_factor\": 8, " \
+                      "\"modules\": [\"model.pixel_level_module.decoder.*\", " \
+                      "\"model.transformer_module.*\"]}"
+
 typedef struct method {
     const char *name, *slug;
     const char *peft;      /* the "peft" list, or NULL */
     const char *trainable; /* train.trainable */
     double lr;             /* PEFT parameters start at 0 or near it: a higher rate */
+    /* the same for a Hugging Face checkpoint (--hf); hf_name NULL: name */
+    const char *hf_name, *hf_peft, *hf_trainable;
+    double hf_lr;
 } method;
 
 static const method methods[] = {
-    {"full fine-tuning", "full", NULL, "[\"*\"]", 1e-3},
-    {"head only", "head", NULL, "[\"head.*\"]", 1e-3},
-    {"adapters x1", "adapter1", "[" ADAPTER(1) "]", "[" EMBED "]", 3e-3},
-    {"adapters x2", "adapter2", "[" ADAPTER(2) "]", "[" EMBED "]", 3e-3},
-    {"adapters x3", "adapter3", "[" ADAPTER(3) "]", "[" EMBED "]", 3e-3},
-    {"lora (backbone q, v)", "lora", "[" LORA "]", "[" EMBED "]", 3e-3},
-    {"lora_deform", "lora_deform", "[" DEFORM "]", "[" EMBED "]", 3e-3},
-    {"lora + lora_deform", "lora_both", "[" LORA ", " DEFORM "]", "[" EMBED "]", 3e-3},
+    {"full fine-tuning", "full", NULL, "[\"*\"]", 1e-3, NULL, NULL, "[\"*\"]", 1e-4},
+    {"head only", "head", NULL, "[\"head.*\"]", 1e-3, NULL, NULL, HF_HEAD, 1e-4},
+    {"adapters x1", "adapter1", "[" ADAPTER(1) "]", "[" EMBED "]", 3e-3, NULL,
+     "[" HF_ADAPTER(1) "]", VP_HF_EMBED_TRAINABLE, 1e-3},
+    {"adapters x2", "adapter2", "[" ADAPTER(2) "]", "[" EMBED "]", 3e-3, NULL,
+     "[" HF_ADAPTER(2) "]", VP_HF_EMBED_TRAINABLE, 1e-3},
+    {"adapters x3", "adapter3", "[" ADAPTER(3) "]", "[" EMBED "]", 3e-3, NULL,
+     "[" HF_ADAPTER(3) "]", VP_HF_EMBED_TRAINABLE, 1e-3},
+    {"lora (backbone q, v)", "lora", "[" LORA "]", "[" EMBED "]", 3e-3, "lora (q, v)",
+     "[" HF_LORA "]", VP_HF_EMBED_TRAINABLE, 1e-3},
+    {"lora_deform", "lora_deform", "[" DEFORM "]", "[" EMBED "]", 3e-3, NULL, "[" DEFORM "]",
+     VP_HF_EMBED_TRAINABLE, 1e-3},
+    {"lora + lora_deform", "lora_both", "[" LORA ", " DEFORM "]", "[" EMBED "]", 3e-3,
+     "lora (q, v) + lora_deform", "[" HF_LORA ", " DEFORM "]", VP_HF_EMBED_TRAINABLE, 1e-3},
 };
 #define N_METHODS (sizeof methods / sizeof methods[0])
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vpeft demo [--quick] [--out DIR] [--cache DIR] [--methods LIST]\n\n"
+    fprintf(f, "usage: vpeft demo [--quick] [--out DIR] [--cache DIR] [--methods LIST]\n"
+               "       vpeft demo --hf DIR --train ANN.json --val ANN.json [--steps N]\n"
+               "                  [--image N] [--train-images DIR] [--val-images DIR]\n"
+               "                  [--out DIR] [--methods LIST]\n\n"
                "The study's comparison on a machine without a GPU. Generates two synthetic\n"
                "domains of overlapping shapes (vpeft make-shapes: A, and B with other\n"
                "colours, textures and classes) into the cache, trains a base vit +\n"
@@ -102,7 +128,21 @@ static void usage(FILE *f)
                "  --cache DIR    datasets and the base model (default\n"
                "                 $XDG_CACHE_HOME/vpeft/demo, else ~/.cache/vpeft/demo)\n"
                "  --methods LIST comma-separated method names from the list above\n"
-               "                 (default: all)\n"
+               "                 (default: all)\n\n"
+               "With --hf, the same table on your own COCO dataset, from the Hugging Face\n"
+               "Mask2Former checkpoint in DIR (config.json and model.safetensors, as for\n"
+               "vpeft init): each method fine-tunes the checkpoint on --train for --steps\n"
+               "steps (default 500) of 2 images at --image pixels (default 384), and is\n"
+               "scored on --val; LoRA adapts Swin's and the decoder's query and value, the\n"
+               "adapters sit after the head's attention, and the PEFT rows also train the\n"
+               "class predictor and the mask embedding (docs/demo.md).\n"
+               "  --hf DIR       the checkpoint\n"
+               "  --train ANN    the training split's COCO annotations (images relative to\n"
+               "                 the file, or in --train-images DIR)\n"
+               "  --val ANN      the validation split's (--val-images DIR)\n"
+               "  --steps N      fine-tuning steps per method (default 500)\n"
+               "  --image N      input side, a multiple of 32 (default 384)\n"
+               "  --out DIR      outputs (default runs/demo-hf)\n"
                "  -h, --help     this help\n\n"
                "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
                "memory, the device), 2 bad usage, config or input (a malformed file)\n");
@@ -140,6 +180,7 @@ static uint32_t classes_of(const char *ann)
 
 typedef struct row {
     const method *m;
+    const char *name; /* the method's, as this run names it */
     vp_train_result r;
     vp_coco_stats lo, hi; /* the 95% bootstrap interval of r.stats */
     bool done;
@@ -159,8 +200,10 @@ static vp_status run_config(vp_device *dev, const char *text, const char *label,
     return st;
 }
 
-static vp_status samples(vp_device *dev, const char *text, const char *run_dir, const char *val,
-                         int n)
+/* Pictures of the first n validation images (annotations ann, images
+ * relative to it or in images) with run_dir's trained model's instances. */
+static vp_status samples(vp_device *dev, const char *text, const char *run_dir, const char *ann,
+                         const char *images, int n)
 {
     vp_config *cfg;
     vp_model *m = NULL;
@@ -171,10 +214,8 @@ static vp_status samples(vp_device *dev, const char *text, const char *run_dir, 
     vp_status st = vp_cfg_parse(text, strlen(text), "demo", &cfg);
     if (!st)
         st = vp_cli_infer_model(dev, cfg, weights, NULL, 1, &m);
-    char ann[4500];
-    snprintf(ann, sizeof ann, "%s/annotations.json", val);
     if (!st)
-        st = vp_dataset_load(ann, NULL, &(vp_dataset_opts){.skip_bad = true}, &ds);
+        st = vp_dataset_load(ann, images, &(vp_dataset_opts){.skip_bad = true}, &ds);
     if (!st)
         st = vp_mkdir_p(dir);
     for (int i = 0; !st && i < n && (uint32_t)i < vp_dataset_size(ds); i++) {
@@ -243,7 +284,14 @@ static void default_cache(char *buf, size_t n)
  * log.jsonl (one line per step), as the mean over a window of steps/20
  * (steps skipped for a non-finite loss left out), so methods' curves can
  * be told apart through the per-batch noise. */
-static vp_status write_curves(const variant *v, const row *rows, size_t n, const char *out)
+/* What the table and the pictures say about a set of runs. */
+typedef struct summary {
+    const char *variant;  /* "default", "quick", "hf" */
+    const char *scored;   /* what the APs are on, for the chart's title */
+    int steps, n_val;
+} summary;
+
+static vp_status write_curves(const summary *v, const row *rows, size_t n, const char *out)
 {
     vp_series sr[N_METHODS];
     double *buf[N_METHODS][2] = {{NULL}};
@@ -294,11 +342,11 @@ static vp_status write_curves(const variant *v, const row *rows, size_t n, const
         free(text);
         buf[ns][0] = x;
         buf[ns][1] = y;
-        sr[ns++] = (vp_series){rows[i].m->name, x, y, m};
+        sr[ns++] = (vp_series){rows[i].name, x, y, m};
     }
     char path[4300], title[128];
     snprintf(path, sizeof path, "%s/curves.png", out);
-    snprintf(title, sizeof title, "Training loss on domain B (mean of %d steps)", win);
+    snprintf(title, sizeof title, "Training loss (mean of %d steps)", win);
     if (!st && ns)
         st = vp_lines_write_png(&(vp_lines){.title = title, .xlabel = "step",
                                             .ylabel = "loss", .series = sr, .n = ns},
@@ -310,16 +358,16 @@ static vp_status write_curves(const variant *v, const row *rows, size_t n, const
     return st;
 }
 
-static vp_status write_summary(const variant *v, const row *rows, size_t n, const char *out,
+static vp_status write_summary(const summary *v, const row *rows, size_t n, const char *out,
                                const char *device, double base_s)
 {
     cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "methods");
-    cJSON_AddStringToObject(j, "variant", v->name);
+    cJSON_AddStringToObject(j, "variant", v->variant);
     cJSON_AddStringToObject(j, "device", device);
     cJSON_AddStringToObject(j, "vpeft", VP_VERSION_STRING);
     cJSON_AddNumberToObject(j, "base_train_seconds", base_s);
     cJSON_AddNumberToObject(j, "steps", v->steps);
-    cJSON_AddNumberToObject(j, "val_images", v->n_b_val);
+    cJSON_AddNumberToObject(j, "val_images", v->n_val);
     char how[128];
     snprintf(how, sizeof how, "95%% percentile bootstrap over the validation images, %d "
              "resamples, seed 0", DEMO_RESAMPLES);
@@ -334,7 +382,7 @@ static vp_status write_summary(const variant *v, const row *rows, size_t n, cons
         const vp_train_result *r = &rows[i].r;
         double pct = 100.0 * (double)r->trainable / (double)r->total;
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "method", rows[i].m->name);
+        cJSON_AddStringToObject(o, "method", rows[i].name);
         cJSON_AddStringToObject(o, "run", rows[i].m->slug);
         cJSON_AddNumberToObject(o, "trainable_params", (double)r->trainable);
         cJSON_AddNumberToObject(o, "all_params", (double)r->total);
@@ -352,7 +400,7 @@ static vp_status write_summary(const variant *v, const row *rows, size_t n, cons
         cJSON_AddNumberToObject(o, "device_bytes", (double)r->device_bytes);
         cJSON_AddNumberToObject(o, "final_loss", r->final_loss);
         cJSON_AddItemToArray(arr, o);
-        pts[np++] = (vp_chart_point){rows[i].m->name, pct, 100.0 * r->stats.ap};
+        pts[np++] = (vp_chart_point){rows[i].name, pct, 100.0 * r->stats.ap};
         if (!strcmp(rows[i].m->slug, "full")) {
             ref = 100.0 * r->stats.ap;
             have_ref = true;
@@ -368,7 +416,9 @@ static vp_status write_summary(const variant *v, const row *rows, size_t n, cons
     if (st || !np)
         return st;
     snprintf(path, sizeof path, "%s/chart.png", out);
-    vp_chart ch = {.title = "Mask AP on domain B against trainable parameters",
+    char title[256];
+    snprintf(title, sizeof title, "Mask AP on %s against trainable parameters", v->scored);
+    vp_chart ch = {.title = title,
                    .xlabel = "trainable parameters (%, log scale)",
                    .ylabel = "mask AP (%)",
                    .points = pts,
@@ -380,16 +430,170 @@ static vp_status write_summary(const variant *v, const row *rows, size_t n, cons
     return st ? st : write_curves(v, rows, n, out);
 }
 
+/* One method's run: its config kept as <run>/config.json (so that the run
+ * can be repeated or extended with vpeft train), trained, its AP's
+ * interval from the results file it wrote, pictures of its predictions. */
+static vp_status run_method(vp_device *dev, const char *text, const char *run_dir,
+                            const method *m, const char *name, const char *val_ann,
+                            const char *val_images, int n_samples, row *r)
+{
+    char path[4500];
+    snprintf(path, sizeof path, "%s/config.json", run_dir);
+    vp_status st = vp_mkdir_p(run_dir);
+    if (!st)
+        st = vp_file_write_atomic(path, text, strlen(text));
+    if (!st)
+        st = run_config(dev, text, m->slug, &r->r);
+    if (!st) {
+        snprintf(path, sizeof path, "%s/results.json", run_dir);
+        vp_coco_stats same;
+        st = vp_coco_eval_files_ci(val_ann, path, &(vp_coco_boot){DEMO_RESAMPLES, 0, 0.95},
+                                   &same, &r->lo, &r->hi);
+    }
+    if (!st)
+        st = samples(dev, text, run_dir, val_ann, val_images, n_samples);
+    r->m = m;
+    r->name = name;
+    r->done = !st;
+    return st;
+}
+
+static void print_table(const summary *sm, const row *rows, const char *out, double t_start)
+{
+    printf("%-26s %11s %8s %17s %17s %6s %8s %10s\n", "method", "trainable", "train%",
+           "AP [95% CI]", "AP50 [95% CI]", "AP75", "time s", "memory MiB");
+    for (size_t i = 0; i < N_METHODS; i++) {
+        if (!rows[i].done)
+            continue;
+        const vp_train_result *r = &rows[i].r;
+        printf("%-26s %11llu %7.2f%% %5.1f [%4.1f,%5.1f] %5.1f [%4.1f,%5.1f] %6.1f %8.1f "
+               "%10.1f\n", rows[i].name, (unsigned long long)r->trainable,
+               100.0 * (double)r->trainable / (double)r->total, 100.0 * r->stats.ap,
+               100.0 * rows[i].lo.ap, 100.0 * rows[i].hi.ap, 100.0 * r->stats.ap50,
+               100.0 * rows[i].lo.ap50, 100.0 * rows[i].hi.ap50, 100.0 * r->stats.ap75,
+               r->seconds, (double)r->device_bytes / (1 << 20));
+    }
+    printf("\nAP in %% (COCO mask AP, IoU .50:.95), with its 95%% interval by the percentile "
+           "bootstrap over the\n%d validation images (%d resamples): rows whose intervals do "
+           "not overlap differ beyond the\nchoice of images. time: the fine-tuning steps; "
+           "memory: the training graph's device memory.\n", sm->n_val, DEMO_RESAMPLES);
+    printf("wrote %s/results.json, %s/chart.png, %s/curves.png and %s/<method>/predictions/ in "
+           "%.0f s\n", out, out, out, out, vp_now_s() - t_start);
+}
+
+/* --hf: the same table on a user's COCO dataset from a Hugging Face
+ * Mask2Former checkpoint. Paths are absolute. */
+typedef struct hf_demo {
+    const char *dir, *train, *val, *train_images, *val_images, *out;
+    long steps, image;
+    const bool *use;
+} hf_demo;
+
+static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
+                            const char *run_dir)
+{
+    vp_strbuf b = {0};
+    vp_strbuf_str(&b, "{\"model\": {\"hf\": ");
+    vp_strbuf_json(&b, h->dir);
+    vp_strbuf_printf(&b, ", \"image\": %ld, \"classes\": %u}, ", h->image, classes);
+    if (m->hf_peft)
+        vp_strbuf_printf(&b, "\"peft\": %s, ", m->hf_peft);
+    vp_strbuf_str(&b, "\"train\": {\"data\": {\"annotations\": ");
+    vp_strbuf_json(&b, h->train);
+    if (h->train_images) {
+        vp_strbuf_str(&b, ", \"images\": ");
+        vp_strbuf_json(&b, h->train_images);
+    }
+    vp_strbuf_str(&b, "}, \"val\": {\"annotations\": ");
+    vp_strbuf_json(&b, h->val);
+    if (h->val_images) {
+        vp_strbuf_str(&b, ", \"images\": ");
+        vp_strbuf_json(&b, h->val_images);
+    }
+    long tenth = h->steps / 10 > 0 ? h->steps / 10 : 1;
+    vp_strbuf_printf(&b, "}, \"trainable\": %s, \"steps\": %ld, \"batch\": 2, \"lr\": %g, "
+                     "\"warmup\": %ld, \"schedule\": \"cosine\", \"weight_decay\": 0.05, "
+                     "\"clip_grad_norm\": 1.0, \"seed\": 5, \"log_every\": %ld, "
+                     "\"checkpoint_every\": %ld, \"out\": ",
+                     m->hf_trainable, h->steps, m->hf_lr, h->steps / 10, tenth, h->steps);
+    vp_strbuf_json(&b, run_dir);
+    vp_strbuf_str(&b, "}}");
+    return vp_strbuf_done(&b);
+}
+
+static int demo_hf(const hf_demo *h)
+{
+    double t_start = vp_now_s();
+    vp_dataset *dt = NULL, *dv = NULL;
+    vp_dataset_opts dopt = {.skip_bad = true};
+    vp_status st = vp_dataset_load(h->train, h->train_images, &dopt, &dt);
+    if (!st)
+        st = vp_dataset_load(h->val, h->val_images, &dopt, &dv);
+    uint32_t classes = dt ? vp_dataset_classes(dt) : 0, n_val = dv ? vp_dataset_size(dv) : 0;
+    vp_dataset_destroy(dt);
+    vp_dataset_destroy(dv);
+    if (!st)
+        st = vp_mkdir_p(h->out);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        return vp_cli_exit_code(st);
+    }
+    vp_instance *inst;
+    if (vp_cli_instance(&inst))
+        return 1;
+    vp_device *dev = NULL;
+    st = vp_cli_device(inst, &dev);
+    row rows[N_METHODS] = {{0}};
+    for (size_t i = 0; !st && i < N_METHODS; i++) {
+        if (!h->use[i])
+            continue;
+        char run_dir[4400];
+        snprintf(run_dir, sizeof run_dir, "%s/%s", h->out, methods[i].slug);
+        char *text = config_text_hf(h, classes, &methods[i], run_dir);
+        if (!text)
+            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        if (!st)
+            st = run_method(dev, text, run_dir, &methods[i],
+                            methods[i].hf_name ? methods[i].hf_name : methods[i].name, h->val,
+                            h->val_images, 4, &rows[i]);
+        free(text);
+    }
+    summary sm = {"hf", "the validation split", (int)h->steps, (int)n_val};
+    if (!st)
+        st = write_summary(&sm, rows, N_METHODS, h->out,
+                           dev ? vp_device_get_info(dev)->name : "?", 0);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    } else {
+        printf("\nvpeft demo --hf %s: %ld steps on %s, scored on %u validation images\n",
+               h->dir, h->steps, h->train, n_val);
+        print_table(&sm, rows, h->out, t_start);
+    }
+    vp_device_destroy(dev);
+    vp_instance_destroy(inst);
+    return st ? vp_cli_exit_code(st) : 0;
+}
+
 int vp_cli_demo(int argc, char **argv)
 {
     static const struct option opts[] = {{"quick", no_argument, NULL, 'q'},
                                          {"out", required_argument, NULL, 'o'},
                                          {"cache", required_argument, NULL, 'c'},
                                          {"methods", required_argument, NULL, 'm'},
+                                         {"hf", required_argument, NULL, 'H'},
+                                         {"train", required_argument, NULL, 't'},
+                                         {"val", required_argument, NULL, 'v'},
+                                         {"train-images", required_argument, NULL, 'T'},
+                                         {"val-images", required_argument, NULL, 'V'},
+                                         {"steps", required_argument, NULL, 's'},
+                                         {"image", required_argument, NULL, 'i'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const variant *v = &variants[0];
     const char *out = NULL, *cache = NULL, *only = NULL;
+    const char *hf = NULL, *hf_paths[4] = {NULL}; /* train, val, train-images, val-images */
+    long steps = 0, image = 0;
+    bool quick = false;
     int c;
     opterr = 0;
     optind = 1;
@@ -399,6 +603,28 @@ int vp_cli_demo(int argc, char **argv)
             return 0;
         } else if (c == 'q') {
             v = &variants[1];
+            quick = true;
+        } else if (c == 'H') {
+            hf = optarg;
+        } else if (c == 't' || c == 'v' || c == 'T' || c == 'V') {
+            hf_paths[c == 't' ? 0 : c == 'v' ? 1 : c == 'T' ? 2 : 3] = optarg;
+        } else if (c == 's' || c == 'i') {
+            char *end;
+            errno = 0;
+            long x = strtol(optarg, &end, 10);
+            bool ok = !errno && end != optarg && !*end &&
+                      (c == 's' ? x >= 1 && x <= 10000000 : x >= 32 && x <= 4096 && x % 32 == 0);
+            if (!ok) {
+                fprintf(stderr, "vpeft demo: %s '%s': expected %s (see vpeft demo --help)\n",
+                        c == 's' ? "--steps" : "--image", optarg,
+                        c == 's' ? "a number of steps from 1 to 10000000"
+                                 : "a multiple of 32 from 32 to 4096");
+                return 2;
+            }
+            if (c == 's')
+                steps = x;
+            else
+                image = x;
         } else if (c == 'o') {
             out = optarg;
         } else if (c == 'c') {
@@ -414,6 +640,17 @@ int vp_cli_demo(int argc, char **argv)
     if (optind < argc) {
         fprintf(stderr, "vpeft demo: unexpected argument '%s' (see vpeft demo --help)\n",
                 argv[optind]);
+        return 2;
+    }
+    bool any_hf = hf_paths[0] || hf_paths[1] || hf_paths[2] || hf_paths[3] || steps || image;
+    const char *bad = hf && (!hf_paths[0] || !hf_paths[1]) ? "--hf needs --train and --val"
+                      : !hf && any_hf ? "--train, --val, --train-images, --val-images, --steps "
+                                        "and --image go with --hf"
+                      : hf && (quick || cache) ? "--quick and --cache are the built-in demo's, "
+                                                 "not --hf's"
+                                               : NULL;
+    if (bad) {
+        fprintf(stderr, "vpeft demo: %s (see vpeft demo --help)\n", bad);
         return 2;
     }
     bool use[N_METHODS];
@@ -441,6 +678,25 @@ int vp_cli_demo(int argc, char **argv)
             }
             p += k + (p[k] == ',');
         }
+    }
+    if (hf) {
+        /* absolute paths, as the runs' configs name them (JSON-escaped) */
+        const char *given[6] = {hf, hf_paths[0], hf_paths[1], hf_paths[2], hf_paths[3],
+                                out ? out : "runs/demo-hf"};
+        static char abs_paths[6][PATH_MAX];
+        for (int k = 0; k < 6; k++) {
+            if (!given[k])
+                continue;
+            if (!absolute(given[k], abs_paths[k], sizeof abs_paths[k])) {
+                fprintf(stderr, "vpeft: %s: cannot make the path absolute: %s\n", given[k],
+                        strerror(errno));
+                return 1;
+            }
+        }
+        hf_demo h = {abs_paths[0], abs_paths[1], abs_paths[2],
+                     hf_paths[2] ? abs_paths[3] : NULL, hf_paths[3] ? abs_paths[4] : NULL,
+                     abs_paths[5], steps ? steps : 500, image ? image : 384, use};
+        return demo_hf(&h);
     }
     char cache_buf[4096], out_buf[4096], root[4200];
     if (!cache) {
@@ -541,63 +797,30 @@ int vp_cli_demo(int argc, char **argv)
     for (size_t i = 0; !st && i < N_METHODS; i++) {
         if (!use[i])
             continue;
-        char run_dir[4400];
+        char run_dir[4400], val_ann[4400];
         snprintf(run_dir, sizeof run_dir, "%s/%s", out, methods[i].slug);
+        snprintf(val_ann, sizeof val_ann, "%s/annotations.json", b_val);
         if (!(text = config_text(v, classes, methods[i].peft, methods[i].trainable, b_train,
                                  b_val, base_w, run_dir, v->steps, methods[i].lr, 5)))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        char cfg_path[4500];
-        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", run_dir);
         if (!st)
-            st = vp_mkdir_p(run_dir);
-        if (!st) /* so that the run can be repeated or extended with vpeft train */
-            st = vp_file_write_atomic(cfg_path, text, strlen(text));
-        if (!st)
-            st = run_config(dev, text, methods[i].slug, &rows[i].r);
-        if (!st) { /* the interval, from the results file the run wrote */
-            char res[4500], gt[4500];
-            snprintf(res, sizeof res, "%s/results.json", run_dir);
-            snprintf(gt, sizeof gt, "%s/annotations.json", b_val);
-            vp_coco_stats same;
-            st = vp_coco_eval_files_ci(gt, res, &(vp_coco_boot){DEMO_RESAMPLES, 0, 0.95}, &same,
-                                       &rows[i].lo, &rows[i].hi);
-        }
-        if (!st)
-            st = samples(dev, text, run_dir, b_val, v->samples);
-        rows[i].m = &methods[i];
-        rows[i].done = !st;
+            st = run_method(dev, text, run_dir, &methods[i], methods[i].name, val_ann, NULL,
+                            v->samples, &rows[i]);
         free(text);
         text = NULL;
     }
+    char scored[64];
+    snprintf(scored, sizeof scored, "domain B");
+    summary sm = {v->name, scored, v->steps, v->n_b_val};
     if (!st)
-        st = write_summary(v, rows, N_METHODS, out,
+        st = write_summary(&sm, rows, N_METHODS, out,
                            dev ? vp_device_get_info(dev)->name : "?", base_s);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
     } else {
         printf("\nvpeft demo (%s): fine-tuning on domain B, scored on its %d validation "
                "images\n", v->name, v->n_b_val);
-        printf("%-22s %11s %8s %17s %17s %6s %8s %10s\n", "method", "trainable", "train%",
-               "AP [95% CI]", "AP50 [95% CI]", "AP75", "time s", "memory MiB");
-        for (size_t i = 0; i < N_METHODS; i++) {
-            if (!rows[i].done)
-                continue;
-            const vp_train_result *r = &rows[i].r;
-            printf("%-22s %11llu %7.2f%% %5.1f [%4.1f,%5.1f] %5.1f [%4.1f,%5.1f] %6.1f %8.1f "
-                   "%10.1f\n", rows[i].m->name, (unsigned long long)r->trainable,
-                   100.0 * (double)r->trainable / (double)r->total, 100.0 * r->stats.ap,
-                   100.0 * rows[i].lo.ap, 100.0 * rows[i].hi.ap, 100.0 * r->stats.ap50,
-                   100.0 * rows[i].lo.ap50, 100.0 * rows[i].hi.ap50, 100.0 * r->stats.ap75,
-                   r->seconds, (double)r->device_bytes / (1 << 20));
-        }
-        printf("\nAP in %% (COCO mask AP, IoU .50:.95), with its 95%% interval by the "
-               "percentile bootstrap over the\n%d validation images (%d resamples): rows whose "
-               "intervals do not overlap differ beyond the\nchoice of images. time: the "
-               "fine-tuning steps; memory: the training graph's device memory.\n",
-               v->n_b_val, DEMO_RESAMPLES);
-        printf(
-"wrote %s/results.json, %s/chart.png, %s/curves.png and %s/<method>/predictions/ in "
-               "%.0f s\n", out, out, out, out, vp_now_s() - t_start);
+        print_table(&sm, rows, out, t_start);
     }
     vp_device_destroy(dev);
     vp_instance_destroy(inst);

@@ -26,22 +26,6 @@
 #include "util/file.h"
 #include "util/strbuf.h"
 
-/* The default PEFT method: LoRA on the attention's query and value
- * projections, the study's r = 8, alpha = 8. "query" and "value" are
- * Swin's (model.pixel_level_module.encoder.encoder.layers.<l>.blocks.<b>.
- * attention.self.query); "q_proj" and "v_proj" the transformer decoder's
- * self-attention (model.transformer_module.decoder.layers.<i>.self_attn.
- * q_proj). HF PEFT matches list entries against the end of the module
- * path, so the same list selects the same modules there. The decoder's
- * cross-attention is nn.MultiheadAttention with a packed in_proj (no
- * q_proj to adapt), the pixel decoder's deformable attention has
- * value_proj / sampling_offsets / attention_weights / output_proj (other
- * names: lora_deform adapts them). */
-#define INIT_TARGETS "[\"query\", \"value\", \"q_proj\", \"v_proj\"]"
-/* What trains besides LoRA: the class predictor (new when the dataset's
- * classes are not the checkpoint's) and the mask embedding MLP, as the
- * study's PEFT runs trained the head's class and mask embeddings. */
-#define INIT_TRAINABLE "[\"class_predictor.*\", \"model.transformer_module.decoder.mask_predictor.*\"]"
 
 static void usage(FILE *f)
 {
@@ -122,47 +106,6 @@ static bool relative(const char *from, const char *to, char *out, size_t n)
     return true;
 }
 
-static void addf(vp_strbuf *b, const char *fmt, ...) VP_PRINTF(2, 3);
-static void addf(vp_strbuf *b, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof small) {
-        vp_strbuf_add(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    vp_strbuf_add(b, big, (size_t)n);
-    free(big);
-}
-
-/* s as a JSON string literal appended to b. */
-static void json_str(vp_strbuf *b, const char *s)
-{
-    vp_strbuf_add(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            addf(b, "\\%c", c);
-        else if (c < 0x20)
-            addf(b, "\\u%04x", c);
-        else
-            vp_strbuf_add(b, s, 1);
-    }
-    vp_strbuf_add(b, "\"", 1);
-}
 
 /* A path given on the command line, canonical, then relative to the
  * config's directory base. */
@@ -218,9 +161,9 @@ static vp_status check_checkpoint(const char *dir, int64_t *labels)
                           "directory", dir);
     /* model_type and backbone_config as model.hf reads them */
     vp_strbuf b = {0};
-    addf(&b, "{\"model\": {\"hf\": ");
-    json_str(&b, real);
-    addf(&b, "}}");
+    vp_strbuf_printf(&b, "{\"model\": {\"hf\": ");
+    vp_strbuf_json(&b, real);
+    vp_strbuf_printf(&b, "}}");
     char *text = vp_strbuf_done(&b);
     vp_config *c = NULL;
     if (!st && !text)
@@ -261,13 +204,13 @@ static vp_status same_categories(const vp_dataset *a, const vp_dataset *b)
 /* One split: {"format": "coco", "annotations": ..., "images": ...}. */
 static void split(vp_strbuf *b, const char *key, const char *ann, const char *images)
 {
-    addf(b, "    \"%s\": {\"format\": \"coco\", \"annotations\": ", key);
-    json_str(b, ann);
+    vp_strbuf_printf(b, "    \"%s\": {\"format\": \"coco\", \"annotations\": ", key);
+    vp_strbuf_json(b, ann);
     if (images) {
-        addf(b, ", \"images\": ");
-        json_str(b, images);
+        vp_strbuf_printf(b, ", \"images\": ");
+        vp_strbuf_json(b, images);
     }
-    addf(b, "},\n");
+    vp_strbuf_printf(b, "},\n");
 }
 
 int vp_cli_init(int argc, char **argv)
@@ -380,26 +323,26 @@ int vp_cli_init(int argc, char **argv)
                                                          vp_dataset_skipped(dv);
 
     vp_strbuf b = {0};
-    addf(&b, "{\n  \"model\": {\"hf\": ");
-    json_str(&b, r_hf);
-    addf(&b, ", \"image\": %ld, \"classes\": %u},\n", image, classes);
-    addf(&b, "  \"peft\": [\n    {\"plugin\": \"lora\", \"r\": 8, \"lora_alpha\": 8,\n"
-                       "     \"target_modules\": " INIT_TARGETS "}\n  ],\n");
-    addf(&b, "  \"train\": {\n");
+    vp_strbuf_printf(&b, "{\n  \"model\": {\"hf\": ");
+    vp_strbuf_json(&b, r_hf);
+    vp_strbuf_printf(&b, ", \"image\": %ld, \"classes\": %u},\n", image, classes);
+    vp_strbuf_printf(&b, "  \"peft\": [\n    {\"plugin\": \"lora\", \"r\": 8, \"lora_alpha\": 8,\n"
+                       "     \"target_modules\": " VP_HF_LORA_TARGETS "}\n  ],\n");
+    vp_strbuf_printf(&b, "  \"train\": {\n");
     split(&b, "data", r_train, train_img ? r_ti : NULL);
     split(&b, "val", r_val, val_img ? r_vi : NULL);
-    addf(&b, "    \"trainable\": " INIT_TRAINABLE ",\n"
+    vp_strbuf_printf(&b, "    \"trainable\": " VP_HF_EMBED_TRAINABLE ",\n"
                        "    \"steps\": 2000, \"batch\": 2, \"lr\": 2e-4, \"warmup\": 100, "
                        "\"schedule\": \"cosine\", \"min_lr\": 1e-6,\n"
                        "    \"weight_decay\": 0.05, \"clip_grad_norm\": 1.0, \"seed\": 0,\n"
                        "    \"log_every\": 10, \"eval_every\": 500, \"checkpoint_every\": 250,\n");
     if (skipped)
-        addf(&b, "    \"skip_bad_annotations\": true,\n");
-    addf(&b, "    \"out\": ");
+        vp_strbuf_printf(&b, "    \"skip_bad_annotations\": true,\n");
+    vp_strbuf_printf(&b, "    \"out\": ");
     char run[300];
     snprintf(run, sizeof run, "runs/%s", stem);
-    json_str(&b, run);
-    addf(&b, "\n  }\n}\n");
+    vp_strbuf_json(&b, run);
+    vp_strbuf_printf(&b, "\n  }\n}\n");
     char *text = vp_strbuf_done(&b);
     st = text ? vp_file_write_atomic(out, text, strlen(text))
               : vp_error_set(VP_ERR_NOMEM, "out of host memory");

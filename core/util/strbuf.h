@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util/error.h" /* VP_PRINTF */
+
 typedef struct vp_strbuf {
     char *p;      /* NUL-terminated once anything was added */
     size_t len, cap;
@@ -25,5 +27,10 @@ void vp_strbuf_str(vp_strbuf *b, const char *s);
 /* The string (the caller's to free; "" when nothing was added), or NULL,
  * with the buffer freed, when an append failed. */
 char *vp_strbuf_done(vp_strbuf *b);
+/* printf into the buffer. */
+void vp_strbuf_printf(vp_strbuf *b, const char *fmt, ...) VP_PRINTF(2, 3);
+/* s as a JSON string literal: quoted, with '"', '\\' and control
+ * characters escaped. */
+void vp_strbuf_json(vp_strbuf *b, const char *s);
 
 #endif
