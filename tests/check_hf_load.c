@@ -29,6 +29,7 @@
 #include "model/model.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/sha256.h"
 
 static char data[1024];
 
@@ -619,6 +620,60 @@ START_TEST(test_demo_hf)
 }
 END_TEST
 
+/* `vpeft demo --pretrain --steps 2`: the base model's directory is a
+ * checkpoint vpeft loads strictly (config.json with domain A's 3 labels,
+ * model.safetensors), and provenance.json names the command, the run
+ * config (from scratch), the AP with its interval, and the weights' size
+ * and SHA-256 as the file has them. */
+START_TEST(test_demo_pretrain)
+{
+    set_data();
+    char dir[1024];
+    tmpdir(dir, sizeof dir, "pretrain");
+    ck_assert_msg(vt_sh("cd %s && %s demo --pretrain --steps 2 --out base --cache cache", dir,
+                        bin()) == 0, "%s", vt_err);
+    vt_assert_has(vt_out, "vpeft demo --pretrain: mask AP ");
+    vt_assert_has(vt_out, "on domain A's 200 validation images after 2 steps");
+    char path[1300], hex[65];
+    snprintf(path, sizeof path, "%s/base/model.safetensors", dir);
+    vt_ok(vp_sha256_file(path, hex));
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/base/provenance.json", dir);
+    vp_config *p;
+    vt_ok(vp_cfg_load(path, &p));
+    const char *sv;
+    vt_ok(vp_cfg_string(vp_cfg_get(p, "weights"), "sha256", NULL, &sv));
+    ck_assert_str_eq(sv, hex);
+    int64_t bytes;
+    vt_ok(vp_cfg_int(vp_cfg_get(p, "weights"), "bytes", 0, &bytes));
+    ck_assert_int_eq(bytes, (int64_t)sb.st_size);
+    vt_ok(vp_cfg_string(p, "command", NULL, &sv));
+    ck_assert_str_eq(sv, "vpeft demo --pretrain --steps 2 --out base --cache cache");
+    bool pre = true;
+    vt_ok(vp_cfg_bool(vp_cfg_get(vp_cfg_get(p, "run_config"), "model"), "pretrained", true, &pre));
+    ck_assert(!pre);
+    double ap, lo, hi;
+    const vp_config *ev = vp_cfg_get(p, "A_val");
+    vt_ok(vp_cfg_float(ev, "AP", -1, &ap));
+    vt_ok(vp_cfg_float(vp_cfg_at(vp_cfg_get(ev, "AP_ci95"), 0), NULL, -1, &lo));
+    vt_ok(vp_cfg_float(vp_cfg_at(vp_cfg_get(ev, "AP_ci95"), 1), NULL, -1, &hi));
+    ck_assert(ap >= 0 && lo >= 0 && lo <= hi && hi <= 1);
+    vp_cfg_free(p);
+    /* the directory as a Hugging Face checkpoint, loaded strictly */
+    vp_config *c;
+    snprintf(path, sizeof path, "%s/base", dir);
+    run_config(dir, path, ", \"image\": 64", &c);
+    vp_model *m;
+    vt_ok(create(c, false, &m));
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+    ck_assert_int_eq(vt_sh("%s demo --pretrain --quick", bin()), 2);
+    vt_assert_has(vt_err, "--pretrain takes --steps, --out and --cache only");
+    vt_rm_rf(dir);
+}
+END_TEST
+
 /* The site lines of `vpeft info --sites` that a method named m attached
  * to: a linear site's line ending in " m". */
 static int attached_lines(const char *s, const char *m)
@@ -832,6 +887,7 @@ int main(void)
     tcase_add_test(tc, test_classes_and_weights);
     tcase_add_test(tc, test_not_pretrained);
     tcase_add_test(tc, test_demo_hf);
+    tcase_add_test(tc, test_demo_pretrain);
     tcase_add_test(tc, test_info_swin_tiny);
     tcase_add_test(tc, test_init_and_train);
     suite_add_tcase(s, tc);

@@ -18,6 +18,7 @@
 #include "harness.h"
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "util/sha256.h"
 #include "util/clock.h"
 
 static char base[512];    /* private directory for this run */
@@ -690,6 +691,50 @@ START_TEST(test_write_errors)
 }
 END_TEST
 
+/* SHA-256 against FIPS 180-4's examples (one block, two blocks, a million
+ * bytes fed in uneven pieces) and a file against sha256sum's digest. */
+START_TEST(test_sha256)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    char hex[65];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vp_sha256 s;
+        vp_sha256_init(&s);
+        vp_sha256_update(&s, cases[i].in, strlen(cases[i].in));
+        vp_sha256_hex(&s, hex);
+        ck_assert_str_eq(hex, cases[i].want);
+    }
+    vp_sha256 s;
+    vp_sha256_init(&s);
+    char a[1000];
+    memset(a, 'a', sizeof a);
+    size_t done = 0;
+    for (size_t k = 1; done < 1000000; k = k % 997 + 1) {
+        size_t n = done + k > 1000000 ? 1000000 - done : k;
+        vp_sha256_update(&s, a, n);
+        done += n;
+    }
+    vp_sha256_hex(&s, hex);
+    ck_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    use_dir("sha");
+    const char *p = tpath("f.bin");
+    FILE *f = fopen(p, "wb");
+    for (int i = 0; i < 200000; i++)
+        fputc((i * 7919) & 0xff, f);
+    fclose(f);
+    vt_ok(vp_sha256_file(p, hex));
+    ck_assert_int_eq(vt_sh("sha256sum %s", p), 0);
+    ck_assert_msg(!strncmp(vt_out, hex, 64), "%s, sha256sum %s", hex, vt_out);
+}
+END_TEST
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -710,6 +755,7 @@ int main(void)
     tcase_add_test(tc, test_bad_fields);
     tcase_add_test(tc, test_bad_layout);
     tcase_add_test(tc, test_write_errors);
+    tcase_add_test(tc, test_sha256);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

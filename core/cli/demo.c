@@ -25,6 +25,8 @@
 #include "train/train.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "config.h"
+#include "util/sha256.h"
 #include "util/strbuf.h"
 #include "util/clock.h"
 
@@ -38,6 +40,51 @@
     "\"head\": {\"plugin\": \"mask2former\", \"classes\": %d, \"queries\": 10, \"hidden\": 64, "       \
     "\"heads\": 4, \"encoder_layers\": 2, \"decoder_layers\": 3, \"levels\": 3, \"points\": 2, "     \
     "\"encoder_ffn\": 128, \"decoder_ffn\": 128, \"mask_dim\": 64, \"max_targets\": 8}}"
+
+/* The demo's base model of the Hugging Face family (vpeft demo
+ * --pretrain): config.json of a Mask2FormerForUniversalSegmentation with
+ * a Swin backbone (embed_dim 24, depths 2-2-2-2, window 4), hidden size
+ * 32, 10 queries, 3 decoder layers: 1.36 M parameters, in HF's layout
+ * (transformers 4.57), so HF can load what vpeft trains; its 3 labels are
+ * domain A's. */
+#define DEMO_BASE_CONFIG \
+    "{\"activation_function\": \"relu\", " \
+    "\"architectures\": [\"Mask2FormerForUniversalSegmentation\"], \"backbone\": null, " \
+    "\"backbone_config\": {\"architectures\": null, \"attention_probs_dropout_prob\": 0.0, " \
+    "\"chunk_size_feed_forward\": 0, \"depths\": [2, 2, 2, 2], \"drop_path_rate\": 0.0, " \
+    "\"dtype\": null, \"embed_dim\": 24, \"encoder_stride\": 32, \"hidden_act\": \"gelu\", " \
+    "\"hidden_dropout_prob\": 0.0, \"hidden_size\": 192, " \
+    "\"id2label\": {\"0\": \"LABEL_0\", \"1\": \"LABEL_1\"}, \"image_size\": 128, " \
+    "\"initializer_range\": 0.02, \"label2id\": {\"LABEL_0\": 0, \"LABEL_1\": 1}, " \
+    "\"layer_norm_eps\": 1e-05, \"mlp_ratio\": 4.0, \"model_type\": \"swin\", " \
+    "\"num_channels\": 3, \"num_heads\": [1, 2, 3, 6], \"num_layers\": 4, " \
+    "\"out_features\": [\"stage1\", \"stage2\", \"stage3\", \"stage4\"], " \
+    "\"out_indices\": [1, 2, 3, 4], \"output_attentions\": false, " \
+    "\"output_hidden_states\": false, \"patch_size\": 4, \"qkv_bias\": true, " \
+    "\"return_dict\": true, \"stage_names\": [\"stem\", \"stage1\", \"stage2\", " \
+    "\"stage3\", \"stage4\"], \"torchscript\": false, \"use_absolute_embeddings\": false, " \
+    "\"window_size\": 4}, \"backbone_kwargs\": null, \"chunk_size_feed_forward\": 0, " \
+    "\"class_weight\": 2.0, \"common_stride\": 4, \"decoder_layers\": 3, " \
+    "\"dice_weight\": 5.0, \"dim_feedforward\": 64, \"dropout\": 0.0, \"dtype\": null, " \
+    "\"encoder_feedforward_dim\": 64, \"encoder_layers\": 2, " \
+    "\"enforce_input_projection\": false, \"feature_size\": 32, \"feature_strides\": [4, " \
+    "8, 16, 32], \"hidden_dim\": 32, \"id2label\": {\"0\": \"circle\", \"1\": \"square\", " \
+    "\"2\": \"triangle\"}, \"ignore_value\": 255, \"importance_sample_ratio\": 0.75, " \
+    "\"init_std\": 0.02, \"init_xavier_std\": 1.0, \"label2id\": {\"circle\": 0, " \
+    "\"square\": 1, \"triangle\": 2}, \"mask_feature_size\": 32, \"mask_weight\": 5.0, " \
+    "\"model_type\": \"mask2former\", \"no_object_weight\": 0.1, " \
+    "\"num_attention_heads\": 4, \"num_hidden_layers\": 3, \"num_queries\": 10, " \
+    "\"output_attentions\": false, \"output_auxiliary_logits\": null, " \
+    "\"output_hidden_states\": false, \"oversample_ratio\": 3.0, \"pre_norm\": false, " \
+    "\"return_dict\": true, \"torchscript\": false, \"train_num_points\": 12544, " \
+    "\"transformers_version\": \"4.57.6\", \"use_auxiliary_loss\": true, " \
+    "\"use_pretrained_backbone\": false, \"use_timm_backbone\": false}"
+
+/* --pretrain's data: domain A, and its training recipe. */
+#define PRETRAIN_TRAIN 1000
+#define PRETRAIN_VAL 200
+#define PRETRAIN_STEPS 16000
+#define PRETRAIN_SPEED "\"max_targets\": 8, \"target_stride\": 4, \"train_num_points\": \"all\""
 
 typedef struct variant {
     const char *name;
@@ -105,6 +152,7 @@ static const method methods[] = {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vpeft demo [--quick] [--out DIR] [--cache DIR] [--methods LIST]\n"
+               "       vpeft demo --pretrain [--steps N] [--out DIR] [--cache DIR]\n"
                "       vpeft demo --hf DIR --train ANN.json --val ANN.json [--steps N]\n"
                "                  [--image N] [--train-images DIR] [--val-images DIR]\n"
                "                  [--out DIR] [--methods LIST]\n\n"
@@ -129,6 +177,13 @@ static void usage(FILE *f)
                "                 $XDG_CACHE_HOME/vpeft/demo, else ~/.cache/vpeft/demo)\n"
                "  --methods LIST comma-separated method names from the list above\n"
                "                 (default: all)\n\n"
+               "With --pretrain, train the demo's base model of the Hugging Face family (a\n"
+               "small Swin + Mask2Former, 1.36 M parameters) from scratch on domain A\n"
+               "(%d training images, %d steps by default, long on a CPU), score it on A's\n"
+               "%d validation images, and write DIR (default runs/demo-base): config.json\n"
+               "and model.safetensors (a checkpoint --hf and vpeft init take) and\n"
+               "provenance.json (the command, run config, commit, AP with its interval,\n"
+               "the weights' SHA-256); the run itself in DIR/run.\n\n"
                "With --hf, the same table on your own COCO dataset, from the Hugging Face\n"
                "Mask2Former checkpoint in DIR (config.json and model.safetensors, as for\n"
                "vpeft init): each method fine-tunes the checkpoint on --train for --steps\n"
@@ -145,7 +200,8 @@ static void usage(FILE *f)
                "  --out DIR      outputs (default runs/demo-hf)\n"
                "  -h, --help     this help\n\n"
                "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
-               "memory, the device), 2 bad usage, config or input (a malformed file)\n");
+               "memory, the device), 2 bad usage, config or input (a malformed file)\n",
+            PRETRAIN_TRAIN, PRETRAIN_STEPS, PRETRAIN_VAL);
 }
 
 
@@ -574,6 +630,167 @@ static int demo_hf(const hf_demo *h)
     return st ? vp_cli_exit_code(st) : 0;
 }
 
+/* The source tree's commit, with "-dirty" when it has changes, for the
+ * provenance; "unknown" outside a git checkout. */
+static void source_commit(char *out, size_t n)
+{
+    snprintf(out, n, "unknown");
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "git -C '%s' describe --always --dirty --abbrev=40 2>/dev/null",
+             VP_CONFIG_SRCDIR);
+    if (strchr(VP_CONFIG_SRCDIR, '\''))
+        return;
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return;
+    char line[256];
+    if (fgets(line, sizeof line, p) && line[0] && line[0] != '\n') {
+        line[strcspn(line, "\n")] = '\0';
+        snprintf(out, n, "%s", line);
+    }
+    pclose(p);
+}
+
+/* --pretrain: the base model trained from scratch on domain A into dir
+ * (config.json, model.safetensors, provenance.json; the run in dir/run),
+ * scored on A's validation split with its interval. */
+static int demo_pretrain(const char *cache, const char *dir, long steps, int argc, char **argv)
+{
+    double t_start = vp_now_s();
+    char root[4300], a_train[4400], a_val[4400], run[4400], path[4500];
+    snprintf(root, sizeof root, "%s/pretrain", cache);
+    snprintf(a_train, sizeof a_train, "%s/A-train", root);
+    snprintf(a_val, sizeof a_val, "%s/A-val", root);
+    snprintf(run, sizeof run, "%s/run", dir);
+    vp_status st = vp_mkdir_p(root);
+    if (!st)
+        st = shapes(a_train, 'A', PRETRAIN_TRAIN, 128, 1);
+    if (!st)
+        st = shapes(a_val, 'A', PRETRAIN_VAL, 128, 2);
+    if (!st)
+        st = vp_mkdir_p(dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!st)
+        st = vp_file_write_atomic(path, DEMO_BASE_CONFIG, strlen(DEMO_BASE_CONFIG));
+    vp_strbuf b = {0};
+    vp_strbuf_str(&b, "{\"model\": {\"hf\": ");
+    vp_strbuf_json(&b, dir);
+    vp_strbuf_str(&b, ", \"pretrained\": false, \"image\": 128, " PRETRAIN_SPEED "}, "
+                      "\"train\": {\"data\": {\"annotations\": ");
+    snprintf(path, sizeof path, "%s/annotations.json", a_train);
+    vp_strbuf_json(&b, path);
+    vp_strbuf_str(&b, "}, \"val\": {\"annotations\": ");
+    char val_ann[4500];
+    snprintf(val_ann, sizeof val_ann, "%s/annotations.json", a_val);
+    vp_strbuf_json(&b, val_ann);
+    long every = steps / 4 > 0 ? steps / 4 : 1;
+    vp_strbuf_printf(&b, "}, \"trainable\": [\"*\"], \"steps\": %ld, \"batch\": 2, "
+                         "\"lr\": 1e-3, \"warmup\": %ld, \"schedule\": \"cosine\", "
+                         "\"weight_decay\": 0.05, \"clip_grad_norm\": 1.0, \"seed\": 1, "
+                         "\"log_every\": %ld, \"eval_every\": %ld, \"checkpoint_every\": %ld, "
+                         "\"out\": ", steps, steps / 30, steps / 100 > 0 ? steps / 100 : 1,
+                     every, every);
+    vp_strbuf_json(&b, run);
+    vp_strbuf_str(&b, "}}");
+    char *text = vp_strbuf_done(&b);
+    if (!st && !text)
+        st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        free(text);
+        return vp_cli_exit_code(st);
+    }
+    vp_instance *inst;
+    if (vp_cli_instance(&inst)) {
+        free(text);
+        return 1;
+    }
+    vp_device *dev = NULL;
+    st = vp_cli_device(inst, &dev);
+    fprintf(stderr, "demo: training the base model from scratch on domain A (%ld steps; %d "
+            "images, scored on %d)\n", steps, PRETRAIN_TRAIN, PRETRAIN_VAL);
+    vp_train_result r;
+    if (!st)
+        st = run_config(dev, text, "base (A)", &r);
+    vp_coco_stats same, lo, hi;
+    char res[4500], hex[65] = "", src[4500], commit[256];
+    snprintf(res, sizeof res, "%s/results.json", run);
+    if (!st)
+        st = vp_coco_eval_files_ci(val_ann, res, &(vp_coco_boot){DEMO_RESAMPLES, 0, 0.95}, &same,
+                                   &lo, &hi);
+    /* the weights beside config.json, as a checkpoint directory */
+    char *w = NULL;
+    size_t wn = 0;
+    snprintf(src, sizeof src, "%s/model.safetensors", run);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!st)
+        st = vp_file_read(src, &w, &wn);
+    if (!st)
+        st = vp_file_write_atomic(path, w, wn);
+    free(w);
+    if (!st)
+        st = vp_sha256_file(path, hex);
+    if (!st) {
+        source_commit(commit, sizeof commit);
+        cJSON *j = cJSON_CreateObject();
+        vp_strbuf cmd = {0};
+        vp_strbuf_str(&cmd, "vpeft");
+        for (int i = 0; i < argc; i++) { /* argv[0] is "demo" */
+            vp_strbuf_str(&cmd, " ");
+            vp_strbuf_str(&cmd, argv[i]);
+        }
+        char *cmd_s = vp_strbuf_done(&cmd);
+        cJSON_AddStringToObject(j, "command", cmd_s ? cmd_s : "");
+        free(cmd_s);
+        cJSON_AddStringToObject(j, "vpeft", VP_VERSION_STRING);
+        cJSON_AddStringToObject(j, "commit", commit);
+        cJSON_AddStringToObject(j, "device", dev ? vp_device_get_info(dev)->name : "?");
+        cJSON_AddItemToObject(j, "run_config", cJSON_Parse(text));
+        char data[256];
+        snprintf(data, sizeof data, "vpeft make-shapes --domain A --n %d --size 128 --seed 1",
+                 PRETRAIN_TRAIN);
+        cJSON_AddStringToObject(j, "train_data", data);
+        snprintf(data, sizeof data, "vpeft make-shapes --domain A --n %d --size 128 --seed 2",
+                 PRETRAIN_VAL);
+        cJSON_AddStringToObject(j, "val_data", data);
+        cJSON_AddNumberToObject(j, "train_seconds", r.seconds);
+        cJSON_AddNumberToObject(j, "final_loss", r.final_loss);
+        cJSON *ev = cJSON_AddObjectToObject(j, "A_val");
+        const double ci[3][2] = {{lo.ap, hi.ap}, {lo.ap50, hi.ap50}, {lo.ap75, hi.ap75}};
+        cJSON_AddNumberToObject(ev, "AP", r.stats.ap);
+        cJSON_AddItemToObject(ev, "AP_ci95", cJSON_CreateDoubleArray(ci[0], 2));
+        cJSON_AddNumberToObject(ev, "AP50", r.stats.ap50);
+        cJSON_AddItemToObject(ev, "AP50_ci95", cJSON_CreateDoubleArray(ci[1], 2));
+        cJSON_AddNumberToObject(ev, "AP75", r.stats.ap75);
+        cJSON_AddItemToObject(ev, "AP75_ci95", cJSON_CreateDoubleArray(ci[2], 2));
+        cJSON *wf = cJSON_AddObjectToObject(j, "weights");
+        cJSON_AddStringToObject(wf, "file", "model.safetensors");
+        cJSON_AddNumberToObject(wf, "bytes", (double)wn);
+        cJSON_AddStringToObject(wf, "sha256", hex);
+        cJSON_AddStringToObject(j, "log", "run/log.jsonl");
+        char *out = cJSON_Print(j);
+        cJSON_Delete(j);
+        snprintf(path, sizeof path, "%s/provenance.json", dir);
+        st = out ? vp_file_write_atomic(path, out, strlen(out))
+                 : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        free(out);
+    }
+    free(text);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    } else {
+        printf("vpeft demo --pretrain: mask AP %.1f [%.1f, %.1f], AP50 %.1f [%.1f, %.1f] on "
+               "domain A's %d validation images after %ld steps (%.0f s)\n",
+               100 * r.stats.ap, 100 * lo.ap, 100 * hi.ap, 100 * r.stats.ap50, 100 * lo.ap50,
+               100 * hi.ap50, PRETRAIN_VAL, steps, vp_now_s() - t_start);
+        printf("wrote %s/config.json, model.safetensors (sha256 %s) and provenance.json; the "
+               "run in %s\n", dir, hex, run);
+    }
+    vp_device_destroy(dev);
+    vp_instance_destroy(inst);
+    return st ? vp_cli_exit_code(st) : 0;
+}
+
 int vp_cli_demo(int argc, char **argv)
 {
     static const struct option opts[] = {{"quick", no_argument, NULL, 'q'},
@@ -587,13 +804,14 @@ int vp_cli_demo(int argc, char **argv)
                                          {"val-images", required_argument, NULL, 'V'},
                                          {"steps", required_argument, NULL, 's'},
                                          {"image", required_argument, NULL, 'i'},
+                                         {"pretrain", no_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const variant *v = &variants[0];
     const char *out = NULL, *cache = NULL, *only = NULL;
     const char *hf = NULL, *hf_paths[4] = {NULL}; /* train, val, train-images, val-images */
     long steps = 0, image = 0;
-    bool quick = false;
+    bool quick = false, pretrain = false;
     int c;
     opterr = 0;
     optind = 1;
@@ -606,6 +824,8 @@ int vp_cli_demo(int argc, char **argv)
             quick = true;
         } else if (c == 'H') {
             hf = optarg;
+        } else if (c == 'P') {
+            pretrain = true;
         } else if (c == 't' || c == 'v' || c == 'T' || c == 'V') {
             hf_paths[c == 't' ? 0 : c == 'v' ? 1 : c == 'T' ? 2 : 3] = optarg;
         } else if (c == 's' || c == 'i') {
@@ -642,10 +862,14 @@ int vp_cli_demo(int argc, char **argv)
                 argv[optind]);
         return 2;
     }
-    bool any_hf = hf_paths[0] || hf_paths[1] || hf_paths[2] || hf_paths[3] || steps || image;
-    const char *bad = hf && (!hf_paths[0] || !hf_paths[1]) ? "--hf needs --train and --val"
-                      : !hf && any_hf ? "--train, --val, --train-images, --val-images, --steps "
-                                        "and --image go with --hf"
+    bool any_hf = hf_paths[0] || hf_paths[1] || hf_paths[2] || hf_paths[3] || image;
+    const char *bad = hf && pretrain ? "--pretrain and --hf do not go together"
+                      : pretrain && (any_hf || quick || only)
+                          ? "--pretrain takes --steps, --out and --cache only"
+                      : hf && (!hf_paths[0] || !hf_paths[1]) ? "--hf needs --train and --val"
+                      : !hf && !pretrain && (any_hf || steps)
+                          ? "--train, --val, --train-images, --val-images, --steps and --image "
+                            "go with --hf (--steps also with --pretrain)"
                       : hf && (quick || cache) ? "--quick and --cache are the built-in demo's, "
                                                  "not --hf's"
                                                : NULL;
@@ -699,6 +923,20 @@ int vp_cli_demo(int argc, char **argv)
         return demo_hf(&h);
     }
     char cache_buf[4096], out_buf[4096], root[4200];
+    if (pretrain) {
+        if (!cache) {
+            default_cache(cache_buf, sizeof cache_buf);
+            cache = cache_buf;
+        }
+        char cache_abs[PATH_MAX], dir_abs[PATH_MAX];
+        if (!absolute(cache, cache_abs, sizeof cache_abs) ||
+            !absolute(out ? out : "runs/demo-base", dir_abs, sizeof dir_abs)) {
+            fprintf(stderr, "vpeft: %s: cannot make the path absolute: %s\n", cache,
+                    strerror(errno));
+            return 1;
+        }
+        return demo_pretrain(cache_abs, dir_abs, steps ? steps : PRETRAIN_STEPS, argc, argv);
+    }
     if (!cache) {
         default_cache(cache_buf, sizeof cache_buf);
         cache = cache_buf;
