@@ -351,7 +351,8 @@ START_TEST(test_instances)
                                                                         B * K * IMG * IMG);
     int32_t *lb = (int32_t *)read_out(m, "instances.labels", B * K);
     for (int b = 0; b < B; b++) {
-        /* Mask2Former's instance_inference, in double. */
+        /* Mask2Former's instance_inference, in double: the mask score on
+         * the mask upsampled to the image, as Detectron2 and HF score it */
         double pr[Q * C], ms[Q];
         for (int q = 0; q < Q; q++) {
             const float *l = lg + (b * Q + q) * (C + 1), *x = mk + (b * Q + q) * HM * HM;
@@ -360,9 +361,12 @@ START_TEST(test_instances)
                 se += exp(l[c] - mx);
             for (int c = 0; c < C; c++)
                 pr[q * C + c] = exp(l[c] - mx) / se;
-            for (int i = 0; i < HM * HM; i++)
-                if (x[i] > 0)
-                    in += sigm(x[i]), n++;
+            for (int y = 0; y < IMG; y++)
+                for (int xx = 0; xx < IMG; xx++) {
+                    double v = bilinear(x, HM, HM, IMG, IMG, y, xx);
+                    if (v > 0)
+                        in += sigm(v), n++;
+                }
             ms[q] = in / (n + 1e-6);
         }
         bool used[Q * C] = {false};

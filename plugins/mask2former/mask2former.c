@@ -59,13 +59,14 @@ typedef struct m2f {
     m2f_owned own;
 } m2f;
 
-/* ---- instance inference ---------------------------------------------------------- */
-
-typedef struct topk_ctx {
-    int64_t B, Q, C, HW, K;
-    struct scored *s;   /* Q * C, made with the graph: nothing allocated per run */
-    float *mscore;      /* Q */
-} topk_ctx;
+/* ---- instance inference ------------------------------------------------------------
+ * As Mask2Former's instance_inference (Detectron2) and HF's
+ * post_process_instance_segmentation: the top K (query, class) pairs by
+ * class probability, each scored by its probability times its mask's mean
+ * probability inside the mask, the mask upsampled to the input first (both
+ * score at that resolution). HF leaves out an instance whose mask is
+ * empty, or whose score is below its threshold (score_threshold, 0 by
+ * default); Detectron2 keeps every one. */
 
 typedef struct scored {
     float score;
@@ -80,90 +81,12 @@ static int by_score(const void *a, const void *b)
     return x->idx - y->idx; /* ties: the lower index first, as torch.topk's order */
 }
 
-/* in: prob (B, Q, C + 1), mask logits (B, Q, HW).
- * out: scores (B, K), labels (B, K) int32, rows (B * K) int32 (b * Q + q).
- * Mask2Former: the top K of every (query, class) pair's class probability
- * (no-object left out), each times its mask's mean probability inside the
- * mask (logit > 0). */
-static vp_status topk(void *user, const vp_host_io *io)
-{
-    const topk_ctx *t = user;
-    const float *prob = io->in[0], *masks = io->in[1];
-    float *scores = io->out[0];
-    int32_t *labels = (int32_t *)io->out[1], *rows = (int32_t *)io->out[2];
-    int64_t QC = t->Q * t->C;
-    scored *s = t->s;
-    float *mscore = t->mscore;
-    for (int64_t b = 0; b < t->B; b++) {
-        for (int64_t q = 0; q < t->Q; q++) {
-            const float *x = masks + (b * t->Q + q) * t->HW;
-            double in = 0, n = 0;
-            for (int64_t i = 0; i < t->HW; i++)
-                if (x[i] > 0) {
-                    in += 1.0 / (1.0 + exp(-(double)x[i]));
-                    n += 1;
-                }
-            mscore[q] = (float)(in / (n + 1e-6));
-            for (int64_t c = 0; c < t->C; c++)
-                s[q * t->C + c] = (scored){prob[(b * t->Q + q) * (t->C + 1) + c],
-                                           (int32_t)(q * t->C + c)};
-        }
-        qsort(s, (size_t)QC, sizeof *s, by_score);
-        for (int64_t k = 0; k < t->K; k++) {
-            int32_t q = s[k].idx / (int32_t)t->C;
-            scores[b * t->K + k] = s[k].score * mscore[q];
-            labels[b * t->K + k] = s[k].idx % (int32_t)t->C;
-            rows[b * t->K + k] = (int32_t)(b * t->Q + q);
-        }
-    }
-    return VP_OK;
-}
-
-/* The instances of the last prediction, masks upsampled to h x w. */
-static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t wm, int64_t h,
-                           int64_t w, vp_head_out *out)
-{
-    const m2f_cfg *c = &m->cfg;
-    vp_graph *g = H->graph(b);
-    int64_t B = H->shape(p.logits)[0], Q = c->queries, C = c->classes, HW = hm * wm;
-    int64_t K = m->top_k < Q * C ? m->top_k : Q * C;
-    topk_ctx *t = m2f_own(&m->own, sizeof *t);
-    scored *s = m2f_own(&m->own, (size_t)(Q * C) * sizeof *s);
-    float *ms = m2f_own(&m->own, (size_t)Q * sizeof *ms);
-    if (!t || !s || !ms)
-        return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
-    *t = (topk_ctx){B, Q, C, HW, K, s, ms};
-    vp_gt *o[3];
-    vp_status st = H->host(g, "head.instances", topk, t, 2,
-                           (vp_gt *[]){H->softmax(g, p.logits), p.masks}, 3, (int[]){2, 2, 1},
-                           (const int64_t *const[]){(int64_t[]){B, K}, (int64_t[]){B, K},
-                                                    (int64_t[]){B * K}},
-                           (vp_dtype[]){VP_F32, VP_I32, VP_I32}, o);
-    if (st)
-        return st;
-    /* The chosen queries' masks first, then upsampled: K maps, not Q. */
-    vp_gt *sel = H->gather_rows(g, H->reshape(g, p.masks, 2, (int64_t[]){B * Q, HW}), o[2]);
-    sel = H->reshape(g, sel, 4, (int64_t[]){B * K, hm, wm, 1});
-    if (h != hm || w != wm)
-        sel = H->resize_bilinear(g, sel, h, w);
-    uint32_t n = out->n_outputs;
-    out->outputs[n] = o[0];
-    out->names[n++] = "instances.scores";
-    out->outputs[n] = o[1];
-    out->names[n++] = "instances.labels";
-    out->outputs[n] = H->reshape(g, sel, 4, (int64_t[]){B, K, h, w});
-    out->names[n++] = "instances.masks";
-    out->n_outputs = n;
-    return H->graph_status(g);
-}
-
-/* ---- instance inference as Hugging Face's post-processing ----------------------- */
-
 enum { MS_WG = 128, MS_MAX_GROUPS = 65535 };
 
 typedef struct hf_inst {
     int64_t B, Q, C, K;
     double threshold;
+    bool drop_empty;    /* HF's: an empty mask's instance is not returned */
     scored *s;          /* Q * C, made with the graph: nothing allocated per run */
 } hf_inst;
 
@@ -209,7 +132,7 @@ static vp_status hf_score(void *user, const vp_host_io *io)
     for (int64_t i = 0; i < t->B * t->K; i++) {
         float ms = (float)sums[2 * i] / ((float)sums[2 * i + 1] + 1e-6f);
         float s = cls[i] * ms;
-        bool keep = sums[2 * i + 1] > 0 && s >= t->threshold;
+        bool keep = (sums[2 * i + 1] > 0 || !t->drop_empty) && s >= t->threshold;
         scores[i] = keep ? s : 0;
         labels[i] = keep ? lab[i] : -1;
     }
@@ -270,12 +193,12 @@ static vp_gt *mask_sums(vp_graph *g, vp_gt *x)
     return H->custom(g, &c);
 }
 
-/* Hugging Face's post_process_instance_segmentation of the last prediction,
- * its masks upsampled to h x w (the model's input, where HF assumes 384 x
- * 384): the top K (query, class) pairs by class probability first, then
- * only their K masks gathered, upsampled and scored on the device. */
-static vp_status instances_hf(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t wm, int64_t h,
-                              int64_t w, vp_head_out *out)
+/* The instances of the last prediction, its masks upsampled to h x w (the
+ * model's input; HF assumes 384 x 384): the top K (query, class) pairs by
+ * class probability first, then only their K masks gathered, upsampled
+ * and scored on the device. */
+static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t wm, int64_t h,
+                           int64_t w, vp_head_out *out)
 {
     const m2f_cfg *c = &m->cfg;
     vp_graph *g = H->graph(b);
@@ -289,7 +212,7 @@ static vp_status instances_hf(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64
     scored *s = m2f_own(&m->own, (size_t)(Q * C) * sizeof *s);
     if (!t || !s)
         return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
-    *t = (hf_inst){B, Q, C, K, m->score_threshold, s};
+    *t = (hf_inst){B, Q, C, K, m->score_threshold, c->hf, s};
     vp_gt *o[3], *f[2];
     vp_status st = H->host(g, "head.instances.topk", hf_topk, t, 1,
                            (vp_gt *[]){H->softmax(g, p.logits)}, 3, (int[]){2, 2, 1},
@@ -526,8 +449,6 @@ static vp_status m2f_build(void *self, vp_build *b, const vp_features *f, bool t
     }
     /* The mask features' stride scales them to the image. */
     int32_t stride = px.mask_stride;
-    if (c->hf)
-        return instances_hf(m, b, last, hm, wm, hm * stride, wm * stride, out);
     return instances(m, b, last, hm, wm, hm * stride, wm * stride, out);
 }
 
