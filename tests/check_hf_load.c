@@ -564,9 +564,9 @@ START_TEST(test_not_pretrained)
 END_TEST
 
 /* `vpeft demo --hf`: the methods' table on a make-shapes dataset from the
- * tiny checkpoint (three methods, two steps each): every row with its
- * interval, results.json, the pictures, each run's config naming the
- * checkpoint; its usage errors exit 2. */
+ * tiny checkpoint (four methods, two steps each): every row with its
+ * interval, the adapters-per-site line, results.json, the pictures, each
+ * run's config naming the checkpoint; its usage errors exit 2. */
 START_TEST(test_demo_hf)
 {
     set_data();
@@ -577,23 +577,26 @@ START_TEST(test_demo_hf)
                            "%s make-shapes --out %s/va --domain B --n 3 --size 64 --seed 2",
                            bin(), dir, bin(), dir), 0);
     ck_assert_msg(vt_sh("cd %s && %s demo --hf %s --train tr/annotations.json --val "
-                        "va/annotations.json --steps 2 --image 64 --methods full,lora,adapter2 "
+                        "va/annotations.json --steps 2 --image 64 --methods full,lora,adapter1,adapter2 "
                         "--out out", dir, bin(), ck) == 0, "%s", vt_err);
     vt_assert_has(vt_out, "scored on 3 validation images");
-    static const char *const rows[] = {"full fine-tuning ", "lora (q, v) ", "adapters x2 "};
-    for (int i = 0; i < 3; i++) {
+    static const char *const rows[] = {"full fine-tuning ", "lora (q, v) ", "adapters x1 ",
+                                       "adapters x2 "};
+    for (int i = 0; i < 4; i++) {
         const char *r = strstr(vt_out, rows[i]);
         ck_assert_msg(r && strchr(r, '[') && strchr(r, '[') < strchr(r, '\n'),
                       "no row with an interval for %s in:\n%s", rows[i], vt_out);
     }
     ck_assert_ptr_null(strstr(vt_out, "head only"));
+    vt_assert_has(vt_out, "adapters per site -> AP: 1 ");
+    vt_assert_has(vt_out, "(the study found 2-3 per site best)");
     char path[1300];
     snprintf(path, sizeof path, "%s/out/results.json", dir);
     vp_config *res;
     vt_ok(vp_cfg_load(path, &res));
     const vp_config *ms = vp_cfg_get(res, "methods");
-    ck_assert_int_eq(vp_cfg_len(ms), 3);
-    for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(vp_cfg_len(ms), 4);
+    for (int i = 0; i < 4; i++) {
         const vp_config *ci = vp_cfg_get(vp_cfg_at(ms, i), "AP_ci95");
         ck_assert_int_eq(vp_cfg_len(ci), 2);
         double lo, hi, ap;

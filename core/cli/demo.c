@@ -529,6 +529,18 @@ static void print_table(const summary *sm, const row *rows, const char *out, dou
                100.0 * rows[i].lo.ap50, 100.0 * rows[i].hi.ap50, 100.0 * r->stats.ap75,
                r->seconds, (double)r->device_bytes / (1 << 20));
     }
+    /* the adapters-per-site curve, beside the study's finding */
+    int na = 0;
+    char curve[256] = "";
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (rows[i].done && !strncmp(rows[i].m->slug, "adapter", 7)) {
+            size_t len = strlen(curve);
+            snprintf(curve + len, sizeof curve - len, "%s%s %.1f [%.1f, %.1f]", na++ ? ", " : "",
+                     rows[i].m->slug + 7, 100.0 * rows[i].r.stats.ap, 100.0 * rows[i].lo.ap,
+                     100.0 * rows[i].hi.ap);
+        }
+    if (na > 1)
+        printf("\nadapters per site -> AP: %s (the study found 2-3 per site best)\n", curve);
     printf("\nAP in %% (COCO mask AP, IoU .50:.95), with its 95%% interval by the percentile "
            "bootstrap over the\n%d validation images (%d resamples): rows whose intervals do "
            "not overlap differ beyond the\nchoice of images. time: the fine-tuning steps; "
