@@ -23,6 +23,7 @@
  * is opened.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,15 +365,27 @@ static vp_status weight_files(const char *dir, char ***files, uint32_t *nf, char
                         "directory", dir);
 }
 
-/* The base model's parameter named key (np when none). */
-static uint32_t find_param(const vp_build *b, uint32_t np, const char *key)
+/* The base model's parameters by tensor, for finding a key's parameter
+ * through the graph's name hash: n log n for the whole checkpoint, not
+ * keys x parameters string compares. */
+typedef struct by_tensor {
+    const vp_gt *t;
+    uint32_t i;
+} by_tensor;
+
+static int cmp_tensor(const void *a, const void *b)
 {
-    for (uint32_t i = 0; i < np; i++) {
-        const vp_build_param *p = vp_build_param_at(b, i);
-        if (p->owner == 0 && !strcmp(vp_gt_name(p->t), key))
-            return i;
-    }
-    return np;
+    uintptr_t x = (uintptr_t)((const by_tensor *)a)->t, y = (uintptr_t)((const by_tensor *)b)->t;
+    return (x > y) - (x < y);
+}
+
+/* The base model's parameter named key (np when none). */
+static uint32_t find_param(const vp_graph *g, const by_tensor *map, uint32_t n, uint32_t np,
+                           const char *key)
+{
+    by_tensor k = {vp_graph_find(g, key), 0};
+    const by_tensor *hit = k.t ? bsearch(&k, map, n, sizeof *map, cmp_tensor) : NULL;
+    return hit ? hit->i : np;
 }
 
 vp_status vp_model_load_hf(vp_model *m, const char *dir)
@@ -383,9 +396,15 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
     uint32_t nf = 0, np = vp_build_param_count(b);
     vp_status st = weight_files(dir, &files, &nf, src, sizeof src);
     /* from[i]: 1 + the file parameter i came from, 0 while not loaded */
-    uint32_t *from = st ? NULL : calloc(np ? np : 1, sizeof *from);
-    if (!st && !from)
+    uint32_t *from = st ? NULL : calloc(np ? np : 1, sizeof *from), nmap = 0;
+    by_tensor *map = st ? NULL : malloc((np ? np : 1) * sizeof *map);
+    if (!st && (!from || !map))
         st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    for (uint32_t i = 0; !st && i < np; i++)
+        if (vp_build_param_at(b, i)->owner == 0)
+            map[nmap++] = (by_tensor){vp_build_param_at(b, i)->t, i};
+    if (!st)
+        qsort(map, nmap, sizeof *map, cmp_tensor);
     float *buf = NULL;
     for (uint32_t fi = 0; !st && fi < nf; fi++) {
         vp_st *f;
@@ -395,7 +414,7 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
             const char *key = vp_st_get(f, k)->name;
             if (vp_build_is_buffer_key(b, key))
                 continue; /* recomputed, or re-initialized on purpose */
-            uint32_t i = find_param(b, np, key);
+            uint32_t i = find_param(g, map, nmap, np, key);
             if (i == np) {
                 st = vp_error_set(VP_ERR_CONFIG, "%s: unexpected tensor \"%s\": the model built "
                                   "from %s/config.json has no such parameter", files[fi], key,
@@ -445,6 +464,7 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
     }
     free(buf);
     free(from);
+    free(map);
     free_files(files, nf);
     return st;
 }
