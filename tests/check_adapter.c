@@ -77,7 +77,7 @@ START_TEST(test_plugin_test)
         int rc = vt_sh("%s plugin-test --config %s", bin(), path);
         ck_assert_msg(rc == 0, "%s: exit %d\n%s%s", text, rc, vt_out, vt_err);
 
-        const char *line = strstr(vt_out, "plugin-test: adapter 0.1.0 (ABI 1.1, ");
+        const char *line = strstr(vt_out, "plugin-test: adapter 0.1.0 (ABI 1.2, ");
         ck_assert_msg(line != NULL, "no method line in:\n%s", vt_out);
         const char *p = strstr(line, "): ");
         int sites = -1;
@@ -112,7 +112,7 @@ END_TEST
 START_TEST(test_descriptor)
 {
     ck_assert_int_eq(vt_sh("%s plugins --check plugins/vpeft-adapter.so", bin()), 0);
-    ck_assert_str_eq(vt_out, "plugins/vpeft-adapter.so: ok: adapter peft 0.1.0, ABI 1.1\n");
+    ck_assert_str_eq(vt_out, "plugins/vpeft-adapter.so: ok: adapter peft 0.1.0, ABI 1.2\n");
 }
 END_TEST
 

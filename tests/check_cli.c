@@ -39,7 +39,7 @@ START_TEST(test_help_version)
     assert_has(out, "devices");
     assert_has(out, "VPEFT_DEVICE");
     ck_assert_int_eq(run("%s --version", bin()), 0);
-    assert_has(out, "vpeft 0.1.0 (plugin ABI 1.1)");
+    assert_has(out, "vpeft 0.1.0 (plugin ABI 1.2)");
     ck_assert_int_eq(run("%s", bin()), 2);
     assert_has(err, "usage: vpeft");
     ck_assert_int_eq(run("%s frobnicate", bin()), 2);

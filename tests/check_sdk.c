@@ -364,7 +364,7 @@ START_TEST(test_installed_plugin_runs)
     staged();
     char line[2048];
     run_ok("%s/usr/bin/vpeft plugins --check %s/vpeft-ia3.so", stage, oot);
-    snprintf(line, sizeof line, "%s/vpeft-ia3.so: ok: ia3 peft 0.1.0, ABI 1.1\n", oot);
+    snprintf(line, sizeof line, "%s/vpeft-ia3.so: ok: ia3 peft 0.1.0, ABI 1.2\n", oot);
     ck_assert_str_eq(out, line);
 
     run_ok("cd %s && VPEFT_PLUGIN_PATH=%s %s/usr/bin/vpeft plugin-test --config test.json",

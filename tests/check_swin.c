@@ -450,14 +450,17 @@ static void bb_release(bb_run *r)
  * R_l), R_l fixed random. Image 17 x 13, patch 2: the pixels are padded to
  * 18 x 14 (grid 9 x 7); window 3 pads stage 1 to 9 x 9 and shifts by 1;
  * merging pads 9 x 7 to 10 x 8 (stage 2: 5 x 4, padded to 6 x 6). Every
- * parameter random (the bias tables and norms too), two images. */
-static void check_gradients(int dev, double drop_path)
+ * parameter random (the bias tables and norms too), two images. A nonzero
+ * attn_drop (in an evaluation graph, where dropout is the identity) takes
+ * the attention composed of separate ops instead of the fused node. */
+static void check_gradients(int dev, double drop_path, double attn_drop)
 {
     bb_run r;
     char fields[512];
     snprintf(fields, sizeof fields, "\"image\": [17, 13], \"patch_size\": 2, \"embed_dim\": 8, "
              "\"depths\": [2, 2], \"num_heads\": [1, 2], \"window_size\": 3, \"mlp_ratio\": 2.0, "
-             "\"layer_norm_eps\": 1e-6, \"drop_path_rate\": %g", drop_path);
+             "\"layer_norm_eps\": 1e-6, \"drop_path_rate\": %g, "
+             "\"attention_probs_dropout_prob\": %g", drop_path, attn_drop);
     bb_training = drop_path > 0;
     bb_build(dev, fields, 2, &r);
     bb_training = false;
@@ -513,7 +516,11 @@ static void check_gradients(int dev, double drop_path)
     bb_release(&r);
 }
 
-START_TEST(test_gradients) { check_gradients(_i, 0.0); }
+START_TEST(test_gradients) { check_gradients(_i, 0.0, 0.0); }
+END_TEST
+
+/* The same through the composed attention (attention dropout configured). */
+START_TEST(test_gradients_composed) { check_gradients(_i, 0.0, 0.1); }
 END_TEST
 
 /* Stochastic depth (HF's SwinDropPath on the attention branch, rates
@@ -522,7 +529,7 @@ END_TEST
  * identity, bit for bit. */
 START_TEST(test_drop_path)
 {
-    check_gradients(_i, 0.6);
+    check_gradients(_i, 0.6, 0.0);
     float out[3][2 * 9 * 7 * 8];
     for (int k = 0; k < 3; k++) {
         bb_run r;
@@ -879,6 +886,7 @@ int main(void)
     vt_add_per_device(tc, test_hf_mask2former_names, NULL);
     vt_add_per_device(tc, test_param_counts, NULL);
     vt_add_per_device(tc, test_gradients, NULL);
+    vt_add_per_device(tc, test_gradients_composed, NULL);
     vt_add_per_device(tc, test_drop_path, NULL);
     vt_add_per_device(tc, test_swinmodel_checkpoint, NULL);
     vt_add_per_device(tc, test_config_errors, NULL);

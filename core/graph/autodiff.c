@@ -415,6 +415,91 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         b2->ip[0] = tmp.ip[0];
         break;
     }
+    case VP_GOP_ATTN: {
+        /* One node writes dq, dk, dv (each with its own flag; scratch for
+         * those nobody needs) and, if the bias trains, the score gradients
+         * ds, which gemms with ones sum into the bias's gradient. An input
+         * whose memory an earlier one shares (q and k the same tensor) gets
+         * scratch, added into its gradient after the node. */
+        vp_gnode tmp = *n;
+        vp_gt *outs[5] = {NULL, NULL, NULL, NULL, NULL}, *later[3] = {NULL, NULL, NULL};
+        bool accs[3] = {false, false, false};
+        for (int k = 0; k < 3; k++) {
+            vp_gt *in = tmp.in[k];
+            bool shared = false;
+            for (int j = 0; j < k; j++)
+                if (tmp.in[j]->requires_grad && vp_gt_root(tmp.in[j]) == vp_gt_root(in))
+                    shared = true;
+            if (!in->requires_grad || shared) {
+                outs[k] = scratch_like(g, in);
+                later[k] = in->requires_grad ? in : NULL;
+            } else {
+                outs[k] = grad_target(g, in, &accs[k]);
+            }
+        }
+        const int64_t *ls = tmp.out[1]->shape; /* (B, H, Nq) */
+        int64_t B = ls[0], H = ls[1], Nq = ls[2];
+        char name[VP_NAME_MAX];
+        snprintf(name, sizeof name, "scratch.%u", g->n_tensors);
+        outs[3] = vp_gt_new(g, VP_GT_ACT, name, 4, (int64_t[]){B, H, Nq, 2});
+        vp_gt *bias = tmp.in[3];
+        if (bias && bias->requires_grad) {
+            snprintf(name, sizeof name, "scratch.%u", g->n_tensors);
+            outs[4] = vp_gt_new(g, VP_GT_ACT, name, 4,
+                                (int64_t[]){B, H, Nq, bias->shape[3]});
+        }
+        vp_gnode *b2 = emit(g, VP_GOP_ATTN_BWD, "attention.backward", outs[0], accs[0]);
+        if (!b2)
+            break;
+        b2->in[0] = tmp.in[0];
+        b2->in[1] = tmp.in[1];
+        b2->in[2] = tmp.in[2];
+        b2->in[3] = bias;
+        b2->in[4] = tmp.out[1];
+        b2->in[5] = dy;
+        b2->n_in = 6;
+        for (int k = 0; k < 5; k++)
+            b2->out[k] = outs[k];
+        for (int k = 0; k < 3; k++)
+            b2->acc[k] = accs[k];
+        b2->n_out = outs[4] ? 5 : 4;
+        b2->ip[0] = tmp.ip[0];
+        b2->fp[0] = tmp.fp[0];
+        for (int k = 0; k < 3; k++)
+            if (later[k]) {
+                vp_gt *t = grad_target(g, later[k], &acc);
+                if (t)
+                    emit_axpy(g, outs[k], 1.0f, t, acc);
+            }
+        if (outs[4]) {
+            /* bias (M, Hb, Nq, Nk): image b adds bias[b % M], so ds viewed
+             * as (B / M, M * H * Nq * Nk) summed over its rows; with Hb 1
+             * and several heads, then over the heads: (M, 1, H) ones times
+             * (M, H, Nq * Nk). */
+            int64_t M = bias->shape[0], Hb = bias->shape[1], NN = Nq * bias->shape[3];
+            vp_gt *db = grad_target(g, bias, &acc);
+            vp_gt *ones = vp_g_ones(g, B / M);
+            vp_gt *row = vp_g_view(g, ones, 2, (int64_t[]){1, B / M}, NULL);
+            vp_gt *ds2 = vp_g_view(g, outs[4], 2, (int64_t[]){B / M, M * H * NN}, NULL);
+            if (!db || !row || !ds2)
+                break;
+            if (Hb == H) {
+                emit_gemm(g, row, false, ds2,
+                          false, vp_g_view(g, db, 2, (int64_t[]){1, M * H * NN}, NULL), acc);
+                break;
+            }
+            snprintf(name, sizeof name, "scratch.%u", g->n_tensors);
+            vp_gt *per = vp_gt_new(g, VP_GT_ACT, name, 2, (int64_t[]){1, M * H * NN});
+            vp_gt *ones_h = vp_g_ones(g, M * H);
+            if (!per || !ones_h)
+                break;
+            emit_gemm(g, row, false, ds2, false, per, false);
+            emit_gemm(g, vp_g_view(g, ones_h, 3, (int64_t[]){M, 1, H}, NULL), false,
+                      vp_g_view(g, per, 3, (int64_t[]){M, H, NN}, NULL), false,
+                      vp_g_view(g, db, 3, (int64_t[]){M, 1, NN}, NULL), acc);
+        }
+        break;
+    }
     case VP_GOP_CUSTOM:
         vp_custom_backward(g, n);
         break;
@@ -424,6 +509,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
     case VP_GOP_HOST:
     case VP_GOP_BOOLMASK:
     case VP_GOP_MSDEFORM_BWD:
+    case VP_GOP_ATTN_BWD:
     case VP_GOP_PERMUTE_BWD:
     case VP_GOP_CONCAT_BWD:
     case VP_GOP_SLICE_BWD:

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "ops/attention.h"
 #include "ops/nn.h"
 #include "util/array.h"
 
@@ -1051,55 +1052,92 @@ vp_gt *vp_g_resize_bilinear(vp_graph *g, vp_gt *x, int64_t oh, int64_t ow)
 
 /* A per-batch mask (B, 1, Nq, Nk) repeated for every head: (B, heads, Nq,
  * Nk), by concatenating views along the head axis (8 at a time). */
-static vp_gt *tile_heads(vp_graph *g, vp_gt *mask, int heads)
+/* Shapes of q, k, v for attention; on a mismatch the graph's error. */
+static bool attention_shapes(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, int heads)
 {
-    int64_t B = mask->shape[0], N = mask->shape[2] * mask->shape[3];
-    vp_gt *one = vp_g_view(g, mask, 3, (int64_t[]){B, 1, N}, NULL);
-    vp_gt *acc = NULL;
-    for (int done = 0; done < heads;) {
-        vp_gt *parts[8];
-        int n = 0;
-        if (acc)
-            parts[n++] = acc;
-        while (n < 8 && done < heads) {
-            parts[n++] = one;
-            done++;
-        }
-        acc = vp_g_concat(g, parts, (uint32_t)n, 1);
+    if (q->ndim == 3 && k->ndim == 3 && vp_gt_same_shape(k, v) && k->shape[0] == q->shape[0] &&
+        k->shape[2] == q->shape[2] && heads >= 1 && q->shape[2] % heads == 0)
+        return true;
+    char sq[64], sk[64], sv[64];
+    vp_gt_shape_str(q, sq, sizeof sq);
+    vp_gt_shape_str(k, sk, sizeof sk);
+    vp_gt_shape_str(v, sv, sizeof sv);
+    vp_graph_fail(g, VP_ERR_SHAPE, "attention: q %s %s, k %s %s, v %s %s, %d heads: q must "
+                  "be (B, Nq, D), k and v (B, Nk, D), heads dividing D", q->name, sq, k->name,
+                  sk, v->name, sv, heads);
+    return false;
+}
+
+vp_gt *vp_g_attention_ex(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *bias, int heads,
+                         float scale)
+{
+    if (!q || !k || !v || !attention_shapes(g, q, k, v, heads))
+        return NULL;
+    int64_t B = q->shape[0], Nq = q->shape[1], D = q->shape[2], Nk = k->shape[1];
+    if (D / heads > VP_ATTN_MAX_DH) {
+        vp_graph_fail(g, VP_ERR_UNSUPPORTED, "attention: %lld channels per head (%s, %d heads); "
+                      "at most %d are supported", (long long)(D / heads), q->name, heads,
+                      VP_ATTN_MAX_DH);
+        return NULL;
     }
-    return vp_g_view(g, acc, 4, (int64_t[]){B, heads, mask->shape[2], mask->shape[3]}, NULL);
+    if (bias) {
+        int64_t M = 1, Hb = 1;
+        bool ok = bias->ndim >= 2 && bias->shape[bias->ndim - 2] == Nq &&
+                  bias->shape[bias->ndim - 1] == Nk;
+        if (ok && bias->ndim == 3)
+            Hb = bias->shape[0];
+        else if (ok && bias->ndim == 4) {
+            M = bias->shape[0];
+            Hb = bias->shape[1];
+        }
+        ok = ok && bias->ndim <= 4 && M >= 1 && B % M == 0 && (Hb == 1 || Hb == heads);
+        if (!ok) {
+            char sb[64], sq[64];
+            vp_gt_shape_str(bias, sb, sizeof sb);
+            vp_gt_shape_str(q, sq, sizeof sq);
+            vp_graph_fail(g, VP_ERR_SHAPE, "attention: mask %s %s does not fit scores (%lld, %d, "
+                          "%lld, %lld) of q %s %s: it must be (M, 1 or %d, %lld, %lld) with M "
+                          "dividing %lld, or (1 or %d, %lld, %lld), or (%lld, %lld)", bias->name,
+                          sb, (long long)B, heads, (long long)Nq, (long long)Nk, q->name, sq,
+                          heads, (long long)Nq, (long long)Nk, (long long)B, heads,
+                          (long long)Nq, (long long)Nk, (long long)Nq, (long long)Nk);
+            return NULL;
+        }
+        if (bias->ndim != 4)
+            bias = vp_g_view(g, bias, 4, (int64_t[]){M, Hb, Nq, Nk}, NULL);
+        if (!bias)
+            return NULL;
+    }
+    vp_gnode *n;
+    vp_gt *o = op_out(g, &n, VP_GOP_ATTN, "attention", 3, q->shape);
+    if (!o)
+        return NULL;
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "%.148s.lse", o->name);
+    vp_gt *lse = vp_gt_new(g, VP_GT_ACT, name, 3, (int64_t[]){B, heads, Nq});
+    if (!lse)
+        return NULL;
+    n = &g->nodes[g->n_nodes - 1];
+    n->in[0] = q;
+    n->in[1] = k;
+    n->in[2] = v;
+    n->in[3] = bias;
+    n->n_in = 4;
+    n->out[1] = lse;
+    n->n_out = 2;
+    n->ip[0] = heads;
+    n->fp[0] = scale;
+    o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad ||
+                       (bias && bias->requires_grad);
+    return o;
 }
 
 vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads)
 {
-    if (!q || !k || !v)
+    if (!q || !k || !v || !attention_shapes(g, q, k, v, heads))
         return NULL;
-    int64_t B = q->shape[0], Nq = q->shape[1], D = q->shape[q->ndim - 1];
-    int64_t Nk = k->shape[1];
-    if (q->ndim != 3 || k->ndim != 3 || !vp_gt_same_shape(k, v) || k->shape[0] != B ||
-        k->shape[2] != D || heads < 1 || D % heads) {
-        char sq[64], sk[64], sv[64];
-        vp_gt_shape_str(q, sq, sizeof sq);
-        vp_gt_shape_str(k, sk, sizeof sk);
-        vp_gt_shape_str(v, sv, sizeof sv);
-        vp_graph_fail(g, VP_ERR_SHAPE, "attention: q %s %s, k %s %s, v %s %s, %d heads: q must "
-                      "be (B, Nq, D), k and v (B, Nk, D), heads dividing D", q->name, sq,
-                      k->name, sk, v->name, sv, heads);
-        return NULL;
-    }
-    int64_t Dh = D / heads;
-    static const int to_heads[4] = {0, 2, 1, 3};
-    vp_gt *qh = vp_g_permute(g, vp_g_view(g, q, 4, (int64_t[]){B, Nq, heads, Dh}, NULL), to_heads);
-    vp_gt *kh = vp_g_permute(g, vp_g_view(g, k, 4, (int64_t[]){B, Nk, heads, Dh}, NULL), to_heads);
-    vp_gt *vh = vp_g_permute(g, vp_g_view(g, v, 4, (int64_t[]){B, Nk, heads, Dh}, NULL), to_heads);
-    vp_gt *s = vp_g_scale(g, vp_g_gemm(g, qh, false, kh, true, NULL), 1.0f / sqrtf((float)Dh));
-    if (mask && mask->ndim == 4 && mask->shape[0] == B && mask->shape[1] == 1 && heads > 1)
-        mask = tile_heads(g, mask, heads);
-    if (mask)
-        s = vp_g_add(g, s, mask);
-    vp_gt *o = vp_g_gemm(g, vp_g_softmax(g, s), false, vh, false, NULL); /* (B, H, Nq, Dh) */
-    o = vp_g_permute(g, o, to_heads);
-    return vp_g_view(g, o, 3, (int64_t[]){B, Nq, D}, NULL);
+    double dh = (double)(q->shape[2] / heads);
+    return vp_g_attention_ex(g, q, k, v, mask, heads, (float)(1.0 / sqrt(dh)));
 }
 
 vp_gt *vp_g_msdeform(vp_graph *g, vp_gt *value, const vp_msdeform_levels *lv, vp_gt *loc,

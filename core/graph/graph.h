@@ -150,9 +150,19 @@ vp_gt *vp_g_logit_mask(vp_graph *g, vp_gt *logits);
  * goes through vp_g_bool_mask first), broadcast onto
  * the scores (B, heads, Nq, Nk) from its trailing dimensions, or one mask
  * per image (B, 1, Nq, Nk) for every head; a query whose
- * keys are all masked attends to nothing (its output is 0). Composed of
- * permutes, batched gemms and a softmax. -> (B, Nq, D) */
+ * keys are all masked attends to nothing (its output is 0). Scores scaled
+ * by 1 / sqrt(D / heads). One fused node (core/ops/attention.h): no
+ * permutes, no Nq x Nk scores stored; its backward is two dispatches (three
+ * when the mask trains). -> (B, Nq, D) */
 vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads);
+
+/* The same with the scale given and a bias that may train (Swin's relative
+ * position bias): scores scale * q . k + bias, bias NULL or (M, Hb, Nq, Nk)
+ * with M dividing B (image b adds bias[b % M]: Swin's per-window masks over
+ * batch * windows) and Hb 1 or heads; (Hb, Nq, Nk) and (Nq, Nk) are taken
+ * as M = 1. */
+vp_gt *vp_g_attention_ex(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *bias, int heads,
+                         float scale);
 
 /* A plugin's own kernel as an op (see <vpeft/kernel.h>): vp_graph_kernel
  * copies the SPIR-V and builds its pipeline now, so a broken shader is

@@ -66,6 +66,8 @@ typedef enum vp_gop {
     VP_GOP_LOGITMASK,  /* out = logit_mask(in0) (no gradient) */
     VP_GOP_DROPOUT,    /* out = dropout(in0; in1 the graph's seed, fp0 p) */
     VP_GOP_RAND,       /* out = uniform [0, 1) from in0 (the graph's seed), ip[0] salt */
+    VP_GOP_ATTN,       /* out0 = attention(in0 q, in1 k, in2 v, in3 bias|NULL), out1 lse;
+                        * ip[0] heads, fp[0] scale (ops/attention.h) */
     /* gradient plumbing */
     VP_GOP_RELU_BWD,   /* out (+)= relu'(in0) * in1 */
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
@@ -85,6 +87,8 @@ typedef enum vp_gop {
     VP_GOP_D2S_BWD,    /* in0 dy; out0 dx, out1 dbias|NULL */
     VP_GOP_RESIZE_BWD, /* out (+)= resize backward of in0 = dy */
     VP_GOP_MSDEFORM_BWD,/* in: value, loc, attn, dy; out: dvalue, dloc, dattn (own acc each) */
+    VP_GOP_ATTN_BWD,   /* in: q, k, v, bias|NULL, lse, dy; out: dq, dk, dv (own acc
+                        * each), stats (scratch), ds (only when n_out is 5) */
     VP_GOP_COUNT
 } vp_gop;
 

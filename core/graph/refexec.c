@@ -278,11 +278,20 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         vp_ref_msdeform(&dims, da, db, DATA(at), o);
         return VP_OK;
     }
+    case VP_GOP_ATTN: {
+        const vp_gt *bias = n->in[3];
+        int64_t heads = n->ip[0];
+        vp_ref_attn_dims d = {a->shape[0], a->shape[1], b->shape[1], heads, a->shape[2] / heads,
+                              bias ? bias->shape[0] : 1, bias ? bias->shape[1] : 1, n->fp[0]};
+        vp_ref_attention(&d, da, db, DATA(n->in[2]), DATA(bias), o, r->data[n->out[1]->id]);
+        return VP_OK;
+    }
     case VP_GOP_BOOLMASK:
         for (int64_t i = 0; i < vp_gt_nelem(y); i++)
             o[i] = da[i] != 0.0 ? -INFINITY : 0.0;
         return VP_OK;
     case VP_GOP_MSDEFORM_BWD:
+    case VP_GOP_ATTN_BWD:
     case VP_GOP_PERMUTE_BWD:
     case VP_GOP_CONCAT_BWD:
     case VP_GOP_SLICE_BWD:

@@ -13,6 +13,7 @@
 
 #include "runtime/runtime.h"
 
+#include "ops/attention.h"
 #include "ops/loss.h"
 #include "ops/msdeform.h"
 #include "ops/nn.h"

@@ -132,6 +132,7 @@ static const vp_host_api host_api = {
     .buffer_key = vp_build_buffer_key,
     .rand = vp_g_rand,
     .site_output_in = vp_build_site_output_in,
+    .attention_ex = vp_g_attention_ex,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

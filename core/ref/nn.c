@@ -4,6 +4,7 @@
 #include "ref/nn.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 static void put(double *dst, double v, bool accumulate)
 {
@@ -250,4 +251,118 @@ void vp_ref_broadcast_rows(const double *dy, double *dx, int64_t rows, int64_t C
 void vp_ref_broadcast_all(const double *dy, double *dx, int64_t n, double scale, bool accumulate)
 {
     vp_ref_broadcast_rows(dy, dx, 1, n, scale, accumulate);
+}
+
+/* The scores of row (b, h, i): s[j] = scale q . k + bias; returns the
+ * softmax of them into pr (Nk), all 0 for a fully masked row. */
+static void attn_row(const vp_ref_attn_dims *d, const double *q, const double *k,
+                     const double *bias, int64_t b, int64_t h, int64_t i, double *pr)
+{
+    int64_t D = d->H * d->Dh;
+    const double *qr = q + (b * d->Nq + i) * D + h * d->Dh;
+    const double *br = bias ? bias + (((b % d->M) * d->Hb + (d->Hb == 1 ? 0 : h)) * d->Nq + i) *
+                                         d->Nk
+                            : NULL;
+    for (int64_t j = 0; j < d->Nk; j++) {
+        const double *kr = k + (b * d->Nk + j) * D + h * d->Dh;
+        double s = 0;
+        for (int64_t c = 0; c < d->Dh; c++)
+            s += qr[c] * kr[c];
+        pr[j] = d->scale * s + (br ? br[j] : 0.0);
+    }
+}
+
+void vp_ref_attention(const vp_ref_attn_dims *d, const double *q, const double *k,
+                      const double *v, const double *bias, double *out, double *lse)
+{
+    int64_t D = d->H * d->Dh;
+    double *s = malloc((size_t)d->Nk * sizeof *s), *pr = malloc((size_t)d->Nk * sizeof *pr);
+    if (!s || !pr) {
+        free(s);
+        free(pr);
+        return;
+    }
+    for (int64_t b = 0; b < d->B; b++)
+        for (int64_t h = 0; h < d->H; h++)
+            for (int64_t i = 0; i < d->Nq; i++) {
+                attn_row(d, q, k, bias, b, h, i, s);
+                vp_ref_softmax(s, pr, 1, d->Nk);
+                double m = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < d->Nk; j++)
+                    m = s[j] > m ? s[j] : m;
+                for (int64_t j = 0; m != -INFINITY && j < d->Nk; j++)
+                    sum += exp(s[j] - m);
+                if (lse)
+                    lse[(b * d->H + h) * d->Nq + i] = m == -INFINITY ? INFINITY : m + log(sum);
+                double *orow = out + (b * d->Nq + i) * D + h * d->Dh;
+                for (int64_t c = 0; c < d->Dh; c++) {
+                    double a = 0;
+                    for (int64_t j = 0; j < d->Nk; j++)
+                        a += pr[j] * v[(b * d->Nk + j) * D + h * d->Dh + c];
+                    orow[c] = a;
+                }
+            }
+    free(s);
+    free(pr);
+}
+
+void vp_ref_attention_backward(const vp_ref_attn_dims *d, const double *q, const double *k,
+                               const double *v, const double *bias, const double *dout,
+                               double *dq, double *dk, double *dv, double *dbias,
+                               bool accumulate)
+{
+    int64_t D = d->H * d->Dh, nq = d->B * d->Nq * D, nk = d->B * d->Nk * D;
+    int64_t nb = d->M * d->Hb * d->Nq * d->Nk;
+    double *s = malloc((size_t)d->Nk * sizeof *s), *pr = malloc((size_t)d->Nk * sizeof *pr);
+    double *ds = malloc((size_t)d->Nk * sizeof *ds);
+    double *gq = calloc((size_t)nq, sizeof *gq), *gk = calloc((size_t)nk, sizeof *gk);
+    double *gv = calloc((size_t)nk, sizeof *gv);
+    double *gb = calloc((size_t)(nb ? nb : 1), sizeof *gb);
+    if (!s || !pr || !ds || !gq || !gk || !gv || !gb)
+        goto out;
+    for (int64_t b = 0; b < d->B; b++)
+        for (int64_t h = 0; h < d->H; h++)
+            for (int64_t i = 0; i < d->Nq; i++) {
+                attn_row(d, q, k, bias, b, h, i, s);
+                vp_ref_softmax(s, pr, 1, d->Nk);
+                const double *g = dout + (b * d->Nq + i) * D + h * d->Dh;
+                /* dp_j = g . v_j; ds_j = p_j (dp_j - sum_l p_l dp_l) */
+                double dot = 0;
+                for (int64_t j = 0; j < d->Nk; j++) {
+                    const double *vr = v + (b * d->Nk + j) * D + h * d->Dh;
+                    double dp = 0;
+                    for (int64_t c = 0; c < d->Dh; c++) {
+                        dp += g[c] * vr[c];
+                        gv[(b * d->Nk + j) * D + h * d->Dh + c] += pr[j] * g[c];
+                    }
+                    ds[j] = dp;
+                    dot += pr[j] * dp;
+                }
+                for (int64_t j = 0; j < d->Nk; j++) {
+                    double sj = pr[j] * (ds[j] - dot);
+                    int64_t qo = (b * d->Nq + i) * D + h * d->Dh, ko = (b * d->Nk + j) * D + h * d->Dh;
+                    for (int64_t c = 0; c < d->Dh; c++) {
+                        gq[qo + c] += d->scale * sj * k[ko + c];
+                        gk[ko + c] += d->scale * sj * q[qo + c];
+                    }
+                    if (bias)
+                        gb[(((b % d->M) * d->Hb + (d->Hb == 1 ? 0 : h)) * d->Nq + i) * d->Nk + j] += sj;
+                }
+            }
+    for (int64_t x = 0; x < nq; x++)
+        put(&dq[x], gq[x], accumulate);
+    for (int64_t x = 0; x < nk; x++) {
+        put(&dk[x], gk[x], accumulate);
+        put(&dv[x], gv[x], accumulate);
+    }
+    for (int64_t x = 0; dbias && x < nb; x++)
+        put(&dbias[x], gb[x], accumulate);
+out:
+    free(s);
+    free(pr);
+    free(ds);
+    free(gq);
+    free(gk);
+    free(gv);
+    free(gb);
 }

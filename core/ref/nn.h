@@ -65,4 +65,20 @@ void vp_ref_broadcast_rows(const double *dy, double *dx, int64_t rows, int64_t C
 void vp_ref_broadcast_all(const double *dy, double *dx, int64_t n, double scale,
                           bool accumulate);
 
+/* Fused attention (ops/attention.h): q (B, Nq, H*Dh), k and v (B, Nk, H*Dh),
+ * bias (M, Hb, Nq, Nk) or NULL (image b adds bias[b % M], head h
+ * bias[.., Hb == 1 ? 0 : h, ..]); out (B, Nq, H*Dh) and lse (B, H, Nq, may
+ * be NULL). A row with every key at -inf gives out 0 and lse +inf. */
+typedef struct vp_ref_attn_dims {
+    int64_t B, Nq, Nk, H, Dh, M, Hb;
+    double scale;
+} vp_ref_attn_dims;
+void vp_ref_attention(const vp_ref_attn_dims *d, const double *q, const double *k,
+                      const double *v, const double *bias, double *out, double *lse);
+/* Gradients of sum(out * dout), each (+)= by accumulate; dbias may be NULL. */
+void vp_ref_attention_backward(const vp_ref_attn_dims *d, const double *q, const double *k,
+                               const double *v, const double *bias, const double *dout,
+                               double *dq, double *dk, double *dv, double *dbias,
+                               bool accumulate);
+
 #endif

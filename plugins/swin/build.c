@@ -215,6 +215,9 @@ static vp_gt *embeddings(swin_build *c, vp_gt *image, int64_t Hg, int64_t Wg)
     return H->dropout(c->g, x, m->hidden_drop);
 }
 
+static vp_gt *composed_attention(swin_build *c, vp_gt *const qkv_in[3], vp_gt *bias,
+                                 vp_gt *mask, int64_t heads, float scale);
+
 /* SwinAttention on windows x (Bw, N, D), N = w*w, at block path p
  * ("encoder.layers.<i>.blocks.<j>"); mask (nW, heads, N, N) on shifted
  * blocks, else NULL. -> (Bw, N, D), through the attention site. */
@@ -223,7 +226,7 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
 {
     const swin *m = c->m;
     vp_graph *g = c->g;
-    int64_t Bw = H->shape(x)[0], N = H->shape(x)[1], d = D / heads, w = m->window;
+    int64_t N = H->shape(x)[1], d = D / heads, w = m->window;
     char n[SWIN_NAME_LEN];
     snprintf(n, sizeof n, "%s.attention.self.relative_position_bias_table", p);
     vp_gt *table = param(c, n, 2, (int64_t[]){(2 * w - 1) * (2 * w - 1), heads}, vp_init_zeros());
@@ -234,19 +237,48 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
     static const char *const role[3] = {"query", "key", "value"};
     for (int i = 0; i < 3; i++) {
         snprintf(n, sizeof n, "%s.attention.self.%s", p, role[i]);
-        vp_gt *t = linear(c, n, x, D, m->qkv_bias);
-        /* HF divides the scores by sqrt(d); scaling q is the same product
-         * on fewer elements. */
-        if (i == 0)
-            t = H->scale(g, t, (float)(1.0 / sqrt((double)d)));
-        t = H->reshape(g, t, 4, (int64_t[]){Bw, N, heads, d});
-        qkv[i] = H->permute(g, t, (int[]){0, 2, 1, 3}); /* (Bw, heads, N, d) */
+        qkv[i] = linear(c, n, x, D, m->qkv_bias); /* (Bw, N, D) */
     }
-    vp_gt *s = H->gemm(g, qkv[0], false, qkv[1], true, NULL); /* (Bw, heads, N, N) */
     /* table[relative_position_index] -> (N, N, heads) -> (heads, N, N) */
     vp_gt *bias = H->reshape(g, H->gather_rows(g, table, c->rel_index), 3,
                              (int64_t[]){N, N, heads});
     bias = H->permute(g, bias, (int[]){2, 0, 1});
+    vp_gt *o;
+    float scale = (float)(1.0 / sqrt((double)d)); /* HF divides the scores by sqrt(d) */
+    if (H->abi_minor >= 2 && !(m->attn_drop > 0.0f)) {
+        /* One fused node: the bias (heads, N, N), on shifted blocks plus
+         * the mask (nW, heads, N, N) that window bw % nW of the batch adds. */
+        if (mask)
+            bias = H->add(g, mask, bias);
+        o = H->attention_ex(g, qkv[0], qkv[1], qkv[2], bias, (int)heads, scale);
+    } else {
+        o = composed_attention(c, qkv, bias, mask, heads, scale);
+    }
+    snprintf(n, sizeof n, "%s.attention.output.dense", p);
+    /* SwinSelfOutput's dropout is attention_probs_dropout_prob, as in HF. */
+    o = H->dropout(g, linear(c, n, o, D, true), m->attn_drop);
+    snprintf(n, sizeof n, "%s%s.attention", c->pfx, p);
+    return H->site_output_in(c->b, n, VP_SITE_ATTN_OUT, x, o);
+}
+
+/* The attention as separate ops, for attention dropout (which the fused
+ * node has not) and hosts before ABI 1.2: q, k, v (Bw, N, D), bias
+ * (heads, N, N), mask (nW, heads, N, N) or NULL. -> (Bw, N, D) */
+static vp_gt *composed_attention(swin_build *c, vp_gt *const qkv_in[3], vp_gt *bias,
+                                 vp_gt *mask, int64_t heads, float scale)
+{
+    const swin *m = c->m;
+    vp_graph *g = c->g;
+    int64_t Bw = H->shape(qkv_in[0])[0], N = H->shape(qkv_in[0])[1],
+            D = H->shape(qkv_in[0])[2], d = D / heads;
+    vp_gt *qkv[3];
+    for (int i = 0; i < 3; i++) {
+        /* scaling q instead of the scores: the same product on fewer elements */
+        vp_gt *t = i == 0 ? H->scale(g, qkv_in[0], scale) : qkv_in[i];
+        t = H->reshape(g, t, 4, (int64_t[]){Bw, N, heads, d});
+        qkv[i] = H->permute(g, t, (int[]){0, 2, 1, 3}); /* (Bw, heads, N, d) */
+    }
+    vp_gt *s = H->gemm(g, qkv[0], false, qkv[1], true, NULL); /* (Bw, heads, N, N) */
     if (mask) {
         /* scores.view(B, nW, heads, N, N) + mask, with the bias added to
          * the (smaller, batch-free) mask first. */
@@ -259,12 +291,7 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
     }
     s = H->dropout(g, H->softmax(g, s), m->attn_drop);
     vp_gt *o = H->gemm(g, s, false, qkv[2], false, NULL); /* (Bw, heads, N, d) */
-    o = H->reshape(g, H->permute(g, o, (int[]){0, 2, 1, 3}), 3, (int64_t[]){Bw, N, D});
-    snprintf(n, sizeof n, "%s.attention.output.dense", p);
-    /* SwinSelfOutput's dropout is attention_probs_dropout_prob, as in HF. */
-    o = H->dropout(g, linear(c, n, o, D, true), m->attn_drop);
-    snprintf(n, sizeof n, "%s%s.attention", c->pfx, p);
-    return H->site_output_in(c->b, n, VP_SITE_ATTN_OUT, x, o);
+    return H->reshape(g, H->permute(g, o, (int[]){0, 2, 1, 3}), 3, (int64_t[]){Bw, N, D});
 }
 
 /* HF's stochastic depth rates: linspace(0, drop_path_rate, blocks), block

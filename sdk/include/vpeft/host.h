@@ -259,7 +259,18 @@ struct vp_host_api {
     vp_gt *(*site_output_in)(vp_build *b, const char *path, vp_site_kind kind, vp_gt *x,
                              vp_gt *y);
 
-    /* ABI 1.2 and later append here. */
+    /* ---- ABI 1.2: attention with its scale given and a bias that may train
+     * (Swin's relative position bias and shift mask): scores
+     * scale * q . k + bias over keys, softmax, times v. q (B, Nq, D), k and
+     * v (B, Nk, D), heads dividing D (at most 128 channels per head); bias
+     * NULL or (M, Hb, Nq, Nk) with M dividing B (image b adds bias[b % M])
+     * and Hb 1 or heads, or (Hb, Nq, Nk), or (Nq, Nk); -inf masks a key.
+     * Like attention(), one fused node with no Nq x Nk scores kept.
+     * -> (B, Nq, D) --------------------------------------------------------- */
+    vp_gt *(*attention_ex)(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *bias, int heads,
+                           float scale);
+
+    /* ABI 1.3 and later append here. */
 };
 
 #ifdef __cplusplus

@@ -24,7 +24,7 @@ extern "C" {
 #define VP_VERSION_STRING "0.1.0"
 
 #define VP_ABI_MAJOR 1
-#define VP_ABI_MINOR 1
+#define VP_ABI_MINOR 2
 
 #ifdef __cplusplus
 }
