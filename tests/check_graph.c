@@ -241,6 +241,38 @@ START_TEST(test_masked_attention)
 }
 END_TEST
 
+/* Adds whose gradient is the output's own (autodiff gives the operand dy's
+ * memory instead of a copy): through a view, a tensor added to itself (no
+ * alias), a parameter operand (no alias), an operand used again later (no
+ * alias: its gradient already exists), chained adds; every gradient against
+ * finite differences. */
+START_TEST(test_add_alias)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *leaf[3];
+    vp_gt *x = leaf[0] = vp_g_param(g, "x", 2, (int64_t[]){2, 6}, true);
+    vp_gt *w = leaf[1] = vp_g_param(g, "w", 2, (int64_t[]){6, 6}, true);
+    vp_gt *c = leaf[2] = vp_g_param(g, "c", 2, (int64_t[]){3, 4}, true);
+    vp_gt *h = vp_g_linear(g, x, w, NULL);                          /* (2, 6) */
+    vp_gt *y = vp_g_add(g, vp_g_reshape(g, h, 2, (int64_t[]){3, 4}), c);
+    vp_gt *s = vp_g_add(g, y, y);
+    vp_gt *t = vp_g_add(g, s, vp_g_reshape(g, x, 2, (int64_t[]){3, 4}));
+    vp_gt *u = vp_g_add(g, t, vp_g_mul(g, y, y)); /* y used again */
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, u, u));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[3];
+    for (int i = 0; i < 3; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 700 + (uint64_t)i, 1.0);
+    vt_check_graph_grads(g, loss, leaf, vals, 3, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    for (int i = 0; i < 3; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* Dropout in a training graph: the gradient through the same mask as the
  * forward (device against finite differences of the reference, which
  * uses the run's seed); two runs draw two masks; in an evaluation graph it
@@ -1167,6 +1199,7 @@ int main(void)
     vt_add_per_device(tc, test_nn_layers, NULL);
     vt_add_per_device(tc, test_losses, NULL);
     vt_add_per_device(tc, test_masked_attention, NULL);
+    vt_add_per_device(tc, test_add_alias, NULL);
     vt_add_per_device(tc, test_dropout_graph, NULL);
     vt_add_per_device(tc, test_vision_layers, NULL);
     vt_add_per_device(tc, test_transformer_gradients, NULL);

@@ -157,6 +157,30 @@ static void emit2(vp_graph *g, vp_gop op, const char *name, vp_gt *a, vp_gt *b, 
     }
 }
 
+/* y = a + b with a as many elements as y: a's gradient starts as exactly
+ * dy, so where nothing has flowed into a yet, dy's memory becomes a's
+ * gradient (no copy; what a gets later adds into it). Safe because dy is
+ * complete by now and its only other reader, b's rule, is emitted right
+ * after, before anything that adds into a. Only for activations (a view
+ * of one too: its root's gradient becomes a view of dy), not parameters or
+ * inputs, with dy y's whole gradient and b another tensor. Returns whether
+ * it did. */
+static bool alias_grad(vp_graph *g, vp_gt *a, vp_gt *b, const vp_gt *y, vp_gt *dy)
+{
+    vp_gt *r = vp_gt_root(a);
+    if (r->kind != VP_GT_ACT || r->grad || r->keep || r == vp_gt_root(b) ||
+        vp_gt_nelem(r) != vp_gt_nelem(y))
+        return false;
+    if (y->view_of || dy != y->grad || dy->kind != VP_GT_ACT || dy->view_of)
+        return false;
+    vp_gt *gr = vp_gt_same_shape(r, dy) ? dy : vp_g_view(g, dy, r->ndim, r->shape, NULL);
+    if (!gr)
+        return false;
+    gr->grad_written = true;
+    r->grad = gr;
+    return true;
+}
+
 static void backward_node(vp_graph *g, const vp_gnode *n)
 {
     vp_gt *y = n->out[0];
@@ -191,12 +215,15 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
             emit_colsum(g, dy, n->in[2]);
         break;
     }
-    case VP_GOP_ADD:
-        if (a->requires_grad) {
+    case VP_GOP_ADD: {
+        bool aliased = a->requires_grad && alias_grad(g, a, b, y, dy);
+        if (a->requires_grad && !aliased) {
             vp_gt *da = grad_target(g, a, &acc);
             if (da)
                 emit_axpy(g, dy, 1.0f, da, acc);
         }
+        if (b->requires_grad && !aliased && alias_grad(g, b, a, y, dy))
+            break;
         if (b->requires_grad) {
             if (vp_gt_nelem(b) == vp_gt_nelem(y)) {
                 vp_gt *db = grad_target(g, b, &acc);
@@ -207,6 +234,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
             }
         }
         break;
+    }
     case VP_GOP_MUL:
         if (a->requires_grad) {
             vp_gt *da = grad_target(g, a, &acc);
