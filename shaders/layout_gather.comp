@@ -1,6 +1,7 @@
 #version 450
 // Rows of a table by index (embedding lookup) and the deterministic
-// backward. Indices outside [0, R) are clamped to the nearest row.
+// backward. Indices outside [0, R) are clamped to the nearest row (MODE 0,
+// 1); MODE 2 reads a zero row for them instead.
 //   MODE 0, forward:  y[n, c] = table[clamp(idx[n]), c]
 //            src = table (R, C), dst = y (N, C); one invocation per element
 //   MODE 1, backward: dst[r, c] (+)= sum over n with clamp(idx[n]) == r, in
@@ -16,6 +17,9 @@
 //            compaction was 1.3x slower on lavapipe, where every barrier is
 //            expensive; one invocation per (row, 16 columns) walking all N
 //            indices itself was 4x slower.)
+//   MODE 2, row map:  dst[n, c] (+)= idx[n] in [0, R) ? src[idx[n], c] : 0
+//            one invocation per element; acc adds. An injective map's
+//            backward is the same with the inverse map (vp_op_row_map).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -83,5 +87,11 @@ void main()
     if (i >= p.N * p.C)
         return;
     uint n = i / p.C, c = i % p.C;
+    if (MODE == 2) {
+        int r = idx[n];
+        float v = r >= 0 && uint(r) < p.R ? src[uint(r) * p.C + c] : 0.0;
+        dst[i] = p.acc != 0 ? dst[i] + v : v;
+        return;
+    }
     dst[i] = src[uint(row_of(n)) * p.C + c];
 }

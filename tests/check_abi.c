@@ -124,6 +124,7 @@ static const struct {
     M(vp_host_api, site_output_in, 680),
     /* ABI 1.2 */
     M(vp_host_api, attention_ex, 688),
+    M(vp_host_api, row_map, 696),
     M(vp_peft_iface, size, 0),
     M(vp_peft_iface, peft_type, 8),
     M(vp_peft_iface, create, 16),

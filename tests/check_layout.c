@@ -1,5 +1,5 @@
 /*
- * Layout suite: permute, slice, concat and the row gather, forward and
+ * Layout suite: permute, slice, concat, the row gather and the row map, forward and
  * backward, on every device against the double references in ref/layout.h.
  * Ops that only move values must match exactly (accumulate: the f32 sum of
  * the old value and the gradient); the gather's backward sums, so NMSE
@@ -8,6 +8,7 @@
  */
 #include "layout_util.h"
 
+#include "graph/graph.h"
 #include "ref/layout.h"
 
 #define TOL 1e-7
@@ -541,6 +542,75 @@ START_TEST(test_gather_rows_clamp)
 }
 END_TEST
 
+/* The row map: rows by index with -1 for zero rows, x and y of other
+ * shapes than 2-D, overwrite and accumulate, exactly against the
+ * reference; in a graph, its gradient (the inverse map) against finite
+ * differences; a row used twice refused when building. */
+START_TEST(test_row_map)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    enum { R = 30, C = 5, N = 24 };
+    int32_t idx[N];
+    for (int n = 0; n < N; n++) /* every third a hole, the rest distinct rows in shuffled order */
+        idx[n] = n % 3 == 1 ? -1 : (int32_t)((n * 7 + 3) % R);
+    float hx[R * C], hy0[N * C];
+    vt_rand(hx, R * C, 3);
+    vt_rand(hy0, N * C, 4);
+    vp_tensor *x = vt_tensor(dev, "x", 3, (int64_t[]){2, 15, C}, hx);
+    vp_tensor *ti = lt_i32(dev, "idx", 1, (int64_t[]){N}, idx);
+    for (int acc = 0; acc < 2; acc++) {
+        vp_tensor *y = vt_tensor(dev, "y", 4, (int64_t[]){2, 3, 4, C}, acc ? hy0 : NULL);
+        double want[N * C], *dx = vt_f64(hx, R * C);
+        for (int i = 0; i < N * C; i++)
+            want[i] = acc ? (double)hy0[i] : 0.0;
+        vp_ref_row_map(dx, R, C, idx, N, want, acc);
+        for (int i = 0; acc && i < N * C; i++) /* the device adds in float */
+            want[i] = (double)(float)want[i];
+        vp_cmd *cmd = lt_begin(dev);
+        vt_ok(vp_op_row_map(cmd, x, ti, y, acc));
+        lt_submit(cmd);
+        float *got = vt_download(y);
+        lt_assert_exact(got, want, N * C, "row_map%s", acc ? " accumulate" : "");
+        for (int n = 0; n < N; n++)
+            if (idx[n] < 0)
+                for (int c = 0; c < C; c++)
+                    ck_assert(acc || got[n * C + c] == 0.0f);
+        free(got);
+        free(dx);
+        vp_tensor_destroy(y);
+    }
+    vp_cmd *cmd = lt_begin(dev);
+    vp_tensor *bad = vt_tensor(dev, "y", 2, (int64_t[]){N, C + 1}, NULL);
+    ck_assert_int_eq(vp_op_row_map(cmd, x, ti, bad, false), VP_ERR_SHAPE);
+    vt_assert_has(vp_error_last(), "row_map: y (24, 6) must hold 24 rows of 5");
+    vp_cmd_destroy(cmd);
+    vp_tensor_destroy(bad);
+    vp_tensor_destroy(x);
+    vp_tensor_destroy(ti);
+
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *leaf[1];
+    vp_gt *gx = leaf[0] = vp_g_param(g, "x", 2, (int64_t[]){R, C}, true);
+    vp_gt *gy = vp_g_row_map(g, vp_g_scale(g, gx, 2.0f), idx, 2, (int64_t[]){N, C});
+    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, gy, gy));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    double *vals[1] = {vt_f64(hx, R * C)};
+    vt_check_graph_grads(g, loss, leaf, vals, 1, 1e-6, 1e-6, "row_map graph");
+    free(vals[0]);
+    vp_graph_destroy(g);
+    vt_ok(vp_graph_create(dev, &g));
+    int32_t twice[3] = {1, -1, 1};
+    gx = vp_g_param(g, "x", 2, (int64_t[]){4, C}, true);
+    ck_assert_ptr_null(vp_g_row_map(g, gx, twice, 2, (int64_t[]){3, C}));
+    ck_assert_int_eq(vp_graph_compile(g), VP_ERR_INVALID);
+    vt_assert_has(vp_error_last(), "row_map of x: index 2 is 1: each must be -1 or a row in [0, 4), "
+                                   "no row twice");
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* The deterministic backward gives the same bits on every run, with many
  * indices sharing a row (sums whose rounding depends on the order). */
 START_TEST(test_gather_rows_deterministic)
@@ -697,6 +767,7 @@ int main(void)
     vt_add_per_device(tc, test_gather_rows_atomic, needs_atomics);
     vt_add_per_device(tc, test_gather_rows_clamp, NULL);
     vt_add_per_device(tc, test_gather_rows_deterministic, NULL);
+    vt_add_per_device(tc, test_row_map, NULL);
     suite_add_tcase(s, tc);
     tc = vt_tcase("errors");
     vt_add_per_device(tc, test_layout_errors, NULL);

@@ -443,6 +443,18 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         b2->ip[0] = tmp.ip[0];
         break;
     }
+    case VP_GOP_ROWMAP:
+        /* an injective map: the gradient is the inverse map of dy */
+        if (n->n_in > 2 && a->requires_grad) {
+            vp_gt *da = grad_target(g, a, &acc);
+            vp_gnode *b2 = da ? emit(g, VP_GOP_ROWMAP, "row_map.backward", da, acc) : NULL;
+            if (b2) {
+                b2->in[0] = dy;
+                b2->in[1] = n->in[2];
+                b2->n_in = 2;
+            }
+        }
+        break;
     case VP_GOP_ATTN: {
         /* One node writes dq, dk, dv (each with its own flag; scratch for
          * those nobody needs) and, if the bias trains, the score gradients

@@ -182,6 +182,9 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
             &n->in[3]->rt, o, n->acc[0], &n->out[1]->rt, n->acc[1], &n->out[2]->rt, n->acc[2],
             &(vp_msdeform_cfg){g->deterministic ? VP_MSDEFORM_GATHER : VP_MSDEFORM_AUTO, 0});
         break;
+    case VP_GOP_ROWMAP:
+        st = vp_op_row_map(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
+        break;
     case VP_GOP_ATTN:
         st = vp_op_attention(cmd, &n->in[0]->rt, &n->in[1]->rt, &n->in[2]->rt, RT(n->in[3]),
                              n->ip[0], n->fp[0], o, &n->out[1]->rt);

@@ -940,6 +940,59 @@ vp_gt *vp_g_gather_rows(vp_graph *g, vp_gt *table, vp_gt *idx)
     return y;
 }
 
+vp_gt *vp_g_row_map(vp_graph *g, vp_gt *x, const int32_t *idx, int ndim, const int64_t *shape)
+{
+    if (!x)
+        return NULL;
+    int64_t C = x->shape[x->ndim - 1], R = vp_gt_nelem(x) / C, N = 1;
+    for (int i = 0; i < ndim; i++)
+        N *= shape[i];
+    if (ndim < 1 || ndim > VP_MAX_DIMS || shape[ndim - 1] != C || !idx) {
+        char sx[64];
+        vp_gt_shape_str(x, sx, sizeof sx);
+        vp_graph_fail(g, VP_ERR_SHAPE, "row_map of %s %s: the output's last dimension must be "
+                      "%lld, as x's", x->name, sx, (long long)C);
+        return NULL;
+    }
+    N /= C;
+    int32_t *inv = malloc((size_t)(R ? R : 1) * sizeof *inv);
+    if (!inv) {
+        vp_graph_fail(g, VP_ERR_NOMEM, "out of host memory");
+        return NULL;
+    }
+    for (int64_t r = 0; r < R; r++)
+        inv[r] = -1;
+    for (int64_t i = 0; i < N; i++) {
+        if (idx[i] < -1 || idx[i] >= R || (idx[i] >= 0 && inv[idx[i]] >= 0)) {
+            vp_graph_fail(g, VP_ERR_INVALID, "row_map of %s: index %lld is %d: each must be -1 "
+                          "or a row in [0, %lld), no row twice", x->name, (long long)i,
+                          (int)idx[i], (long long)R);
+            free(inv);
+            return NULL;
+        }
+        if (idx[i] >= 0)
+            inv[idx[i]] = (int32_t)i;
+    }
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "row_map.%u.idx", g->n_tensors);
+    vp_gt *ti = vp_g_const_i32(g, name, 1, (int64_t[]){N}, idx);
+    snprintf(name, sizeof name, "row_map.%u.inv", g->n_tensors);
+    vp_gt *tv = vp_g_const_i32(g, name, 1, (int64_t[]){R}, inv);
+    free(inv);
+    if (!ti || !tv)
+        return NULL;
+    vp_gnode *n;
+    vp_gt *y = op_out(g, &n, VP_GOP_ROWMAP, "row_map", ndim, shape);
+    if (!y)
+        return NULL;
+    n->in[0] = x;
+    n->in[1] = ti;
+    n->in[2] = tv;
+    n->n_in = 3;
+    y->requires_grad = x->requires_grad;
+    return y;
+}
+
 vp_gt *vp_g_patch_embed(vp_graph *g, vp_gt *img, vp_gt *w, vp_gt *b, int p)
 {
     if (!img || !w)

@@ -99,6 +99,13 @@ vp_gt *vp_g_transpose(vp_graph *g, vp_gt *x, int d0, int d1);
 vp_gt *vp_g_concat(vp_graph *g, vp_gt *const *xs, uint32_t n, int axis);
 vp_gt *vp_g_slice(vp_graph *g, vp_gt *x, int axis, int64_t start, int64_t len);
 vp_gt *vp_g_gather_rows(vp_graph *g, vp_gt *table, vp_gt *idx);
+/* Rows of x (its last dimension C, any leading shape) rearranged by a map
+ * known when building: the output (shape, last dimension C) has row n =
+ * x's row idx[n], or zeros where idx[n] is -1 (padding); no row of x twice
+ * (checked), so the gradient is the inverse map. One dispatch each way;
+ * idx (nelem(shape) / C entries) is copied. Window partitions with padding
+ * and cyclic shifts in one node. */
+vp_gt *vp_g_row_map(vp_graph *g, vp_gt *x, const int32_t *idx, int ndim, const int64_t *shape);
 
 /* Vision, channels-last maps (B, H, W, C). patch_embed: img (B, Cin, H, W)
  * with a PyTorch Conv2d weight (D, Cin, p, p) and bias (D) or NULL, kernel =

@@ -66,6 +66,8 @@ typedef enum vp_gop {
     VP_GOP_LOGITMASK,  /* out = logit_mask(in0) (no gradient) */
     VP_GOP_DROPOUT,    /* out = dropout(in0; in1 the graph's seed, fp0 p) */
     VP_GOP_RAND,       /* out = uniform [0, 1) from in0 (the graph's seed), ip[0] salt */
+    VP_GOP_ROWMAP,     /* out (+)= rows of in0 by in1 (i32, -1: zeros); in2 the inverse
+                        * map (the backward is the same op with the two swapped) */
     VP_GOP_ATTN,       /* out0 = attention(in0 q, in1 k, in2 v, in3 bias|NULL), out1 lse;
                         * ip[0] heads, fp[0] scale (ops/attention.h) */
     /* gradient plumbing */

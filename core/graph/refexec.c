@@ -278,6 +278,17 @@ static vp_status ref_node(vp_graph_ref *r, const vp_gnode *n)
         vp_ref_msdeform(&dims, da, db, DATA(at), o);
         return VP_OK;
     }
+    case VP_GOP_ROWMAP: {
+        int64_t N = vp_gt_nelem(b), C = a->shape[a->ndim - 1];
+        int32_t *idx = malloc((size_t)N * sizeof *idx);
+        if (!idx)
+            return vp_error_set(VP_ERR_NOMEM, "out of host memory");
+        for (int64_t i = 0; i < N; i++)
+            idx[i] = (int32_t)db[i];
+        vp_ref_row_map(da, vp_gt_nelem(a) / C, C, idx, N, o, false);
+        free(idx);
+        return VP_OK;
+    }
     case VP_GOP_ATTN: {
         const vp_gt *bias = n->in[3];
         int64_t heads = n->ip[0];

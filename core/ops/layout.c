@@ -527,6 +527,37 @@ vp_status vp_op_gather_rows(vp_cmd *cmd, const vp_tensor *table, const vp_tensor
     return vp_dispatch_flat(cmd, &k_gather, &mode, 1, r, &push, push.N * push.C);
 }
 
+vp_status vp_op_row_map(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *idx, vp_tensor *y,
+                        bool accumulate)
+{
+    const char *op = "row_map";
+    vp_status st = vp_check_f32(op, x);
+    if (!st)
+        st = vp_check_i32(op, idx);
+    if (!st)
+        st = vp_check_f32(op, y);
+    if (st)
+        return st;
+    int64_t C = x->shape[x->ndim - 1], N = vp_tensor_nelem(idx);
+    if (y->shape[y->ndim - 1] != C || vp_tensor_nelem(y) != N * C) {
+        char sx[64], si[64], sy[64];
+        vp_shape_str(x, sx, sizeof sx);
+        vp_shape_str(idx, si, sizeof si);
+        vp_shape_str(y, sy, sizeof sy);
+        return vp_error_set(VP_ERR_SHAPE, "row_map: %s %s must hold %lld rows of %lld (the last "
+                            "dimension of %s %s, one row per entry of %s %s)", y->name, sy,
+                            (long long)N, (long long)C, x->name, sx, idx->name, si);
+    }
+    st = vp_check_no_overlap(op, &y, 1, (const vp_tensor *[]){x, idx}, 2);
+    if (st)
+        return st;
+    struct { uint32_t R, C, N, acc; } push = {(uint32_t)(vp_tensor_nelem(x) / C), (uint32_t)C,
+                                              (uint32_t)N, accumulate};
+    vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(idx), vp_tensor_range(y)};
+    uint32_t mode = 2;
+    return vp_dispatch_flat(cmd, &k_gather, &mode, 1, r, &push, push.N * push.C);
+}
+
 vp_status vp_op_gather_rows_backward_ex(vp_cmd *cmd, const vp_tensor *dy, const vp_tensor *idx,
                                         vp_tensor *dtable, bool accumulate, vp_scatter_mode mode)
 {

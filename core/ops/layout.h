@@ -73,6 +73,15 @@ vp_status vp_op_slice_backward(vp_cmd *cmd, const vp_tensor *dy, int axis, int64
 vp_status vp_op_gather_rows(vp_cmd *cmd, const vp_tensor *table, const vp_tensor *idx,
                             vp_tensor *y);
 
+/* Rows of x by an index map with holes: x is any shape whose last dimension
+ * C makes R rows; y holds N = nelem(idx) rows of C (any shape with that
+ * last dimension); y[n] = x[idx[n]] for idx[n] in [0, R), a zero row
+ * otherwise (-1: padding); accumulate adds into y. Where idx is injective
+ * its gradient is the same op with the inverse map (vp_g_row_map builds
+ * both). One dispatch, one invocation per element. */
+vp_status vp_op_row_map(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *idx, vp_tensor *y,
+                        bool accumulate);
+
 /* How the backward of gather_rows sums rows that several indices share. */
 typedef enum vp_scatter_mode {
     /* DETERMINISTIC, unless R*N exceeds 2^24 and the device has float

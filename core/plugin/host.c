@@ -133,6 +133,7 @@ static const vp_host_api host_api = {
     .rand = vp_g_rand,
     .site_output_in = vp_build_site_output_in,
     .attention_ex = vp_g_attention_ex,
+    .row_map = vp_g_row_map,
 };
 
 const vp_host_api *vp_host_api_get(void) { return &host_api; }

@@ -306,3 +306,13 @@ void vp_ref_resize_bilinear_backward(const double *dy, int64_t B, int64_t H, int
                 }
             }
 }
+
+void vp_ref_row_map(const double *x, int64_t R, int64_t C, const int32_t *idx, int64_t N,
+                    double *y, bool accumulate)
+{
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) {
+            double v = idx[n] >= 0 && idx[n] < R ? x[idx[n] * C + c] : 0.0;
+            y[n * C + c] = accumulate ? y[n * C + c] + v : v;
+        }
+}

@@ -40,6 +40,9 @@ void vp_ref_slice_backward(const double *dy, int64_t outer, int64_t xlen, int64_
 
 /* y (N, C) = table (R, C) [clamp(idx[n], 0, R-1)]: out-of-range indices
  * read (and in backward, receive the gradient of) the nearest valid row. */
+/* y[n] (+)= idx[n] in [0, R) ? x[idx[n]] : 0, rows of C (vp_op_row_map). */
+void vp_ref_row_map(const double *x, int64_t R, int64_t C, const int32_t *idx, int64_t N,
+                    double *y, bool accumulate);
 void vp_ref_gather_rows(const double *table, int64_t R, int64_t C, const int32_t *idx, int64_t N,
                         double *y);
 void vp_ref_gather_rows_backward(const double *dy, const int32_t *idx, int64_t N, int64_t R,

@@ -9,7 +9,8 @@
  * (B*Hp/w, w, Wp/w, w*C) -> permute(0, 2, 1, 3): the same element order.
  * Padding is a concat with zeros and the roll a concat of two slices; both
  * come out of one concat per axis (swin_pad_roll). swin_window_in/out are
- * the whole of it in each direction, so that a fused op can replace them.
+ * the whole of it in each direction: with a shift or padding, one row map
+ * (ABI 1.2) each, the slices and concats only for older hosts.
  */
 #include <stdlib.h>
 #include <stdio.h>
@@ -95,6 +96,52 @@ static vp_gt *unroll_crop(swin_build *c, vp_gt *x, int axis, int64_t L, int64_t 
 
 static int64_t round_up(int64_t n, int64_t w) { return (n + w - 1) / w * w; }
 
+/* The row of the rolled, padded (Hp, Wp) grid that window token n (of
+ * B * (Hp / w) * (Wp / w) windows of w * w) holds: window (b, wy, wx),
+ * token (ty, tx) sits at (wy w + ty, wx w + tx). */
+static void window_pos(int64_t n, int64_t w, int64_t Hp, int64_t Wp, int64_t *b, int64_t *Y,
+                       int64_t *X)
+{
+    int64_t N = w * w, nh = Hp / w, nw = Wp / w, win = n / N, t = n % N;
+    *b = win / (nh * nw);
+    *Y = (win / nw) % nh * w + t / w;
+    *X = win % nw * w + t % w;
+}
+
+/* Window partitions with a shift or padding as one row map (ABI 1.2):
+ * the padded map rolled by -s (torch.roll(x, (-s, -s))) cut into windows,
+ * or back. in: x (B, Hs, Ws, C) -> (Bw, N, C); else y (Bw, N, C) -> (B, Hs,
+ * Ws, C) for the given B, Hs, Ws. */
+static vp_gt *window_map(swin_build *c, vp_gt *x, bool in, int64_t B, int64_t Hs, int64_t Ws,
+                         int64_t w, int64_t s)
+{
+    int64_t Hp = round_up(Hs, w), Wp = round_up(Ws, w), C = H->shape(x)[H->ndim(x) - 1];
+    int64_t nwin = B * Hp * Wp, nimg = B * Hs * Ws, n_out = in ? nwin : nimg;
+    int32_t *idx = malloc((size_t)n_out * sizeof *idx);
+    if (!idx)
+        return fail_nomem(c);
+    if (in) {
+        for (int64_t n = 0; n < nwin; n++) {
+            int64_t b, Y, X;
+            window_pos(n, w, Hp, Wp, &b, &Y, &X);
+            int64_t Yp = (Y + s) % Hp, Xp = (X + s) % Wp; /* before the roll */
+            idx[n] = Yp < Hs && Xp < Ws ? (int32_t)((b * Hs + Yp) * Ws + Xp) : -1;
+        }
+    } else {
+        for (int64_t n = 0; n < nwin; n++) {
+            int64_t b, Y, X;
+            window_pos(n, w, Hp, Wp, &b, &Y, &X);
+            int64_t Yp = (Y + s) % Hp, Xp = (X + s) % Wp;
+            if (Yp < Hs && Xp < Ws)
+                idx[(b * Hs + Yp) * Ws + Xp] = (int32_t)n;
+        }
+    }
+    vp_gt *y = in ? H->row_map(c->g, x, idx, 3, (int64_t[]){nwin / (w * w), w * w, C})
+                  : H->row_map(c->g, x, idx, 4, (int64_t[]){B, Hs, Ws, C});
+    free(idx);
+    return y;
+}
+
 vp_gt *swin_window_in(swin_build *c, vp_gt *x, int64_t w, int64_t s)
 {
     if (!x)
@@ -102,6 +149,8 @@ vp_gt *swin_window_in(swin_build *c, vp_gt *x, int64_t w, int64_t s)
     vp_graph *g = c->g;
     const int64_t *sh = H->shape(x);
     int64_t B = sh[0], Hp = round_up(sh[1], w), Wp = round_up(sh[2], w), C = sh[3];
+    if ((s || Hp != sh[1] || Wp != sh[2]) && H->abi_minor >= 2)
+        return window_map(c, x, true, B, sh[1], sh[2], w, s);
     x = swin_pad_roll(c, x, 1, Hp, s);
     x = swin_pad_roll(c, x, 2, Wp, s);                               /* (B, Hp, Wp, C) */
     x = H->reshape(g, x, 4, (int64_t[]){B * Hp / w, w, Wp / w, w * C});
@@ -116,6 +165,8 @@ vp_gt *swin_window_out(swin_build *c, vp_gt *y, int64_t Hs, int64_t Ws, int64_t 
     vp_graph *g = c->g;
     int64_t Hp = round_up(Hs, w), Wp = round_up(Ws, w), C = H->shape(y)[2];
     int64_t B = H->shape(y)[0] / ((Hp / w) * (Wp / w));
+    if ((s || Hp != Hs || Wp != Ws) && H->abi_minor >= 2)
+        return window_map(c, y, false, B, Hs, Ws, w, s);
     y = H->reshape(g, y, 4, (int64_t[]){B * Hp / w, Wp / w, w, w * C});
     y = H->permute(g, y, (int[]){0, 2, 1, 3});                      /* (B*Hp/w, w, Wp/w, w*C) */
     y = H->reshape(g, y, 4, (int64_t[]){B, Hp, Wp, C});

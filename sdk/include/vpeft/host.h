@@ -269,6 +269,13 @@ struct vp_host_api {
      * -> (B, Nq, D) --------------------------------------------------------- */
     vp_gt *(*attention_ex)(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *bias, int heads,
                            float scale);
+    /* Rows of x (last dimension C) rearranged by a map known when building:
+     * the output (ndim, shape; last dimension C) has row n = x's row
+     * idx[n], or zeros where idx[n] is -1; no row of x twice (checked), so
+     * the gradient is the inverse map. One dispatch each way: a window
+     * partition with its padding and cyclic shift in one node. idx is
+     * copied. */
+    vp_gt *(*row_map)(vp_graph *g, vp_gt *x, const int32_t *idx, int ndim, const int64_t *shape);
 
     /* ABI 1.3 and later append here. */
 };
