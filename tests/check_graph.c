@@ -273,6 +273,46 @@ START_TEST(test_add_alias)
 }
 END_TEST
 
+/* Slices of a parameter along its first axis (contiguous) are views at an
+ * offset: no copy, the gradient added straight into the parameter's; a
+ * slice of such a view (offsets add up), a slice along another axis (a
+ * copy), a slice of an activation (a copy); every gradient against finite
+ * differences, and the views cost no dispatch. */
+START_TEST(test_slice_views)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    vp_graph *g;
+    vt_ok(vp_graph_create(dev, &g));
+    vp_gt *leaf[2];
+    vp_gt *x = leaf[0] = vp_g_input(g, "x", 2, (int64_t[]){3, 4});
+    vp_gt *w = leaf[1] = vp_g_param(g, "w", 2, (int64_t[]){12, 4}, true);
+    vp_gt *wq = vp_g_slice(g, w, 0, 0, 4), *wkv = vp_g_slice(g, w, 0, 4, 8);
+    vp_gt *wk = vp_g_slice(g, wkv, 0, 0, 4), *wv = vp_g_slice(g, wkv, 0, 4, 4);
+    vp_gt *wc = vp_g_slice(g, w, 1, 1, 3);                        /* (12, 3): a copy */
+    vp_gt *q = vp_g_linear(g, x, wq, NULL), *k = vp_g_linear(g, x, wk, NULL);
+    vp_gt *v = vp_g_linear(g, x, wv, NULL);
+    vp_gt *h = vp_g_add(g, vp_g_mul(g, q, k), v);                 /* (3, 4) */
+    vp_gt *hs = vp_g_slice(g, h, 0, 1, 2);                        /* an activation: a copy */
+    vp_gt *loss = vp_g_add(g, vp_g_sum(g, vp_g_mul(g, hs, hs)), vp_g_sum(g, vp_g_mul(g, wc, wc)));
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    /* forward: 3 linears, mul, add, 2 slices (w along axis 1, h), 2 muls, 2 sums, add: the
+     * views of w add no node */
+    ck_assert_uint_eq(vp_graph_get_stats(g).nodes - vp_graph_get_stats(g).backward_nodes, 12);
+    double *vals[2];
+    for (int i = 0; i < 2; i++)
+        vals[i] = rand_vals((size_t)vp_gt_nelem(leaf[i]), 800 + (uint64_t)i, 1.0);
+    vt_check_graph_grads(g, loss, leaf, vals, 2, 1e-6, 1e-4, vt_device_info((uint32_t)_i)->name);
+    float got[16];
+    vt_ok(vp_graph_read(g, wk, got, sizeof got)); /* a view reads its own elements */
+    for (int i = 0; i < 16; i++)
+        ck_assert(got[i] == (float)vals[1][16 + i]);
+    for (int i = 0; i < 2; i++)
+        free(vals[i]);
+    vp_graph_destroy(g);
+}
+END_TEST
+
 /* Dropout in a training graph: the gradient through the same mask as the
  * forward (device against finite differences of the reference, which
  * uses the run's seed); two runs draw two masks; in an evaluation graph it
@@ -1200,6 +1240,7 @@ int main(void)
     vt_add_per_device(tc, test_losses, NULL);
     vt_add_per_device(tc, test_masked_attention, NULL);
     vt_add_per_device(tc, test_add_alias, NULL);
+    vt_add_per_device(tc, test_slice_views, NULL);
     vt_add_per_device(tc, test_dropout_graph, NULL);
     vt_add_per_device(tc, test_vision_layers, NULL);
     vt_add_per_device(tc, test_transformer_gradients, NULL);

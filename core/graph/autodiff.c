@@ -37,7 +37,7 @@ static vp_gt *grad_target(vp_graph *g, vp_gt *t, bool *acc)
     if (t == root)
         return gr;
     if (!t->grad)
-        t->grad = vp_g_view(g, gr, t->ndim, t->shape, NULL);
+        t->grad = vp_g_view_at(g, gr, t->view_off, t->ndim, t->shape);
     return t->grad;
 }
 
@@ -50,7 +50,7 @@ static vp_gt *grad_of(vp_graph *g, vp_gt *t)
     if (t == root)
         return root->grad;
     if (!t->grad)
-        t->grad = vp_g_view(g, root->grad, t->ndim, t->shape, NULL);
+        t->grad = vp_g_view_at(g, root->grad, t->view_off, t->ndim, t->shape);
     return t->grad;
 }
 

@@ -353,8 +353,29 @@ static vp_gt *view_prefix(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape,
     if (!t)
         return NULL;
     t->view_of = vp_gt_root(a);
+    t->view_off = a->kind == VP_GT_VIEW ? a->view_off : 0;
     t->dtype = a->dtype;
     t->requires_grad = a->requires_grad;
+    return t;
+}
+
+vp_gt *vp_g_view_at(vp_graph *g, vp_gt *a, int64_t off, int ndim, const int64_t *shape)
+{
+    if (!a)
+        return NULL;
+    vp_gt *r = vp_gt_root(a);
+    int64_t base = a->kind == VP_GT_VIEW ? a->view_off : 0, n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    if (off < 0 || base + off + n > vp_gt_nelem(r)) {
+        vp_graph_fail(g, VP_ERR_INTERNAL, "view of %s: elements [%lld, %lld) of %lld", a->name,
+                      (long long)(base + off), (long long)(base + off + n),
+                      (long long)vp_gt_nelem(r));
+        return NULL;
+    }
+    vp_gt *t = view_prefix(g, r, ndim, shape, NULL, true);
+    if (t)
+        t->view_off = base + off;
     return t;
 }
 
@@ -904,6 +925,22 @@ vp_gt *vp_g_slice(vp_graph *g, vp_gt *x, int axis, int64_t start, int64_t len)
     int64_t shape[VP_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[axis] = len;
+    /* A contiguous slice (every dimension before the axis 1) of a
+     * parameter, input or constant is a view where the device's storage
+     * alignment allows: no copy, and the gradient adds straight into the
+     * parameter's. (Not of activations: their gradients' first write
+     * overwrites, which a part cannot.) */
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < axis; i++)
+        outer *= x->shape[i];
+    for (int i = axis + 1; i < x->ndim; i++)
+        inner *= x->shape[i];
+    vp_gt *r = vp_gt_root(x);
+    int64_t off = (x->kind == VP_GT_VIEW ? x->view_off : 0) + start * inner;
+    uint64_t align = vp_device_get_info(g->dev)->storage_align;
+    if (outer == 1 && r->kind != VP_GT_ACT && align &&
+        (uint64_t)off * vp_dtype_size(x->dtype) % align == 0)
+        return vp_g_view_at(g, x, start * inner, x->ndim, shape);
     vp_gnode *n;
     vp_gt *y = op_out(g, &n, VP_GOP_SLICE, "slice", x->ndim, shape);
     if (!y)

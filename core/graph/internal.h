@@ -106,6 +106,9 @@ struct vp_gt {
     bool requires_grad;  /* depends on a trainable parameter */
     bool keep;           /* readable after a run */
     vp_gt *view_of;      /* VP_GT_VIEW: the tensor whose memory this is */
+    int64_t view_off;    /* VP_GT_VIEW: where in view_of it starts, in elements
+                          * (nonzero only for slices of parameters, inputs and
+                          * constants: vp_g_slice) */
     vp_gt *grad;
     bool grad_written;   /* on a gradient's root: a first write happened */
     vp_gt *param;        /* VP_GT_PGRAD: whose gradient */
@@ -196,6 +199,8 @@ vp_gt *vp_gt_root(vp_gt *t);
 bool vp_gt_same_shape(const vp_gt *a, const vp_gt *b);
 void vp_gt_shape_str(const vp_gt *t, char *buf, size_t n);
 vp_gt *vp_g_view(vp_graph *g, vp_gt *a, int ndim, const int64_t *shape, const char *name);
+/* A view of a's elements from off on (off counted from a's own start). */
+vp_gt *vp_g_view_at(vp_graph *g, vp_gt *a, int64_t off, int ndim, const int64_t *shape);
 vp_gt *vp_g_ones(vp_graph *g, int64_t n);
 
 /* custom.c */

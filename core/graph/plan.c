@@ -186,8 +186,9 @@ vp_status vp_graph_plan(vp_graph *g)
         vp_gt *t = g->tensors[i], *r = vp_gt_root(t);
         if (r->kind == VP_GT_ACT && r->first < 0)
             continue; /* never used */
-        vp_tensor_view_init(&t->rt, g->dev, &g->bufs[r->buf], r->offset, t->dtype, t->ndim,
-                            t->shape, t->name);
+        uint64_t off = r->offset + (uint64_t)t->view_off * vp_dtype_size(t->dtype);
+        vp_tensor_view_init(&t->rt, g->dev, &g->bufs[r->buf], off, t->dtype, t->ndim, t->shape,
+                            t->name);
     }
     return VP_OK;
 }

@@ -56,7 +56,7 @@ vp_status vp_graph_ref_create(const vp_graph *g, vp_graph_ref **out)
     }
     for (uint32_t i = 0; i < g->n_tensors; i++)
         if (g->tensors[i]->kind == VP_GT_VIEW)
-            r->data[i] = r->data[g->tensors[i]->view_of->id];
+            r->data[i] = r->data[g->tensors[i]->view_of->id] + g->tensors[i]->view_off;
     *out = r;
     return VP_OK;
 }
