@@ -373,6 +373,80 @@ START_TEST(test_layernorm_variants)
 END_TEST
 
 /* 3-D input; per-row tensors as (B, N) and as (B, N, 1). */
+/* The backward with separate flags for dx and the affine gradients (what
+ * a graph does: dx written first, dgamma and dbeta always added): each
+ * output overwritten or added as its own flag says. */
+START_TEST(test_layernorm_split_acc)
+{
+    vp_device *dev = vt_device((uint32_t)_i);
+    const char *dn = vt_device_info((uint32_t)_i)->name;
+    enum { R = 7, C = 33 };
+    float *hx = rand_f(R * C, 1, 2.0, 0.5), *hg = rand_f(C, 2, 1.0, 1.0);
+    float *hdy = rand_f(R * C, 3, 1.0, 0.0), *hold = rand_f(R * C, 4, 1.0, 0.0);
+    double *x = vt_f64(hx, R * C), *g = vt_f64(hg, C), *dy = vt_f64(hdy, R * C);
+    double mean[R], rstd[R], *y = zeros(R * C);
+    vp_ref_layernorm(x, g, NULL, 1e-5, y, mean, rstd, R, C);
+    int64_t s2[2] = {R, C};
+    vp_tensor *tx = vt_tensor(dev, "x", 2, s2, hx), *tg = vt_tensor(dev, "gamma", 1, (int64_t[]){C}, hg);
+    vp_tensor *tdy = vt_tensor(dev, "dy", 2, s2, hdy);
+    vp_tensor *ty = vt_tensor(dev, "y", 2, s2, NULL), *tm = vt_tensor(dev, "mean", 1, (int64_t[]){R}, NULL);
+    vp_tensor *tr = vt_tensor(dev, "rstd", 1, (int64_t[]){R}, NULL);
+    vp_cmd *cmd = cmd_begin(dev);
+    vt_ok(vp_op_layernorm(cmd, tx, tg, NULL, 1e-5f, ty, tm, tr));
+    cmd_run(cmd);
+    for (int k = 0; k < 2; k++) {
+        bool acc_dx = k == 1, acc_p = k == 0;
+        vp_tensor *tdx = vt_tensor(dev, "dx", 2, s2, acc_dx ? hold : NULL);
+        vp_tensor *tdg = vt_tensor(dev, "dgamma", 1, (int64_t[]){C}, acc_p ? hold : NULL);
+        vp_tensor *tdb = vt_tensor(dev, "dbeta", 1, (int64_t[]){C}, acc_p ? hold + C : NULL);
+        double *wdx = acc_dx ? vt_f64(hold, R * C) : zeros(R * C);
+        double *wdg = acc_p ? vt_f64(hold, C) : zeros(C), *wdb = acc_p ? vt_f64(hold + C, C) : zeros(C);
+        double *t = zeros(R * C), *tg2 = zeros(C), *tb2 = zeros(C);
+        float *gm = vt_download(tm), *gr = vt_download(tr);
+        double dm[R], drs[R];
+        for (int i = 0; i < R; i++) {
+            dm[i] = gm[i];
+            drs[i] = gr[i];
+        }
+        vp_ref_layernorm_backward(x, g, dm, drs, dy, t, tg2, tb2, R, C, false);
+        for (int i = 0; i < R * C; i++)
+            wdx[i] += t[i];
+        for (int i = 0; i < C; i++) {
+            wdg[i] += tg2[i];
+            wdb[i] += tb2[i];
+        }
+        cmd = cmd_begin(dev);
+        vt_ok(vp_op_layernorm_backward_ex(cmd, tx, tg, tm, tr, tdy, tdx, acc_dx, tdg, tdb, acc_p));
+        cmd_run(cmd);
+        check_tensor(tdx, wdx, acc_dx ? "layernorm dx added" : "layernorm dx written", dn, R, C, acc_dx);
+        check_tensor(tdg, wdg, acc_p ? "dgamma added" : "dgamma written", dn, 1, C, acc_p);
+        check_tensor(tdb, wdb, acc_p ? "dbeta added" : "dbeta written", dn, 1, C, acc_p);
+        vp_tensor_destroy(tdx);
+        vp_tensor_destroy(tdg);
+        vp_tensor_destroy(tdb);
+        free(wdx);
+        free(wdg);
+        free(wdb);
+        free(t);
+        free(tg2);
+        free(tb2);
+        free(gm);
+        free(gr);
+    }
+    vp_tensor *all[] = {tx, tg, tdy, ty, tm, tr};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        vp_tensor_destroy(all[i]);
+    free(hx);
+    free(hg);
+    free(hdy);
+    free(hold);
+    free(x);
+    free(g);
+    free(dy);
+    free(y);
+}
+END_TEST
+
 START_TEST(test_layernorm_3d)
 {
     vp_device *dev = vt_device((uint32_t)_i);
@@ -1061,6 +1135,7 @@ int main(void)
     vt_add_per_device(tc, test_layernorm, NULL);
     vt_add_per_device(tc, test_layernorm_variants, NULL);
     vt_add_per_device(tc, test_layernorm_3d, NULL);
+    vt_add_per_device(tc, test_layernorm_split_acc, NULL);
     suite_add_tcase(s, tc);
     tc = vt_tcase("softmax");
     vt_add_per_device(tc, test_softmax, NULL);

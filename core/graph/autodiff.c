@@ -313,8 +313,9 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
             outs[2] = grad_target(g, beta, &accs[2]);
         if (!outs[0])
             break;
-        bool all = unify_acc(g, outs, accs, 3);
-        vp_gnode *b2 = emit(g, VP_GOP_LN_BWD, "layernorm.backward", outs[0], all);
+        /* dx has its own flag; dgamma and dbeta share one */
+        bool par = unify_acc(g, outs + 1, accs + 1, 2);
+        vp_gnode *b2 = emit(g, VP_GOP_LN_BWD, "layernorm.backward", outs[0], accs[0]);
         if (!b2)
             break;
         b2->in[0] = a;
@@ -326,7 +327,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         b2->out[1] = outs[1];
         b2->out[2] = outs[2];
         b2->n_out = 3;
-        b2->acc[1] = b2->acc[2] = all;
+        b2->acc[1] = b2->acc[2] = par;
         break;
     }
     case VP_GOP_CE:

@@ -83,9 +83,9 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
         st = vp_op_softmax_backward(cmd, &n->in[0]->rt, &n->in[1]->rt, o, n->acc[0]);
         break;
     case VP_GOP_LN_BWD:
-        st = vp_op_layernorm_backward(cmd, &n->in[0]->rt, RT(n->in[1]), &n->in[2]->rt,
-                                      &n->in[3]->rt, &n->in[4]->rt, o, RT(n->out[1]),
-                                      RT(n->out[2]), n->acc[0]);
+        st = vp_op_layernorm_backward_ex(cmd, &n->in[0]->rt, RT(n->in[1]), &n->in[2]->rt,
+                                         &n->in[3]->rt, &n->in[4]->rt, o, n->acc[0],
+                                         RT(n->out[1]), RT(n->out[2]), n->acc[1]);
         break;
     case VP_GOP_CE:
         st = vp_op_cross_entropy(cmd, &n->in[0]->rt, &n->in[1]->rt, RT(n->in[2]), o,

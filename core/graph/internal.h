@@ -75,7 +75,8 @@ typedef enum vp_gop {
     VP_GOP_GELU_BWD,   /* out (+)= gelu'(in0) * in1 */
     VP_GOP_ACT_BWD,    /* out (+)= act'(in0) * in1, ip[0] the vp_act */
     VP_GOP_DROPOUT_BWD,/* out (+)= dropout mask of in1 (seed), fp0 p, on in0 = dy */
-    VP_GOP_LN_BWD,     /* in: x, gamma|NULL, mean, rstd, dy; out: dx, dgamma|NULL, dbeta|NULL */
+    VP_GOP_LN_BWD,     /* in: x, gamma|NULL, mean, rstd, dy; out: dx, dgamma|NULL, dbeta|NULL;
+                        * acc[0] for dx, acc[1] (= acc[2]) for dgamma and dbeta */
     VP_GOP_SOFTMAX_BWD,/* out (+)= softmax backward(in0 = y, in1 = dy) */
     VP_GOP_CE_BWD,     /* in: logits, target, weight|NULL, saved, dloss; out: dlogits */
     VP_GOP_BCE_BWD,    /* in: x, target, dloss; out: dx */

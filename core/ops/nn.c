@@ -292,6 +292,15 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
                                    const vp_tensor *dy, vp_tensor *dx, vp_tensor *dgamma,
                                    vp_tensor *dbeta, bool accumulate)
 {
+    return vp_op_layernorm_backward_ex(cmd, x, gamma, mean, rstd, dy, dx, accumulate, dgamma,
+                                       dbeta, accumulate);
+}
+
+vp_status vp_op_layernorm_backward_ex(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *gamma,
+                                      const vp_tensor *mean, const vp_tensor *rstd,
+                                      const vp_tensor *dy, vp_tensor *dx, bool acc_dx,
+                                      vp_tensor *dgamma, vp_tensor *dbeta, bool acc_params)
+{
     const char *op = "layernorm_backward";
     vp_status st =
         check_f32s(op, (const vp_tensor *[]){x, gamma, mean, rstd, dy, dx, dgamma, dbeta}, 8);
@@ -319,7 +328,7 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
     vp_range rdy = vp_tensor_range(dy);
 
     struct { uint32_t rows, C, T; float inv_c; uint32_t flags; } push = {
-        0, 0, 0, (float)(1.0 / (double)C), (gamma ? 1u : 0u) | (accumulate ? 2u : 0u)};
+        0, 0, 0, (float)(1.0 / (double)C), (gamma ? 1u : 0u) | (acc_dx ? 2u : 0u)};
     vp_range r[6] = {rx, gamma ? vp_tensor_range(gamma) : rx, rm, rr, rdy, vp_tensor_range(dx)};
     st = row_dispatch(cmd, &k_ln_bwd, r, &push, rows, C);
     if (st || (!dgamma && !dbeta))
@@ -333,7 +342,7 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
         return st;
     struct { uint32_t rows, C, flags; } pp = {
         (uint32_t)rows, (uint32_t)C,
-        (dgamma ? 1u : 0u) | (dbeta ? 2u : 0u) | (accumulate ? 4u : 0u)};
+        (dgamma ? 1u : 0u) | (dbeta ? 2u : 0u) | (acc_params ? 4u : 0u)};
     vp_range rg = vp_tensor_range(dgamma ? dgamma : dbeta);
     vp_range rb = vp_tensor_range(dbeta ? dbeta : dgamma);
     vp_range rp[6] = {rx, rm, rr, rdy, rg, rb};

@@ -83,6 +83,13 @@ vp_status vp_op_layernorm_backward(vp_cmd *cmd, const vp_tensor *x, const vp_ten
                                    const vp_tensor *mean, const vp_tensor *rstd,
                                    const vp_tensor *dy, vp_tensor *dx, vp_tensor *dgamma,
                                    vp_tensor *dbeta, bool accumulate);
+/* The same with one flag for dx and one for dgamma and dbeta (a graph's
+ * first write of an activation's gradient beside parameter gradients that
+ * always add). */
+vp_status vp_op_layernorm_backward_ex(vp_cmd *cmd, const vp_tensor *x, const vp_tensor *gamma,
+                                      const vp_tensor *mean, const vp_tensor *rstd,
+                                      const vp_tensor *dy, vp_tensor *dx, bool acc_dx,
+                                      vp_tensor *dgamma, vp_tensor *dbeta, bool acc_params);
 
 /* ---- softmax ------------------------------------------------------------ */
 
