@@ -24,6 +24,14 @@
 #include "common.glsl"
 #include "matmul.glsl"
 
+// ROWSUM (TRANS_A only, one batch): rs[m] (+)= sum over k of A(k, m), the
+// row sums of op(A), written by the subgroups of the first column block:
+// with A = dy of a linear layer, C = dy^T x is the weight's gradient and rs
+// the bias's, in the same pass over dy. RS_ACC adds into rs.
+layout(constant_id = 13) const bool ROWSUM = false;
+layout(constant_id = 14) const bool RS_ACC = false;
+layout(binding = 4) buffer RS { float rs[]; };
+
 // ---- MODE 1 ----------------------------------------------------------------
 
 // Each lane loads TMR of the subgroup block's A vectors per step of 4 along
@@ -44,6 +52,9 @@ void main_subgroup(uint z, uint ao, uint bo)
     if (m0 >= M || nb >= N) // uniform in the subgroup
         return;
     zero_acc();
+    vec4 rsum[TMR]; // ROWSUM: this lane's share of the row sums, as its la[]
+    [[unroll]] for (uint r = 0; r < TMR; r++)
+        rsum[r] = vec4(0.0);
     uint ncol[TN4]; // first column of this lane's chunk j: 4 columns from there
     [[unroll]] for (uint j = 0; j < TN4; j++)
         ncol[j] = nb + 4 * (lane + LANES * j);
@@ -75,6 +86,8 @@ void main_subgroup(uint z, uint ao, uint bo)
                 }
                 if (!K4)
                     la[r] = kr < K ? la[r] : vec4(0.0);
+                if (ROWSUM)
+                    rsum[r] += la[r];
             }
         }
         vec4 bv[4][TN4]; // bv[kk][j][jj] = B(k + kk, ncol[j] + jj)
@@ -126,6 +139,22 @@ void main_subgroup(uint z, uint ao, uint bo)
                         [[unroll]] for (uint j = 0; j < TN4; j++)
                             acc[4 * i4 + ii][j] += ak[ii] * bv[kk][j];
                 }
+        }
+    }
+    if (ROWSUM && TRANS_A && nb == 0u) {
+        // entry c = lane + LANES r holds A(k + c % 4, m0 + 4 (c / 4) ..+3)
+        // summed over the steps: add the four k offsets (lanes differing in
+        // their two low bits, LANES a multiple of 4), then lane c % 4 == 0
+        // writes rows m0 + 4 (c / 4) .. + 3
+        [[unroll]] for (uint r = 0; r < TMR; r++) {
+            vec4 t = rsum[r];
+            t += subgroupShuffleXor(t, 1u);
+            t += subgroupShuffleXor(t, 2u);
+            uint c = lane + LANES * r, m = m0 + 4u * (c / 4u);
+            if (c < TM && c % 4u == 0u)
+                [[unroll]] for (uint ii = 0; ii < 4; ii++)
+                    if (m + ii < M)
+                        rs[m + ii] = t[ii] + (RS_ACC ? rs[m + ii] : 0.0);
         }
     }
     [[unroll]] for (uint i = 0; i < TM; i++) {

@@ -178,6 +178,88 @@ START_TEST(test_gemm_bias_acc)
 }
 END_TEST
 
+/* A linear layer's weight and bias gradients in one pass: c (+)= a^T b and
+ * rowsum (+)= the row sums of a^T (vp_op_gemm_rowsum), each accumulate flag
+ * on its own, scalar and vec4 shapes (M and K multiples of 4 or not, rows
+ * past one subgroup block), against the reference; refused without a
+ * transposed A, with batches, or on a device without the subgroup tiling. */
+START_TEST(test_gemm_rowsum)
+{
+    uint32_t d = (uint32_t)_i;
+    vp_device *dev = vt_device(d);
+    const vp_device_info *info = vt_device_info(d);
+    static const int64_t shapes[][3] = {{37, 70, 9}, {64, 128, 64}, {5, 3, 7}, {40, 33, 12}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2]; /* a (K, M), b (K, N) */
+        size_t na = (size_t)(K * M), nb = (size_t)(K * N), nc = (size_t)(M * N);
+        float *ha = malloc(na * 4), *hb = malloc(nb * 4), *hc = malloc(nc * 4), *hr = malloc(M * 4);
+        vt_rand(ha, na, 21 + s);
+        vt_rand(hb, nb, 22 + s);
+        vt_rand(hc, nc, 23 + s);
+        vt_rand(hr, (size_t)M, 24 + s);
+        double *da = vt_f64(ha, na), *db = vt_f64(hb, nb), *prod = malloc(nc * sizeof *prod);
+        double *want = malloc(nc * sizeof *want), *wr = malloc((size_t)M * sizeof *wr);
+        vp_ref_matmul(da, true, db, false, prod, 1, M, N, K, 0, 0, 0);
+        vp_tensor *a = vt_tensor(dev, "a", 2, (int64_t[]){K, M}, ha);
+        vp_tensor *b = vt_tensor(dev, "b", 2, (int64_t[]){K, N}, hb);
+        vp_tensor *c = vt_tensor(dev, "c", 2, (int64_t[]){M, N}, NULL);
+        vp_tensor *r = vt_tensor(dev, "rowsum", 1, (int64_t[]){M}, NULL);
+        for (int mode = 0; mode < 3; mode++) {
+            bool acc_c = mode == 1, acc_r = mode >= 1;
+            vt_ok(vp_tensor_upload(c, hc, nc * 4));
+            vt_ok(vp_tensor_upload(r, hr, (size_t)M * 4));
+            if (!acc_c)
+                vt_poison(c);
+            if (!acc_r)
+                vt_poison(r);
+            for (size_t i = 0; i < nc; i++)
+                want[i] = prod[i] + (acc_c ? hc[i] : 0);
+            for (int64_t m = 0; m < M; m++) {
+                wr[m] = acc_r ? hr[m] : 0;
+                for (int64_t k = 0; k < K; k++)
+                    wr[m] += da[k * M + m];
+            }
+            vp_cmd *cmd;
+            vt_ok(vp_cmd_create(dev, &cmd));
+            vt_ok(vp_cmd_begin(cmd));
+            vp_status st = vp_op_gemm_rowsum(cmd, a, true, b, false, c, acc_c, r, acc_r, NULL);
+            if (!vp_gemm_rowsum_ok(info)) {
+                ck_assert_int_eq(st, VP_ERR_UNSUPPORTED);
+                vp_cmd_destroy(cmd);
+                break;
+            }
+            vt_ok(st);
+            vt_ok(vp_cmd_submit(cmd));
+            vp_cmd_destroy(cmd);
+            float *got = vt_download(c), *gr = vt_download(r);
+            vt_assert_close(got, want, nc, TOL, "%s: gemm_rowsum (%lld, %lld, %lld) mode %d: c",
+                            info->name, (long long)M, (long long)K, (long long)N, mode);
+            vt_assert_close(gr, wr, (size_t)M, TOL, "%s: gemm_rowsum (%lld, %lld, %lld) mode %d: "
+                            "row sums", info->name, (long long)M, (long long)K, (long long)N, mode);
+            free(got);
+            free(gr);
+        }
+        if (s == 0) { /* A not transposed: refused */
+            vp_cmd *cmd;
+            vt_ok(vp_cmd_create(dev, &cmd));
+            vt_ok(vp_cmd_begin(cmd));
+            vp_tensor *a2 = vt_tensor(dev, "a", 2, (int64_t[]){M, K}, NULL);
+            vp_tensor *c2 = vt_tensor(dev, "c", 2, (int64_t[]){M, N}, NULL);
+            ck_assert_int_eq(vp_op_gemm_rowsum(cmd, a2, false, b, false, c2, false, r, false, NULL),
+                             VP_ERR_UNSUPPORTED);
+            vp_tensor *r2 = vt_tensor(dev, "rowsum", 1, (int64_t[]){M + 1}, NULL);
+            ck_assert_int_eq(vp_op_gemm_rowsum(cmd, a, true, b, false, c, false, r2, false, NULL),
+                             VP_ERR_SHAPE);
+            vt_assert_has(vp_error_last(), "matmul: row sums rowsum (38) must have the 37 rows of c");
+            vp_tensor_destroy(a2), vp_tensor_destroy(c2), vp_tensor_destroy(r2);
+            vp_cmd_destroy(cmd);
+        }
+        vp_tensor_destroy(a), vp_tensor_destroy(b), vp_tensor_destroy(c), vp_tensor_destroy(r);
+        free(ha), free(hb), free(hc), free(hr), free(da), free(db), free(prod), free(want), free(wr);
+    }
+}
+END_TEST
+
 /* Accumulating elementwise ops: out += a op b, y += alpha x. */
 START_TEST(test_elementwise_acc)
 {
@@ -449,6 +531,7 @@ int main(void)
     vt_add_per_device(tc, test_matmul_shapes, NULL);
     vt_add_per_device(tc, test_matmul_errors, NULL);
     vt_add_per_device(tc, test_gemm_bias_acc, NULL);
+    vt_add_per_device(tc, test_gemm_rowsum, NULL);
     suite_add_tcase(s, tc);
     tc = vt_tcase("elementwise");
     vt_add_per_device(tc, test_elementwise, NULL);

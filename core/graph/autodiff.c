@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "ops/ops.h"
 
 /* The tensor t's gradient goes into, creating it on first use; *acc says
  * whether this contribution adds to earlier ones. */
@@ -181,6 +182,36 @@ static bool alias_grad(vp_graph *g, vp_gt *a, vp_gt *b, const vp_gt *y, vp_gt *d
     return true;
 }
 
+/* A linear layer y = x W^T + bias whose weight and bias both train: dW =
+ * dy^T x and dbias = the row sums of dy^T in one gemm (vp_op_gemm_rowsum),
+ * where the device's matmul gives them. Returns whether it emitted it. */
+static bool fused_bias_grad(vp_graph *g, const vp_gnode *n, vp_gt *dy)
+{
+    vp_gt *a = n->in[0], *w = n->in[1], *bias = n->n_in > 2 ? n->in[2] : NULL;
+    if (n->ip[0] || !n->ip[1] || !bias || !bias->requires_grad || w->ndim != 2 ||
+        !vp_gemm_rowsum_ok(vp_device_get_info(g->dev)))
+        return false;
+    int64_t out = w->shape[0], in = w->shape[1], rows = vp_gt_nelem(a) / in;
+    bool acc_w, acc_b;
+    vp_gt *dw = grad_target(g, w, &acc_w), *db = grad_target(g, bias, &acc_b);
+    vp_gt *dy2 = vp_g_view(g, dy, 2, (int64_t[]){rows, out}, NULL);
+    vp_gt *a2 = vp_g_view(g, a, 2, (int64_t[]){rows, in}, NULL);
+    vp_gt *db1 = db ? vp_g_view(g, db, 1, (int64_t[]){out}, NULL) : NULL;
+    vp_gnode *b2 = dw && dy2 && a2 && db1 ? emit(g, VP_GOP_GEMM, "matmul.backward", dw, acc_w)
+                                          : NULL;
+    if (b2) {
+        b2->in[0] = dy2;
+        b2->in[1] = a2;
+        b2->n_in = 2;
+        b2->ip[0] = 1; /* dy^T x */
+        b2->ip[1] = 0;
+        b2->out[1] = db1;
+        b2->acc[1] = acc_b;
+        b2->n_out = 2;
+    }
+    return true;
+}
+
 static void backward_node(vp_graph *g, const vp_gnode *n)
 {
     vp_gt *y = n->out[0];
@@ -202,6 +233,8 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
                     emit_gemm(g, b, tb, dy, true, da, acc);    /* op(b) dy^T */
             }
         }
+        if (b->requires_grad && fused_bias_grad(g, n, dy))
+            break;
         if (b->requires_grad) {
             vp_gt *db = grad_target(g, b, &acc);
             if (db) {

@@ -25,8 +25,12 @@ static vp_status record_node(vp_graph *g, vp_gnode *n, vp_cmd *cmd)
     vp_status st = VP_ERR_INTERNAL;
     switch (n->op) {
     case VP_GOP_GEMM:
-        st = vp_op_gemm(cmd, &n->in[0]->rt, n->ip[0], &n->in[1]->rt, n->ip[1],
-                        n->n_in > 2 ? &n->in[2]->rt : NULL, o, n->acc[0], NULL);
+        if (n->n_out > 1) /* a linear layer's weight and bias gradients in one pass */
+            st = vp_op_gemm_rowsum(cmd, &n->in[0]->rt, n->ip[0], &n->in[1]->rt, n->ip[1], o,
+                                   n->acc[0], &n->out[1]->rt, n->acc[1], NULL);
+        else
+            st = vp_op_gemm(cmd, &n->in[0]->rt, n->ip[0], &n->in[1]->rt, n->ip[1],
+                            n->n_in > 2 ? &n->in[2]->rt : NULL, o, n->acc[0], NULL);
         break;
     case VP_GOP_ADD:
     case VP_GOP_MUL:

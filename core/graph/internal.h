@@ -38,7 +38,8 @@ typedef enum vp_gbuf {
 /* Ops a node can run. Forward ops have a backward rule in autodiff.c;
  * the rest exist only as gradient plumbing. */
 typedef enum vp_gop {
-    VP_GOP_GEMM = 0,   /* out = op(in0) op(in1) (+ in2 bias) */
+    VP_GOP_GEMM = 0,   /* out = op(in0) op(in1) (+ in2 bias); backward only: out1 = the
+                        * row sums of op(in0) (a bias gradient, vp_op_gemm_rowsum) */
     VP_GOP_ADD,        /* out = in0 + in1 (broadcast) */
     VP_GOP_MUL,        /* out = in0 * in1 (broadcast) */
     VP_GOP_AXPY,       /* out = fp[0] * in0 (scale) */

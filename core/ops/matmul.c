@@ -13,7 +13,7 @@
 /* bindings: a, b, c (written, also read when accumulating), bias (or a
  * stand-in never read); push: M, N, K, sa, sb, sc */
 static const vp_kernel k_tiled = {"matmul", 4, 0x4, 24, NULL, 0};
-static const vp_kernel k_subgroup = {"matmul_subgroup", 4, 0x4, 24, NULL, 0};
+static const vp_kernel k_subgroup = {"matmul_subgroup", 5, 0x4 | 0x10, 24, NULL, 0};
 
 bool vp_matmul_subgroup_ok(const vp_device_info *d)
 {
@@ -85,8 +85,32 @@ static vp_status shape_error(const vp_tensor *a, bool ta, const vp_tensor *b, bo
                         ta ? "^T" : "", b->name, sb, tb ? "^T" : "", c->name, sc, why);
 }
 
+static vp_status gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
+                      const vp_tensor *bias, vp_tensor *c, bool accumulate, vp_tensor *rowsum,
+                      bool rs_acc, const vp_matmul_cfg *cfg);
+
 vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
                      const vp_tensor *bias, vp_tensor *c, bool accumulate, const vp_matmul_cfg *cfg)
+{
+    return gemm(cmd, a, ta, b, tb, bias, c, accumulate, NULL, false, cfg);
+}
+
+bool vp_gemm_rowsum_ok(const vp_device_info *d)
+{
+    return vp_matmul_default_cfg(d).tiling == VP_MATMUL_SUBGROUP && vp_matmul_subgroup_ok(d) &&
+           d->subgroup_size % 4 == 0;
+}
+
+vp_status vp_op_gemm_rowsum(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b,
+                            bool tb, vp_tensor *c, bool accumulate, vp_tensor *rowsum,
+                            bool rs_acc, const vp_matmul_cfg *cfg)
+{
+    return gemm(cmd, a, ta, b, tb, NULL, c, accumulate, rowsum, rs_acc, cfg);
+}
+
+static vp_status gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *b, bool tb,
+                      const vp_tensor *bias, vp_tensor *c, bool accumulate, vp_tensor *rowsum,
+                      bool rs_acc, const vp_matmul_cfg *cfg)
 {
     vp_status st = vp_check_f32("matmul", a);
     if (!st)
@@ -106,8 +130,22 @@ vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *
         return shape_error(a, ta, b, tb, c, "output shape is wrong");
     if (!batch_ok(a, c) || !batch_ok(b, c) || (ba != 1 && ba != bcnt) || (bb != 1 && bb != bcnt))
         return shape_error(a, ta, b, tb, c, "batch dimensions do not broadcast");
-    vp_range r[4] = {vp_tensor_range(a), vp_tensor_range(b), vp_tensor_range(c),
-                     vp_tensor_range(bias ? bias : a)};
+    vp_range r[5] = {vp_tensor_range(a), vp_tensor_range(b), vp_tensor_range(c),
+                     vp_tensor_range(bias ? bias : a), vp_tensor_range(rowsum ? rowsum : c)};
+    if (rowsum) {
+        if ((st = vp_check_f32("matmul", rowsum)))
+            return st;
+        if (vp_tensor_nelem(rowsum) != M) {
+            char s1[64];
+            vp_shape_str(rowsum, s1, sizeof s1);
+            return vp_error_set(VP_ERR_SHAPE, "matmul: row sums %s %s must have the %lld rows of "
+                                "%s", rowsum->name, s1, (long long)M, c->name);
+        }
+        if (vp_ranges_overlap(r[4], r[0]) || vp_ranges_overlap(r[4], r[1]) ||
+            vp_ranges_overlap(r[4], r[2]))
+            return vp_error_set(VP_ERR_INVALID, "matmul: row sums %s overlap an operand",
+                                rowsum->name);
+    }
     if (vp_ranges_overlap(r[2], r[0]) || vp_ranges_overlap(r[2], r[1]) ||
         (bias && vp_ranges_overlap(r[2], r[3])))
         return vp_error_set(VP_ERR_INVALID, "matmul: output %s overlaps an input", c->name);
@@ -128,6 +166,10 @@ vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *
         return vp_error_set(VP_ERR_UNSUPPORTED, "matmul: %lld batches, the device dispatches at "
                             "most %u", (long long)bcnt, d->max_wg_count[2]);
     vp_matmul_cfg cf = cfg ? *cfg : vp_matmul_default_cfg(d);
+    if (rowsum && (cf.kernel != VP_MATMUL_TILED || cf.tiling != VP_MATMUL_SUBGROUP || !ta ||
+                   bcnt != 1 || d->subgroup_size % 4))
+        return vp_error_set(VP_ERR_UNSUPPORTED, "matmul: row sums come only with the subgroup "
+                            "tiling, a transposed A and one batch");
     uint32_t K = (uint32_t)ak;
     struct { uint32_t M, N, K, sa, sb, sc; } push = {
         (uint32_t)M, (uint32_t)N, K, ba == 1 ? 0 : (uint32_t)(M * K),
@@ -174,11 +216,12 @@ vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool ta, const vp_tensor *
                         (K % 4 == 0 ? 8u : 0);
         if (cf.tiling != VP_MATMUL_SUBGROUP && vec4 != 15)
             vec4 = 0;
-        uint32_t spec[13] = {cf.wg_x, cf.wg_y, 1, cf.tm, cf.tn, ta, tb, vec4, (uint32_t)cf.tiling,
+        uint32_t spec[15] = {cf.wg_x, cf.wg_y, 1, cf.tm, cf.tn, ta, tb, vec4, (uint32_t)cf.tiling,
                              cf.tiling == VP_MATMUL_SUBGROUP ? lanes : 8,
-                             cf.tiling == VP_MATMUL_SHARED ? bk : 16, accumulate, bias != NULL};
-        st = vp_pipeline_get(dev, cf.tiling == VP_MATMUL_SUBGROUP ? &k_subgroup : &k_tiled, spec,
-                             13, &p);
+                             cf.tiling == VP_MATMUL_SHARED ? bk : 16, accumulate, bias != NULL,
+                             rowsum != NULL, rs_acc};
+        bool sg = cf.tiling == VP_MATMUL_SUBGROUP;
+        st = vp_pipeline_get(dev, sg ? &k_subgroup : &k_tiled, spec, sg ? 15 : 13, &p);
         uint64_t cols = (uint64_t)cf.wg_x * cf.tn, rows = (uint64_t)cf.wg_y * cf.tm;
         gx = (uint32_t)(((uint64_t)N + cols - 1) / cols);
         gy = (uint32_t)(((uint64_t)M + rows - 1) / rows);

@@ -36,6 +36,17 @@ vp_status vp_op_gemm(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_ten
                      bool trans_b, const vp_tensor *bias, vp_tensor *c, bool accumulate,
                      const struct vp_matmul_cfg *cfg);
 
+/* The same, also giving rowsum (M) (+)= the row sums of op(a) (sum over K)
+ * in the same pass, rs_acc adding: with a = dy (rows, out) transposed and
+ * b = x (rows, in), c is a linear layer's weight gradient and rowsum its
+ * bias's. Only where vp_gemm_rowsum_ok: the subgroup tiling, trans_a, one
+ * batch; VP_ERR_UNSUPPORTED elsewhere. rowsum NULL is vp_op_gemm. */
+vp_status vp_op_gemm_rowsum(vp_cmd *cmd, const vp_tensor *a, bool trans_a, const vp_tensor *b,
+                            bool trans_b, vp_tensor *c, bool accumulate, vp_tensor *rowsum,
+                            bool rs_acc, const struct vp_matmul_cfg *cfg);
+/* Whether the device's default matmul gives row sums (vp_op_gemm_rowsum). */
+bool vp_gemm_rowsum_ok(const vp_device_info *d);
+
 /* Kernel choice for matmul; vp_op_matmul uses vp_matmul_default_cfg(). */
 typedef enum vp_matmul_kernel {
     VP_MATMUL_TILED = 0,  /* register tiles, vec4 loads where shapes allow */
