@@ -241,11 +241,14 @@ START_TEST(test_masked_attention)
 }
 END_TEST
 
-/* Adds whose gradient is the output's own (autodiff gives the operand dy's
- * memory instead of a copy): through a view, a tensor added to itself (no
- * alias), a parameter operand (no alias), an operand used again later (no
- * alias: its gradient already exists), chained adds; every gradient against
- * finite differences. */
+/* Adds whose gradient is the output's own (autodiff gives one operand dy's
+ * memory instead of a copy, and lends it to the other, read-only): through
+ * a view, a tensor added to itself (no alias), a parameter operand (no
+ * alias), an operand used again later (no alias: its gradient already
+ * exists), chained adds; a borrower whose lender is written before the
+ * borrower's producer reads it, and a borrower that gets a second
+ * contribution (both take a copy then); every gradient against finite
+ * differences. */
 START_TEST(test_add_alias)
 {
     vp_device *dev = vt_device((uint32_t)_i);
@@ -260,7 +263,17 @@ START_TEST(test_add_alias)
     vp_gt *s = vp_g_add(g, y, y);
     vp_gt *t = vp_g_add(g, s, vp_g_reshape(g, x, 2, (int64_t[]){3, 4}));
     vp_gt *u = vp_g_add(g, t, vp_g_mul(g, y, y)); /* y used again */
-    vp_gt *loss = vp_g_sum(g, vp_g_mul(g, u, u));
+    /* p's producer comes before q's other consumer (zq): zq's rule writes
+     * into q's gradient, which p still borrows. r is read (zr) between its
+     * producer and the add that lends it dy. */
+    vp_gt *p = vp_g_linear(g, x, w, NULL), *q = vp_g_linear(g, x, w, NULL);
+    vp_gt *zq = vp_g_mul(g, q, q);
+    vp_gt *v = vp_g_add(g, q, p);
+    vp_gt *r = vp_g_linear(g, h, w, NULL);
+    vp_gt *zr = vp_g_mul(g, r, r);
+    vp_gt *v2 = vp_g_add(g, vp_g_mul(g, v, v), r);
+    vp_gt *loss = vp_g_add(g, vp_g_add(g, vp_g_sum(g, vp_g_mul(g, u, u)), vp_g_sum(g, zq)),
+                           vp_g_add(g, vp_g_sum(g, vp_g_mul(g, v2, v2)), vp_g_sum(g, zr)));
     vt_ok(vp_graph_backward(g, loss));
     vt_ok(vp_graph_compile(g));
     double *vals[3];

@@ -15,13 +15,18 @@
 #include <string.h>
 
 #include "graph/internal.h"
+#include "util/array.h"
 #include "ops/ops.h"
 
 /* The tensor t's gradient goes into, creating it on first use; *acc says
  * whether this contribution adds to earlier ones. */
+static void settle(vp_graph *g, vp_gt *root);
+
 static vp_gt *grad_target(vp_graph *g, vp_gt *t, bool *acc)
 {
     vp_gt *root = vp_gt_root(t);
+    if (root->grad)
+        settle(g, root);
     if (!root->grad) {
         char name[VP_NAME_MAX];
         snprintf(name, sizeof name, "grad.%.150s", root->name);
@@ -88,6 +93,73 @@ static void emit_axpy(vp_graph *g, vp_gt *x, float s, vp_gt *out, bool acc)
         n->n_in = 1;
         n->fp[0] = s;
     }
+}
+
+/* ---- borrowed gradients ------------------------------------------------------
+ * y = a + b: both operands' gradients start as exactly dy. a takes dy's
+ * memory as its own (alias_grad); b borrows it, read-only: its producer's
+ * rule reads it where it would have read a copy. The borrow ends when
+ * that rule has run (vp_autodiff). Before anything writes into the
+ * memory (a's later contributions, through grad_target) or into b's
+ * gradient (a second contribution to b), the borrower gets its own copy
+ * then (settle), so that it still reads what dy was. */
+
+static bool is_borrower(const vp_graph *g, const vp_gt *root)
+{
+    for (uint32_t i = 0; i < g->n_borrowed; i++)
+        if (g->borrowed[i] == root)
+            return true;
+    return false;
+}
+
+/* Borrower i gets a gradient of its own holding what it borrowed. */
+static void materialize(vp_graph *g, uint32_t i)
+{
+    vp_gt *t = g->borrowed[i], *lent = t->grad;
+    g->borrowed[i] = g->borrowed[--g->n_borrowed];
+    t->grad = NULL;
+    for (uint32_t k = 0; k < g->n_tensors; k++) /* views cached the borrowed memory */
+        if (g->tensors[k]->kind == VP_GT_VIEW && g->tensors[k]->view_of == t)
+            g->tensors[k]->grad = NULL;
+    char name[VP_NAME_MAX];
+    snprintf(name, sizeof name, "grad.%.150s", t->name);
+    vp_gt *gr = vp_gt_new(g, VP_GT_ACT, name, t->ndim, t->shape);
+    if (!gr)
+        return;
+    t->grad = gr;
+    gr->grad_written = true;
+    vp_gt *src = vp_gt_same_shape(lent, gr) ? lent : vp_g_view(g, lent, t->ndim, t->shape, NULL);
+    if (src)
+        emit_axpy(g, src, 1.0f, gr, false);
+}
+
+/* Before a write into root's gradient: copies for the borrowers of its
+ * memory, and for root itself if it borrows. */
+static void settle(vp_graph *g, vp_gt *root)
+{
+    vp_gt *mem = vp_gt_root(root->grad);
+    for (uint32_t i = g->n_borrowed; i-- > 0;)
+        if (g->borrowed[i] == root || vp_gt_root(g->borrowed[i]->grad) == mem)
+            materialize(g, i);
+}
+
+/* b (an activation, or a view of one, with no gradient yet) borrows dy as
+ * its gradient. Returns whether it did. */
+static bool borrow_grad(vp_graph *g, vp_gt *b, const vp_gt *y, vp_gt *dy)
+{
+    vp_gt *r = vp_gt_root(b);
+    if (r->kind != VP_GT_ACT || r->grad || r->keep || vp_gt_nelem(r) != vp_gt_nelem(y) ||
+        y->view_of || dy != y->grad || dy->view_of || is_borrower(g, y))
+        return false;
+    if (VP_RESERVE(g->borrowed, g->cap_borrowed, g->n_borrowed + 1))
+        return false;
+    vp_gt *gr = vp_gt_same_shape(r, dy) ? dy : vp_g_view(g, dy, r->ndim, r->shape, NULL);
+    if (!gr)
+        return false;
+    gr->grad_written = true;
+    r->grad = gr;
+    g->borrowed[g->n_borrowed++] = r;
+    return true;
 }
 
 /* out (+)= a * b */
@@ -172,7 +244,8 @@ static bool alias_grad(vp_graph *g, vp_gt *a, vp_gt *b, const vp_gt *y, vp_gt *d
     if (r->kind != VP_GT_ACT || r->grad || r->keep || r == vp_gt_root(b) ||
         vp_gt_nelem(r) != vp_gt_nelem(y))
         return false;
-    if (y->view_of || dy != y->grad || dy->kind != VP_GT_ACT || dy->view_of)
+    if (y->view_of || dy != y->grad || dy->kind != VP_GT_ACT || dy->view_of ||
+        is_borrower(g, y))
         return false;
     vp_gt *gr = vp_gt_same_shape(r, dy) ? dy : vp_g_view(g, dy, r->ndim, r->shape, NULL);
     if (!gr)
@@ -256,6 +329,9 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
                 emit_axpy(g, dy, 1.0f, da, acc);
         }
         if (b->requires_grad && !aliased && alias_grad(g, b, a, y, dy))
+            break;
+        if (b->requires_grad && aliased && vp_gt_root(b) != vp_gt_root(a) &&
+            borrow_grad(g, b, y, dy))
             break;
         if (b->requires_grad) {
             if (vp_gt_nelem(b) == vp_gt_nelem(y)) {
@@ -637,6 +713,11 @@ vp_status vp_autodiff(vp_graph *g, vp_gt *loss)
         vp_gnode node = g->nodes[i]; /* emit() may move the node array */
         if (node.op != VP_GOP_HOST && node.out[0]->requires_grad)
             backward_node(g, &node);
+        /* its outputs' gradients have been read for the last time */
+        for (uint32_t k = 0; k < node.n_out; k++)
+            for (uint32_t j = g->n_borrowed; node.out[k] && j-- > 0;)
+                if (g->borrowed[j] == vp_gt_root(node.out[k]))
+                    g->borrowed[j] = g->borrowed[--g->n_borrowed];
     }
     return g->err;
 }

@@ -39,6 +39,7 @@ void vp_graph_destroy(vp_graph *g)
     free(g->names);
     free(g->nodes);
     free(g->levels);
+    free(g->borrowed);
     vp_custom_release(g);
     free(g);
 }

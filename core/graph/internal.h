@@ -160,6 +160,9 @@ struct vp_graph {
     char err_msg[1024];
     bool differentiated, compiled;
     vp_msdeform_levels *levels; /* level layouts of msdeform nodes (ip[0] indexes) */
+    vp_gt **borrowed;        /* autodiff: activations whose gradient is, for now, another
+                              * tensor's gradient memory, read-only (autodiff.c) */
+    uint32_t n_borrowed, cap_borrowed;
     uint32_t n_levels, cap_levels;
     uint32_t n_rand;         /* rand nodes so far (their salts) */
     vp_gt *ones;             /* constant 1s for reductions by gemm */
