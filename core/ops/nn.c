@@ -21,11 +21,10 @@ static const vp_kernel k_reduce = {"nn_reduce", 2, 0x2, 16, NULL, 0};
 static const vp_kernel k_softmax = {"nn_softmax", 2, 0x2, 12, NULL, 0};
 static const vp_kernel k_softmax_bwd = {"nn_softmax_bwd", 3, 0x4, 16, NULL, 0};
 static const vp_kernel k_ln = {"nn_layernorm", 6, 0x38, 24, NULL, 0};
-static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 6, 0x20, 20, NULL, 0};
+static const vp_kernel k_ln_bwd = {"nn_layernorm_bwd", 8, 0xe0, 24, NULL, 0};
 static const vp_kernel k_dropout = {"nn_dropout", 3, 0x4, 12, NULL, 0};
 static const vp_kernel k_seed = {"nn_seed", 1, 0x1, 4, NULL, 0};
 static const vp_kernel k_logit_mask = {"nn_logit_mask", 2, 0x2, 12, NULL, 0};
-static const vp_kernel k_ln_param = {"nn_layernorm_bwd_param", 6, 0x30, 12, NULL, 0};
 
 enum { ACT_RELU = VP_ACT_RELU, ACT_GELU = VP_ACT_GELU };
 
@@ -327,28 +326,25 @@ vp_status vp_op_layernorm_backward_ex(vp_cmd *cmd, const vp_tensor *x, const vp_
     vp_range rx = vp_tensor_range(x), rm = vp_tensor_range(mean), rr = vp_tensor_range(rstd);
     vp_range rdy = vp_tensor_range(dy);
 
-    struct { uint32_t rows, C, T; float inv_c; uint32_t flags; } push = {
-        0, 0, 0, (float)(1.0 / (double)C), (gamma ? 1u : 0u) | (acc_dx ? 2u : 0u)};
-    vp_range r[6] = {rx, gamma ? vp_tensor_range(gamma) : rx, rm, rr, rdy, vp_tensor_range(dx)};
-    st = row_dispatch(cmd, &k_ln_bwd, r, &push, rows, C);
-    if (st || (!dgamma && !dbeta))
-        return st;
-
-    /* dgamma, dbeta: CX columns per workgroup, RY lanes down the rows. */
+    /* One dispatch: ga workgroups of rows for dx, then (C + 7) / 8 of
+     * columns for dgamma and dbeta (nn_layernorm_bwd.comp). */
     const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
-    uint32_t cx = 8, ry = nn_local(d) / cx, gx, gy;
+    uint32_t local = nn_local(d), T = seg_lanes(C, local), per = local / T, gx, gy;
+    uint64_t ga = ((uint64_t)rows + per - 1) / per;
+    uint64_t gb = dgamma || dbeta ? ((uint64_t)C + 7) / 8 : 0;
+    struct { uint32_t rows, C, T; float inv_c; uint32_t flags, ga; } push = {
+        (uint32_t)rows, (uint32_t)C, T, (float)(1.0 / (double)C),
+        (gamma ? 1u : 0u) | (acc_dx ? 2u : 0u) | (dgamma ? 4u : 0u) | (dbeta ? 8u : 0u) |
+            (acc_params ? 16u : 0u),
+        (uint32_t)ga};
+    vp_range rd = vp_tensor_range(dx);
+    vp_range r[8] = {rx, gamma ? vp_tensor_range(gamma) : rx, rm, rr, rdy, rd,
+                     dgamma ? vp_tensor_range(dgamma) : rd, dbeta ? vp_tensor_range(dbeta) : rd};
     vp_pipeline *p;
-    if ((st = get_pipeline(cmd, &k_ln_param, cx, ry, 0, &p)))
+    if ((st = get_pipeline(cmd, &k_ln_bwd, local, 1, 0, &p)))
         return st;
-    struct { uint32_t rows, C, flags; } pp = {
-        (uint32_t)rows, (uint32_t)C,
-        (dgamma ? 1u : 0u) | (dbeta ? 2u : 0u) | (acc_params ? 4u : 0u)};
-    vp_range rg = vp_tensor_range(dgamma ? dgamma : dbeta);
-    vp_range rb = vp_tensor_range(dbeta ? dbeta : dgamma);
-    vp_range rp[6] = {rx, rm, rr, rdy, rg, rb};
-    grid_groups(d, ((uint64_t)C + cx - 1) / cx, &gx, &gy);
-    return vp_cmd_dispatch(cmd, p, rp, k_ln_param.n_bindings, &pp, k_ln_param.push_size, gx, gy,
-                           1);
+    grid_groups(d, ga + gb, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, r, k_ln_bwd.n_bindings, &push, k_ln_bwd.push_size, gx, gy, 1);
 }
 
 /* ---- softmax ------------------------------------------------------------------ */
