@@ -1,13 +1,14 @@
 /*
  * bench_peft: what a PEFT method saves against full fine-tuning of the same
- * model, measured in the same run: a small vit + mask2former model (a
- * 64x64 image, ViT width 64, 2 layers; the head at width 64 with 2
- * encoder and 3 decoder layers), trained on one fixed batch of two images
- * with full fine-tuning, head-only fine-tuning, and PEFT methods. For each:
- * trainable parameters, device memory by part (parameters, gradients, AdamW
- * state, activations), dispatches, barriers and submits, the median step
- * time, and the ratios to full fine-tuning (tests/peftbench.c measures).
- * Numbers only; nothing passes or fails.
+ * model, measured in the same run: the demo's vit + mask2former model
+ * (core/cli/demo.c's DEMO_MODEL: a 128x128 image, patch 16, ViT width 64,
+ * 2 layers; the head at width 64 with 2 encoder and 3 decoder layers, 10
+ * queries, 5 classes, 8 target slots), trained on one fixed batch of two
+ * images with full fine-tuning, head-only fine-tuning, and PEFT methods.
+ * For each: trainable parameters, device memory by part (parameters,
+ * gradients, AdamW state, activations), dispatches, barriers and submits,
+ * the median step time, and the ratios to full fine-tuning
+ * (tests/peftbench.c measures). Numbers only; nothing passes or fails.
  *
  *   bench_peft            5 timed steps each
  *   bench_peft --steps N
@@ -18,14 +19,14 @@
 
 #include "peftbench.h"
 
-enum { B = 2, IMG = 64, T = 3, HM = IMG / 4 }; /* masks at the pyramid's stride 4 */
+enum { B = 2, IMG = 128, T = 8, HM = IMG / 8 }; /* masks at the mask features stride 8 */
 
 static const char *model =
-    "\"model\": {\"backbone\": {\"plugin\": \"vit\", \"image\": 64, \"patch\": 8, \"width\": 64, "
+    "\"model\": {\"backbone\": {\"plugin\": \"vit\", \"image\": 128, \"patch\": 16, \"width\": 64, "
     "\"depth\": 2, \"heads\": 4, \"out_channels\": 64}, "
-    "\"head\": {\"plugin\": \"mask2former\", \"classes\": 4, \"queries\": 20, \"hidden\": 64, "
-    "\"heads\": 4, \"encoder_layers\": 2, \"decoder_layers\": 3, \"points\": 2, "
-    "\"encoder_ffn\": 128, \"decoder_ffn\": 128, \"mask_dim\": 64, \"max_targets\": 3}}";
+    "\"head\": {\"plugin\": \"mask2former\", \"classes\": 5, \"queries\": 10, \"hidden\": 64, "
+    "\"heads\": 4, \"encoder_layers\": 2, \"decoder_layers\": 3, \"levels\": 3, \"points\": 2, "
+    "\"encoder_ffn\": 128, \"decoder_ffn\": 128, \"mask_dim\": 64, \"max_targets\": 8}}";
 
 /* one batch: noise images, one square instance each */
 static vp_status fill(vp_model *m, void *ctx)
