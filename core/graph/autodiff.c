@@ -143,6 +143,18 @@ static void settle(vp_graph *g, vp_gt *root)
             materialize(g, i);
 }
 
+/* r's gradient becomes dy's memory (dy itself, or a view of it in r's
+ * shape), already written. Returns whether it did. */
+static bool share_grad(vp_graph *g, vp_gt *r, vp_gt *dy)
+{
+    vp_gt *gr = vp_gt_same_shape(r, dy) ? dy : vp_g_view(g, dy, r->ndim, r->shape, NULL);
+    if (!gr)
+        return false;
+    gr->grad_written = true;
+    r->grad = gr;
+    return true;
+}
+
 /* b (an activation, or a view of one, with no gradient yet) borrows dy as
  * its gradient. Returns whether it did. */
 static bool borrow_grad(vp_graph *g, vp_gt *b, const vp_gt *y, vp_gt *dy)
@@ -153,11 +165,8 @@ static bool borrow_grad(vp_graph *g, vp_gt *b, const vp_gt *y, vp_gt *dy)
         return false;
     if (VP_RESERVE(g->borrowed, g->cap_borrowed, g->n_borrowed + 1))
         return false;
-    vp_gt *gr = vp_gt_same_shape(r, dy) ? dy : vp_g_view(g, dy, r->ndim, r->shape, NULL);
-    if (!gr)
+    if (!share_grad(g, r, dy))
         return false;
-    gr->grad_written = true;
-    r->grad = gr;
     g->borrowed[g->n_borrowed++] = r;
     return true;
 }
@@ -247,12 +256,7 @@ static bool alias_grad(vp_graph *g, vp_gt *a, vp_gt *b, const vp_gt *y, vp_gt *d
     if (y->view_of || dy != y->grad || dy->kind != VP_GT_ACT || dy->view_of ||
         is_borrower(g, y))
         return false;
-    vp_gt *gr = vp_gt_same_shape(r, dy) ? dy : vp_g_view(g, dy, r->ndim, r->shape, NULL);
-    if (!gr)
-        return false;
-    gr->grad_written = true;
-    r->grad = gr;
-    return true;
+    return share_grad(g, r, dy);
 }
 
 /* A linear layer y = x W^T + bias whose weight and bias both train: dW =
@@ -330,8 +334,7 @@ static void backward_node(vp_graph *g, const vp_gnode *n)
         }
         if (b->requires_grad && !aliased && alias_grad(g, b, a, y, dy))
             break;
-        if (b->requires_grad && aliased && vp_gt_root(b) != vp_gt_root(a) &&
-            borrow_grad(g, b, y, dy))
+        if (b->requires_grad && aliased && borrow_grad(g, b, y, dy)) /* a, b other roots */
             break;
         if (b->requires_grad) {
             if (vp_gt_nelem(b) == vp_gt_nelem(y)) {

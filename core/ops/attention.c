@@ -40,16 +40,6 @@ static const vp_kernel k_bwd_ds_sg = {"attn_bwd_ds_sg", 7, 1u << 6, sizeof(attn_
 #define ATTN_LOCAL_MAX 64u
 #define ATTN_LOCAL_MIN 8u
 
-static bool shape_is(const vp_tensor *t, int ndim, const int64_t *s)
-{
-    if (t->ndim != ndim)
-        return false;
-    for (int i = 0; i < ndim; i++)
-        if (t->shape[i] != s[i])
-            return false;
-    return true;
-}
-
 static vp_status bad_shape(const char *op, const vp_tensor *t, const char *want)
 {
     char s[64];
@@ -84,7 +74,7 @@ static vp_status check_inputs(vp_cmd *cmd, const char *op, const vp_tensor *q, c
     if (k->ndim != 3 || k->shape[0] != B || k->shape[2] != D)
         return bad_shape(op, k, "(B, Nk, H*Dh) with q's B and H*Dh");
     int64_t Nk = k->shape[1];
-    if (!shape_is(v, 3, k->shape))
+    if (!vp_shape_is(v, 3, k->shape))
         return bad_shape(op, v, "k's shape");
     int64_t M = 1, Hb = 1;
     if (bias) {
@@ -118,7 +108,7 @@ static vp_status check_inputs(vp_cmd *cmd, const char *op, const vp_tensor *q, c
 static vp_status check_like(const char *op, const vp_tensor *t, const vp_tensor *like)
 {
     vp_status st = vp_check_f32(op, t);
-    if (!st && !shape_is(t, like->ndim, like->shape)) {
+    if (!st && !vp_shape_is(t, like->ndim, like->shape)) {
         char s[64];
         vp_shape_str(like, s, sizeof s);
         char want[160];
@@ -133,7 +123,7 @@ static vp_status check_rows(const char *op, const vp_tensor *t, const attn_push 
 {
     vp_status st = vp_check_f32(op, t);
     int64_t want[4] = {pc->B, pc->H, pc->Nq, 2};
-    if (!st && !shape_is(t, pairs ? 4 : 3, want)) {
+    if (!st && !vp_shape_is(t, pairs ? 4 : 3, want)) {
         char w[96];
         snprintf(w, sizeof w, "(B, H, Nq%s) = (%lld, %lld, %lld%s)", pairs ? ", 2" : "",
                  (long long)want[0], (long long)want[1], (long long)want[2], pairs ? ", 2" : "");
@@ -251,7 +241,7 @@ vp_status vp_op_attention_backward(vp_cmd *cmd, const vp_tensor *q, const vp_ten
     if (!st && ds) {
         st = vp_check_f32(op, ds);
         int64_t want[4] = {pc.B, pc.H, pc.Nq, pc.Nk};
-        if (!st && !shape_is(ds, 4, want)) {
+        if (!st && !vp_shape_is(ds, 4, want)) {
             char w[96];
             snprintf(w, sizeof w, "(B, H, Nq, Nk) = (%lld, %lld, %lld, %lld)", (long long)pc.B,
                      (long long)pc.H, (long long)pc.Nq, (long long)pc.Nk);

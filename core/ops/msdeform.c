@@ -49,16 +49,6 @@ static uint32_t gather_tile(const vp_device_info *d, const vp_msdeform_cfg *cfg)
 
 static void shape_of(const vp_tensor *t, char *buf, size_t n) { vp_shape_str(t, buf, n); }
 
-static bool has_shape(const vp_tensor *t, int ndim, const int64_t *s)
-{
-    if (t->ndim != ndim)
-        return false;
-    for (int i = 0; i < ndim; i++)
-        if (t->shape[i] != s[i])
-            return false;
-    return true;
-}
-
 /* Checks shared by forward and backward; fills the push constants. */
 static vp_status check_inputs(const char *op, const vp_tensor *value,
                               const vp_msdeform_levels *lv, const vp_tensor *loc,
@@ -105,7 +95,7 @@ static vp_status check_inputs(const char *op, const vp_tensor *value,
                             "and L %d from %s %s and the levels", op, loc->name, sl, (long long)B,
                             (long long)H, n, value->name, sv);
     int64_t Q = loc->shape[1], P = loc->shape[3] / (2 * n);
-    if (!has_shape(attn, 4, (int64_t[]){B, Q, H, n * P}))
+    if (!vp_shape_is(attn, 4, (int64_t[]){B, Q, H, n * P}))
         return vp_error_set(VP_ERR_SHAPE, "%s: %s %s must be (B, Q, H, L*P) = (%lld, %lld, %lld, "
                             "%lld) to match %s %s", op, attn->name, sa, (long long)B, (long long)Q,
                             (long long)H, (long long)(n * P), loc->name, sl);
@@ -126,7 +116,7 @@ static vp_status check_out(const char *op, const vp_tensor *t, const md_push *pc
     if (st)
         return st;
     int64_t want[3] = {pc->B, pc->Q, (int64_t)pc->H * pc->Dh};
-    if (has_shape(t, 3, want))
+    if (vp_shape_is(t, 3, want))
         return VP_OK;
     char s[64];
     shape_of(t, s, sizeof s);

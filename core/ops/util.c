@@ -25,6 +25,16 @@ vp_status vp_check_i32(const char *op, const vp_tensor *t)
     return VP_OK;
 }
 
+bool vp_shape_is(const vp_tensor *t, int ndim, const int64_t *s)
+{
+    if (t->ndim != ndim)
+        return false;
+    for (int i = 0; i < ndim; i++)
+        if (t->shape[i] != s[i])
+            return false;
+    return true;
+}
+
 vp_status vp_check_same_shape(const char *op, const vp_tensor *a, const vp_tensor *b)
 {
     bool same = a->ndim == b->ndim;

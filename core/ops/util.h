@@ -12,6 +12,8 @@ vp_status vp_check_f32(const char *op, const vp_tensor *t);
 /* The same for index tensors: "%s: tensor %s is f32; this op takes i32". */
 vp_status vp_check_i32(const char *op, const vp_tensor *t);
 vp_status vp_check_same_shape(const char *op, const vp_tensor *a, const vp_tensor *b);
+/* t has exactly ndim dimensions of sizes s. */
+bool vp_shape_is(const vp_tensor *t, int ndim, const int64_t *s);
 bool vp_ranges_overlap(vp_range a, vp_range b);
 /* t has exactly one element: "<op>: [<role> ]<name> <shape> must have one
  * element". role may be NULL. */
