@@ -159,8 +159,9 @@ vp_gt *vp_g_logit_mask(vp_graph *g, vp_gt *logits);
  * per image (B, 1, Nq, Nk) for every head; a query whose
  * keys are all masked attends to nothing (its output is 0). Scores scaled
  * by 1 / sqrt(D / heads). One fused node (core/ops/attention.h): no
- * permutes, no Nq x Nk scores stored; its backward is two dispatches (three
- * when the mask trains). -> (B, Nq, D) */
+ * permutes, no Nq x Nk scores stored; its backward is two dispatches (when
+ * the mask trains, a third writes the score gradients, which gemms sum into
+ * the mask's). -> (B, Nq, D) */
 vp_gt *vp_g_attention(vp_graph *g, vp_gt *q, vp_gt *k, vp_gt *v, vp_gt *mask, int heads);
 
 /* The same with the scale given and a bias that may train (Swin's relative
