@@ -14,6 +14,10 @@
  * config; and `vpeft init` on a generated shapes dataset followed by
  * `vpeft train` of its config from another directory, `vpeft eval` at an
  * input side whose mask resolution does not divide it, and init's errors.
+ * Its "detectron2" case: detectron2 checkpoints ("model": {"detectron2":
+ * DIR}, tests/data/maskdino) expanded into their entries with the run's
+ * options, every error of the expansion, and strict loading of the
+ * backbone's weights (backbone-only models: the head plugin is not needed).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -879,6 +883,366 @@ START_TEST(test_init_and_train)
 }
 END_TEST
 
+/* ---- detectron2 checkpoints: "model": {"detectron2": DIR} ------------------------- */
+
+static char d2data[1024];
+
+static void set_d2data(void)
+{
+    const char *src = getenv("VPEFT_SRCDIR");
+    snprintf(d2data, sizeof d2data, "%s/tests/data/maskdino", src ? src : "..");
+}
+
+/* DIR/config.json: the Mask DINO checkpoint's, with `from` replaced by
+ * `to` (NULL: as it is). */
+static void write_d2_config(const char *dir, const char *from, const char *to)
+{
+    char path[4300], *text;
+    size_t n;
+    snprintf(path, sizeof path, "%s/config.json", d2data);
+    vt_ok(vp_file_read(path, &text, &n));
+    char *at = from ? strstr(text, from) : NULL;
+    ck_assert_msg(!from || at, "no '%s' in the Mask DINO config", from);
+    char *out = malloc(n + (to ? strlen(to) : 0) + 1);
+    ck_assert_ptr_nonnull(out);
+    if (at)
+        sprintf(out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    else
+        memcpy(out, text, n + 1);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_text(path, out);
+    free(out);
+    free(text);
+}
+
+/* DIR/model.safetensors: the Mask DINO weights' tensors under prefix
+ * ("" for all), as write_weights picks them (ALL, DROP, EXTRA, RESHAPE). */
+static void write_d2_weights(const char *dir, const char *prefix, pick how, const char *key)
+{
+    char src[4300], path[4300];
+    snprintf(src, sizeof src, "%s/weights.safetensors", d2data);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    vp_st *f;
+    vt_ok(vp_st_open(src, &f));
+    size_t n = vp_st_count(f), k = 0;
+    vp_st_entry *e = calloc(n + 1, sizeof *e);
+    int64_t (*shapes)[VP_ST_MAX_DIMS] = calloc(n + 1, sizeof *shapes);
+    ck_assert(e && shapes);
+    bool found = key == NULL || how == EXTRA;
+    for (size_t i = 0; i < n; i++) {
+        const vp_st_tensor *t = vp_st_get(f, i);
+        bool is_key = key && !strcmp(t->name, key);
+        found |= is_key;
+        if (strncmp(t->name, prefix, strlen(prefix)) || (how == DROP && is_key))
+            continue;
+        memcpy(shapes[k], t->shape, sizeof shapes[k]);
+        if (how == RESHAPE && is_key) {
+            shapes[k][0] = t->shape[1];
+            shapes[k][1] = t->shape[0];
+        }
+        e[k] = (vp_st_entry){t->name, t->dtype, t->ndim, shapes[k], t->data};
+        k++;
+    }
+    ck_assert_msg(found, "no %s in the Mask DINO weights", key);
+    static const float extra[4] = {1, 2, 3, 4};
+    static const int64_t extra_shape[1] = {4};
+    if (how == EXTRA)
+        e[k++] = (vp_st_entry){key, VP_ST_F32, 1, extra_shape, extra};
+    vt_ok(vp_st_write(path, e, k, NULL, 0));
+    free(shapes);
+    free(e);
+    vp_st_close(f);
+}
+
+/* dir/run.json: {"model": {"detectron2": ckpt<extra>}}, parsed. */
+static void d2_run_config(const char *dir, const char *ckpt, const char *extra, vp_config **c)
+{
+    char path[4300], json[9000];
+    snprintf(json, sizeof json, "{\"model\": {\"detectron2\": \"%s\"%s}}", ckpt, extra);
+    snprintf(path, sizeof path, "%s/run.json", dir);
+    write_text(path, json);
+    vt_ok(vp_cfg_load(path, c));
+}
+
+/* A backbone-only model of the run config (the head plugin is not needed
+ * to check the expansion and the backbone's weights). */
+static vp_status d2_create(const vp_config *c, vp_model **m)
+{
+    return vp_model_create(vt_device(0), c, &(vp_model_opts){.batch = 2, .backbone_only = true},
+                           m);
+}
+
+static void d2_expect_error(const char *dir, const char *ckpt, const char *extra,
+                            const char *msg)
+{
+    vp_config *c;
+    d2_run_config(dir, ckpt, extra, &c);
+    vp_model *m = (vp_model *)&m;
+    vp_status st = d2_create(c, &m);
+    ck_assert_msg(st == VP_ERR_CONFIG, "status %d (%s), expected a config error", (int)st,
+                  vp_error_last());
+    eq(vp_error_last(), msg);
+    ck_assert_ptr_null(m);
+    vp_cfg_free(c);
+}
+
+static const char *cfg_str(const vp_config *c, const char *key)
+{
+    const char *v = NULL;
+    vt_ok(vp_cfg_string(c, key, NULL, &v));
+    ck_assert_msg(v != NULL, "no %s", key);
+    return v;
+}
+
+static int64_t cfg_i(const vp_config *c, const char *key)
+{
+    int64_t v = -1;
+    ck_assert_msg(vp_cfg_type_of(c, key) == VP_CFG_NUMBER, "no %s", key);
+    vt_ok(vp_cfg_int(c, key, 0, &v));
+    return v;
+}
+
+/* The expansion: the entries cfg.MODEL calls for, with the run's options
+ * where model.hf puts them; MaskFormer's head; the errors of a directory
+ * or config that is not a checkpoint vpeft builds, through the library and
+ * `vpeft info`. */
+START_TEST(test_d2_expand)
+{
+    set_d2data();
+    char dir[1024], ck[1200], msg[8192], path[1400];
+    tmpdir(dir, sizeof dir, "d2run");
+    snprintf(ck, sizeof ck, "%s/ck", dir);
+    ck_assert_int_eq(mkdir(ck, 0755), 0);
+    write_d2_config(ck, NULL, NULL);
+
+    vp_config *c;
+    d2_run_config(dir, "ck", ", \"image\": [64, 96], \"classes\": 3, \"max_targets\": 7, "
+                  "\"top_k\": 5, \"target_stride\": 4, \"train_num_points\": \"all\", "
+                  "\"score_threshold\": 0.25, \"pretrained\": false", &c);
+    vt_ok(vp_model_check_keys(c));
+    vt_ok(vp_model_hf_expand(c)); /* no model.hf: nothing */
+    vt_ok(vp_model_d2_expand(c));
+    const vp_config *bb = vp_cfg_get(vp_cfg_get(c, "model"), "backbone");
+    const vp_config *hd = vp_cfg_get(vp_cfg_get(c, "model"), "head");
+    ck_assert_int_eq(vp_cfg_len(bb), 3);
+    eq(cfg_str(bb, "plugin"), "swin");
+    eq(cfg_str(bb, "detectron2"), "ck"); /* as written: relative to run.json, as before */
+    const char *resolved = NULL;
+    vt_ok(vp_cfg_file(bb, "detectron2", &resolved));
+    eq(resolved, ck);
+    const vp_config *img = vp_cfg_get(bb, "image");
+    ck_assert_int_eq(vp_cfg_len(img), 2);
+    ck_assert_int_eq(cfg_i(vp_cfg_at(img, 0), NULL), 64);
+    ck_assert_int_eq(cfg_i(vp_cfg_at(img, 1), NULL), 96);
+    ck_assert_int_eq(vp_cfg_len(hd), 9);
+    eq(cfg_str(hd, "plugin"), "maskdino");
+    eq(cfg_str(hd, "detectron2"), "ck");
+    ck_assert_int_eq(cfg_i(hd, "classes"), 3);
+    ck_assert_int_eq(cfg_i(hd, "max_targets"), 7);
+    ck_assert_int_eq(cfg_i(hd, "top_k"), 5);
+    ck_assert_int_eq(cfg_i(hd, "target_stride"), 4);
+    eq(cfg_str(hd, "train_num_points"), "all");
+    double thr = 0;
+    vt_ok(vp_cfg_float(hd, "score_threshold", 0, &thr));
+    ck_assert(thr == 0.25);
+    bool pre = true;
+    vt_ok(vp_cfg_bool(hd, "pretrained", true, &pre));
+    ck_assert(!pre);
+    vp_cfg_free(c);
+
+    /* Mask2Former's meta-architecture; no options: the entries alone */
+    write_d2_config(ck, "\"META_ARCHITECTURE\": \"MaskDINO\"",
+                    "\"META_ARCHITECTURE\": \"MaskFormer\"");
+    d2_run_config(dir, ck, "", &c);
+    vt_ok(vp_model_d2_expand(c));
+    bb = vp_cfg_get(vp_cfg_get(c, "model"), "backbone");
+    hd = vp_cfg_get(vp_cfg_get(c, "model"), "head");
+    ck_assert_int_eq(vp_cfg_len(bb), 2);
+    ck_assert_int_eq(vp_cfg_len(hd), 2);
+    eq(cfg_str(hd, "plugin"), "mask2former");
+    eq(cfg_str(hd, "detectron2"), ck);
+    vp_cfg_free(c);
+
+    /* cfg.MODEL under "MODEL" */
+    write_d2_config(ck, "\"cfg_MODEL\"", "\"MODEL\"");
+    d2_run_config(dir, ck, "", &c);
+    vt_ok(vp_model_d2_expand(c));
+    eq(cfg_str(vp_cfg_get(vp_cfg_get(c, "model"), "head"), "plugin"), "maskdino");
+    vp_cfg_free(c);
+
+    /* not a checkpoint directory */
+    snprintf(path, sizeof path, "%s/nowhere", dir);
+    snprintf(msg, sizeof msg, "%s/run.json: model.detectron2: %s: No such file or directory "
+             "(expected a detectron2 checkpoint directory: config.json and model.safetensors)",
+             dir, path);
+    d2_expect_error(dir, path, "", msg);
+    snprintf(path, sizeof path, "%s/run.json", dir);
+    snprintf(msg, sizeof msg, "%s/run.json: model.detectron2: %s is not a directory (expected a "
+             "detectron2 checkpoint directory: config.json and model.safetensors)", dir, path);
+    d2_expect_error(dir, path, "", msg);
+    snprintf(path, sizeof path, "%s/config.json", ck);
+    unlink(path);
+    snprintf(msg, sizeof msg, "%s/run.json: model.detectron2: %s has no config.json: not a "
+             "detectron2 checkpoint directory (config.json and model.safetensors)", dir, ck);
+    d2_expect_error(dir, ck, "", msg);
+    ck_assert_int_eq(mkfifo(path, 0644), 0);
+    snprintf(msg, sizeof msg, "%s/run.json: model.detectron2: %s: not a regular file", dir,
+             path);
+    d2_expect_error(dir, ck, "", msg);
+    unlink(path);
+
+    /* not a config vpeft builds */
+    static const struct {
+        const char *from, *to, *key, *msg;
+    } cases[] = {
+        {"\"cfg_MODEL\"", "\"cfg_MODELS\"", "MODEL", "missing: a detectron2 config.json holds "
+         "the resolved cfg.MODEL as \"MODEL\" (or \"cfg_MODEL\")"},
+        {"\"case\": {", "\"MODEL\": {}, \"case\": {", "cfg_MODEL", "not with \"MODEL\": the "
+         "file must hold detectron2's cfg.MODEL once"},
+        {"\"META_ARCHITECTURE\": \"MaskDINO\"", "\"META_ARCHITECTURE\": \"GeneralizedRCNN\"",
+         "cfg_MODEL.META_ARCHITECTURE", "\"GeneralizedRCNN\" is not supported: vpeft builds "
+         "\"MaskDINO\" (Mask DINO) and \"MaskFormer\" (Mask2Former) models"},
+        {"\"META_ARCHITECTURE\": \"MaskDINO\"", "\"META_ARCHITECTURES\": \"MaskDINO\"",
+         "cfg_MODEL.META_ARCHITECTURE", "missing: vpeft builds \"MaskDINO\" (Mask DINO) and "
+         "\"MaskFormer\" (Mask2Former) models"},
+        {"\"NAME\": \"D2SwinTransformer\"", "\"NAME\": \"build_resnet_backbone\"",
+         "cfg_MODEL.BACKBONE.NAME", "\"build_resnet_backbone\" is not supported: vpeft builds "
+         "the \"D2SwinTransformer\" backbone"},
+        {"\"BACKBONE\": {", "\"BACKBONES\": {", "cfg_MODEL.BACKBONE",
+         "missing: vpeft builds the \"D2SwinTransformer\" backbone"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_d2_config(ck, cases[i].from, cases[i].to);
+        snprintf(msg, sizeof msg, "%s/config.json: %s: %s", ck, cases[i].key, cases[i].msg);
+        d2_expect_error(dir, ck, "", msg);
+    }
+    write_d2_config(ck, NULL, NULL);
+
+    /* the run config */
+    snprintf(msg, sizeof msg, "%s/run.json: model.detectron2: not with model.hf: give one "
+             "checkpoint directory (\"hf\": Hugging Face's, \"detectron2\": detectron2's)", dir);
+    d2_expect_error(dir, ck, ", \"hf\": \"ck\"", msg);
+    snprintf(msg, sizeof msg, "%s/run.json: model.imagee: unknown field, did you mean 'image'?",
+             dir);
+    d2_expect_error(dir, ck, ", \"imagee\": 64", msg);
+    snprintf(msg, sizeof msg, "%s/run.json: model.backbone: unknown field (expected one of: "
+             "detectron2, image, classes, max_targets, top_k, target_stride, train_num_points, "
+             "score_threshold, weights, pretrained)", dir);
+    d2_expect_error(dir, ck, ", \"backbone\": {}", msg);
+    /* a detectron2 directory given as "hf" */
+    char hfrun[4300];
+    snprintf(hfrun, sizeof hfrun, "%s/run.json", dir);
+    snprintf(msg, sizeof msg, "{\"model\": {\"hf\": \"%s\"}}", ck);
+    write_text(hfrun, msg);
+    vt_ok(vp_cfg_load(hfrun, &c));
+    vp_model *m = NULL;
+    ck_assert_int_eq(d2_create(c, &m), VP_ERR_CONFIG);
+    snprintf(msg, sizeof msg, "%s/config.json: model_type: missing: vpeft loads \"mask2former\" "
+             "(Mask2FormerForUniversalSegmentation) checkpoints (this is a detectron2 config: "
+             "name its directory with \"detectron2\" instead of \"hf\")", ck);
+    eq(vp_error_last(), msg);
+    vp_cfg_free(c);
+
+    /* through the command: exit status 2, the message alone */
+    write_d2_config(ck, "\"META_ARCHITECTURE\": \"MaskDINO\"",
+                    "\"META_ARCHITECTURE\": \"GeneralizedRCNN\"");
+    d2_run_config(dir, "ck", "", &c);
+    vp_cfg_free(c);
+    ck_assert_int_eq(vt_sh("%s info %s/run.json", bin(), dir), 2);
+    snprintf(msg, sizeof msg, "vpeft: %s/config.json: cfg_MODEL.META_ARCHITECTURE: "
+             "\"GeneralizedRCNN\" is not supported: vpeft builds \"MaskDINO\" (Mask DINO) and "
+             "\"MaskFormer\" (Mask2Former) models\n", ck);
+    eq(vt_err, msg);
+    vt_rm_rf(dir);
+}
+END_TEST
+
+/* The weights: DIR/model.safetensors loaded strictly (a backbone-only
+ * model, so the file holds the checkpoint's backbone.* tensors): the
+ * file's values, the backbone's outputs the repository's; a tensor
+ * missing, extra or of another shape, the head's tensors beside a model
+ * without a head, no weights file; "pretrained": false without one. */
+START_TEST(test_d2_weights)
+{
+    set_d2data();
+    char dir[1024], ck[1200], msg[8192];
+    tmpdir(dir, sizeof dir, "d2run");
+    snprintf(ck, sizeof ck, "%s/ck", dir);
+    ck_assert_int_eq(mkdir(ck, 0755), 0);
+    write_d2_config(ck, NULL, NULL);
+    write_d2_weights(ck, "backbone.", ALL, NULL);
+    vp_config *c;
+    d2_run_config(dir, "ck", ", \"image\": 64", &c);
+    vp_model *m;
+    vt_ok(d2_create(c, &m));
+    vp_cfg_free(c);
+    vp_graph *g = vp_model_graph(m);
+    char src[4300];
+    snprintf(src, sizeof src, "%s/weights.safetensors", d2data);
+    vp_st *f;
+    vt_ok(vp_st_open(src, &f));
+    static const char *const key = "backbone.layers.1.blocks.1.attn.qkv.weight";
+    float want[144 * 48], got[144 * 48];
+    vt_ok(vp_st_read_f32(f, key, want, 144 * 48));
+    vp_st_close(f);
+    vp_gt *t = vp_graph_find(g, key);
+    ck_assert(t && vp_gt_nelem(t) == 144 * 48);
+    vt_ok(vp_graph_read(g, t, got, sizeof got));
+    ck_assert(!memcmp(got, want, sizeof got));
+    /* res5 on the reference images */
+    snprintf(src, sizeof src, "%s/io.safetensors", d2data);
+    vt_ok(vp_st_open(src, &f));
+    float *x = malloc(2 * 3 * 64 * 64 * sizeof *x), *r5 = malloc(2 * 192 * 4 * sizeof *r5),
+          *o5 = malloc(2 * 192 * 4 * sizeof *o5);
+    ck_assert(x && r5 && o5);
+    vt_ok(vp_st_read_f32(f, "images", x, 2 * 3 * 64 * 64));
+    vt_ok(vp_st_read_f32(f, "backbone.res5", r5, 2 * 192 * 4));
+    vp_st_close(f);
+    vt_ok(vp_graph_write(g, vp_model_image(m), x, 2 * 3 * 64 * 64 * sizeof *x));
+    vt_ok(vp_graph_run(g));
+    vt_ok(vp_graph_read(g, vp_model_output(m, "backbone.res5"), o5, 2 * 192 * 4 * sizeof *o5));
+    double e = 0, w = 0;
+    for (int i = 0; i < 2 * 192 * 4; i++) {
+        e = fmax(e, fabs((double)o5[i] - r5[i]));
+        w = fmax(w, fabs(r5[i]));
+    }
+    ck_assert_msg(e <= 1e-4 * w, "backbone.res5: %g of %g", e, w);
+    free(x);
+    free(r5);
+    free(o5);
+    vp_model_destroy(m);
+
+    write_d2_weights(ck, "backbone.", DROP, "backbone.layers.1.blocks.0.attn.qkv.bias");
+    snprintf(msg, sizeof msg, "%s/model.safetensors: no tensor \"backbone.layers.1.blocks.0.attn."
+             "qkv.bias\": the model built from %s/config.json has that parameter", ck, ck);
+    d2_expect_error(dir, "ck", ", \"image\": 64", msg);
+    write_d2_weights(ck, "backbone.", EXTRA, "backbone.layers.0.blocks.0.attn.extra");
+    snprintf(msg, sizeof msg, "%s/model.safetensors: unexpected tensor \"backbone.layers.0.blocks."
+             "0.attn.extra\": the model built from %s/config.json has no such parameter", ck, ck);
+    d2_expect_error(dir, "ck", ", \"image\": 64", msg);
+    write_d2_weights(ck, "backbone.", RESHAPE, key);
+    snprintf(msg, sizeof msg, "%s/model.safetensors: tensor \"%s\" has shape (48, 144), "
+             "expected (144, 48)", ck, key);
+    d2_expect_error(dir, "ck", ", \"image\": 64", msg);
+    /* the whole checkpoint: the head's tensors are no parameters here */
+    write_d2_weights(ck, "", ALL, NULL);
+    snprintf(msg, sizeof msg, "%s/model.safetensors: unexpected tensor \"criterion.empty_weight\": "
+             "the model built from %s/config.json has no such parameter", ck, ck);
+    d2_expect_error(dir, "ck", ", \"image\": 64", msg);
+    char path[1400];
+    snprintf(path, sizeof path, "%s/model.safetensors", ck);
+    unlink(path);
+    snprintf(msg, sizeof msg, "%s: no model.safetensors (nor a sharded model.safetensors.index."
+             "json): not a detectron2 checkpoint directory", ck);
+    d2_expect_error(dir, "ck", ", \"image\": 64", msg);
+    d2_run_config(dir, "ck", ", \"image\": 64, \"pretrained\": false", &c);
+    vt_ok(d2_create(c, &m));
+    vp_model_destroy(m);
+    vp_cfg_free(c);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hf_load");
@@ -894,5 +1258,10 @@ int main(void)
     tcase_add_test(tc, test_info_swin_tiny);
     tcase_add_test(tc, test_init_and_train);
     suite_add_tcase(s, tc);
+    /* its own case: CK_RUN_CASE=detectron2 runs it alone */
+    TCase *d2 = vt_tcase("detectron2");
+    tcase_add_test(d2, test_d2_expand);
+    tcase_add_test(d2, test_d2_weights);
+    suite_add_tcase(s, d2);
     return vt_run(s);
 }

@@ -7,7 +7,11 @@
  * (the tiny model and Swin-T); the sites; every gradient of a small Swin
  * with padding, shifted windows and odd-sized merging against finite
  * differences; SwinModel / SwinForImageClassification checkpoints and the
- * exact errors of wrong ones; config errors; `vpeft embed`.
+ * exact errors of wrong ones; config errors; `vpeft embed`. And the
+ * detectron2 mode (D2SwinTransformer) against Mask DINO's repository
+ * (tests/data/maskdino): res2 .. res5, the checkpoint's parameter names and
+ * shapes, the sites, what its cfg.MODEL.SWIN changes, its errors, its
+ * gradients, `vpeft embed`.
  *
  * Backbone-only models (no head); vpeft-swin.so comes from the build tree's
  * plugins/ next to libvpeft.so, where the loader looks by itself.
@@ -28,6 +32,10 @@
 #include "plugin/loader.h"
 
 static char data_dir[4096], hf_config[4200], hf_weights[4200], hf_io[4200], hf_keys[4200];
+/* tests/data/maskdino: a Mask DINO checkpoint's directory (config.json with
+ * detectron2's cfg.MODEL as "cfg_MODEL"), its state_dict, and its
+ * backbone's outputs backbone.res2 .. res5 on images */
+static char d2_dir[4096], d2_config[4200], d2_weights[4200], d2_io[4200];
 
 static const char *const M2F = "model.pixel_level_module.encoder.";
 
@@ -717,6 +725,423 @@ START_TEST(test_swinmodel_checkpoint)
 }
 END_TEST
 
+/* ---- detectron2's D2SwinTransformer ----------------------------------------------- */
+
+/* The reference's res2 .. res5: channels and sides. */
+static const int64_t d2_c[4] = {24, 48, 96, 192}, d2_s[4] = {16, 8, 4, 2};
+
+/* Run m on the Mask DINO reference's images (2, 3, 64, 64). */
+static void run_d2_images(vp_model *m)
+{
+    vp_gt *img = vp_model_image(m);
+    ck_assert_int_eq(vp_gt_nelem(img), 2 * 3 * 64 * 64);
+    float *pix = read_ref(d2_io, "images", 2 * 3 * 64 * 64);
+    vt_ok(vp_graph_write(vp_model_graph(m), img, pix, 2 * 3 * 64 * 64 * sizeof *pix));
+    free(pix);
+    vt_ok(vp_graph_run(vp_model_graph(m)));
+}
+
+/* backbone.res<k> (NCHW) of m against the reference's, for the stages of
+ * mask (bit i: res<i+2>); the worst relative error. */
+static double check_res(vp_model *m, const char *what, unsigned mask)
+{
+    double worst = 0;
+    for (int i = 0; i < 4; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "backbone.res%d", i + 2);
+        if (!(mask >> i & 1u)) {
+            ck_assert_ptr_null(vp_model_output(m, name));
+            continue;
+        }
+        vp_gt *t = vp_model_output(m, name);
+        ck_assert_msg(t != NULL, "no output %s", name);
+        const int64_t *s = vp_gt_shape(t);
+        ck_assert(vp_gt_ndim(t) == 4 && s[0] == 2 && s[1] == d2_c[i] && s[2] == d2_s[i] &&
+                  s[3] == d2_s[i]);
+        int64_t n;
+        float *got = read_out(m, name, &n);
+        float *want = read_ref(d2_io, name, (size_t)n);
+        double wmax, e = rel_err(got, want, (size_t)n, &wmax);
+        printf("swin (detectron2%s): %s against D2SwinTransformer's: %.3g of the largest value "
+               "%.3g\n", what, name, e, wmax);
+        ck_assert_msg(e < 1e-4, "%s: relative error %g", name, e);
+        worst = fmax(worst, e);
+        free(got);
+        free(want);
+    }
+    return worst;
+}
+
+/* Parameters of the tiny Mask DINO Swin (embed 24, depths 2 each, heads
+ * 3, 6, 12, 24, window 4, MLP ratio 4): blocks 12C^2 + 13C + 49h (the
+ * packed qkv 3C^2 + 3C is query, key and value's), embeddings 1224,
+ * merging 98112, stage norms 720:
+ *   2 * (7371 + 28566 + 112428 + 446040) + 1224 + 98112 + 720 = 1288866 */
+enum { D2_PARAMS = 1288866 };
+
+/* "detectron2": the Mask DINO checkpoint's directory, its weights through
+ * the core's model.weights (the file's head tensors are not parameters of
+ * this backbone-only model): res2 .. res5 against the repository's own,
+ * the features handed on, every parameter name and shape against the
+ * file's backbone.* keys (the int64 relative_position_index declared
+ * buffers), and the sites. */
+START_TEST(test_d2_backbone)
+{
+    char bb[9000], extra[4400];
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"image\": 64", d2_dir);
+    snprintf(extra, sizeof extra, ", \"weights\": \"%s\"", d2_weights);
+    vp_model *m;
+    vt_ok(make_model(_i, bb, extra, 2, false, &m));
+    run_d2_images(m);
+    double worst = check_res(m, "", 0xfu);
+    printf("swin: worst relative error against D2SwinTransformer: %.3g\n", worst);
+    vp_graph *g = vp_model_graph(m);
+    /* The levels handed on: res2 .. res5 channels-last, strides 4 to 32. */
+    vp_gt *maps[VP_MAX_LEVELS];
+    ck_assert_uint_eq(vp_model_features(m, maps), 4);
+    for (int i = 0; i < 4; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "backbone.features.%d", i);
+        ck_assert_ptr_eq(maps[i], vp_model_output(m, name));
+        int64_t n, C = d2_c[i], S = d2_s[i];
+        float *nhwc = read_out(m, name, &n);
+        snprintf(name, sizeof name, "backbone.res%d", i + 2);
+        float *nchw = read_out(m, name, &n);
+        for (int64_t b = 0; b < 2; b++)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t p = 0; p < S * S; p++)
+                    ck_assert(nhwc[(b * S * S + p) * C + c] == nchw[(b * C + c) * S * S + p]);
+        free(nhwc);
+        free(nchw);
+    }
+    ck_assert_ptr_null(vp_model_output(m, "encoder_hidden_states.0"));
+    ck_assert_ptr_null(vp_model_output(m, "backbone.hidden_states.0"));
+    ck_assert_uint_eq(vp_build_output_count(vp_model_build(m)), 8);
+
+    /* Every backbone tensor of the checkpoint, and nothing else. */
+    const vp_build *b = vp_model_build(m);
+    vp_st *f;
+    vt_ok(vp_st_open(d2_weights, &f));
+    uint32_t n_float = 0, n_buf = 0;
+    int64_t elems = 0;
+    for (size_t i = 0; i < vp_st_count(f); i++) {
+        const vp_st_tensor *t = vp_st_get(f, i);
+        if (strncmp(t->name, "backbone.", 9))
+            continue;
+        vp_gt *p = vp_graph_find(g, t->name);
+        if (t->dtype == VP_ST_I64) {
+            ck_assert_msg(strstr(t->name, ".attn.relative_position_index") != NULL, "%s",
+                          t->name);
+            ck_assert_msg(vp_build_is_buffer_key(b, t->name), "%s", t->name);
+            ck_assert_ptr_null(p);
+            n_buf++;
+            continue;
+        }
+        ck_assert_int_eq(t->dtype, VP_ST_F32);
+        ck_assert_msg(p != NULL, "no parameter %s", t->name);
+        ck_assert_int_eq(vp_gt_ndim(p), t->ndim);
+        for (int d = 0; d < t->ndim; d++)
+            ck_assert_int_eq(vp_gt_shape(p)[d], t->shape[d]);
+        /* loaded: the file's values */
+        size_t k = (size_t)t->nelem;
+        float *want = malloc(k * sizeof *want);
+        vt_ok(vp_st_read_f32(f, t->name, want, k));
+        float *got = read_tensor(g, p);
+        ck_assert(!memcmp(got, want, k * sizeof *got));
+        free(got);
+        free(want);
+        elems += vp_gt_nelem(p);
+        n_float++;
+    }
+    vp_st_close(f);
+    ck_assert_uint_eq(n_buf, 8);
+    ck_assert_uint_eq(vp_build_param_count(b), n_float);
+    ck_assert_int_eq(param_total(m), elems);
+    ck_assert_int_eq(elems, D2_PARAMS);
+    ck_assert_ptr_nonnull(vp_graph_find(g, "backbone.layers.0.blocks.1.attn.qkv.weight"));
+
+    /* Sites: 6 per block (the packed qkv is one linear), 3 reductions. */
+    static const struct {
+        const char *path;
+        vp_site_kind kind;
+        int64_t in, out;
+    } first[] = {
+        {"backbone.layers.0.blocks.0.attn.qkv", VP_SITE_LINEAR, 24, 72},
+        {"backbone.layers.0.blocks.0.attn.proj", VP_SITE_LINEAR, 24, 24},
+        {"backbone.layers.0.blocks.0.attn", VP_SITE_ATTN_OUT, 24, 24},
+        {"backbone.layers.0.blocks.0.mlp.fc1", VP_SITE_LINEAR, 24, 96},
+        {"backbone.layers.0.blocks.0.mlp.fc2", VP_SITE_LINEAR, 96, 24},
+        {"backbone.layers.0.blocks.0.mlp", VP_SITE_FFN_OUT, 24, 24}};
+    ck_assert_uint_eq(vp_build_site_count(b), 6 * 8 + 3);
+    for (uint32_t i = 0; i < 6; i++) {
+        const vp_build_site *s = vp_build_site_at(b, i);
+        ck_assert_str_eq(s->path, first[i].path);
+        ck_assert_int_eq(s->kind, first[i].kind);
+        if (s->kind == VP_SITE_LINEAR) {
+            ck_assert_int_eq(s->in_features, first[i].in);
+            ck_assert_int_eq(s->out_features, first[i].out);
+        }
+    }
+    const vp_build_site *red = vp_build_site_at(b, 12);
+    ck_assert_str_eq(red->path, "backbone.layers.0.downsample.reduction");
+    ck_assert_int_eq(red->in_features, 96);
+    ck_assert_int_eq(red->out_features, 48);
+    ck_assert_str_eq(vp_build_site_at(b, 3 * 12 + 2)->path,
+                     "backbone.layers.2.downsample.reduction");
+    ck_assert_str_eq(vp_build_site_at(b, 6 * 7 + 3)->path, "backbone.layers.3.blocks.1.attn.qkv");
+    ck_assert_int_eq(vp_build_site_at(b, 6 * 7 + 3)->out_features, 3 * 192);
+    vp_model_destroy(m);
+}
+END_TEST
+
+/* DIR/config.json: the Mask DINO config with `from` replaced by `to`
+ * (NULL: as it is), the first `from` in cfg.MODEL.SWIN if it has one (the
+ * head's settings list res2 .. res5 too), else in the whole file. */
+static void write_d2_config(const char *dir, const char *from, const char *to)
+{
+    FILE *f = fopen(d2_config, "r");
+    ck_assert_ptr_nonnull(f);
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *swin = strstr(text, "\"SWIN\": {"), *at = text + n;
+    if (from) {
+        at = swin ? strstr(swin, from) : NULL;
+        at = at ? at : strstr(text, from);
+    }
+    ck_assert_msg(at != NULL, "%s", from);
+    char path[400];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%.*s%s%s", (int)(at - text), text, from ? to : "", from ? at + strlen(from) : "");
+    fclose(f);
+}
+
+/* What the config changes: OUT_FEATURES honoured (the levels handed on,
+ * the stage norms still parameters), QK_SCALE used as the scale (its
+ * default's value exactly gives the reference; another changes it),
+ * PATCH_NORM false, "MODEL" as well as "cfg_MODEL", PRETRAIN_IMG_SIZE as
+ * the default input size. */
+START_TEST(test_d2_config)
+{
+    char dir[256], bb[9000], extra[4400];
+    temp_dir(dir, sizeof dir);
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"image\": 64", dir);
+    snprintf(extra, sizeof extra, ", \"weights\": \"%s\"", d2_weights);
+    vp_model *m;
+
+    write_d2_config(dir, "\"res2\",\n", "");
+    vt_ok(make_model(_i, bb, extra, 2, false, &m));
+    run_d2_images(m);
+    check_res(m, ", OUT_FEATURES res3 to res5", 0xeu);
+    vp_gt *maps[VP_MAX_LEVELS];
+    ck_assert_uint_eq(vp_model_features(m, maps), 3);
+    ck_assert_ptr_eq(maps[0], vp_model_output(m, "backbone.features.0"));
+    ck_assert_int_eq(vp_gt_shape(maps[0])[3], 48);
+    ck_assert_ptr_null(vp_model_output(m, "backbone.features.3"));
+    ck_assert_int_eq(param_total(m), D2_PARAMS);
+    vp_gt *n0 = vp_graph_find(vp_model_graph(m), "backbone.norm0.weight");
+    ck_assert(n0 && !vp_gt_trainable(n0));
+    ck_assert(vp_gt_trainable(vp_graph_find(vp_model_graph(m), "backbone.norm1.weight")));
+    vp_model_destroy(m);
+
+    /* head_dim 8 in every stage: 8^-0.5 is the default's value */
+    write_d2_config(dir, "\"QK_SCALE\": null", "\"QK_SCALE\": 0.35355339059327373");
+    vt_ok(make_model(_i, bb, extra, 2, false, &m));
+    run_d2_images(m);
+    check_res(m, ", QK_SCALE 8^-0.5", 0xfu);
+    vp_model_destroy(m);
+    write_d2_config(dir, "\"QK_SCALE\": null", "\"QK_SCALE\": 0.5");
+    vt_ok(make_model(_i, bb, extra, 2, false, &m));
+    run_d2_images(m);
+    int64_t n;
+    float *got = read_out(m, "backbone.res5", &n);
+    float *want = read_ref(d2_io, "backbone.res5", (size_t)n);
+    double e = rel_err(got, want, (size_t)n, NULL);
+    ck_assert_msg(e > 1e-2, "QK_SCALE 0.5 changed res5 by %g only", e);
+    free(got);
+    free(want);
+    vp_model_destroy(m);
+
+    /* PATCH_NORM false: no patch_embed.norm */
+    write_d2_config(dir, "\"PATCH_NORM\": true", "\"PATCH_NORM\": false");
+    vt_ok(make_model(_i, bb, NULL, 1, true, &m));
+    ck_assert_int_eq(param_total(m), D2_PARAMS - 2 * 24);
+    ck_assert_ptr_null(vp_graph_find(vp_model_graph(m), "backbone.patch_embed.norm.weight"));
+    vp_model_destroy(m);
+
+    /* "MODEL", and the default input size PRETRAIN_IMG_SIZE (224) */
+    write_d2_config(dir, "\"cfg_MODEL\"", "\"MODEL\"");
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\"", dir);
+    vt_ok(make_model(_i, bb, NULL, 1, true, &m));
+    ck_assert_int_eq(param_total(m), D2_PARAMS);
+    const int64_t *is = vp_gt_shape(vp_model_image(m));
+    ck_assert(is[1] == 3 && is[2] == 224 && is[3] == 224);
+    ck_assert_uint_eq(vp_model_features(m, maps), 4);
+    ck_assert_int_eq(vp_gt_shape(maps[3])[1], 7);
+    vp_model_destroy(m);
+    /* ... and the file itself instead of its directory */
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s/config.json\", \"image\": [32, 48]", dir);
+    vt_ok(make_model(_i, bb, NULL, 1, true, &m));
+    is = vp_gt_shape(vp_model_image(m));
+    ck_assert(is[2] == 32 && is[3] == 48);
+    vp_model_destroy(m);
+    vt_rm_rf(dir);
+}
+END_TEST
+
+/* The one-line errors of the detectron2 mode: cfg.MODEL's and the entry's. */
+START_TEST(test_d2_errors)
+{
+    char dir[256], bb[9000], want[9000];
+    temp_dir(dir, sizeof dir);
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\"", dir);
+    static const struct {
+        const char *from, *to, *key, *msg;
+    } cases[] = {
+        {"\"APE\": false", "\"APE\": true", "cfg_MODEL.SWIN.APE",
+         "true is not supported (absolute position embeddings are not implemented; "
+         "Mask2Former's and Mask DINO's Swin configs use none)"},
+        {"\"NAME\": \"D2SwinTransformer\"", "\"NAME\": \"build_resnet_backbone\"",
+         "cfg_MODEL.BACKBONE.NAME", "\"build_resnet_backbone\" is not supported: the swin "
+         "plugin builds detectron2's \"D2SwinTransformer\""},
+        {"\"NAME\": \"D2SwinTransformer\"", "\"NAMES\": \"D2SwinTransformer\"",
+         "cfg_MODEL.BACKBONE.NAME", "missing: the swin plugin builds detectron2's "
+         "\"D2SwinTransformer\""},
+        {"\"cfg_MODEL\"", "\"cfg_MODELS\"", "MODEL", "missing: a detectron2 config.json holds "
+         "the resolved cfg.MODEL as \"MODEL\" (or \"cfg_MODEL\")"},
+        {"\"SWIN\": {", "\"SWINS\": {", "cfg_MODEL.SWIN",
+         "missing: D2SwinTransformer's settings (cfg.MODEL.SWIN)"},
+        {"\"DEPTHS\": [\n    2,\n    2,\n    2,\n    2\n   ]", "\"DEPTHS\": [2, 2, 2]",
+         "cfg_MODEL.SWIN.DEPTHS", "lists 3 stages: D2SwinTransformer has 4 (res2 to res5)"},
+        {"\"NUM_HEADS\": [\n    3,", "\"NUM_HEADS\": [\n    5,", "cfg_MODEL.SWIN.NUM_HEADS",
+         "stage 1: 5 heads do not divide its width 24"},
+        {"\"res5\"\n", "\"res6\"\n", "cfg_MODEL.SWIN.OUT_FEATURES[3]",
+         "\"res6\" is not a stage of D2SwinTransformer (\"res2\", \"res3\", \"res4\" or "
+         "\"res5\")"},
+        {"\"res5\"\n", "\"res4\"\n", "cfg_MODEL.SWIN.OUT_FEATURES[3]", "\"res4\" is listed twice"},
+        {"\"QK_SCALE\": null", "\"QK_SCALE\": 1e9", "cfg_MODEL.SWIN.QK_SCALE",
+         "must be null (head_dim^-0.5) or a scale of magnitude at most 1e6, got 1e+09"},
+        {"\"DROP_PATH_RATE\": 0.0", "\"DROP_PATH_RATE\": 1.0", "cfg_MODEL.SWIN.DROP_PATH_RATE",
+         "must be in [0, 1), got 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_d2_config(dir, cases[i].from, cases[i].to);
+        snprintf(want, sizeof want, "swin: %s/config.json: %s: %s", dir, cases[i].key,
+                 cases[i].msg);
+        expect_model_err(_i, bb, VP_ERR_CONFIG, want);
+    }
+
+    /* The entry: the architecture and the names are the checkpoint's. */
+    write_d2_config(dir, NULL, NULL);
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"hf\": \"%s\"", dir, hf_config);
+    expect_model_err(_i, bb, VP_ERR_CONFIG, "swin: m.json: model.backbone.detectron2: not with "
+                     "\"hf\": give one (a Hugging Face or a detectron2 checkpoint)");
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"window_size\": 7", dir);
+    snprintf(want, sizeof want, "swin: m.json: model.backbone.window_size: not with "
+             "\"detectron2\": the architecture comes from %s (give one or the other; \"image\" "
+             "sets the input size)", dir);
+    expect_model_err(_i, bb, VP_ERR_CONFIG, want);
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"weights\": \"%s\"", dir, d2_weights);
+    snprintf(want, sizeof want, "swin: m.json: model.backbone.weights: not with \"detectron2\" "
+             "(%s): the core loads the checkpoint's model.safetensors (or give model.weights)",
+             dir);
+    expect_model_err(_i, bb, VP_ERR_CONFIG, want);
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"names\": \"backbone\"", dir);
+    snprintf(want, sizeof want, "swin: m.json: model.backbone.names: not with \"detectron2\" "
+             "(%s): the parameters have the checkpoint's names (backbone.patch_embed.proj."
+             "weight, ...)", dir);
+    expect_model_err(_i, bb, VP_ERR_CONFIG, want);
+    snprintf(bb, sizeof bb, "\"detectron2\": \"%s\", \"output_hidden_states\": true", dir);
+    snprintf(want, sizeof want, "swin: m.json: model.backbone.output_hidden_states: not with "
+             "\"detectron2\" (%s): detectron2's outputs are backbone.res2 to backbone.res5", dir);
+    expect_model_err(_i, bb, VP_ERR_CONFIG, want);
+    vt_rm_rf(dir);
+}
+END_TEST
+
+/* Every trainable gradient of a small D2SwinTransformer (the packed qkv
+ * sliced into q, k and v, a QK_SCALE, stochastic depth on both branches
+ * in a training graph, OUT_FEATURES without res4) against finite
+ * differences, as check_gradients. */
+START_TEST(test_d2_gradients)
+{
+    char dir[256], path[320], fields[512];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"MODEL\": {\"META_ARCHITECTURE\": \"MaskDINO\", \"BACKBONE\": {\"NAME\": "
+          "\"D2SwinTransformer\"}, \"SWIN\": {\"PATCH_SIZE\": 2, \"EMBED_DIM\": 8, \"DEPTHS\": "
+          "[2, 1, 1, 1], \"NUM_HEADS\": [1, 2, 2, 4], \"WINDOW_SIZE\": 3, \"MLP_RATIO\": 2.0, "
+          "\"QK_SCALE\": 0.3, \"DROP_PATH_RATE\": 0.5, \"OUT_FEATURES\": [\"res2\", \"res3\", "
+          "\"res5\"]}}}", f);
+    fclose(f);
+    snprintf(fields, sizeof fields, "\"detectron2\": \"%s\", \"image\": [17, 13]", dir);
+    bb_run r;
+    bb_training = true;
+    bb_build(_i, fields, 2, &r);
+    bb_training = false;
+    vp_graph *g = vp_build_graph(r.b);
+    /* 17 x 13, patch 2: 9 x 7, then 5 x 4, 3 x 2 (res4, not handed on), 2 x 1 */
+    ck_assert_uint_eq(r.f.n, 3);
+    static const int64_t want[3][4] = {{2, 9, 7, 8}, {2, 5, 4, 16}, {2, 2, 1, 64}};
+    static const int32_t strides[3] = {2, 4, 16};
+    for (int l = 0; l < 3; l++) {
+        for (int d = 0; d < 4; d++)
+            ck_assert_int_eq(vp_gt_shape(r.f.map[l])[d], want[l][d]);
+        ck_assert_int_eq(r.f.stride[l], strides[l]);
+    }
+    vp_gt *loss = NULL;
+    for (uint32_t l = 0; l < r.f.n; l++) {
+        size_t n = (size_t)vp_gt_nelem(r.f.map[l]);
+        float *rnd = malloc(n * sizeof *rnd);
+        vt_rand(rnd, n, 200 + l);
+        char name[32];
+        snprintf(name, sizeof name, "test.r%u", l);
+        vp_gt *c = vp_g_const(g, name, vp_gt_ndim(r.f.map[l]), vp_gt_shape(r.f.map[l]), rnd);
+        free(rnd);
+        vp_gt *t = vp_g_mean(g, vp_g_mul(g, r.f.map[l], c));
+        loss = loss ? vp_g_add(g, loss, t) : t;
+    }
+    vt_ok(vp_graph_backward(g, loss));
+    vt_ok(vp_graph_compile(g));
+    vt_ok(vp_build_init_params(r.b));
+    int64_t total = 0;
+    for (uint32_t i = 0; i < vp_build_param_count(r.b); i++) {
+        vp_gt *t = vp_build_param_at(r.b, i)->t;
+        size_t n = (size_t)vp_gt_nelem(t);
+        float *v = malloc(n * sizeof *v);
+        vt_rand(v, n, 700 + i);
+        for (size_t k = 0; k < n; k++)
+            v[k] *= 0.5f;
+        vt_ok(vp_graph_write(g, t, v, n * sizeof *v));
+        free(v);
+        total += (int64_t)n;
+    }
+    /* embeddings 120; blocks 8C^2 + 11C + 25h: 625 (C 8), 2274 (16), 8594
+     * (32), 33572 (64); merging 576, 2176, 8448; stage norms 240 */
+    ck_assert_int_eq(total, 120 + 2 * 625 + 2274 + 8594 + 33572 + 576 + 2176 + 8448 + 240);
+    ck_assert(!vp_gt_trainable(vp_graph_find(g, "backbone.norm2.bias")));
+    float img[2 * 3 * 17 * 13];
+    vt_rand(img, 2 * 3 * 17 * 13, 6);
+    vp_verify v;
+    vt_ok(vp_verify_graph(g, loss, r.f.map[1], 1, &r.image, (const void *[]){img}, 16, &v));
+    /* 4 embedding tensors, 13 per block, 3 per merging, 3 stage norms of
+     * 2 (norm2, res4's, gets no gradient: frozen) */
+    ck_assert_uint_eq(v.params_checked, 4 + 5 * 13 + 3 * 3 + 3 * 2);
+    ck_assert_msg(v.out_err < 1e-4, "forward error %g", v.out_err);
+    ck_assert_msg(v.grad_err < 2e-3, "gradient error %g at %s", v.grad_err, v.grad_worst);
+    printf("swin: small D2SwinTransformer: forward error %.2g, gradients of %u parameters "
+           "(%llu elements) within %.2g\n", v.out_err, v.params_checked,
+           (unsigned long long)v.grad_checked, v.grad_err);
+    bb_release(&r);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 /* ---- config errors ---------------------------------------------------------------- */
 
 /* The shared config with `from` replaced by `to` (once), written as
@@ -872,6 +1297,42 @@ START_TEST(test_embed_hf)
 }
 END_TEST
 
+/* `vpeft embed` of the detectron2 mode on the first reference image:
+ * backbone.res5 (NCHW) against D2SwinTransformer's. */
+START_TEST(test_embed_d2)
+{
+    const char *bin = getenv("VPEFT_BIN");
+    ck_assert_msg(bin != NULL, "VPEFT_BIN is not set (run through make check)");
+    char dir[256], cfg[320], pix[320], out[320];
+    temp_dir(dir, sizeof dir);
+    snprintf(cfg, sizeof cfg, "%s/embed.json", dir);
+    snprintf(pix, sizeof pix, "%s/pixels.safetensors", dir);
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    float *p = read_ref(d2_io, "images", 2 * 3 * 64 * 64);
+    int64_t shape[4] = {1, 3, 64, 64};
+    vt_ok(vp_st_write(pix, &(vp_st_entry){"pixel_values", VP_ST_F32, 4, shape, p}, 1, NULL, 0));
+    free(p);
+    FILE *f = fopen(cfg, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"model\": {\"backbone\": {\"plugin\": \"swin\", \"detectron2\": \"%s\", "
+            "\"image\": 64}, \"weights\": \"%s\"}}", d2_dir, d2_weights);
+    fclose(f);
+    ck_assert_int_eq(vt_sh("%s embed --config %s --image %s --out %s", bin, cfg, pix, out), 0);
+    vt_assert_has(vt_out, "backbone.res5 (1, 192, 2, 2)");
+    vt_assert_has(vt_out, "backbone.features.3 (1, 2, 2, 192)");
+    float got[192 * 4];
+    float *want = read_ref(d2_io, "backbone.res5", 2 * 192 * 4); /* image 0 first */
+    vp_st *o;
+    vt_ok(vp_st_open(out, &o));
+    vt_ok(vp_st_read_f32(o, "backbone.res5", got, 192 * 4));
+    vp_st_close(o);
+    double e = rel_err(got, want, 192 * 4, NULL);
+    ck_assert_msg(e < 1e-4, "vpeft embed: relative error %g", e);
+    free(want);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     const char *src = getenv("VPEFT_SRCDIR");
@@ -880,6 +1341,10 @@ int main(void)
     snprintf(hf_weights, sizeof hf_weights, "%s/shared_weights.safetensors", data_dir);
     snprintf(hf_io, sizeof hf_io, "%s/shared_io.safetensors", data_dir);
     snprintf(hf_keys, sizeof hf_keys, "%s/shared_state_dict_keys.txt", data_dir);
+    snprintf(d2_dir, sizeof d2_dir, "%s/tests/data/maskdino", src ? src : ".");
+    snprintf(d2_config, sizeof d2_config, "%s/config.json", d2_dir);
+    snprintf(d2_weights, sizeof d2_weights, "%s/weights.safetensors", d2_dir);
+    snprintf(d2_io, sizeof d2_io, "%s/io.safetensors", d2_dir);
     Suite *s = suite_create("swin");
     TCase *tc = vt_tcase("swin");
     vt_add_per_device(tc, test_hf_backbone_names, NULL);
@@ -891,6 +1356,11 @@ int main(void)
     vt_add_per_device(tc, test_swinmodel_checkpoint, NULL);
     vt_add_per_device(tc, test_config_errors, NULL);
     vt_add_per_device(tc, test_embed_hf, NULL);
+    vt_add_per_device(tc, test_d2_backbone, NULL);
+    vt_add_per_device(tc, test_d2_config, NULL);
+    vt_add_per_device(tc, test_d2_errors, NULL);
+    vt_add_per_device(tc, test_d2_gradients, NULL);
+    vt_add_per_device(tc, test_embed_d2, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);
 }

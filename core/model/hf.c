@@ -2,7 +2,10 @@
  * Hugging Face checkpoints as they are (model.h): "model": {"hf": DIR}
  * names a directory holding config.json and model.safetensors (or a
  * sharded model.safetensors.index.json), as the Hub's
- * facebook/mask2former-swin-*-coco-instance give them.
+ * facebook/mask2former-swin-*-coco-instance give them. What the run
+ * config's other checkpoint form, "detectron2" (d2.c), shares with it is
+ * here too: the expansion with the run's options (vp_ckpt_expand) and the
+ * strict loading (vp_ckpt_load).
  *
  * The run config is expanded in the model's own copy into the backbone and
  * head entries that config.json's model_type calls for; the plugins read
@@ -43,9 +46,7 @@ static const struct {
 };
 #define N_HF_MODELS (sizeof hf_models / sizeof hf_models[0])
 
-/* s as a JSON string literal (for vp_cfg_set), into out; false when it
- * does not fit. */
-static bool json_string(const char *s, char *out, size_t n)
+bool vp_ckpt_json_string(const char *s, char *out, size_t n)
 {
     size_t k = 0;
     if (n < 3)
@@ -67,18 +68,15 @@ static bool json_string(const char *s, char *out, size_t n)
     return true;
 }
 
-static vp_status set(vp_config *root, const char *path, const char *value)
+vp_status vp_ckpt_set(vp_config *root, const char *path, const char *value)
 {
     char a[8192];
     if ((size_t)snprintf(a, sizeof a, "%s=%s", path, value) >= sizeof a)
-        return vp_error_set(VP_ERR_INVALID, "model.hf: the path is too long");
+        return vp_error_set(VP_ERR_INVALID, "%.64s: the value is too long", path);
     return vp_cfg_set(root, a);
 }
 
-/* 0 when path is a regular file (or a link to one); else errno's value,
- * or -1 for something that is not a regular file (vp_file_open_read: a
- * FIFO is refused without blocking). */
-static int regular(const char *path)
+int vp_ckpt_regular(const char *path)
 {
     int fd;
     vp_status st = vp_file_open_read(path, &fd);
@@ -87,7 +85,7 @@ static int regular(const char *path)
     return !st ? 0 : st == VP_ERR_INVALID ? -1 : errno ? errno : ENOENT;
 }
 
-static const char *why_not(int r)
+const char *vp_ckpt_why_not(int r)
 {
     return r < 0 ? "not a regular file" : strerror(r);
 }
@@ -103,27 +101,36 @@ static void supported(bool backbone, char *out, size_t n)
                               backbone ? hf_models[i].backbone_type : hf_models[i].model_type);
 }
 
-/* The model type of DIR/config.json, checked against hf_models: *k its
- * row. Errors name config.json and the key. */
-static vp_status read_type(const vp_config *model, const char *dir, int *k)
+vp_status vp_ckpt_config_file(const vp_config *model, const char *key, const char *dir,
+                               const char *what, char *file, size_t n)
 {
-    char file[4200];
-    snprintf(file, sizeof file, "%s%sconfig.json", dir, dir[strlen(dir) - 1] == '/' ? "" : "/");
+    snprintf(file, n, "%s%sconfig.json", dir, dir[strlen(dir) - 1] == '/' ? "" : "/");
     struct stat sb;
     if (stat(dir, &sb))
-        return vp_cfg_fail(model, "hf", "%s: %s (expected a Hugging Face checkpoint directory: "
-                           "config.json and model.safetensors)", dir, strerror(errno));
+        return vp_cfg_fail(model, key, "%s: %s (expected a %s checkpoint directory: "
+                           "config.json and model.safetensors)", dir, strerror(errno), what);
     if (!S_ISDIR(sb.st_mode))
-        return vp_cfg_fail(model, "hf", "%s is not a directory (expected a Hugging Face "
-                           "checkpoint directory: config.json and model.safetensors)", dir);
-    int r = regular(file);
+        return vp_cfg_fail(model, key, "%s is not a directory (expected a %s "
+                           "checkpoint directory: config.json and model.safetensors)", dir, what);
+    int r = vp_ckpt_regular(file);
     if (r == ENOENT)
-        return vp_cfg_fail(model, "hf", "%s has no config.json: not a Hugging Face checkpoint "
-                           "directory (config.json and model.safetensors)", dir);
+        return vp_cfg_fail(model, key, "%s has no config.json: not a %s checkpoint "
+                           "directory (config.json and model.safetensors)", dir, what);
     if (r)
-        return vp_cfg_fail(model, "hf", "%s: %s", file, why_not(r));
+        return vp_cfg_fail(model, key, "%s: %s", file, vp_ckpt_why_not(r));
+    return VP_OK;
+}
+
+/* The model type of DIR/config.json, checked against hf_models: the
+ * plugins of its row. Errors name config.json and the key. */
+static vp_status hf_read(const vp_config *model, const char *dir, vp_ckpt_plugins *out)
+{
+    char file[4200];
+    vp_status st = vp_ckpt_config_file(model, "hf", dir, "Hugging Face", file, sizeof file);
+    if (st)
+        return st;
     vp_config *hf;
-    vp_status st = vp_cfg_load(file, &hf);
+    st = vp_cfg_load(file, &hf);
     if (st)
         return vp_error_wrap(st, "%s: model.hf", vp_cfg_file_name(model));
     const char *type = NULL, *bb_type = NULL;
@@ -133,60 +140,71 @@ static vp_status read_type(const vp_config *model, const char *dir, int *k)
     st = vp_cfg_string(hf, "model_type", NULL, &type);
     if (!st && bb)
         st = vp_cfg_string(bb, "model_type", NULL, &bb_type);
-    *k = -1;
+    int k = -1;
     for (size_t i = 0; !st && type && i < N_HF_MODELS; i++)
         if (!strcmp(type, hf_models[i].model_type))
-            *k = (int)i;
+            k = (int)i;
     char list[256];
     supported(false, list, sizeof list);
+    /* a detectron2 config (its cfg.MODEL) given as "hf": say which form reads it */
+    bool d2 = vp_cfg_type_of(hf, "MODEL") == VP_CFG_OBJECT ||
+              vp_cfg_type_of(hf, "cfg_MODEL") == VP_CFG_OBJECT;
     if (!st && !type)
-        st = vp_cfg_fail(hf, "model_type", "missing: vpeft loads %s (%s) checkpoints", list,
-                         hf_models[0].what);
-    else if (!st && *k < 0)
+        st = vp_cfg_fail(hf, "model_type", "missing: vpeft loads %s (%s) checkpoints%s", list,
+                         hf_models[0].what, d2 ? " (this is a detectron2 config: name its "
+                         "directory with \"detectron2\" instead of \"hf\")" : "");
+    else if (!st && k < 0)
         st = vp_cfg_fail(hf, "model_type", "\"%s\" is not supported: vpeft loads %s (%s) "
                          "checkpoints", type, list, hf_models[0].what);
     else if (!st && !bb)
         st = vp_cfg_fail(hf, "backbone_config", "missing: vpeft loads %s checkpoints with their "
                          "\"%s\" backbone_config (timm and Hub backbones are not supported)",
-                         type, hf_models[*k].backbone_type);
-    else if (!st && (!bb_type || strcmp(bb_type, hf_models[*k].backbone_type)))
+                         type, hf_models[k].backbone_type);
+    else if (!st && (!bb_type || strcmp(bb_type, hf_models[k].backbone_type)))
         st = vp_cfg_fail(bb, "model_type", "%s%s%s%s: vpeft loads %s checkpoints "
                          "with a \"%s\" backbone", bb_type ? "\"" : "missing",
                          bb_type ? bb_type : "", bb_type ? "\"" : "",
-                         bb_type ? " is not supported" : "", type, hf_models[*k].backbone_type);
+                         bb_type ? " is not supported" : "", type, hf_models[k].backbone_type);
+    if (!st)
+        *out = (vp_ckpt_plugins){hf_models[k].backbone, hf_models[k].head, "mask2former"};
     vp_cfg_free(hf);
     return st;
 }
 
-/* The run's own options that model.hf passes to the plugins. */
-static const char *const hf_keys[] = {"hf", "image", "classes", "max_targets", "top_k",
-                                      "target_stride", "train_num_points", "score_threshold",
-                                      "weights", "pretrained"};
+/* The run's own options that a checkpoint form passes to the plugins,
+ * after the form's own key. */
+static const char *const ckpt_opts[] = {"image", "classes", "max_targets", "top_k",
+                                        "target_stride", "train_num_points", "score_threshold",
+                                        "weights", "pretrained"};
+#define N_CKPT_OPTS (sizeof ckpt_opts / sizeof ckpt_opts[0])
 
-vp_status vp_model_hf_expand(vp_config *root)
+vp_status vp_ckpt_expand(vp_config *root, const char *key, vp_ckpt_read_fn read)
 {
     const vp_config *model = vp_cfg_get(root, "model");
-    if (vp_cfg_type_of(model, "hf") == VP_CFG_ABSENT)
+    if (vp_cfg_type_of(model, key) == VP_CFG_ABSENT)
         return VP_OK;
-    vp_status st = vp_cfg_check_keys(model, hf_keys, sizeof hf_keys / sizeof hf_keys[0]);
+    const char *keys[1 + N_CKPT_OPTS] = {key};
+    for (size_t i = 0; i < N_CKPT_OPTS; i++)
+        keys[1 + i] = ckpt_opts[i];
+    vp_status st = vp_cfg_check_keys(model, keys, 1 + N_CKPT_OPTS);
     const char *raw = NULL, *dir = NULL;
     if (!st)
-        st = vp_cfg_string(model, "hf", NULL, &raw);
+        st = vp_cfg_string(model, key, NULL, &raw);
     if (!st)
-        st = vp_cfg_file(model, "hf", &dir);
+        st = vp_cfg_file(model, key, &dir);
     bool pretrained = true; /* false: config.json only, the plugins' initial values */
     if (!st)
         st = vp_cfg_bool(model, "pretrained", true, &pretrained);
-    int k = -1;
+    vp_ckpt_plugins plug = {NULL, NULL, NULL};
     if (!st)
-        st = read_type(model, dir, &k);
+        st = read(model, dir, &plug);
     if (st)
         return st;
 
     /* Copies first: vp_cfg_set rebuilds the tree, model's strings go. */
     char path[4096], opt[4][64] = {{0}};
-    if (!json_string(raw, path, sizeof path))
-        return vp_cfg_fail(model, "hf", "the path is too long");
+    if (!vp_ckpt_json_string(raw, path, sizeof path))
+        return vp_cfg_fail(model, key, "the path is too long");
     static const char *const head_opts[4] = {"classes", "max_targets", "top_k", "target_stride"};
     int64_t image[2] = {0, 0};
     int n_image = 0;
@@ -219,7 +237,7 @@ vp_status vp_model_hf_expand(vp_config *root)
         const char *v;
         if ((st = vp_cfg_string(model, "train_num_points", NULL, &v)))
             return st;
-        json_string(v, points, sizeof points);
+        vp_ckpt_json_string(v, points, sizeof points);
     } else if (pt != VP_CFG_ABSENT) {
         int64_t v;
         if ((st = vp_cfg_int(model, "train_num_points", 0, &v)))
@@ -239,29 +257,37 @@ vp_status vp_model_hf_expand(vp_config *root)
         snprintf(img, sizeof img, "[%lld,%lld]", (long long)image[0], (long long)image[1]);
     else if (n_image)
         snprintf(img, sizeof img, "%lld", (long long)image[0]);
-    char quoted[80];
-    json_string(hf_models[k].backbone, quoted, sizeof quoted);
-    if ((st = set(root, "model.backbone", "{}")) || (st = set(root, "model.head", "{}")) ||
-        (st = set(root, "model.backbone.plugin", quoted)) ||
-        (st = set(root, "model.backbone.hf", path)) ||
-        (st = set(root, "model.backbone.names", "\"mask2former\"")) ||
-        (img[0] && (st = set(root, "model.backbone.image", img))))
+    char quoted[80], bb_key[64], head_key[64], names[80];
+    snprintf(bb_key, sizeof bb_key, "model.backbone.%s", key);
+    snprintf(head_key, sizeof head_key, "model.head.%s", key);
+    vp_ckpt_json_string(plug.backbone, quoted, sizeof quoted);
+    if (plug.names)
+        vp_ckpt_json_string(plug.names, names, sizeof names);
+    if ((st = vp_ckpt_set(root, "model.backbone", "{}")) ||
+        (st = vp_ckpt_set(root, "model.head", "{}")) ||
+        (st = vp_ckpt_set(root, "model.backbone.plugin", quoted)) ||
+        (st = vp_ckpt_set(root, bb_key, path)) ||
+        (plug.names && (st = vp_ckpt_set(root, "model.backbone.names", names))) ||
+        (img[0] && (st = vp_ckpt_set(root, "model.backbone.image", img))))
         return st;
-    json_string(hf_models[k].head, quoted, sizeof quoted);
-    if ((st = set(root, "model.head.plugin", quoted)) || (st = set(root, "model.head.hf", path)))
+    vp_ckpt_json_string(plug.head, quoted, sizeof quoted);
+    if ((st = vp_ckpt_set(root, "model.head.plugin", quoted)) ||
+        (st = vp_ckpt_set(root, head_key, path)))
         return st;
-    if ((!pretrained && (st = set(root, "model.head.pretrained", "false"))) ||
-        (points[0] && (st = set(root, "model.head.train_num_points", points))) ||
-        (thr[0] && (st = set(root, "model.head.score_threshold", thr))))
+    if ((!pretrained && (st = vp_ckpt_set(root, "model.head.pretrained", "false"))) ||
+        (points[0] && (st = vp_ckpt_set(root, "model.head.train_num_points", points))) ||
+        (thr[0] && (st = vp_ckpt_set(root, "model.head.score_threshold", thr))))
         return st;
     for (int i = 0; i < 4; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "model.head.%s", head_opts[i]);
-        if (opt[i][0] && (st = set(root, key, opt[i])))
+        char k[64];
+        snprintf(k, sizeof k, "model.head.%s", head_opts[i]);
+        if (opt[i][0] && (st = vp_ckpt_set(root, k, opt[i])))
             return st;
     }
     return VP_OK;
 }
+
+vp_status vp_model_hf_expand(vp_config *root) { return vp_ckpt_expand(root, "hf", hf_read); }
 
 /* The current message again with status VP_ERR_CONFIG (a checkpoint that
  * does not fit the model built from its own config.json). */
@@ -313,11 +339,11 @@ static vp_status index_files(const char *dir, const char *index, char ***files, 
             seen = !strcmp(f[j], full);
         if (st || seen)
             continue;
-        int r = regular(full);
+        int r = vp_ckpt_regular(full);
         if (r == ENOENT)
             st = vp_cfg_fail(e, NULL, "%s: no such shard in %s", name, dir);
         else if (r)
-            st = vp_cfg_fail(e, NULL, "%s: %s", full, why_not(r));
+            st = vp_cfg_fail(e, NULL, "%s: %s", full, vp_ckpt_why_not(r));
         else if (!(f[k++] = strdup(full)))
             st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
     }
@@ -332,15 +358,17 @@ static vp_status index_files(const char *dir, const char *index, char ***files, 
 }
 
 /* The weight files of checkpoint dir: model.safetensors, or the shards of
- * model.safetensors.index.json; src receives the one messages name. */
-static vp_status weight_files(const char *dir, char ***files, uint32_t *nf, char *src, size_t n)
+ * model.safetensors.index.json; src receives the one messages name. what:
+ * the kind of checkpoint directory, for the message when there are none. */
+static vp_status weight_files(const char *dir, const char *what, char ***files, uint32_t *nf,
+                              char *src, size_t n)
 {
     char single[4200], index[4200];
     snprintf(single, sizeof single, "%s/model.safetensors", dir);
     snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
     *files = NULL;
     *nf = 0;
-    int rs = regular(single), ri = rs ? regular(index) : ENOENT;
+    int rs = vp_ckpt_regular(single), ri = rs ? vp_ckpt_regular(index) : ENOENT;
     if (!rs) {
         snprintf(src, n, "%s", single);
         char **f = malloc(sizeof *f);
@@ -353,16 +381,16 @@ static vp_status weight_files(const char *dir, char ***files, uint32_t *nf, char
         return VP_OK;
     }
     if (rs != ENOENT)
-        return vp_error_set(VP_ERR_CONFIG, "%s: %s", single, why_not(rs));
+        return vp_error_set(VP_ERR_CONFIG, "%s: %s", single, vp_ckpt_why_not(rs));
     if (!ri) {
         snprintf(src, n, "%s", index);
         return index_files(dir, index, files, nf);
     }
     if (ri != ENOENT)
-        return vp_error_set(VP_ERR_CONFIG, "%s: %s", index, why_not(ri));
+        return vp_error_set(VP_ERR_CONFIG, "%s: %s", index, vp_ckpt_why_not(ri));
     return vp_error_set(VP_ERR_CONFIG, "%s: no model.safetensors (nor a sharded "
-                        "model.safetensors.index.json): not a Hugging Face checkpoint "
-                        "directory", dir);
+                        "model.safetensors.index.json): not a %s checkpoint directory", dir,
+                        what);
 }
 
 /* The base model's parameters by tensor, for finding a key's parameter
@@ -388,13 +416,13 @@ static uint32_t find_param(const vp_graph *g, const by_tensor *map, uint32_t n, 
     return hit ? hit->i : np;
 }
 
-vp_status vp_model_load_hf(vp_model *m, const char *dir)
+vp_status vp_ckpt_load(vp_model *m, const char *dir, const char *what)
 {
     const vp_build *b = vp_model_build(m);
     vp_graph *g = vp_model_graph(m);
     char **files = NULL, src[4200] = "";
     uint32_t nf = 0, np = vp_build_param_count(b);
-    vp_status st = weight_files(dir, &files, &nf, src, sizeof src);
+    vp_status st = weight_files(dir, what, &files, &nf, src, sizeof src);
     /* from[i]: 1 + the file parameter i came from, 0 while not loaded */
     uint32_t *from = st ? NULL : calloc(np ? np : 1, sizeof *from), nmap = 0;
     by_tensor *map = st ? NULL : malloc((np ? np : 1) * sizeof *map);
@@ -467,4 +495,9 @@ vp_status vp_model_load_hf(vp_model *m, const char *dir)
     free(map);
     free_files(files, nf);
     return st;
+}
+
+vp_status vp_model_load_hf(vp_model *m, const char *dir)
+{
+    return vp_ckpt_load(m, dir, "Hugging Face");
 }

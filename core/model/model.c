@@ -331,9 +331,10 @@ static vp_status check_params(const vp_model *m, const char *path, uint32_t *n)
 
 /* The keys a run config's top level and its "model" object may hold: a
  * typo ("pfet", "wieghts", --set nosuch.key=1) must fail, not train
- * without it. model.hf's own options are checked by vp_model_hf_expand. */
+ * without it. The options of model.hf and model.detectron2 are checked by
+ * vp_model_hf_expand and vp_model_d2_expand. */
 static const char *const root_keys[] = {"model", "peft", "train"};
-static const char *const model_keys[] = {"backbone", "head", "weights", "hf"};
+static const char *const model_keys[] = {"backbone", "head", "weights", "hf", "detectron2"};
 static const char *const hf_only_keys[] = {"image", "classes", "max_targets", "top_k",
                                            "target_stride", "train_num_points",
                                            "score_threshold", "pretrained"};
@@ -342,7 +343,12 @@ vp_status vp_model_check_keys(const vp_config *root)
 {
     vp_status st = vp_cfg_check_keys(root, root_keys, sizeof root_keys / sizeof *root_keys);
     const vp_config *model = vp_cfg_get(root, "model");
-    if (st || !model || vp_cfg_type_of(model, "hf") != VP_CFG_ABSENT)
+    bool hf = vp_cfg_type_of(model, "hf") != VP_CFG_ABSENT,
+         d2 = vp_cfg_type_of(model, "detectron2") != VP_CFG_ABSENT;
+    if (!st && hf && d2)
+        return vp_cfg_fail(model, "detectron2", "not with model.hf: give one checkpoint "
+                           "directory (\"hf\": Hugging Face's, \"detectron2\": detectron2's)");
+    if (st || !model || hf || d2)
         return st;
     for (uint32_t i = 0; i < sizeof hf_only_keys / sizeof *hf_only_keys; i++)
         if (vp_cfg_type_of(model, hf_only_keys[i]) != VP_CFG_ABSENT)
@@ -375,13 +381,14 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         return cst;
     }
     root = m->cfg;
-    if ((cst = vp_model_check_keys(root)) || (cst = vp_model_hf_expand(m->cfg))) {
+    if ((cst = vp_model_check_keys(root)) || (cst = vp_model_hf_expand(m->cfg)) ||
+        (cst = vp_model_d2_expand(m->cfg))) {
         vp_cfg_free(m->cfg);
         free(m);
         return cst;
     }
     const vp_config *model = vp_cfg_get(root, "model");
-    const void *iface;
+    const void *iface = NULL;
     vp_status st = model ? VP_OK : vp_cfg_fail(root, "model", "missing: the backbone and head");
     if (!st) {
         const vp_config *bb = vp_cfg_get(model, "backbone");
@@ -422,14 +429,16 @@ vp_status vp_model_create(vp_device *dev, const vp_config *root, const vp_model_
         return st;
     }
     m->g = vp_build_take_graph(m->build);
-    const char *weights = NULL, *hf = NULL;
+    const char *weights = NULL, *hf = NULL, *d2 = NULL;
     bool pretrained = true; /* model.hf's "pretrained": false: config.json only */
     if (!o->no_compile)
         st = vp_cfg_file(model, "hf", &hf);
-    if (!st && hf)
+    if (!st && !o->no_compile)
+        st = vp_cfg_file(model, "detectron2", &d2);
+    if (!st && (hf || d2))
         st = vp_cfg_bool(model, "pretrained", true, &pretrained);
-    if (!st && hf && pretrained)
-        st = vp_model_load_hf(m, hf);
+    if (!st && (hf || d2) && pretrained)
+        st = hf ? vp_model_load_hf(m, hf) : vp_model_load_d2(m, d2);
     if (!st)
         st = vp_cfg_file(model, "weights", &weights);
     if (!st && weights) {

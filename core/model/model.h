@@ -13,7 +13,8 @@
  * The config keys read here: model.backbone and model.head (objects, each
  * with "plugin"), model.weights (optional: a safetensors file of model
  * parameter names, e.g. a trained base model's model.safetensors, loaded
- * over the initialization; parameters it lacks keep theirs), peft (a list
+ * over the initialization; parameters it lacks keep theirs), model.hf and
+ * model.detectron2 (checkpoint directories: below), peft (a list
  * of objects, each with "plugin"), train.trainable (globs over base
  * parameter names) and train.seed.
  */
@@ -106,8 +107,10 @@ vp_status vp_model_merge(const vp_model *m, const char *out, bool unmerge);
  * values, shapes must match. n_loaded: how many were found. */
 vp_status vp_model_load_params(vp_model *m, const char *path, uint32_t *n_loaded);
 /* The run config's top-level keys (model, peft, train) and, without
- * model.hf, model's (backbone, head, weights, hf): an unknown one is
- * VP_ERR_CONFIG naming it, with a did-you-mean. vp_model_create calls it. */
+ * model.hf or model.detectron2, model's (backbone, head, weights, hf,
+ * detectron2): an unknown one is VP_ERR_CONFIG naming it, with a
+ * did-you-mean; hf and detectron2 together are refused. vp_model_create
+ * calls it. */
 vp_status vp_model_check_keys(const vp_config *root);
 /* "model": {"hf": DIR}: the backbone and head entries DIR/config.json's
  * model_type calls for, written into root (a model's own copy; the run's
@@ -119,6 +122,52 @@ vp_status vp_model_hf_expand(vp_config *root);
  * its shape, every tensor a parameter or a key a plugin declared
  * (buffer_key). */
 vp_status vp_model_load_hf(vp_model *m, const char *dir);
+/* "model": {"detectron2": DIR} (d2.c): the backbone and head entries that
+ * DIR/config.json's cfg.MODEL ("MODEL", or "cfg_MODEL") calls for
+ * (META_ARCHITECTURE: "MaskDINO" -> maskdino, "MaskFormer" -> mask2former;
+ * BACKBONE.NAME "D2SwinTransformer" -> swin), each {"plugin": ...,
+ * "detectron2": DIR}, with the same run options as model.hf. No-op
+ * without model.detectron2. Errors name the file and key. */
+vp_status vp_model_d2_expand(vp_config *root);
+/* DIR/model.safetensors (or its shards) loaded as vp_model_load_hf does. */
+vp_status vp_model_load_d2(vp_model *m, const char *dir);
+
+/* ---- what the checkpoint forms share (hf.c; used by d2.c) ------------------ */
+
+/* s as a JSON string literal (for vp_cfg_set), into out; false when it
+ * does not fit. */
+bool vp_ckpt_json_string(const char *s, char *out, size_t n);
+/* vp_cfg_set(root, "path=value"); value is JSON. */
+vp_status vp_ckpt_set(vp_config *root, const char *path, const char *value);
+/* 0 when path is a regular file (or a link to one); else errno's value,
+ * or -1 for something that is not a regular file (vp_file_open_read: a
+ * FIFO is refused without blocking). vp_ckpt_why_not(r) says which. */
+int vp_ckpt_regular(const char *path);
+const char *vp_ckpt_why_not(int r);
+/* dir/config.json into file (n bytes), after checking that dir is a
+ * directory holding it as a regular file; else VP_ERR_CONFIG at model.<key>
+ * saying what (e.g. "Hugging Face") kind of checkpoint directory was
+ * expected. */
+vp_status vp_ckpt_config_file(const vp_config *model, const char *key, const char *dir,
+                              const char *what, char *file, size_t n);
+/* The plugins a checkpoint directory's config calls for (static strings);
+ * names: the backbone's "names" field, or NULL for none. */
+typedef struct vp_ckpt_plugins {
+    const char *backbone, *head, *names;
+} vp_ckpt_plugins;
+/* Reads checkpoint directory dir (named by the run config's object model)
+ * and says which plugins build it; errors name the file and key. */
+typedef vp_status (*vp_ckpt_read_fn)(const vp_config *model, const char *dir,
+                                     vp_ckpt_plugins *out);
+/* "model": {key: DIR, options}: model's keys checked (key and the run
+ * options image, classes, max_targets, top_k, target_stride,
+ * train_num_points, score_threshold, weights, pretrained), read() asked
+ * for the plugins, and model.backbone and model.head written into root as
+ * {"plugin": ..., key: DIR} with the options they take. No-op without key. */
+vp_status vp_ckpt_expand(vp_config *root, const char *key, vp_ckpt_read_fn read);
+/* DIR's model.safetensors (or shards) into m strictly (vp_model_load_hf);
+ * what names the kind of directory in the message when it has none. */
+vp_status vp_ckpt_load(vp_model *m, const char *dir, const char *what);
 /* An output by name: the head's ("logits"), or one a plugin named with the
  * host's output() ("backbone.last_hidden_state"); NULL when none. */
 vp_gt *vp_model_output(const vp_model *m, const char *name);

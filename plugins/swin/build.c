@@ -2,7 +2,10 @@
  * build.c - the `swin` backbone's graph: Hugging Face's SwinBackbone as
  * Mask2FormerForUniversalSegmentation runs it (modeling_swin.py, with
  * always_partition=True and output_hidden_states_before_downsampling=True),
- * with parameters, sites and weights under HF's names.
+ * with parameters, sites and weights under HF's names; or detectron2's
+ * D2SwinTransformer (Mask2Former's mask2former/modeling/backbone/swin.py,
+ * which Mask DINO copies), the same computation under its names with a
+ * packed qkv projection, its dropouts and stochastic depth on both branches.
  *
  *   image (B, C, Hi, Wi) -> zero-padded right/bottom to multiples of the
  *   patch -> patch embedding (p x p conv, stride p) -> embeddings.norm
@@ -31,6 +34,25 @@
 #define H swin_H
 
 static const char *const M2F_PREFIX = "model.pixel_level_module.encoder.";
+
+/* HF's SwinBackbone keys (modeling_swin.py). */
+static const swin_names hf_names = {
+    .proj = "embeddings.patch_embeddings.projection", .embed_norm = "embeddings.norm",
+    .block = "encoder.layers.%d.blocks.%d", .norm1 = "layernorm_before",
+    .norm2 = "layernorm_after", .table = "attention.self.relative_position_bias_table",
+    .index = "attention.self.relative_position_index", .attn_proj = "attention.output.dense",
+    .attn = "attention", .fc1 = "intermediate.dense", .fc2 = "output.dense", .ffn = "output",
+    .merge_norm = "encoder.layers.%d.downsample.norm",
+    .merge_red = "encoder.layers.%d.downsample.reduction",
+    .stage_norm = "hidden_states_norms.stage%d", .stage_norm_base = 1};
+
+/* D2SwinTransformer's state_dict keys (under the model's "backbone."). */
+static const swin_names d2_names = {
+    .proj = "patch_embed.proj", .embed_norm = "patch_embed.norm", .block = "layers.%d.blocks.%d",
+    .norm1 = "norm1", .norm2 = "norm2", .table = "attn.relative_position_bias_table",
+    .index = "attn.relative_position_index", .attn_proj = "attn.proj", .attn = "attn",
+    .fc1 = "mlp.fc1", .fc2 = "mlp.fc2", .ffn = "mlp", .merge_norm = "layers.%d.downsample.norm",
+    .merge_red = "layers.%d.downsample.reduction", .stage_norm = "norm%d", .stage_norm_base = 0};
 
 /* ---- weights ---------------------------------------------------------------------- */
 
@@ -119,14 +141,21 @@ static vp_gt *load(swin_build *c, vp_gt *p, const char *hf)
     return p;
 }
 
-/* The parameter <pfx><hf>, from the file when there is one. */
-static vp_gt *param(swin_build *c, const char *hf, int ndim, const int64_t *shape, vp_init init)
+/* The parameter <pfx><hf>, from the file when there is one; trainable
+ * unless train.trainable says otherwise. */
+static vp_gt *param_ex(swin_build *c, const char *hf, int ndim, const int64_t *shape,
+                       vp_init init, bool trainable)
 {
     if (swin_failed(c))
         return NULL;
     char name[SWIN_NAME_LEN];
     snprintf(name, sizeof name, "%s%s", c->pfx, hf);
-    return load(c, H->param(c->b, name, ndim, shape, &init, true), hf);
+    return load(c, H->param(c->b, name, ndim, shape, &init, trainable), hf);
+}
+
+static vp_gt *param(swin_build *c, const char *hf, int ndim, const int64_t *shape, vp_init init)
+{
+    return param_ex(c, hf, ndim, shape, init, true);
 }
 
 /* x (..., d) layer-normalized with <hf>.weight and .bias. */
@@ -200,27 +229,33 @@ static vp_status check_unused(swin_build *c)
 
 /* ---- the network ------------------------------------------------------------------- */
 
-/* SwinEmbeddings. image (B, C, Hi, Wi) -> (B, Hg*Wg, D), Hg = ceil(Hi/p). */
+/* SwinEmbeddings (detectron2's PatchEmbed and pos_drop). image (B, C, Hi,
+ * Wi) -> (B, Hg*Wg, D), Hg = ceil(Hi/p). */
 static vp_gt *embeddings(swin_build *c, vp_gt *image, int64_t Hg, int64_t Wg)
 {
     const swin *m = c->m;
     int64_t D = m->embed_dim, p = m->patch;
-    vp_gt *w = param(c, "embeddings.patch_embeddings.projection.weight", 4,
-                     (int64_t[]){D, m->channels, p, p}, vp_init_normal(0.0f, m->init_std));
-    vp_gt *b = param(c, "embeddings.patch_embeddings.projection.bias", 1, &D, vp_init_zeros());
+    char wn[SWIN_NAME_LEN], bn[SWIN_NAME_LEN];
+    snprintf(wn, sizeof wn, "%s.weight", c->nm->proj);
+    snprintf(bn, sizeof bn, "%s.bias", c->nm->proj);
+    vp_gt *w = param(c, wn, 4, (int64_t[]){D, m->channels, p, p},
+                     vp_init_normal(0.0f, m->init_std));
+    vp_gt *b = param(c, bn, 1, &D, vp_init_zeros());
     /* SwinPatchEmbeddings.maybe_pad: zeros right and bottom. */
     vp_gt *img = swin_pad_roll(c, swin_pad_roll(c, image, 3, Wg * p, 0), 2, Hg * p, 0);
     vp_gt *x = H->patch_embed(c->g, img, w, b, (int)p);
-    x = norm(c, "embeddings.norm", x, D, SWIN_TORCH_LN_EPS);
+    if (m->patch_norm)
+        x = norm(c, c->nm->embed_norm, x, D, SWIN_TORCH_LN_EPS);
     return H->dropout(c->g, x, m->hidden_drop);
 }
 
 static vp_gt *composed_attention(swin_build *c, vp_gt *const qkv_in[3], vp_gt *bias,
                                  vp_gt *mask, int64_t heads, float scale);
 
-/* SwinAttention on windows x (Bw, N, D), N = w*w, at block path p
- * ("encoder.layers.<i>.blocks.<j>"); mask (nW, heads, N, N) on shifted
- * blocks, else NULL. -> (Bw, N, D), through the attention site. */
+/* SwinAttention (detectron2's WindowAttention) on windows x (Bw, N, D),
+ * N = w*w, at block path p ("encoder.layers.<i>.blocks.<j>"); mask (nW,
+ * heads, N, N) on shifted blocks, else NULL. -> (Bw, N, D), through the
+ * attention site. */
 static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64_t heads,
                         vp_gt *mask)
 {
@@ -228,23 +263,32 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
     vp_graph *g = c->g;
     int64_t N = H->shape(x)[1], d = D / heads, w = m->window;
     char n[SWIN_NAME_LEN];
-    snprintf(n, sizeof n, "%s.attention.self.relative_position_bias_table", p);
+    snprintf(n, sizeof n, "%s.%s", p, c->nm->table);
     vp_gt *table = param(c, n, 2, (int64_t[]){(2 * w - 1) * (2 * w - 1), heads}, vp_init_zeros());
-    snprintf(n, sizeof n, "%s%s.attention.self.relative_position_index", c->pfx, p);
+    snprintf(n, sizeof n, "%s%s.%s", c->pfx, p, c->nm->index);
     if (!swin_failed(c) && (c->st = H->buffer_key(c->b, n)))
         return NULL;
     vp_gt *qkv[3];
-    static const char *const role[3] = {"query", "key", "value"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(n, sizeof n, "%s.attention.self.%s", p, role[i]);
-        qkv[i] = linear(c, n, x, D, m->qkv_bias); /* (Bw, N, D) */
+    if (m->d2) {
+        /* one qkv linear (3D outputs: q, then k, then v, each heads x d) */
+        snprintf(n, sizeof n, "%s.attn.qkv", p);
+        vp_gt *packed = linear(c, n, x, 3 * D, m->qkv_bias); /* (Bw, N, 3D) */
+        for (int i = 0; i < 3; i++)
+            qkv[i] = H->slice(g, packed, 2, i * D, D);       /* (Bw, N, D) */
+    } else {
+        static const char *const role[3] = {"query", "key", "value"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(n, sizeof n, "%s.attention.self.%s", p, role[i]);
+            qkv[i] = linear(c, n, x, D, m->qkv_bias); /* (Bw, N, D) */
+        }
     }
     /* table[relative_position_index] -> (N, N, heads) -> (heads, N, N) */
     vp_gt *bias = H->reshape(g, H->gather_rows(g, table, c->rel_index), 3,
                              (int64_t[]){N, N, heads});
     bias = H->permute(g, bias, (int[]){2, 0, 1});
     vp_gt *o;
-    float scale = (float)(1.0 / sqrt((double)d)); /* HF divides the scores by sqrt(d) */
+    /* HF divides the scores by sqrt(d); detectron2 scales q by qk_scale or d^-0.5 */
+    float scale = m->qk_scale != 0.0f ? m->qk_scale : (float)(1.0 / sqrt((double)d));
     if (H->abi_minor >= 2 && !(m->attn_drop > 0.0f)) {
         /* One fused node: the bias (heads, N, N), on shifted blocks plus
          * the mask (nW, heads, N, N) that window bw % nW of the batch adds. */
@@ -254,10 +298,11 @@ static vp_gt *attention(swin_build *c, const char *p, vp_gt *x, int64_t D, int64
     } else {
         o = composed_attention(c, qkv, bias, mask, heads, scale);
     }
-    snprintf(n, sizeof n, "%s.attention.output.dense", p);
-    /* SwinSelfOutput's dropout is attention_probs_dropout_prob, as in HF. */
-    o = H->dropout(g, linear(c, n, o, D, true), m->attn_drop);
-    snprintf(n, sizeof n, "%s%s.attention", c->pfx, p);
+    snprintf(n, sizeof n, "%s.%s", p, c->nm->attn_proj);
+    /* SwinSelfOutput's dropout is attention_probs_dropout_prob, as in HF;
+     * detectron2's proj_drop is DROP_RATE. */
+    o = H->dropout(g, linear(c, n, o, D, true), m->proj_drop);
+    snprintf(n, sizeof n, "%s%s.%s", c->pfx, p, c->nm->attn);
     return H->site_output_in(c->b, n, VP_SITE_ATTN_OUT, x, o);
 }
 
@@ -341,30 +386,35 @@ static vp_gt *drop_path(swin_build *c, vp_gt *y, float p)
     return H->reshape(g, r, H->ndim(y), H->shape(y));
 }
 
-/* SwinLayer j of stage i. x: (B, Hs*Ws, D) -> (B, Hs*Ws, D). */
+/* SwinLayer (detectron2's SwinTransformerBlock) j of stage i. x: (B,
+ * Hs*Ws, D) -> (B, Hs*Ws, D). */
 static vp_gt *block(swin_build *c, int i, int j, vp_gt *x, int64_t Hs, int64_t Ws, vp_gt *mask)
 {
     const swin *m = c->m;
+    const swin_names *nm = c->nm;
     vp_graph *g = c->g;
     int64_t B = c->batch, D = swin_dim(m, i), w = m->window, s = j % 2 ? w / 2 : 0;
+    float rate = block_drop_rate(m, i, j);
     char p[64], n[SWIN_NAME_LEN];
-    snprintf(p, sizeof p, "encoder.layers.%d.blocks.%d", i, j);
-    snprintf(n, sizeof n, "%s.layernorm_before", p);
+    snprintf(p, sizeof p, nm->block, i, j);
+    snprintf(n, sizeof n, "%s.%s", p, nm->norm1);
     vp_gt *t = H->reshape(g, norm(c, n, x, D, m->eps), 4, (int64_t[]){B, Hs, Ws, D});
     t = swin_window_in(c, t, w, s);                                  /* (Bw, N, D) */
     t = attention(c, p, t, D, m->heads[i], s ? mask : NULL);
     t = swin_window_out(c, t, Hs, Ws, w, s);                         /* (B, Hs, Ws, D) */
-    x = H->add(g, x, drop_path(c, H->reshape(g, t, 3, (int64_t[]){B, Hs * Ws, D}),
-                               block_drop_rate(m, i, j)));
-    snprintf(n, sizeof n, "%s.layernorm_after", p);
+    x = H->add(g, x, drop_path(c, H->reshape(g, t, 3, (int64_t[]){B, Hs * Ws, D}), rate));
+    snprintf(n, sizeof n, "%s.%s", p, nm->norm2);
     t = norm(c, n, x, D, m->eps);
     vp_gt *in = t;
-    snprintf(n, sizeof n, "%s.intermediate.dense", p);
-    t = H->gelu(g, linear(c, n, t, m->mlp[i], true));
-    snprintf(n, sizeof n, "%s.output.dense", p);
+    snprintf(n, sizeof n, "%s.%s", p, nm->fc1);
+    /* detectron2's Mlp drops after the activation too (HF's does not: 0) */
+    t = H->dropout(g, H->gelu(g, linear(c, n, t, m->mlp[i], true)), m->mlp_drop);
+    snprintf(n, sizeof n, "%s.%s", p, nm->fc2);
     t = H->dropout(g, linear(c, n, t, D, true), m->hidden_drop);
-    snprintf(n, sizeof n, "%s%s.output", c->pfx, p);
-    return H->add(g, x, H->site_output_in(c->b, n, VP_SITE_FFN_OUT, in, t));
+    snprintf(n, sizeof n, "%s%s.%s", c->pfx, p, nm->ffn);
+    t = H->site_output_in(c->b, n, VP_SITE_FFN_OUT, in, t);
+    /* HF's SwinLayer has no stochastic depth on the MLP branch; detectron2's does */
+    return H->add(g, x, m->drop_path_mlp ? drop_path(c, t, rate) : t);
 }
 
 /* SwinPatchMerging after stage i. x: (B, Hs*Ws, D) -> (B, ceil(Hs/2)*ceil(Ws/2), 2D). */
@@ -375,9 +425,9 @@ static vp_gt *merge(swin_build *c, int i, vp_gt *x, int64_t Hs, int64_t Ws)
     char n[SWIN_NAME_LEN];
     x = swin_merge_gather(c, H->reshape(g, x, 4, (int64_t[]){B, Hs, Ws, D}));
     x = H->reshape(g, x, 3, (int64_t[]){B, ((Hs + 1) / 2) * ((Ws + 1) / 2), 4 * D});
-    snprintf(n, sizeof n, "encoder.layers.%d.downsample.norm", i);
+    snprintf(n, sizeof n, c->nm->merge_norm, i);
     x = norm(c, n, x, 4 * D, SWIN_TORCH_LN_EPS);
-    snprintf(n, sizeof n, "encoder.layers.%d.downsample.reduction", i);
+    snprintf(n, sizeof n, c->nm->merge_red, i);
     return linear(c, n, x, 2 * D, false);
 }
 
@@ -398,6 +448,7 @@ static vp_status build_all(swin_build *c, vp_gt *image, vp_features *out)
     int64_t B = c->batch, w = m->window;
     int64_t Hs = (m->image[0] + m->patch - 1) / m->patch;
     int64_t Ws = (m->image[1] + m->patch - 1) / m->patch;
+    uint32_t k = 0; /* feature levels so far */
     c->rel_index = swin_rel_index(c, w);
     vp_gt *x = output(c, "backbone.hidden_states.%d", 0, embeddings(c, image, Hs, Ws), true);
     for (int i = 0; i < m->n_stages && !swin_failed(c); i++) {
@@ -410,14 +461,26 @@ static vp_status build_all(swin_build *c, vp_gt *image, vp_features *out)
         /* HF's hidden_states[i + 1]: the stage before downsampling. */
         x = output(c, "backbone.hidden_states.%d", i + 1, x, true);
         char n[SWIN_NAME_LEN];
-        snprintf(n, sizeof n, "hidden_states_norms.stage%d", i + 1);
-        vp_gt *f = H->reshape(g, norm(c, n, x, D, SWIN_TORCH_LN_EPS), 4,
-                              (int64_t[]){B, Hs, Ws, D});
-        out->map[i] = output(c, "backbone.features.%d", i, f, false);
-        out->stride[i] = (int32_t)(m->patch << i);
-        if (m->m2f_names) { /* Mask2Former's encoder_hidden_states: NCHW */
-            vp_gt *nchw = H->permute(g, f, (int[]){0, 3, 1, 2});
-            output(c, "encoder_hidden_states.%d", i, nchw, false);
+        snprintf(n, sizeof n, c->nm->stage_norm, i + c->nm->stage_norm_base);
+        if (m->out_stages >> i & 1u) {
+            vp_gt *f = H->reshape(g, norm(c, n, x, D, SWIN_TORCH_LN_EPS), 4,
+                                  (int64_t[]){B, Hs, Ws, D});
+            out->map[k] = output(c, "backbone.features.%d", (int)k, f, false);
+            out->stride[k++] = (int32_t)(m->patch << i);
+            vp_gt *nchw = m->m2f_names || m->d2 ? H->permute(g, f, (int[]){0, 3, 1, 2}) : NULL;
+            if (m->m2f_names) /* Mask2Former's encoder_hidden_states: NCHW */
+                output(c, "encoder_hidden_states.%d", i, nchw, false);
+            if (m->d2) /* D2SwinTransformer's outputs res2 .. res5: NCHW */
+                output(c, "backbone.res%d", i + 2, nchw, false);
+        } else {
+            /* Not in OUT_FEATURES: D2SwinTransformer still has the norm
+             * (its out_indices are every stage), unused; frozen by default,
+             * as no gradient reaches it. */
+            char wn[SWIN_NAME_LEN + 8], bn[SWIN_NAME_LEN + 8];
+            snprintf(wn, sizeof wn, "%s.weight", n);
+            snprintf(bn, sizeof bn, "%s.bias", n);
+            param_ex(c, wn, 1, &D, vp_init_ones(), false);
+            param_ex(c, bn, 1, &D, vp_init_zeros(), false);
         }
         if (i + 1 < m->n_stages) {
             x = merge(c, i, x, Hs, Ws);
@@ -425,7 +488,7 @@ static vp_status build_all(swin_build *c, vp_gt *image, vp_features *out)
             Ws = (Ws + 1) / 2;
         }
     }
-    out->n = (uint32_t)m->n_stages;
+    out->n = k;
     if (!swin_failed(c) && c->w)
         c->st = check_unused(c);
     return c->st ? c->st : H->graph_status(g);
@@ -439,8 +502,8 @@ vp_status swin_build_fn(void *self, vp_build *b, vp_gt *image, vp_features *out)
         is[3] != m->image[1])
         return H->error(VP_ERR_SHAPE, "swin: the image must be (B, %lld, %lld, %lld)",
                         (long long)m->channels, (long long)m->image[0], (long long)m->image[1]);
-    swin_build c = {.m = m, .b = b, .g = H->graph(b), .batch = is[0], .fpfx = "",
-                    .pfx = m->m2f_names ? M2F_PREFIX : "backbone."};
+    swin_build c = {.m = m, .nm = m->d2 ? &d2_names : &hf_names, .b = b, .g = H->graph(b),
+                    .batch = is[0], .fpfx = "", .pfx = m->m2f_names ? M2F_PREFIX : "backbone."};
     vp_status st = m->weights ? open_weights(&c) : VP_OK;
     if (!st)
         st = build_all(&c, image, out);

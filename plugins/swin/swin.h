@@ -39,14 +39,38 @@ typedef struct swin {
     bool m2f_names;                    /* "names": "mask2former" */
     bool hidden_states;                /* "output_hidden_states": name HF's hidden_states */
     const char *weights;               /* resolved path (the host's string) or NULL */
+    /* Where detectron2's D2SwinTransformer ("detectron2") differs from HF's
+     * SwinBackbone; the HF modes have the values in brackets. */
+    bool d2;                           /* detectron2's names, the packed qkv [false] */
+    float qk_scale;                    /* QK_SCALE; 0: head_dim^-0.5 (Python's `or`) [0] */
+    bool patch_norm;                   /* PATCH_NORM: the patch embedding's norm [true] */
+    float proj_drop;                   /* dropout after the attention's projection
+                                        * (DROP_RATE) [attention_probs_dropout_prob] */
+    float mlp_drop;                    /* dropout after the MLP's GELU (DROP_RATE) [0] */
+    bool drop_path_mlp;                /* stochastic depth on the MLP branch too [false] */
+    uint32_t out_stages;               /* bit i: stage i is a feature level (OUT_FEATURES)
+                                        * [every stage] */
 } swin;
 
 /* Stage i's width: embed_dim * 2^i. */
 static inline int64_t swin_dim(const swin *m, int i) { return m->embed_dim << i; }
 
+/* The module paths of one naming scheme (HF's SwinBackbone or detectron2's
+ * D2SwinTransformer), relative to the build's prefix: "%d" a stage, then a
+ * block. */
+typedef struct swin_names {
+    const char *proj, *embed_norm;          /* the patch embedding's conv and its norm */
+    const char *block;                      /* a block; the rest of the block's are under it */
+    const char *norm1, *norm2, *table, *index, *attn_proj, *attn, *fc1, *fc2, *ffn;
+    const char *merge_norm, *merge_red;     /* patch merging of a stage */
+    const char *stage_norm;                 /* a stage output's norm, numbered from */
+    int stage_norm_base;                    /* this for stage 0 */
+} swin_names;
+
 /* One build. */
 typedef struct swin_build {
     const swin *m;
+    const swin_names *nm;
     vp_build *b;
     vp_graph *g;
     int64_t batch;
