@@ -138,7 +138,7 @@ static vp_status match(void *user, const vp_host_io *io)
 }
 
 /* Rows of ones: (n, 1) for row sums by gemm. */
-static vp_gt *ones_col(vp_graph *g, int64_t n)
+vp_gt *m2f_ones_col(vp_graph *g, int64_t n)
 {
     char name[64];
     snprintf(name, sizeof name, "head.loss.ones.%lld", (long long)n);
@@ -194,7 +194,7 @@ static vp_gt *at_target_pixels(vp_graph *g, vp_gt *x, int64_t hm, int64_t wm, in
  * (R, n, 2) as (x, y) in [0, 1] -> (R, n). It is multi-scale deformable
  * attention's sampling with one level, one head of width 1, one point per
  * query and weight 1, whose backward the graph has. */
-static vp_gt *point_sample(vp_graph *g, vp_gt *x, int64_t h, int64_t w, vp_gt *coords)
+vp_gt *m2f_point_sample(vp_graph *g, vp_gt *x, int64_t h, int64_t w, vp_gt *coords)
 {
     if (!x || !coords)
         return NULL;
@@ -223,14 +223,15 @@ static vp_gt *point_sample(vp_graph *g, vp_gt *x, int64_t h, int64_t w, vp_gt *c
 
 /* The same points (B, n, 2) for each of k rows per image: (B * k, n, 2),
  * through a gemm with a column of ones (no constant of that size). */
-static vp_gt *repeat_points(vp_graph *g, vp_gt *pts, int64_t k)
+vp_gt *m2f_repeat_points(vp_graph *g, vp_gt *pts, int64_t k)
 {
     if (!pts)
         return NULL;
     int64_t B = H->shape(pts)[0], n = H->shape(pts)[1];
     static const int swap[3] = {1, 0, 2};
-    vp_gt *r = H->gemm(g, ones_col(g, k), false, H->reshape(g, pts, 2, (int64_t[]){1, B * n * 2}),
-                       false, NULL);                                     /* (k, B * n * 2) */
+    /* (k, B n 2) */
+    vp_gt *r = H->gemm(g, m2f_ones_col(g, k), false,
+                       H->reshape(g, pts, 2, (int64_t[]){1, B * n * 2}), false, NULL);
     r = H->permute(g, H->reshape(g, r, 3, (int64_t[]){k, B, n * 2}), swap);
     return H->reshape(g, r, 3, (int64_t[]){B * k, n, 2});
 }
@@ -294,8 +295,8 @@ static vp_status pick_uncertain(void *user, const vp_host_io *io)
 /* HF's sample_points_using_uncertainty for the matched masks xm (R, h * w):
  * oversample_ratio * P random points per mask, the importance_sample_ratio
  * * P most uncertain of them, and the rest new random points -> (R, P, 2). */
-static vp_gt *uncertain_points(const m2f_cfg *c, vp_graph *g, vp_gt *xm, int64_t h, int64_t w,
-                               uint32_t p, m2f_owned *own)
+vp_gt *m2f_uncertain_points(const m2f_cfg *c, vp_graph *g, vp_gt *xm, int64_t h, int64_t w,
+                            uint32_t p, m2f_owned *own)
 {
     int64_t R = H->shape(xm)[0], P = c->train_num_points;
     int64_t n = (int64_t)((double)P * c->oversample_ratio);
@@ -314,7 +315,8 @@ static vp_gt *uncertain_points(const m2f_cfg *c, vp_graph *g, vp_gt *xm, int64_t
         *pc = (pick_ctx){R, n, k, ix, NULL};
         vp_gt *idx;
         snprintf(name, sizeof name, "head.loss.points.%u.pick", p);
-        if (H->host(g, name, pick_uncertain, pc, 1, (vp_gt *[]){point_sample(g, xm, h, w, over)}, 1,
+        if (H->host(g, name, pick_uncertain, pc, 1,
+                    (vp_gt *[]){m2f_point_sample(g, xm, h, w, over)}, 1,
                     (int[]){1}, (const int64_t *const[]){(int64_t[]){R * k}},
                     (vp_dtype[]){VP_I32}, &idx))
             return NULL;
@@ -379,7 +381,7 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
         buf[i] = sampled ? -1e4f : PAD_LOGIT;
     vp_gt *pad = H->constant(g, "head.loss.pad", 2, (int64_t[]){1, npad}, buf);
     free(buf);
-    vp_gt *ones_hw = ones_col(g, NP);
+    vp_gt *ones_hw = m2f_ones_col(g, NP);
 
     /* Targets as one-hot class rows (B, T, C + 1) and their mask sums. */
     vp_gt *onehot = H->reshape(g, H->gather_rows(g, eye, H->reshape(g, labels, 1,
@@ -397,11 +399,11 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
         if (sampled) {
             snprintf(name, sizeof name, "head.match.%u.points", p);
             vp_gt *pts = H->rand(g, name, 3, (int64_t[]){B, NP, 2});
-            x = H->reshape(g, point_sample(g, H->reshape(g, d->pred[p].masks, 2,
+            x = H->reshape(g, m2f_point_sample(g, H->reshape(g, d->pred[p].masks, 2,
                                                          (int64_t[]){B * Q, HWm}),
-                                           hm, wm, repeat_points(g, pts, Q)),
+                                           hm, wm, m2f_repeat_points(g, pts, Q)),
                            3, (int64_t[]){B, Q, NP});
-            tmp = H->reshape(g, point_sample(g, t2, ht, wt, repeat_points(g, pts, T)), 3,
+            tmp = H->reshape(g, m2f_point_sample(g, t2, ht, wt, m2f_repeat_points(g, pts, T)), 3,
                              (int64_t[]){B, T, NP});
         } else {
             x = at_target_pixels(g, d->pred[p].masks, hm, wm, ht, wt);
@@ -460,9 +462,9 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
                                                  pad},
                                   2, 0);
             vp_gt *xm = H->gather_rows(g, xe, outs[0]); /* (B*T, hm * wm) */
-            vp_gt *pts = uncertain_points(c, g, xm, hm, wm, p, own);
-            xs = point_sample(g, xm, hm, wm, pts);   /* (B*T, P) */
-            ts = point_sample(g, t2, ht, wt, pts);
+            vp_gt *pts = m2f_uncertain_points(c, g, xm, hm, wm, p, own);
+            xs = m2f_point_sample(g, xm, hm, wm, pts);   /* (B*T, P) */
+            ts = m2f_point_sample(g, t2, ht, wt, pts);
         } else {
             vp_gt *xe = H->concat(g, (vp_gt *[]){H->reshape(g, x, 2, (int64_t[]){B * Q, HW}), pad},
                                   2, 0);

@@ -59,6 +59,16 @@ typedef struct m2f_cfg {
      * packed cross-attention input projections, masks compared with the
      * targets at the targets' resolution (pixel centres, zero padding). */
     bool hf;
+    /* The detectron2 repositories' pixel decoder (Mask2Former's
+     * MSDeformAttnPixelDecoder, Mask DINO's MaskDINOEncoder): HF's
+     * architecture under their names, "sem_seg_head.pixel_decoder.*", and
+     * outputs "pixel_decoder.*" (the maskdino head sets it). */
+    bool d2;
+    /* d2: MaskDINOEncoder's extra levels (TOTAL_NUM_FEATURE_LEVELS -
+     * NUM_FEATURE_LEVELS) and its "low2high" FEATURE_ORDER (the encoder's
+     * levels finest first, then the extra ones) */
+    int64_t extra_levels;
+    bool low2high;
     int64_t target_stride;    /* hf: image pixels per target mask cell */
     int64_t num_labels;       /* hf: the checkpoint's classes (classes may differ) */
     /* hf: the mask losses' points (HF's sample_points_using_uncertainty):
@@ -72,10 +82,11 @@ typedef struct m2f_cfg {
 /* ---- pixel.c ---------------------------------------------------------------- */
 
 typedef struct m2f_pixel_out {
-    uint32_t n;                          /* levels, = cfg->levels */
-    /* Encoder output per level, coarsest first (the order the decoder
-     * visits them in): (B, H_l * W_l, d), and its sine position encoding
-     * (H_l * W_l, d), a constant. */
+    uint32_t n;                          /* levels, = cfg->levels (+ extra_levels) */
+    /* Encoder output per level in the encoder's order, coarsest first (the
+     * order the decoder visits them in; d2 low2high: finest first):
+     * (B, H_l * W_l, d), and its sine position encoding (H_l * W_l, d), a
+     * constant. */
     vp_gt *memory[VP_MAX_LEVELS];
     vp_gt *pos[VP_MAX_LEVELS];
     int64_t hw[VP_MAX_LEVELS][2];        /* (H_l, W_l) */
@@ -88,6 +99,12 @@ typedef struct m2f_pixel_out {
  * scale 2 pi) for an h x w map: (h * w, d) as floats, row-major positions;
  * the first d/2 channels encode y, the rest x. data holds h * w * d. */
 void m2f_sine_pos(int64_t h, int64_t w, int64_t d, float *data);
+
+/* MSDeformAttn._reset_parameters' sampling-offset bias: head h points along
+ * the angle 2 pi h / NH, scaled so its larger coordinate is 1, point p of
+ * every level p + 1 steps that way. (NH * L * P * 2) floats as (NH, L, P,
+ * 2), malloc'd (the caller frees); NULL when out of memory. */
+float *m2f_offset_grid(int64_t NH, int64_t L, int64_t P);
 
 /* The loss weights (no_object_weight, class_weight, mask_weight,
  * dice_weight; Mask2Former's and HF's names and defaults) from object c:
@@ -104,6 +121,13 @@ vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c);
  * are the graph's (or a returned status with its message). */
 vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
                             m2f_pixel_out *out);
+
+/* ---- score.c -------------------------------------------------------------------- */
+
+/* x (rows, cols) mask logits -> (rows, 2): the sum of sigmoid(x) where x >
+ * 0, and how many x > 0 (mask_score.comp; Mask2Former's and Mask DINO's
+ * instance mask score). */
+vp_gt *m2f_mask_sums(vp_graph *g, vp_gt *x);
 
 /* ---- decoder.c ----------------------------------------------------------------- */
 
@@ -130,6 +154,20 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px,
  * wm) at the mask logits' resolution, or (hf) (B, T, ht, wt), a whole
  * multiple of it, where the logits are read at the target pixels' centres
  * as HF's point_sample does. Returns the (1) loss. */
+/* Pieces of the loss the maskdino head shares: a (n, 1) column of ones for
+ * row sums by gemm; grid_sample of each row's map x (R, h * w) at its own
+ * points coords (R, n, 2) in [0, 1] (HF's and Detectron2's point_sample)
+ * -> (R, n); the same points (B, n, 2) for k rows per image -> (B k, n,
+ * 2); the importance-sampled points of the matched masks xm (R, h * w)
+ * (get_uncertain_point_coords_with_randomness, with c's
+ * train_num_points, oversample_ratio, importance_sample_ratio; p names the
+ * prediction) -> (R, train_num_points, 2). */
+vp_gt *m2f_ones_col(vp_graph *g, int64_t n);
+vp_gt *m2f_point_sample(vp_graph *g, vp_gt *x, int64_t h, int64_t w, vp_gt *coords);
+vp_gt *m2f_repeat_points(vp_graph *g, vp_gt *pts, int64_t k);
+vp_gt *m2f_uncertain_points(const m2f_cfg *c, vp_graph *g, vp_gt *xm, int64_t h, int64_t w,
+                            uint32_t p, m2f_owned *own);
+
 vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t hm, int64_t wm,
                 int64_t ht, int64_t wt, m2f_owned *own);
 

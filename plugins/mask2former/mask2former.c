@@ -21,35 +21,10 @@
 #include <string.h>
 
 #include "m2f.h"
-#include "mask_score.spv.h" /* vp_spv_mask_score, made by vpeft-plugin.mk */
 
 #define H m2f_H
 
 const vp_host_api *m2f_H;
-
-void *m2f_own(m2f_owned *o, size_t bytes)
-{
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? 2 * o->cap : 16;
-        void **p = realloc(o->p, cap * sizeof *p);
-        if (!p)
-            return NULL;
-        o->p = p;
-        o->cap = cap;
-    }
-    void *m = calloc(1, bytes);
-    if (m)
-        o->p[o->n++] = m;
-    return m;
-}
-
-void m2f_owned_free(m2f_owned *o)
-{
-    for (size_t i = 0; i < o->n; i++)
-        free(o->p[i]);
-    free(o->p);
-    memset(o, 0, sizeof *o);
-}
 
 typedef struct m2f {
     m2f_cfg cfg;
@@ -81,7 +56,6 @@ static int by_score(const void *a, const void *b)
     return x->idx - y->idx; /* ties: the lower index first, as torch.topk's order */
 }
 
-enum { MS_WG = 128, MS_MAX_GROUPS = 65535 };
 
 typedef struct hf_inst {
     int64_t B, Q, C, K;
@@ -139,60 +113,6 @@ static vp_status hf_score(void *user, const vp_host_io *io)
     return VP_OK;
 }
 
-/* The mask score kernel's op in double, for the reference executor. */
-static vp_status mask_score_reference(void *user, const vp_custom_ref_io *io)
-{
-    (void)user;
-    int64_t rows = io->in_shape[0][0], cols = io->in_shape[0][1];
-    for (int64_t r = 0; r < rows; r++) {
-        double s = 0, n = 0;
-        for (int64_t i = 0; i < cols; i++) {
-            double v = io->in[0][r * cols + i];
-            if (v > 0) {
-                s += 1 / (1 + exp(-v));
-                n += 1;
-            }
-        }
-        io->out[2 * r] = s;
-        io->out[2 * r + 1] = n;
-    }
-    return VP_OK;
-}
-
-/* x (rows, cols) mask logits -> (rows, 2): the sum of sigmoid(x) where x >
- * 0, and how many x > 0 (mask_score.comp). */
-static vp_gt *mask_sums(vp_graph *g, vp_gt *x)
-{
-    vp_kernel_desc d = {
-        .size = sizeof d,
-        .name = "mask2former.mask_score",
-        .spirv = vp_spv_mask_score,
-        .spirv_bytes = sizeof vp_spv_mask_score,
-        .n_bindings = 2,
-        .push_size = 2 * sizeof(uint32_t),
-        .local_size = {MS_WG, 1, 1},
-    };
-    vp_custom_kernel *k = NULL;
-    if (!x || H->kernel(g, &d, &k) || !k)
-        return NULL; /* the graph holds the error */
-    const int64_t *s = H->shape(x);
-    uint32_t push[2] = {(uint32_t)s[0], (uint32_t)s[1]};
-    int64_t groups = s[0] < MS_MAX_GROUPS ? s[0] : MS_MAX_GROUPS;
-    vp_custom_call c = {
-        .size = sizeof c,
-        .kernel = k,
-        .n_in = 1,
-        .in = (vp_gt *[]){x},
-        .out_ndim = 2,
-        .out_shape = (int64_t[]){s[0], 2},
-        .push = push,
-        .push_size = sizeof push,
-        .groups = {(uint32_t)(groups > 0 ? groups : 1), 1, 1},
-        .reference = mask_score_reference,
-    };
-    return H->custom(g, &c);
-}
-
 /* The instances of the last prediction, its masks upsampled to h x w (the
  * model's input; HF assumes 384 x 384): the top K (query, class) pairs by
  * class probability first, then only their K masks gathered, upsampled
@@ -225,7 +145,7 @@ static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t 
     sel = H->reshape(g, sel, 4, (int64_t[]){B * K, hm, wm, 1});
     if (h != hm || w != wm)
         sel = H->resize_bilinear(g, sel, h, w);
-    vp_gt *sums = mask_sums(g, H->reshape(g, sel, 2, (int64_t[]){B * K, h * w}));
+    vp_gt *sums = m2f_mask_sums(g, H->reshape(g, sel, 2, (int64_t[]){B * K, h * w}));
     if ((st = H->graph_status(g)))
         return st;
     st = H->host(g, "head.instances.score", hf_score, t, 3, (vp_gt *[]){o[0], o[1], sums}, 2,
@@ -338,6 +258,11 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
                                         "encoder_ffn", "decoder_ffn", "mask_dim", "max_targets",
                                         "no_object_weight", "class_weight", "mask_weight",
                                         "dice_weight", "top_k", "hf"};
+    if (H->cfg_type(cfg, "detectron2") != VP_CFG_ABSENT)
+        return H->cfg_fail(cfg, "detectron2", "the mask2former head does not load detectron2 "
+                           "Mask2Former checkpoints yet (META_ARCHITECTURE \"MaskFormer\"); "
+                           "Hugging Face's do (\"hf\"), and Mask DINO's (\"MaskDINO\") load "
+                           "with the maskdino head");
     /* The HF variant checks its own fields (m2f_create_hf). */
     bool hf = H->cfg_type(cfg, "hf") != VP_CFG_ABSENT;
     vp_status st = hf ? VP_OK : H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
