@@ -191,10 +191,12 @@ static const field ints[] = {
     PF("conv_dim", "SEM_SEG_HEAD", "CONVS_DIM", 256, 32, 65536, hidden),
     PF("encoder_layers", "SEM_SEG_HEAD", "TRANSFORMER_ENC_LAYERS", 0, 0, 64, enc_layers),
     PF("encoder_ffn", "SEM_SEG_HEAD", "DIM_FEEDFORWARD", 1024, 1, 1 << 20, enc_ffn),
-    PF("encoder_heads", "SEM_SEG_HEAD", "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8, 1, 1024,
-       heads),
-    PF("encoder_points", "SEM_SEG_HEAD", "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4, 1, 64,
-       points),
+    /* MaskDINOEncoder.from_config takes the encoder's heads from
+     * MaskDINO.NHEADS and leaves its points at 4 (the SEM_SEG_HEAD
+     * DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS / _N_POINTS keys are never
+     * read): a NULL name is the entry's field only */
+    PF("encoder_heads", "MaskDINO", "NHEADS", 8, 1, 1024, heads),
+    PF("encoder_points", "SEM_SEG_HEAD", NULL, 4, 1, 64, points),
     PF("levels", "SEM_SEG_HEAD", "NUM_FEATURE_LEVELS", 3, 1, VP_MSDEFORM_MAX_LEVELS, levels),
 };
 
@@ -271,7 +273,7 @@ static vp_status read_cfg(const vp_config *entry, const vp_config *model, md_cfg
         const char *key = NULL;
         if (H->cfg_type(entry, f->key) != VP_CFG_ABSENT)
             from = entry, key = f->key;
-        else if (s && H->cfg_type(s, f->name) != VP_CFG_ABSENT)
+        else if (s && f->name && H->cfg_type(s, f->name) != VP_CFG_ABSENT)
             from = s, key = f->name;
         if (from)
             st = H->cfg_int(from, key, f->def, &v);

@@ -1,0 +1,165 @@
+/*
+ * bench_maskdino: PEFT against full fine-tuning of the head at the released
+ * Mask DINO's shape: the COCO Swin-L instance-segmentation model's resolved
+ * config (tests/data/maskdino-swinl: the encoder on res2-res5 plus an extra
+ * level, 6 encoder layers, 300 queries, 9 decoder layers, 80 classes; 223M
+ * parameters) with random weights, on 384x384 images. One fixed batch of
+ * noise images with a few random instances each, trained with the head
+ * fine-tuned in full (sem_seg_head.*: 27.6M parameters; the Swin-L
+ * backbone frozen in every row, as its 195M parameters' training on a CPU
+ * device would take minutes a step), 2 bottleneck adapters after every
+ * attention sub-layer of the head (the study's 24 places), LoRA r 8 on the
+ * head's FFNs and deformable attention output projections (HF PEFT adapts
+ * no out_proj of an nn.MultiheadAttention), and
+ * lora_deform r 8 on every deformable attention (encoder and decoder).
+ * tests/peftbench.c measures and prints (bench_peft's table). Denoising
+ * (the config's DN "seg") is off: the head does not build it yet.
+ *
+ * Targets at stride 4 (96x96 masks, the mask logits' size); Mask DINO's
+ * 112 x 112 importance-sampled points per matched mask. Numbers only;
+ * nothing passes or fails.
+ *
+ *   bench_maskdino                       batch 1; 1 timed step after 1 on a
+ *                                        CPU device (lavapipe: about 40 s a
+ *                                        step), 20 after 3 on others
+ *   bench_maskdino --steps N --batch B   or VPEFT_BENCH_STEPS, VPEFT_BENCH_BATCH
+ *
+ * The config is read from $VPEFT_SRCDIR/tests/data (the build's source
+ * directory when unset).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftbench.h"
+
+#ifndef VP_SRCDIR
+#define VP_SRCDIR "."
+#endif
+
+enum { IMG = 384, STRIDE = 4, T = 4, CLASSES = 80 }; /* T: instance slots per image */
+
+/* A small deterministic generator, so that every method sees the same batch. */
+static uint32_t next(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(*s >> 33);
+}
+
+/* Noise images and 1 to T - 1 random ellipses per image, each a random
+ * class; the other slots empty (label -1). Sizes from the graph's own
+ * tensors: image (B, 3, IMG, IMG), target.masks (B, T, H, W). */
+static vp_status fill(vp_model *m, void *ctx)
+{
+    (void)ctx;
+    vp_graph *g = vp_model_graph(m);
+    vp_gt *img = vp_model_image(m), *lab = vp_graph_find(g, "target.labels"),
+          *msk = vp_graph_find(g, "target.masks");
+    if (!lab || !msk || vp_gt_ndim(msk) != 4) {
+        fprintf(stderr, "bench_maskdino: the model has no target.labels (B, T) and target.masks "
+                        "(B, T, H, W)\n");
+        exit(1);
+    }
+    const int64_t *s = vp_gt_shape(msk);
+    int64_t b = s[0], t = s[1], h = s[2], w = s[3];
+    size_t n_px = (size_t)vp_gt_nelem(img), n_m = (size_t)vp_gt_nelem(msk);
+    float *px = malloc(n_px * sizeof *px), *masks = calloc(n_m, sizeof *masks);
+    int32_t *labels = malloc((size_t)(b * t) * sizeof *labels);
+    if (!px || !masks || !labels) {
+        fprintf(stderr, "bench_maskdino: out of host memory\n");
+        exit(1);
+    }
+    uint64_t seed = 1;
+    for (size_t i = 0; i < n_px; i++)
+        px[i] = (float)(next(&seed) % 2001) / 1000.0f - 1.0f;
+    for (int64_t i = 0; i < b; i++) {
+        int64_t n = 1 + (int64_t)(next(&seed) % (uint32_t)(t > 1 ? t - 1 : 1));
+        for (int64_t k = 0; k < t; k++) {
+            labels[i * t + k] = k < n ? (int32_t)(next(&seed) % CLASSES) : -1;
+            if (k >= n)
+                continue;
+            /* centre anywhere, radii 1/16 to 1/4 of the side */
+            double cy = next(&seed) % (uint32_t)h, cx = next(&seed) % (uint32_t)w;
+            double ry = h / 16.0 + next(&seed) % (uint32_t)(h * 3 / 16 + 1);
+            double rx = w / 16.0 + next(&seed) % (uint32_t)(w * 3 / 16 + 1);
+            float *mk = masks + (i * t + k) * h * w;
+            for (int64_t y = 0; y < h; y++)
+                for (int64_t x = 0; x < w; x++) {
+                    double dy = (y - cy) / ry, dx = (x - cx) / rx;
+                    mk[y * w + x] = dy * dy + dx * dx <= 1.0 ? 1.0f : 0.0f;
+                }
+        }
+    }
+    vp_status st = vp_graph_write(g, img, px, n_px * sizeof *px);
+    if (!st)
+        st = vp_graph_write(g, lab, labels, (size_t)(b * t) * sizeof *labels);
+    if (!st)
+        st = vp_graph_write(g, msk, masks, n_m * sizeof *masks);
+    free(px);
+    free(masks);
+    free(labels);
+    return st;
+}
+
+int main(int argc, char **argv)
+{
+    int steps = pb_env_int("VPEFT_BENCH_STEPS", 0), batch = pb_env_int("VPEFT_BENCH_BATCH", 1);
+    for (int i = 1; i < argc; i++)
+        if (!pb_opt_int(argc, argv, &i, "--steps", &steps) &&
+            !pb_opt_int(argc, argv, &i, "--batch", &batch)) {
+            fprintf(stderr, "usage: bench_maskdino [--steps N] [--batch B]\n");
+            return 2;
+        }
+    vp_instance *inst;
+    vp_device *dev = pb_open("bench_maskdino", &inst);
+    bool cpu = vp_device_get_info(dev)->type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    int warmup = cpu ? 1 : 3;
+    if (!steps)
+        steps = cpu ? 1 : 20;
+
+    const char *src = getenv("VPEFT_SRCDIR") ? getenv("VPEFT_SRCDIR") : VP_SRCDIR;
+    char dir[2048], model[8192];
+    if ((size_t)snprintf(dir, sizeof dir, "%s/tests/data/maskdino-swinl", src) >= sizeof dir) {
+        fprintf(stderr, "bench_maskdino: VPEFT_SRCDIR is too long\n");
+        return 2;
+    }
+    /* the plugin entries given directly: no checkpoint loads; the
+     * released config trains with denoising, which the head has not */
+    snprintf(model, sizeof model,
+             "\"model\": {\"backbone\": {\"plugin\": \"swin\", \"detectron2\": \"%s\", "
+             "\"image\": %d}, \"head\": {\"plugin\": \"maskdino\", \"detectron2\": \"%s\", "
+             "\"max_targets\": %d, \"target_stride\": %d, \"dn\": \"no\"}}",
+             dir, IMG, dir, T, STRIDE);
+    static const struct {
+        const char *name, *extra;
+    } rows[] = {
+        {"head, full", "\"train\": {\"trainable\": [\"sem_seg_head.*\"]}"},
+        {"adapters x2", "\"peft\": [{\"plugin\": \"adapter\", \"sites\": [\"after_attn\"], "
+                        "\"modules\": [\"sem_seg_head.*\"], \"per_site\": 2}]"},
+        {"lora r 8 (head)", "\"peft\": [{\"plugin\": \"lora\", \"r\": 8, \"lora_alpha\": 8, "
+                            "\"target_modules\": [\"sem_seg_head.*linear1\", "
+                            "\"sem_seg_head.*linear2\", \"sem_seg_head.*output_proj\"]}]"},
+        {"lora_deform r 8", "\"peft\": [{\"plugin\": \"lora_deform\", \"r\": 8, "
+                            "\"modules\": [\"sem_seg_head.*\"]}]"},
+    };
+    printf("Mask DINO, the released Swin-L instance model's shape (%s), random weights, the "
+           "backbone frozen, on %s: batch %d, %dx%d images, %d instance slots, targets at "
+           "stride %d; median of %d timed steps after %d\n",
+           dir, vp_device_get_info(dev)->name, batch, IMG, IMG, T, STRIDE, steps, warmup);
+    fflush(stdout);
+    pb_header();
+    pb_result full = {0};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char text[12288];
+        snprintf(text, sizeof text, "{%s%s%s}", model, *rows[i].extra ? ", " : "", rows[i].extra);
+        pb_result r = pb_measure(dev, text, batch, warmup, steps, fill, NULL);
+        if (i == 0)
+            full = r;
+        pb_row(rows[i].name, &r, &full);
+        fflush(stdout);
+    }
+    vp_device_destroy(dev);
+    vp_instance_destroy(inst);
+    return 0;
+}
