@@ -13,7 +13,7 @@
  * no out_proj of an nn.MultiheadAttention), and
  * lora_deform r 8 on every deformable attention (encoder and decoder).
  * tests/peftbench.c measures and prints (bench_peft's table). Denoising
- * (the config's DN "seg") is off: the head does not build it yet.
+ * (the config's DN "seg") is off, as in the numbers docs/testing.md has.
  *
  * Targets at stride 4 (96x96 masks, the mask logits' size); Mask DINO's
  * 112 x 112 importance-sampled points per matched mask. Numbers only;
@@ -124,8 +124,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_maskdino: VPEFT_SRCDIR is too long\n");
         return 2;
     }
-    /* the plugin entries given directly: no checkpoint loads; the
-     * released config trains with denoising, which the head has not */
+    /* the plugin entries given directly: no checkpoint loads;
+     * denoising off (the released config trains with it) */
     snprintf(model, sizeof model,
              "\"model\": {\"backbone\": {\"plugin\": \"swin\", \"detectron2\": \"%s\", "
              "\"image\": %d}, \"head\": {\"plugin\": \"maskdino\", \"detectron2\": \"%s\", "

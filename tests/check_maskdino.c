@@ -660,6 +660,166 @@ START_TEST(test_gradients)
 }
 END_TEST
 
+/* A checkpoint directory whose config.json is the shared one with each
+ * "from|to" replacement of edits made (NULL-terminated). */
+static void make_edited_ckpt(char *dir, size_t n, const char *const *edits)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/config.json", data);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    static char text[16384], edited[16384];
+    size_t k = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[k] = 0;
+    for (const char *const *e = edits; *e; e++) {
+        const char *sep = strchr(*e, '|');
+        char from[256];
+        snprintf(from, sizeof from, "%.*s", (int)(sep - *e), *e);
+        char *at = strstr(text, from);
+        ck_assert_msg(at != NULL, "config.json has no %s", from);
+        snprintf(edited, sizeof edited, "%.*s%s%s", (int)(at - text), text, sep + 1,
+                 at + strlen(from));
+        memcpy(text, edited, strlen(edited) + 1);
+    }
+    make_ckpt(dir, n, text);
+}
+
+static float read_scalar(vp_model *m, const char *name)
+{
+    vp_gt *t = vp_model_output(m, name);
+    ck_assert_msg(t != NULL, "no output %s", name);
+    float v;
+    vt_ok(vp_graph_read(vp_model_graph(m), t, &v, sizeof v));
+    return v;
+}
+
+/* Denoising ("DN": "seg", DN_NUM 12: 4 groups of the 3 target slots):
+ * the matching queries cannot see the noised ones, so the 25 terms of the
+ * reference stay as they are (1e-5); the 20 denoising terms (final and 3
+ * auxiliary, "_dn", "_dn_<i>") are there, finite, and the noised boxes,
+ * which start near their targets, lose less than the matched ones;
+ * "standard" has no mask terms. */
+START_TEST(test_dn_terms)
+{
+    set_data();
+    static const char *const dns[2] = {"\"DN\": \"no\"|\"DN\": \"seg\"",
+                                       "\"DN\": \"no\"|\"DN\": \"standard\""};
+    for (int v = 0; v < 2; v++) {
+        char dir[4200], path[4300];
+        make_edited_ckpt(dir, sizeof dir, (const char *const[]){dns[v], NULL});
+        vp_model *m = train_model(_i, dir, ", \"train_num_points\": \"all\"");
+        vp_graph *g = vp_model_graph(m);
+        snprintf(path, sizeof path, "%s/loss.safetensors", data);
+        vp_st *ref;
+        vt_ok(vp_st_open(path, &ref));
+        fill_targets(g, ref);
+        vt_ok(vp_graph_run(g));
+        static const char *const terms[] = {"loss_ce", "loss_mask", "loss_dice", "loss_bbox",
+                                            "loss_giou"};
+        static const char *const sfx[] = {"", "_0", "_1", "_2", "_interm"};
+        static const char *const dsfx[] = {"_dn", "_dn_0", "_dn_1", "_dn_2"};
+        double dn_total = 0;
+        int n_dn = 0;
+        for (int t = 0; t < 5; t++) {
+            for (int p = 0; p < 5; p++) {
+                char name[64], key[96];
+                snprintf(name, sizeof name, "%s%s", terms[t], sfx[p]);
+                snprintf(key, sizeof key, "grid.loss.%s", name);
+                size_t n;
+                float *want = read_st(ref, key, &n), got = read_scalar(m, name);
+                ck_assert_msg(fabs(got - want[0]) <= 1e-5 * fabs(want[0]), "%s: %g, %g", name,
+                              got, want[0]);
+                free(want);
+            }
+            for (int p = 0; p < 4; p++) {
+                char name[64];
+                snprintf(name, sizeof name, "%s%s", terms[t], dsfx[p]);
+                vp_gt *o = vp_model_output(m, name);
+                bool mask_term = t == 1 || t == 2;
+                ck_assert_msg((o != NULL) == (v == 0 || !mask_term), "%s %s", name,
+                              o ? "present" : "missing");
+                if (!o)
+                    continue;
+                float x = read_scalar(m, name);
+                ck_assert(isfinite(x) && x > 0);
+                dn_total += x;
+                n_dn++;
+            }
+        }
+        ck_assert_int_eq(n_dn, v == 0 ? 20 : 12);
+        float bb = read_scalar(m, "loss_bbox"), bdn = read_scalar(m, "loss_bbox_dn");
+        printf("note: %s: %d denoising terms, %.5g in all; loss_bbox %.5g, loss_bbox_dn %.5g\n",
+               v ? "standard" : "seg", n_dn, dn_total, bb, bdn);
+        ck_assert(bdn < bb);
+        float loss;
+        vt_ok(vp_graph_read(g, vp_model_loss(m), &loss, sizeof loss));
+        size_t n1;
+        float *grid = read_st(ref, "grid.total", &n1);
+        ck_assert(fabs(loss - (grid[0] + dn_total)) <= 1e-4 * loss);
+        free(grid);
+        vp_st_close(ref);
+        vp_model_destroy(m);
+        vt_rm_rf(dir);
+    }
+}
+END_TEST
+
+/* Denoising's gradients against finite differences (no noise, one decoder
+ * layer, random weights, so that no detached path carries the parameters'
+ * effect): label_enc reaches the loss through the noised queries only. */
+START_TEST(test_dn_gradients)
+{
+    set_data();
+    char dir[4200], json[9000], path[4300];
+    make_edited_ckpt(dir, sizeof dir,
+                     (const char *const[]){"\"DN\": \"no\"|\"DN\": \"seg\"",
+                                           "\"DN_NOISE_SCALE\": 0.4|\"DN_NOISE_SCALE\": 0.0",
+                                           NULL});
+    snprintf(json, sizeof json,
+             "{\"model\": {\"backbone\": {\"plugin\": \"swin\", \"detectron2\": \"%s\", "
+             "\"image\": 64}, \"head\": {\"plugin\": \"maskdino\", \"detectron2\": \"%s\", "
+             "\"decoder_layers\": 1, \"max_targets\": 3, \"train_num_points\": \"all\"}}, "
+             "\"train\": {\"seed\": 3, \"trainable\": [\"sem_seg_head.predictor.label_enc.*\", "
+             "\"sem_seg_head.predictor.class_embed.*\"]}}", dir, dir);
+    vp_model *m;
+    vt_ok(model_from(_i, json, true, &m));
+    vp_graph *g = vp_model_graph(m);
+    ck_assert_ptr_nonnull(vp_model_output(m, "loss_ce_dn"));
+    ck_assert_ptr_nonnull(vp_model_output(m, "loss_mask_dn_0"));
+    snprintf(path, sizeof path, "%s/io.safetensors", data);
+    vp_st *io, *ref;
+    vt_ok(vp_st_open(path, &io));
+    size_t n;
+    float *px = read_st(io, "images", &n);
+    vp_st_close(io);
+    snprintf(path, sizeof path, "%s/loss.safetensors", data);
+    vt_ok(vp_st_open(path, &ref));
+    fill_targets(g, ref);
+    vp_st_close(ref);
+    vp_gt *in[3] = {vp_model_image(m), vp_graph_find(g, "target.labels"),
+                    vp_graph_find(g, "target.masks")};
+    int32_t lab[6];
+    float *tm = malloc(6 * 4096 * sizeof *tm);
+    vt_ok(vp_graph_read(g, in[1], lab, sizeof lab));
+    vt_ok(vp_graph_read(g, in[2], tm, 6 * 4096 * sizeof *tm));
+    vp_verify r;
+    vt_ok(vp_verify_graph(g, vp_model_loss(m), NULL, 3, in, (const void *[]){px, lab, tm}, 6,
+                          &r));
+    printf("note: denoising: loss %.7g (reference %.7g), gradients of %u parameters (%llu "
+           "elements) within %.2g (%s)\n", r.loss_dev, r.loss_ref, r.params_checked,
+           (unsigned long long)r.grad_checked, r.grad_err, r.grad_worst);
+    ck_assert_msg(fabs(r.loss_dev - r.loss_ref) <= 1e-4 * fabs(r.loss_ref), "loss %g vs %g",
+                  r.loss_dev, r.loss_ref);
+    ck_assert_uint_eq(r.params_checked, 3);
+    ck_assert_msg(r.grad_err < 2e-3, "gradient error %g at %s", r.grad_err, r.grad_worst);
+    free(px);
+    free(tm);
+    vp_model_destroy(m);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 static void expect_cfg_err(const char *model_json, const char *want_tail)
 {
     set_data();
@@ -729,6 +889,8 @@ int main(void)
     vt_add_per_device(tc, test_loss_and_grads, NULL);
     vt_add_per_device(tc, test_sampled_loss, NULL);
     vt_add_per_device(tc, test_gradients, NULL);
+    vt_add_per_device(tc, test_dn_terms, NULL);
+    vt_add_per_device(tc, test_dn_gradients, NULL);
     tcase_add_test(tc, test_sites);
     tcase_add_test(tc, test_config_errors);
     suite_add_tcase(s, tc);

@@ -71,6 +71,7 @@ typedef struct dec {
     vp_gt *mf;           /* mask features (B, Hm * Wm, mask_dim) */
     vp_gt *exy, *ewh;    /* (4, NH * L * P * 2): reference centres, half sides / P */
     float *grid;         /* MSDeformAttn's sampling-offset bias */
+    vp_gt *sa_bias;      /* denoising's self-attention mask (-inf), or NULL */
 } dec;
 
 static vp_gt *param(dec *x, const char *name, int ndim, const int64_t *shape, vp_init init)
@@ -263,7 +264,9 @@ static vp_gt *self_attention(dec *x, const char *path, vp_gt *qk, vp_gt *v)
     vp_gt *q = H->linear(g, qk, H->slice(g, iw, 0, 0, d), H->slice(g, ib, 0, 0, d));
     vp_gt *k = H->linear(g, qk, H->slice(g, iw, 0, d, d), H->slice(g, ib, 0, d, d));
     vp_gt *vv = H->linear(g, v, H->slice(g, iw, 0, 2 * d, d), H->slice(g, ib, 0, 2 * d, d));
-    vp_gt *o = H->attention(g, q, k, vv, NULL, MD_DEC_HEADS);
+    vp_gt *o = x->sa_bias ? H->attention_ex(g, q, k, vv, x->sa_bias, MD_DEC_HEADS,
+                                            (float)(1.0 / sqrt((double)(d / MD_DEC_HEADS))))
+                          : H->attention(g, q, k, vv, NULL, MD_DEC_HEADS);
     snprintf(p, sizeof p, "%s.out_proj", path);
     vp_init w = vp_init_xavier_uniform(1.0f), z = vp_init_zeros();
     return H->site_linear(x->b, p, o, d, true, &w, &z);
@@ -354,8 +357,151 @@ static vp_status box_maps(dec *x)
     return H->graph_status(x->g);
 }
 
+/* ---- denoising ----------------------------------------------------------------------- */
+
+typedef struct dn_user {
+    int64_t B, T, G, K;
+    double noise; /* DN_NOISE_SCALE */
+} dn_user;
+
+/* prepare_for_dn with groups of T (max_targets) slots. in: labels (B, T)
+ * int32, tbox (B T, 4), noise (B pad, 6) uniform [0, 1), instances (1).
+ * out: idx (B pad) int32 the label_enc row of each noised query (K: the zero
+ * row of an empty slot), u (B pad, 4) its reference box as logits (0 for an
+ * empty slot), gidx (B G T) int32, tclass (B pad) int32, w (B G T), norm (1):
+ * the fixed assignment (md_dn). A label is replaced by a uniformly drawn
+ * class with probability noise / 2; a box (cx, cy, w, h) moves by (2 U - 1)
+ * (w/2, h/2, w, h) noise and is clamped to [0, 1]. */
+static vp_status dn_prepare(void *user, const vp_host_io *io)
+{
+    const dn_user *u = user;
+    const int32_t *labels = (const int32_t *)io->in[0];
+    const float *tbox = io->in[1], *noise = io->in[2];
+    int32_t *idx = (int32_t *)io->out[0], *gidx = (int32_t *)io->out[2],
+            *tclass = (int32_t *)io->out[3];
+    float *ref = io->out[1], *w = io->out[4];
+    const int64_t B = u->B, T = u->T, G = u->G, K = u->K, pad = G * T;
+    int64_t total = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t t = 0; t < T; t++) {
+                int64_t e = b * pad + g * T + t, s = (b * G + g) * T + t;
+                int32_t l = labels[b * T + t];
+                if (l >= K)
+                    return H->error(VP_ERR_INVALID, "maskdino: image %lld, target %lld: class %d, "
+                                    "the head has %lld classes", (long long)b, (long long)t, l,
+                                    (long long)K);
+                const float *nz = noise + e * 6;
+                if (l < 0) {
+                    idx[e] = (int32_t)K;
+                    tclass[e] = (int32_t)K;
+                    gidx[s] = (int32_t)(B * pad);
+                    w[s] = 0;
+                    for (int i = 0; i < 4; i++)
+                        ref[e * 4 + i] = 0;
+                    continue;
+                }
+                total += g == 0;
+                int32_t nl = l;
+                if (u->noise > 0 && nz[0] < u->noise * 0.5) {
+                    nl = (int32_t)(nz[1] * (double)K);
+                    nl = nl >= K ? (int32_t)K - 1 : nl;
+                }
+                idx[e] = nl;
+                tclass[e] = l;
+                gidx[s] = (int32_t)e;
+                w[s] = 1;
+                const float *bx = tbox + (b * T + t) * 4;
+                double diff[4] = {bx[2] / 2.0, bx[3] / 2.0, bx[2], bx[3]};
+                for (int i = 0; i < 4; i++) {
+                    double v = bx[i] + (u->noise > 0 ? (nz[2 + i] * 2.0 - 1.0) * diff[i] * u->noise
+                                                    : 0.0);
+                    v = v < 0 ? 0 : v > 1 ? 1 : v;
+                    double x1 = v < 1e-5 ? 1e-5 : v, x2 = 1 - v < 1e-5 ? 1e-5 : 1 - v;
+                    ref[e * 4 + i] = (float)log(x1 / x2);
+                }
+            }
+    double given = (double)io->in[3][0], inst = given > 0 ? given : (double)total;
+    io->out[5][0] = (float)(1.0 / ((inst > 1.0 ? inst : 1.0) * (double)G));
+    return VP_OK;
+}
+
+/* The noised queries (B, pad, d) and their reference logits (B, pad, 4),
+ * the self-attention mask, and the fixed assignment. */
+static vp_status dn_build(dec *x, const md_targets *tg, vp_gt *label_enc, m2f_owned *own,
+                          md_dn *dn, vp_gt **tgt, vp_gt **u)
+{
+    const md_cfg *c = x->c;
+    vp_graph *g = x->g;
+    const int64_t B = x->B, T = c->max_targets, G = c->dn_num / T, pad = G * T, K = c->classes,
+                  d = c->hidden, Q = c->queries, Qa = pad + Q;
+    dn_user *du = m2f_own(own, sizeof *du);
+    if (!du)
+        return H->error(VP_ERR_NOMEM, "maskdino: out of host memory");
+    *du = (dn_user){B, T, G, K, c->dn_noise};
+    vp_gt *noise = H->rand(g, "head.dn.noise", 2, (int64_t[]){B * pad, 6});
+    vp_gt *o[6];
+    vp_status st = H->host(g, "head.dn.prepare", dn_prepare, du, 4,
+                           (vp_gt *[]){tg->labels, tg->tbox, noise, tg->inst}, 6,
+                           (int[]){1, 2, 1, 1, 1, 1},
+                           (const int64_t *const[]){(int64_t[]){B * pad}, (int64_t[]){B * pad, 4},
+                                                    (int64_t[]){B * pad}, (int64_t[]){B * pad},
+                                                    (int64_t[]){B * pad}, (int64_t[]){1}},
+                           (vp_dtype[]){VP_I32, VP_F32, VP_I32, VP_I32, VP_F32, VP_F32}, o);
+    if (st)
+        return st;
+    float *zero = calloc((size_t)d, sizeof *zero);
+    int32_t *trow = malloc((size_t)(B * pad) * sizeof *trow);
+    float *mask = malloc((size_t)(Qa * Qa) * sizeof *mask);
+    if (!zero || !trow || !mask) {
+        free(zero);
+        free(trow);
+        free(mask);
+        return H->error(VP_ERR_NOMEM, "maskdino: out of host memory");
+    }
+    vp_gt *zrow = H->constant(g, "head.dn.zero_label", 2, (int64_t[]){1, d}, zero);
+    free(zero);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t gr = 0; gr < G; gr++)
+            for (int64_t t = 0; t < T; t++)
+                trow[(b * G + gr) * T + t] = (int32_t)(b * T + t);
+    /* a matching query sees the matching ones; a noised one its group and
+     * the matching ones (prepare_for_dn's attn_mask) */
+    for (int64_t i = 0; i < Qa; i++)
+        for (int64_t j = 0; j < Qa; j++) {
+            bool see = j >= pad || (i < pad && i / T == j / T);
+            mask[i * Qa + j] = see ? 0.0f : -INFINITY;
+        }
+    x->sa_bias = H->constant(g, "head.dn.attn_mask", 2, (int64_t[]){Qa, Qa}, mask);
+    free(mask);
+    dn->trow = H->constant_i32(g, "head.dn.target_rows", 1, (int64_t[]){B * pad}, trow);
+    free(trow);
+    vp_gt *tbl = H->concat(g, (vp_gt *[]){label_enc, zrow}, 2, 0);
+    *tgt = H->reshape(g, H->gather_rows(g, tbl, o[0]), 3, (int64_t[]){B, pad, d});
+    *u = H->reshape(g, o[1], 3, (int64_t[]){B, pad, 4});
+    dn->pad = pad;
+    dn->groups = G;
+    dn->seg = c->dn_seg;
+    dn->gidx = o[2];
+    dn->tclass = o[3];
+    dn->wslot = H->reshape(g, o[4], 2, (int64_t[]){B * pad, 1});
+    dn->norm = o[5];
+    return H->graph_status(g);
+}
+
+/* p's rows [start, start + n) of the query axis. */
+static md_pred split(vp_graph *g, md_pred p, int64_t start, int64_t n)
+{
+    md_pred r = {0};
+    r.logits = H->slice(g, p.logits, 1, start, n);
+    r.boxes = H->slice(g, p.boxes, 1, start, n);
+    if (p.masks)
+        r.masks = H->slice(g, p.masks, 1, start, n);
+    return r;
+}
+
 vp_status md_decoder(const md_cfg *c, vp_build *b, const m2f_pixel_out *px, bool with_masks,
-                     m2f_owned *own, md_decoder_out *out)
+                     const md_targets *tg, m2f_owned *own, md_decoder_out *out)
 {
     vp_graph *g = H->graph(b);
     memset(out, 0, sizeof *out);
@@ -473,7 +619,20 @@ vp_status md_decoder(const md_cfg *c, vp_build *b, const m2f_pixel_out *px, bool
                                  3, (int64_t[]){B, Q, 4});
     /* label_enc: the denoising queries' label embedding (a parameter of
      * the checkpoint; no gradient reaches it without denoising) */
-    param(&x, PR ".label_enc.weight", 2, (int64_t[]){K, d}, vp_init_normal(0, 1));
+    vp_gt *label_enc = param(&x, PR ".label_enc.weight", 2, (int64_t[]){K, d},
+                             vp_init_normal(0, 1));
+    /* Denoising: the noised queries go first (prepare_for_dn). */
+    int64_t Qa = Q, pad = 0;
+    if (tg && c->dn && c->dn_num / c->max_targets > 0) {
+        vp_gt *tgt_dn = NULL, *u_dn = NULL;
+        st = dn_build(&x, tg, label_enc, own, &out->dn, &tgt_dn, &u_dn);
+        if (st)
+            return st;
+        pad = out->dn.pad;
+        Qa = pad + Q;
+        tgt = H->concat(g, (vp_gt *[]){tgt_dn, tgt}, 2, 1);
+        u0 = H->concat(g, (vp_gt *[]){u_dn, u0}, 2, 1);
+    }
 
     /* INITIAL_PRED: the heads on the queries before the first layer. */
     out->pred[0] = predict(&x, tgt, with_masks);
@@ -488,8 +647,8 @@ vp_status md_decoder(const md_cfg *c, vp_build *b, const m2f_pixel_out *px, bool
     vp_gt *u_det = u0, *u_prev = u0, *o = tgt;
     for (int i = 0; i < (int)c->dec_layers; i++) {
         vp_gt *r = H->sigmoid(g, u_det);                                  /* (B, Q, 4) */
-        vp_gt *sine = md_sine_embed(g, H->reshape(g, r, 2, (int64_t[]){B * Q, 4}));
-        vp_gt *qpos = H->reshape(g, run_mlp(&x, &rp, sine), 3, (int64_t[]){B, Q, d});
+        vp_gt *sine = md_sine_embed(g, H->reshape(g, r, 2, (int64_t[]){B * Qa, 4}));
+        vp_gt *qpos = H->reshape(g, run_mlp(&x, &rp, sine), 3, (int64_t[]){B, Qa, d});
         o = layer(&x, i, o, qpos, r);
         vp_gt *u_new = H->add(g, run_mlp(&x, &x.h.box, o), clamp_logit(&x, u_det));
         vp_gt *hs = H->layernorm(g, o, x.h.nw, x.h.nb, 1e-5f); /* decoder.norm is decoder_norm */
@@ -502,5 +661,11 @@ vp_status md_decoder(const md_cfg *c, vp_build *b, const m2f_pixel_out *px, bool
             u_det = md_detach(g, u_new);
     }
     free(x.grid);
+    if (pad) { /* dn_post_process: the noised queries' part apart */
+        for (uint32_t i = 0; i < out->n; i++) {
+            out->dn_pred[i] = split(g, out->pred[i], 0, pad);
+            out->pred[i] = split(g, out->pred[i], pad, Q);
+        }
+    }
     return H->graph_status(g);
 }

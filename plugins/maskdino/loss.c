@@ -212,27 +212,117 @@ static vp_gt *giou_loss(vp_graph *g, vp_gt *a, vp_gt *b, vp_gt *to_xyxy)
     return H->scale(g, r, -1.0f); /* the constant 2 is added by the caller's weights */
 }
 
-vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, int64_t hm, int64_t wm,
-               int64_t ht, int64_t wt, m2f_owned *own)
+vp_status md_targets_make(const md_cfg *c, vp_build *b, int64_t B, int64_t hm, int64_t wm,
+                          int64_t ht, int64_t wt, m2f_owned *own, md_targets *tg)
+{
+    vp_graph *g = H->graph(b);
+    const int64_t T = c->max_targets;
+    memset(tg, 0, sizeof *tg);
+    if (ht % hm || wt % wm)
+        return H->error(VP_ERR_INVALID, "maskdino: targets of %lldx%lld are not a whole multiple "
+                        "of the %lldx%lld mask logits", (long long)ht, (long long)wt,
+                        (long long)hm, (long long)wm);
+    tg->ht = ht, tg->wt = wt;
+    tg->labels = H->input_i32(g, "target.labels", 2, (int64_t[]){B, T});
+    tg->tmask = H->input(g, "target.masks", 4, (int64_t[]){B, T, ht, wt});
+    tg->inst = H->input(g, "target.instances", 1, (int64_t[]){1});
+    if (!tg->labels || !tg->tmask || !tg->inst)
+        return H->graph_status(g);
+    tg->t2 = H->reshape(g, tg->tmask, 2, (int64_t[]){B * T, ht * wt});
+    tg->tbox = md_mask_box(g, tg->t2, ht, wt, MD_BOX_TARGET, own);          /* (B T, 4) */
+    if (c->px.train_num_points == 0) {
+        vp_gt *tc = targets_at_cells(g, tg->tmask, hm, wm);
+        tg->tcell = H->reshape(g, tc, 2, (int64_t[]){B * T, hm * wm});
+    }
+    return H->graph_status(g);
+}
+
+/* What every prediction's terms share. */
+typedef struct lctx {
+    const md_cfg *c;
+    vp_build *b;
+    vp_graph *g;
+    const md_targets *tg;
+    int64_t B, T, K, hm, wm, NP;
+    bool sampled;
+    vp_gt *eye, *pad_mask, *pad_b, *to_xyxy, *ones_np, *ones4;
+    m2f_owned *own;
+} lctx;
+
+/* The five unweighted terms of prediction pr (Qp queries) given the
+ * assignment: gidx (N) int32 the prediction row of each target slot (the
+ * padding row B Qp for none), tclass (B Qp) int32 each query's class (K:
+ * none), norm (1) the normalizer, wslot (N, 1) 1 for a target, 0 for none;
+ * trow (N) int32 the target row (of B T) of each slot, or NULL (N = B T,
+ * slot i is row i); masks: whether the mask terms are wanted. */
+static void pred_terms(const lctx *x, const md_pred *pr, int64_t Qp, vp_gt *gidx, vp_gt *tclass,
+                       vp_gt *norm, vp_gt *wslot, vp_gt *trow, bool masks, uint32_t pid,
+                       vp_gt *out[5])
+{
+    vp_graph *g = x->g;
+    const md_targets *tg = x->tg;
+    const int64_t B = x->B, K = x->K, HWm = x->hm * x->wm;
+    const int64_t N = trow ? H->nelem(trow) : B * x->T;
+    /* sigmoid focal loss (alpha 0.25, gamma 2) over every query and class:
+     * ce (1 - p_t)^2 alpha_t, p_t = p t + (1 - p)(1 - t) */
+    vp_gt *lg = H->reshape(g, pr->logits, 2, (int64_t[]){B * Qp, K});
+    vp_gt *t = H->gather_rows(g, x->eye, tclass);                           /* (B Qp, K) */
+    vp_gt *pp = H->sigmoid(g, lg);
+    vp_gt *ce = H->add(g, H->softplus(g, lg), H->scale(g, H->mul(g, lg, t), -1.0f));
+    vp_gt *q1 = H->add(g, H->add(g, pp, t), H->scale(g, H->mul(g, pp, t), -2.0f)); /* 1 - p_t */
+    /* alpha_t = (1 - a) + (2a - 1) t */
+    vp_gt *cq = H->mul(g, ce, H->mul(g, q1, q1));
+    vp_gt *focal = H->add(g, H->scale(g, H->sum(g, cq), (float)(1 - FOCAL_ALPHA)),
+                          H->scale(g, H->sum(g, H->mul(g, t, cq)), (float)(2 * FOCAL_ALPHA - 1)));
+    out[0] = H->mul(g, focal, norm);
+
+    /* mask losses on the assigned masks (empty slots: the constant row) */
+    out[1] = out[2] = NULL;
+    if (masks) {
+        vp_gt *masks2 = H->reshape(g, pr->masks, 2, (int64_t[]){B * Qp, HWm});
+        vp_gt *xe = H->concat(g, (vp_gt *[]){masks2, x->pad_mask}, 2, 0);
+        vp_gt *xm = H->gather_rows(g, xe, gidx);                                /* (N, HWm) */
+        vp_gt *t2 = trow ? H->gather_rows(g, tg->t2, trow) : tg->t2;
+        vp_gt *xs, *ts;
+        if (x->sampled) {
+            vp_gt *pts = m2f_uncertain_points(&x->c->px, g, xm, x->hm, x->wm, pid, x->own);
+            xs = m2f_point_sample(g, xm, x->hm, x->wm, pts);
+            ts = m2f_point_sample(g, t2, tg->ht, tg->wt, pts);
+        } else {
+            xs = xm;
+            ts = trow ? H->gather_rows(g, tg->tcell, trow) : tg->tcell;
+        }
+        out[1] = H->mul(g, H->scale(g, H->bce_logits(g, xs, ts), (float)N), norm);
+        out[2] = H->mul(g, H->dice(g, xs, ts, 1.0f), norm);
+    }
+
+    /* box losses on the assigned boxes */
+    vp_gt *be = H->concat(g, (vp_gt *[]){H->reshape(g, pr->boxes, 2, (int64_t[]){B * Qp, 4}),
+                                         x->pad_b},
+                          2, 0);
+    vp_gt *bm = H->gather_rows(g, be, gidx);                                    /* (N, 4) */
+    vp_gt *tb = trow ? H->gather_rows(g, tg->tbox, trow) : tg->tbox;
+    vp_gt *diff = H->add(g, bm, H->scale(g, tb, -1.0f));
+    vp_gt *absd = H->add(g, H->relu(g, diff), H->relu(g, H->scale(g, diff, -1.0f)));
+    out[3] = H->mul(g, H->sum(g, H->mul(g, H->gemm(g, absd, false, x->ones4, false, NULL), wslot)),
+                    norm);
+    /* 1 - GIoU = 2 - inter/uni - uni/hull per slot, weighted */
+    vp_gt *gl = giou_loss(g, bm, tb, x->to_xyxy);                               /* (N, 1) */
+    out[4] = H->mul(g, H->add(g, H->sum(g, H->mul(g, gl, wslot)),
+                              H->scale(g, H->sum(g, wslot), 2.0f)),
+                    norm);
+}
+
+vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, const md_targets *tg,
+               int64_t hm, int64_t wm, m2f_owned *own)
 {
     vp_graph *g = H->graph(b);
     const int64_t B = H->shape(d->pred[0].logits)[0], Q = c->queries, T = c->max_targets,
-                  K = c->classes, HWm = hm * wm, HWt = ht * wt;
+                  K = c->classes, HWm = hm * wm;
     const bool sampled = c->px.train_num_points > 0;
     const int64_t NP = sampled ? c->px.train_num_points : HWm;
-    if (ht % hm || wt % wm) {
-        H->error(VP_ERR_INVALID, "maskdino: targets of %lldx%lld are not a whole multiple of the "
-                 "%lldx%lld mask logits", (long long)ht, (long long)wt, (long long)hm,
-                 (long long)wm);
-        return NULL;
-    }
-    vp_gt *labels = H->input_i32(g, "target.labels", 2, (int64_t[]){B, T});
-    vp_gt *tmask = H->input(g, "target.masks", 4, (int64_t[]){B, T, ht, wt});
-    vp_gt *inst = H->input(g, "target.instances", 1, (int64_t[]){1});
-    if (!labels || !tmask || !inst)
-        return NULL;
-    vp_gt *t2 = H->reshape(g, tmask, 2, (int64_t[]){B * T, HWt});
-    vp_gt *tbox = md_mask_box(g, t2, ht, wt, MD_BOX_TARGET, own);          /* (B T, 4) */
+    vp_gt *labels = tg->labels, *inst = tg->inst, *t2 = tg->t2;
+    const int64_t ht = tg->ht, wt = tg->wt;
 
     /* Constants: one-hot rows (K + 1, K) with an all-zero "no object" row,
      * the padding rows, cxcywh -> xyxy, ones for sums. */
@@ -244,19 +334,22 @@ vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, int64_t hm
     }
     for (int64_t i = 0; i < K; i++)
         buf[i * K + i] = 1.0f;
-    vp_gt *eye = H->constant(g, "head.loss.onehot", 2, (int64_t[]){K + 1, K}, buf);
+    lctx x = {c, b, g, tg, B, T, K, hm, wm, NP, sampled, NULL, NULL, NULL, NULL, NULL, NULL,
+              own};
+    x.eye = H->constant(g, "head.loss.onehot", 2, (int64_t[]){K + 1, K}, buf);
     for (int64_t i = 0; i < HWm; i++)
         buf[i] = sampled ? -1e4f : -30.0f;
-    vp_gt *pad_mask = H->constant(g, "head.loss.pad_mask", 2, (int64_t[]){1, HWm}, buf);
+    x.pad_mask = H->constant(g, "head.loss.pad_mask", 2, (int64_t[]){1, HWm}, buf);
     static const float pad_box[4] = {0.5f, 0.5f, 0.5f, 0.5f};
-    vp_gt *pad_b = H->constant(g, "head.loss.pad_box", 2, (int64_t[]){1, 4}, pad_box);
+    x.pad_b = H->constant(g, "head.loss.pad_box", 2, (int64_t[]){1, 4}, pad_box);
     static const float m4[16] = {1, 0, 1, 0, 0, 1, 0, 1, -0.5f, 0, 0.5f, 0, 0, -0.5f, 0, 0.5f};
-    vp_gt *to_xyxy = H->constant(g, "head.loss.to_xyxy", 2, (int64_t[]){4, 4}, m4);
+    x.to_xyxy = H->constant(g, "head.loss.to_xyxy", 2, (int64_t[]){4, 4}, m4);
     free(buf);
-    vp_gt *ones_np = m2f_ones_col(g, NP), *ones4 = m2f_ones_col(g, 4);
-    vp_gt *tcell = sampled ? NULL : targets_at_cells(g, tmask, hm, wm); /* (B, T, HWm) */
-    vp_gt *tcell2 = tcell ? H->reshape(g, tcell, 2, (int64_t[]){B * T, HWm}) : NULL;
-    vp_gt *tbox3 = H->reshape(g, tbox, 3, (int64_t[]){B, T, 4});
+    x.ones_np = m2f_ones_col(g, NP);
+    x.ones4 = m2f_ones_col(g, 4);
+    vp_gt *ones_np = x.ones_np;
+    vp_gt *tcell3 = sampled ? NULL : H->reshape(g, tg->tcell, 3, (int64_t[]){B, T, HWm});
+    vp_gt *tbox3 = H->reshape(g, tg->tbox, 3, (int64_t[]){B, T, 4});
 
     /* the predictions in the criterion's order of names */
     const md_pred *preds[MD_MAX_LAYERS + 2];
@@ -281,28 +374,28 @@ vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, int64_t hm
         char name[96];
         vp_gt *masks2 = H->reshape(g, pr->masks, 2, (int64_t[]){B * Q, HWm});
         /* the matcher's points: x (B, Q, NP), tmp (B, T, NP) */
-        vp_gt *x, *tmp;
+        vp_gt *xp, *tmp;
         if (sampled) {
             snprintf(name, sizeof name, "head.match.%u.points", p);
             vp_gt *pts = H->rand(g, name, 3, (int64_t[]){B, NP, 2});
-            x = H->reshape(g, m2f_point_sample(g, masks2, hm, wm, m2f_repeat_points(g, pts, Q)), 3,
-                           (int64_t[]){B, Q, NP});
+            xp = H->reshape(g, m2f_point_sample(g, masks2, hm, wm, m2f_repeat_points(g, pts, Q)),
+                            3, (int64_t[]){B, Q, NP});
             tmp = H->reshape(g, m2f_point_sample(g, t2, ht, wt, m2f_repeat_points(g, pts, T)), 3,
                              (int64_t[]){B, T, NP});
         } else {
-            x = pr->masks;
-            tmp = tcell;
+            xp = pr->masks;
+            tmp = tcell3;
         }
         vp_gt *tsum = H->reshape(g, H->gemm(g, H->reshape(g, tmp, 2, (int64_t[]){B * T, NP}),
                                             false, ones_np, false, NULL),
                                  3, (int64_t[]){B, T, 1});
         vp_gt *prob = H->sigmoid(g, pr->logits);
-        vp_gt *pos = H->softplus(g, H->scale(g, x, -1.0f)), *neg = H->softplus(g, x);
+        vp_gt *pos = H->softplus(g, H->scale(g, xp, -1.0f)), *neg = H->softplus(g, xp);
         vp_gt *A = H->gemm(g, H->add(g, pos, H->scale(g, neg, -1.0f)), false, tmp, true, NULL);
         vp_gt *negsum = H->reshape(g, H->gemm(g, H->reshape(g, neg, 2, (int64_t[]){B * Q, NP}),
                                               false, ones_np, false, NULL),
                                    3, (int64_t[]){B, Q, 1});
-        vp_gt *s = H->sigmoid(g, x);
+        vp_gt *s = H->sigmoid(g, xp);
         vp_gt *numer = H->gemm(g, s, false, tmp, true, NULL);
         vp_gt *ssum = H->reshape(g, H->gemm(g, H->reshape(g, s, 2, (int64_t[]){B * Q, NP}), false,
                                             ones_np, false, NULL),
@@ -327,55 +420,9 @@ vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, int64_t hm
                                              (int64_t[]){1}, (int64_t[]){B * T}},
                     (vp_dtype[]){VP_I32, VP_I32, VP_F32, VP_F32}, o))
             return NULL;
-        vp_gt *norm = o[2], *wslot = H->reshape(g, o[3], 2, (int64_t[]){B * T, 1});
-
-        /* sigmoid focal loss (alpha 0.25, gamma 2) over every query and
-         * class: ce (1 - p_t)^2 alpha_t, p_t = p t + (1 - p)(1 - t) */
-        vp_gt *lg = H->reshape(g, pr->logits, 2, (int64_t[]){B * Q, K});
-        vp_gt *t = H->gather_rows(g, eye, o[1]);                                /* (B Q, K) */
-        vp_gt *pp = H->sigmoid(g, lg);
-        vp_gt *ce = H->add(g, H->softplus(g, lg), H->scale(g, H->mul(g, lg, t), -1.0f));
-        vp_gt *pt2 = H->mul(g, pp, t);                                         /* p t */
-        vp_gt *q1 = H->add(g, H->add(g, pp, t), H->scale(g, pt2, -2.0f));      /* 1 - p_t */
-        /* alpha_t = (1 - a) + (2a - 1) t */
-        vp_gt *cq = H->mul(g, ce, H->mul(g, q1, q1));
-        vp_gt *focal = H->add(g, H->scale(g, H->sum(g, cq), (float)(1 - FOCAL_ALPHA)),
-                              H->scale(g, H->sum(g, H->mul(g, t, cq)),
-                                       (float)(2 * FOCAL_ALPHA - 1)));
-        vp_gt *l_ce = H->mul(g, focal, norm);
-
-        /* mask losses on the matched masks (padding slots: the constant row) */
-        vp_gt *xe = H->concat(g, (vp_gt *[]){masks2, pad_mask}, 2, 0);
-        vp_gt *xm = H->gather_rows(g, xe, o[0]);                                /* (B T, HWm) */
-        vp_gt *xs, *ts;
-        if (sampled) {
-            vp_gt *pts = m2f_uncertain_points(&c->px, g, xm, hm, wm, p, own);
-            xs = m2f_point_sample(g, xm, hm, wm, pts);
-            ts = m2f_point_sample(g, t2, ht, wt, pts);
-        } else {
-            xs = xm;
-            ts = tcell2;
-        }
-        vp_gt *l_mask = H->mul(g, H->scale(g, H->bce_logits(g, xs, ts), (float)(B * T)), norm);
-        vp_gt *l_dice = H->mul(g, H->dice(g, xs, ts, 1.0f), norm);
-
-        /* box losses on the matched boxes */
-        vp_gt *be = H->concat(g, (vp_gt *[]){H->reshape(g, pr->boxes, 2, (int64_t[]){B * Q, 4}),
-                                             pad_b},
-                              2, 0);
-        vp_gt *bm = H->gather_rows(g, be, o[0]);                                /* (B T, 4) */
-        vp_gt *diff = H->add(g, bm, H->scale(g, tbox, -1.0f));
-        vp_gt *absd = H->add(g, H->relu(g, diff), H->relu(g, H->scale(g, diff, -1.0f)));
-        vp_gt *l_bbox = H->mul(g, H->sum(g, H->mul(g, H->gemm(g, absd, false, ones4, false, NULL),
-                                                    wslot)),
-                               norm);
-        /* 1 - GIoU = 2 - inter/uni - uni/hull per slot, weighted */
-        vp_gt *gl = giou_loss(g, bm, tbox, to_xyxy);                             /* (B T, 1) */
-        vp_gt *l_giou = H->mul(g, H->add(g, H->sum(g, H->mul(g, gl, wslot)),
-                                         H->scale(g, H->sum(g, wslot), 2.0f)),
-                               norm);
-
-        vp_gt *terms[5] = {l_ce, l_mask, l_dice, l_bbox, l_giou};
+        vp_gt *terms[5];
+        pred_terms(&x, pr, Q, o[0], o[1], o[2], H->reshape(g, o[3], 2, (int64_t[]){B * T, 1}),
+                   NULL, true, p, terms);
         for (int i = 0; i < 5; i++) {
             vp_gt *wt_ = H->scale(g, terms[i], (float)w[i]);
             snprintf(name, sizeof name, "%s%s", term[i], sfx[p]);
@@ -383,9 +430,33 @@ vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, int64_t hm
             total = total ? H->add(g, total, wt_) : wt_;
         }
         if (p == 0) { /* the final prediction's, for progress lines */
-            H->output(b, "loss.class", l_ce);
-            H->output(b, "loss.mask", l_mask);
-            H->output(b, "loss.dice", l_dice);
+            H->output(b, "loss.class", terms[0]);
+            H->output(b, "loss.mask", terms[1]);
+            H->output(b, "loss.dice", terms[2]);
+        }
+    }
+
+    /* Denoising: the final and every auxiliary prediction of the noised
+     * queries against their own targets (fixed assignment), normalized by
+     * num_masks times the groups; masks only for DN "seg". */
+    const md_dn *dn = d->dn.pad ? &d->dn : NULL;
+    for (uint32_t p = 0; dn && p + 1 < np; p++) {
+        uint32_t i = p == 0 ? d->n - 1 : p - 1; /* final, then aux 0 .. n-2 */
+        char name[96], s2[24];
+        if (p == 0)
+            snprintf(s2, sizeof s2, "_dn");
+        else
+            snprintf(s2, sizeof s2, "_dn_%u", p - 1);
+        vp_gt *terms[5];
+        pred_terms(&x, &d->dn_pred[i], dn->pad, dn->gidx, dn->tclass, dn->norm, dn->wslot,
+                   dn->trow, dn->seg, 100 + p, terms);
+        for (int k = 0; k < 5; k++) {
+            if (!terms[k])
+                continue;
+            vp_gt *wt_ = H->scale(g, terms[k], (float)w[k]);
+            snprintf(name, sizeof name, "%s%s", term[k], s2);
+            H->output(b, name, wt_);
+            total = total ? H->add(g, total, wt_) : wt_;
         }
     }
     return total;

@@ -347,13 +347,27 @@ static vp_status read_cfg(const vp_config *entry, const vp_config *model, md_cfg
     if (!st)
         st = want_bool(md, "PRE_NORM", false, false, "post-norm layers, PRE_NORM");
     const char *dn = "seg";
-    if (!st && H->cfg_type(entry, "dn") != VP_CFG_ABSENT)
+    bool own_dn = H->cfg_type(entry, "dn") != VP_CFG_ABSENT;
+    if (!st && own_dn)
         st = H->cfg_string(entry, "dn", "seg", &dn);
     else if (!st)
         st = get_string(md, "DN", "seg", &dn);
     if (!st && strcmp(dn, "no") && strcmp(dn, "seg") && strcmp(dn, "standard"))
-        st = H->cfg_fail(md, "DN", "\"%s\" is not one of \"no\", \"seg\" and \"standard\"", dn);
+        st = H->cfg_fail(own_dn ? entry : md, own_dn ? "dn" : "DN", "\"%s\" is not one of "
+                         "\"no\", \"seg\" and \"standard\"", dn);
     c->dn = !st && strcmp(dn, "no");
+    c->dn_seg = !st && !strcmp(dn, "seg");
+    c->dn_num = 100;
+    c->dn_noise = 0.4;
+    if (!st && md && H->cfg_type(md, "DN_NUM") != VP_CFG_ABSENT)
+        st = H->cfg_int(md, "DN_NUM", 100, &c->dn_num);
+    if (!st && (c->dn_num < 0 || c->dn_num > 100000))
+        st = H->cfg_fail(md, "DN_NUM", "%lld is out of range (0 to 100000)",
+                         (long long)c->dn_num);
+    if (!st && md && H->cfg_type(md, "DN_NOISE_SCALE") != VP_CFG_ABSENT)
+        st = H->cfg_float(md, "DN_NOISE_SCALE", 0.4, &c->dn_noise);
+    if (!st && !(c->dn_noise >= 0 && c->dn_noise <= 10))
+        st = H->cfg_fail(md, "DN_NOISE_SCALE", "%g is out of range (0 to 10)", c->dn_noise);
     const char *box = "no";
     if (!st)
         st = get_string(md, "INITIALIZE_BOX_TYPE", "no", &box);
@@ -558,8 +572,20 @@ static vp_status md_build(void *self, vp_build *b, const vp_features *f, bool tr
     vp_status st = m2f_pixel_decoder(&c->px, b, f, &px);
     if (st || (st = H->graph_status(g)))
         return st;
+    const int64_t *ms0 = H->shape(px.mask_features);
+    md_targets tg;
+    if (train) {
+        int64_t hm0 = ms0[1], wm0 = ms0[2], ih = hm0 * px.mask_stride, iw = wm0 * px.mask_stride;
+        if (ih % c->target_stride || iw % c->target_stride)
+            return H->error(VP_ERR_INVALID, "maskdino: target_stride %lld does not divide the "
+                            "%lldx%lld image", (long long)c->target_stride, (long long)ih,
+                            (long long)iw);
+        if ((st = md_targets_make(c, b, ms0[0], hm0, wm0, ih / c->target_stride,
+                                  iw / c->target_stride, &m->own, &tg)))
+            return st;
+    }
     md_decoder_out d;
-    if ((st = md_decoder(c, b, &px, train, &m->own, &d)))
+    if ((st = md_decoder(c, b, &px, train, train && c->dn ? &tg : NULL, &m->own, &d)))
         return st;
     if ((st = H->buffer_key(b, "criterion.empty_weight")))
         return st;
@@ -594,19 +620,7 @@ static vp_status md_build(void *self, vp_build *b, const vp_features *f, bool tr
     if ((st = H->graph_status(g)))
         return st;
     if (train) {
-        if (c->dn)
-            return H->error(VP_ERR_INVALID, "maskdino: denoising training (MaskDINO.DN \"seg\" or "
-                            "\"standard\") is not built: give the head \"dn\": \"no\" to train "
-                            "without it");
-        int64_t ih = hm * px.mask_stride, iw = wm * px.mask_stride;
-        if (ih % c->target_stride || iw % c->target_stride ||
-            (ih / c->target_stride) % hm || (iw / c->target_stride) % wm)
-            return H->error(VP_ERR_INVALID, "maskdino: target_stride %lld does not divide the "
-                            "%lldx%lld image into a whole multiple of the %lldx%lld mask logits",
-                            (long long)c->target_stride, (long long)ih, (long long)iw,
-                            (long long)hm, (long long)wm);
-        out->loss = md_loss(c, b, &d, hm, wm, ih / c->target_stride, iw / c->target_stride,
-                            &m->own);
+        out->loss = md_loss(c, b, &d, &tg, hm, wm, &m->own);
         return H->graph_status(g);
     }
     return instances(m, b, last, hm, wm, hm * px.mask_stride, wm * px.mask_stride, out);

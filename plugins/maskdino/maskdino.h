@@ -51,6 +51,9 @@ typedef struct md_cfg {
     bool learn_tgt;          /* LEARN_TGT: learned query content instead of the selected tokens */
     md_box_init box_init;    /* INITIALIZE_BOX_TYPE */
     bool dn;                 /* DN "seg" or "standard": denoising queries when training */
+    bool dn_seg;             /* DN "seg": the noised queries' masks are trained too */
+    int64_t dn_num;          /* DN_NUM: noised queries in all (groups = DN_NUM / max_targets) */
+    double dn_noise;         /* DN_NOISE_SCALE */
     int64_t top_k;           /* detections per image (TEST.DETECTIONS_PER_IMAGE) */
     int64_t max_targets;
     int64_t target_stride;   /* image pixels per target mask cell (1: MaskDINO's full size) */
@@ -65,26 +68,54 @@ typedef struct md_pred {
     vp_gt *logits, *masks, *boxes;
 } md_pred;
 
+/* The training targets (md_targets_make): labels (B, T) int32, tmask (B,
+ * T, ht, wt), inst (1), t2 (B T, ht wt), tbox (B T, 4) their boxes (cx, cy,
+ * w, h) in [0, 1], tcell (B T, hm wm) the targets at the mask cells' centres
+ * (every-cell points only, else NULL). */
+typedef struct md_targets {
+    vp_gt *labels, *tmask, *inst, *t2, *tbox, *tcell;
+    int64_t ht, wt;
+} md_targets;
+
+/* Denoising (DN): pad = groups x T noised queries before the matching
+ * ones, and their fixed assignment to the targets: gidx (B G T) int32 the
+ * prediction row of each (image, group, slot), B pad for an empty slot;
+ * tclass (B pad) int32 each noised query's class (K: none); norm (1) = 1 /
+ * (num_masks groups); wslot (B G T, 1) 1 for a target; trow (B G T) int32
+ * the target row b T + t. */
+typedef struct md_dn {
+    int64_t pad, groups;
+    bool seg;
+    vp_gt *gidx, *tclass, *norm, *wslot, *trow;
+} md_dn;
+
 typedef struct md_decoder_out {
     md_pred interm;                    /* the selected encoder tokens' */
     uint32_t n;                        /* dec_layers + 1 */
     md_pred pred[MD_MAX_LAYERS + 1];   /* the initial queries', then each layer's */
+    md_dn dn;                          /* pad 0: no denoising */
+    md_pred dn_pred[MD_MAX_LAYERS + 1]; /* the noised queries' part of each pred */
 } md_decoder_out;
 
 /* ---- decoder.c ---------------------------------------------------------------- */
 
 /* The decoder from the pixel decoder's outputs; with_masks: every
- * prediction's masks (training), else only the interm and last ones. */
+ * prediction's masks (training), else only the interm and last ones; tg:
+ * the training targets when denoising (c->dn), else NULL. */
 vp_status md_decoder(const md_cfg *c, vp_build *b, const m2f_pixel_out *px, bool with_masks,
-                     m2f_owned *own, md_decoder_out *out);
+                     const md_targets *tg, m2f_owned *own, md_decoder_out *out);
 
 /* ---- loss.c ------------------------------------------------------------------- */
 
-/* The criterion over every prediction (docs in loss.c) against the inputs
- * it creates: "target.labels" (B, T) int32, "target.masks" (B, T, ht, wt),
- * "target.instances" (1). hm x wm: the mask logits'. Returns the (1) loss. */
-vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, int64_t hm, int64_t wm,
-               int64_t ht, int64_t wt, m2f_owned *own);
+/* The training inputs "target.labels" (B, T) int32, "target.masks" (B, T,
+ * ht, wt) (a whole multiple of the hm x wm mask logits), "target.instances"
+ * (1), and what the loss derives from them. */
+vp_status md_targets_make(const md_cfg *c, vp_build *b, int64_t B, int64_t hm, int64_t wm,
+                          int64_t ht, int64_t wt, m2f_owned *own, md_targets *tg);
+/* The criterion over every prediction (docs in loss.c), and the denoising
+ * terms when d has them. Returns the (1) loss. */
+vp_gt *md_loss(const md_cfg *c, vp_build *b, const md_decoder_out *d, const md_targets *tg,
+               int64_t hm, int64_t wm, m2f_owned *own);
 
 /* ---- kernels.c ----------------------------------------------------------------- */
 
