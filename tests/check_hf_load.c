@@ -622,6 +622,10 @@ START_TEST(test_demo_hf)
     vt_assert_has(vt_err, "--quick and --cache are the built-in demo's");
     ck_assert_int_eq(vt_sh("%s demo --hf %s --train a --val b --image 50", bin(), ck), 2);
     vt_assert_has(vt_err, "--image '50': expected a multiple of 32 from 32 to 4096");
+    ck_assert_int_eq(vt_sh("%s demo --model maskformer", bin()), 2);
+    vt_assert_has(vt_err, "--model 'maskformer': expected mask2former or maskdino");
+    ck_assert_int_eq(vt_sh("%s demo --hf %s --train a --val b --model maskdino", bin(), ck), 2);
+    vt_assert_has(vt_err, "--model is the built-in demo's, not --hf's or --pretrain's");
     vt_rm_rf(ck);
     vt_rm_rf(dir);
 }

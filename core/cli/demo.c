@@ -41,6 +41,20 @@
     "\"heads\": 4, \"encoder_layers\": 2, \"decoder_layers\": 3, \"levels\": 3, \"points\": 2, "     \
     "\"encoder_ffn\": 128, \"decoder_ffn\": 128, \"mask_dim\": 64, \"max_targets\": 8}}"
 
+/* --model maskdino: the same backbone under a small Mask DINO head
+ * (docs/maskdino.md) of the same widths: 2 encoder layers, 10 queries, 3
+ * decoder layers; its losses on every mask cell (targets at the mask
+ * logits' 32x32), without denoising queries (faster; the head has them).
+ * Its parameters are named under "sem_seg_head." as Mask DINO's are. */
+#define DEMO_MODEL_MASKDINO                                                                        \
+    "{\"backbone\": {\"plugin\": \"vit\", \"image\": 128, \"patch\": 16, \"width\": 64, "             \
+    "\"depth\": 2, \"heads\": 4, \"out_channels\": 64}, "                                           \
+    "\"head\": {\"plugin\": \"maskdino\", \"classes\": %d, \"queries\": 10, \"hidden\": 64, "          \
+    "\"conv_dim\": 64, \"mask_dim\": 64, \"encoder_layers\": 2, \"encoder_heads\": 4, "            \
+    "\"encoder_points\": 2, \"encoder_ffn\": 128, \"decoder_layers\": 3, \"decoder_ffn\": 128, "    \
+    "\"levels\": 3, \"max_targets\": 8, \"target_stride\": 4, \"train_num_points\": \"all\", "     \
+    "\"dn\": \"no\"}}"
+
 /* The demo's base model of the Hugging Face family (vpeft demo
  * --pretrain): config.json of a Mask2FormerForUniversalSegmentation with
  * a Swin backbone (embed_dim 24, depths 2-2-2-2, window 4), hidden size
@@ -93,11 +107,12 @@ typedef struct variant {
     int base_steps, steps, batch;
     double base_lr;
     int samples;       /* predicted pictures per method */
+    bool maskdino;     /* --model maskdino: the head's names are sem_seg_head.* */
 } variant;
 
 static const variant variants[2] = {
-    {"default", DEMO_MODEL, 128, 400, 50, 200, 50, 1500, 400, 2, 2e-3, 4},
-    {"quick", DEMO_MODEL, 128, 64, 16, 48, 16, 300, 60, 2, 2e-3, 2},
+    {"default", DEMO_MODEL, 128, 400, 50, 200, 50, 1500, 400, 2, 2e-3, 4, false},
+    {"quick", DEMO_MODEL, 128, 64, 16, 48, 16, 300, 60, 2, 2e-3, 2, false},
 };
 
 /* The study's embeddings, trained by every PEFT row (as the study did). */
@@ -151,7 +166,8 @@ static const method methods[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vpeft demo [--quick] [--out DIR] [--cache DIR] [--methods LIST]\n"
+    fprintf(f, "usage: vpeft demo [--quick] [--model mask2former|maskdino] [--out DIR]\n"
+               "                  [--cache DIR] [--methods LIST]\n"
                "       vpeft demo --pretrain [--steps N] [--out DIR] [--cache DIR]\n"
                "       vpeft demo --hf DIR --train ANN.json --val ANN.json [--steps N]\n"
                "                  [--image N] [--train-images DIR] [--val-images DIR]\n"
@@ -172,7 +188,11 @@ static void usage(FILE *f)
                "options:\n"
                "  --quick        less data and fewer steps (about a minute on 2 CPU cores);\n"
                "                 the default takes about 7 minutes there\n"
-               "  --out DIR      outputs (default runs/demo or runs/demo-quick)\n"
+               "  --model M      the head: mask2former (default) or maskdino, a small Mask\n"
+               "                 DINO head on the same backbone (docs/maskdino.md; its\n"
+               "                 parameters are sem_seg_head.*, the methods' globs follow)\n"
+               "  --out DIR      outputs (default runs/demo or runs/demo-quick; with\n"
+               "                 --model maskdino runs/demo-maskdino[-quick])\n"
                "  --cache DIR    datasets and the base model (default\n"
                "                 $XDG_CACHE_HOME/vpeft/demo, else ~/.cache/vpeft/demo)\n"
                "  --methods LIST comma-separated method names from the list above\n"
@@ -286,10 +306,33 @@ static vp_status samples(vp_device *dev, const char *text, const char *run_dir, 
     return st;
 }
 
+/* s with every "head. (a quoted name under the mask2former head) as
+ * "sem_seg_head. (the maskdino head's); NULL stays NULL. Static storage:
+ * one of the two slots by which. */
+static const char *head_names(const char *s, bool maskdino, int which)
+{
+    static char buf[2][4096];
+    if (!s || !maskdino)
+        return s;
+    size_t k = 0;
+    for (const char *p = s; *p && k + 16 < sizeof buf[which]; p++) {
+        if (!strncmp(p, "\"head.", 6)) {
+            k += (size_t)snprintf(buf[which] + k, sizeof buf[which] - k, "\"sem_seg_head.");
+            p += 5;
+        } else {
+            buf[which][k++] = *p;
+        }
+    }
+    buf[which][k] = 0;
+    return buf[which];
+}
+
 static char *config_text(const variant *v, int classes, const char *peft, const char *trainable,
                          const char *train_dir, const char *val_dir, const char *weights,
                          const char *out, int steps, double lr, uint64_t seed)
 {
+    peft = head_names(peft, v->maskdino, 0);
+    trainable = head_names(trainable, v->maskdino, 1);
     char model[2048], wkey[4400] = "";
     snprintf(model, sizeof model, v->model, classes);
     if (weights) { /* the base model's weights under model */
@@ -817,11 +860,13 @@ int vp_cli_demo(int argc, char **argv)
                                          {"steps", required_argument, NULL, 's'},
                                          {"image", required_argument, NULL, 'i'},
                                          {"pretrain", no_argument, NULL, 'P'},
+                                         {"model", required_argument, NULL, 'M'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const variant *v = &variants[0];
     const char *out = NULL, *cache = NULL, *only = NULL;
     const char *hf = NULL, *hf_paths[4] = {NULL}; /* train, val, train-images, val-images */
+    const char *head = NULL; /* --model */
     long steps = 0, image = 0;
     bool quick = false, pretrain = false;
     int c;
@@ -838,6 +883,13 @@ int vp_cli_demo(int argc, char **argv)
             hf = optarg;
         } else if (c == 'P') {
             pretrain = true;
+        } else if (c == 'M') {
+            if (strcmp(optarg, "mask2former") && strcmp(optarg, "maskdino")) {
+                fprintf(stderr, "vpeft demo: --model '%s': expected mask2former or maskdino (see "
+                        "vpeft demo --help)\n", optarg);
+                return 2;
+            }
+            head = optarg;
         } else if (c == 't' || c == 'v' || c == 'T' || c == 'V') {
             hf_paths[c == 't' ? 0 : c == 'v' ? 1 : c == 'T' ? 2 : 3] = optarg;
         } else if (c == 's' || c == 'i') {
@@ -884,7 +936,9 @@ int vp_cli_demo(int argc, char **argv)
                             "go with --hf (--steps also with --pretrain)"
                       : hf && (quick || cache) ? "--quick and --cache are the built-in demo's, "
                                                  "not --hf's"
-                                               : NULL;
+                      : head && (hf || pretrain) ? "--model is the built-in demo's, not --hf's "
+                                                   "or --pretrain's"
+                                                 : NULL;
     if (bad) {
         fprintf(stderr, "vpeft demo: %s (see vpeft demo --help)\n", bad);
         return 2;
@@ -934,6 +988,15 @@ int vp_cli_demo(int argc, char **argv)
                      abs_paths[5], steps ? steps : 500, image ? image : 384, use};
         return demo_hf(&h);
     }
+    /* --model maskdino: the same table on a small Mask DINO head */
+    variant vm;
+    if (head && !strcmp(head, "maskdino")) {
+        vm = *v;
+        vm.name = quick ? "quick-maskdino" : "default-maskdino";
+        vm.model = DEMO_MODEL_MASKDINO;
+        vm.maskdino = true;
+        v = &vm;
+    }
     char cache_buf[4096], out_buf[4096], root[4200];
     if (pretrain) {
         if (!cache) {
@@ -954,7 +1017,8 @@ int vp_cli_demo(int argc, char **argv)
         cache = cache_buf;
     }
     if (!out) {
-        snprintf(out_buf, sizeof out_buf, "runs/demo%s", v == &variants[1] ? "-quick" : "");
+        snprintf(out_buf, sizeof out_buf, "runs/demo%s%s", v->maskdino ? "-maskdino" : "",
+                 quick ? "-quick" : "");
         out = out_buf;
     }
     if (strpbrk(cache, "\"\\") || strpbrk(out, "\"\\")) {
@@ -1068,8 +1132,9 @@ int vp_cli_demo(int argc, char **argv)
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
     } else {
-        printf("\nvpeft demo (%s): fine-tuning on domain B, scored on its %d validation "
-               "images\n", v->name, v->n_b_val);
+        printf("\nvpeft demo (%s, %s head): fine-tuning on domain B, scored on its %d "
+               "validation images\n", v->name, v->maskdino ? "maskdino" : "mask2former",
+               v->n_b_val);
         print_table(&sm, rows, out, t_start);
     }
     vp_device_destroy(dev);
