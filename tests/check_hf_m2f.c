@@ -512,6 +512,336 @@ START_TEST(test_param_counts)
 }
 END_TEST
 
+/* ---- the same model as a detectron2 Mask2Former checkpoint ---------------------------
+ * The tiny model's weights under the repository's own names (the inverse of
+ * HF's convert_mask2former_original_pytorch_checkpoint_to_pytorch.py, as
+ * tests/data/hf-mask2former/NOTES.md maps them: Swin's query/key/value and
+ * the decoder's q/k/v_proj packed back into attn.qkv and in_proj), with a
+ * config.json holding the resolved cfg.MODEL that describes it; HF's
+ * outputs are then the detectron2 model's. */
+
+/* src into dst (n bytes), cut if it must be (names here are short). */
+static void put(char *dst, size_t n, const char *src)
+{
+    size_t l = strlen(src);
+    if (l >= n)
+        l = n - 1;
+    memcpy(dst, src, l);
+    dst[l] = 0;
+}
+
+/* HF key -> detectron2 key; *pack: 0, or 1..3 when the tensor is the
+ * q, k or v part of a packed one (the returned name is the packed one's). */
+static bool d2_name(const char *k, char *out, size_t n, int *pack)
+{
+    static const char *const bb = "model.pixel_level_module.encoder.";
+    static const char *const px = "model.pixel_level_module.decoder.";
+    static const char *const tm = "model.transformer_module.";
+    static const struct {
+        const char *from, *to;
+    } sub[] = {
+        /* backbone */
+        {"encoder.layers.", "backbone.layers."},
+        {"embeddings.patch_embeddings.projection.", "backbone.patch_embed.proj."},
+        {"embeddings.norm.", "backbone.patch_embed.norm."},
+        {".layernorm_before.", ".norm1."},
+        {".layernorm_after.", ".norm2."},
+        {".attention.self.relative_position", ".attn.relative_position"},
+        {".attention.output.dense.", ".attn.proj."},
+        {".intermediate.dense.", ".mlp.fc1."},
+        {".output.dense.", ".mlp.fc2."},
+    }, pxsub[] = {
+        {"input_projections.", "input_proj."},
+        {"pixel_decoder.level_embed", "pixel_decoder.transformer.level_embed"},
+        {"pixel_decoder.encoder.", "pixel_decoder.transformer.encoder."},
+        {".self_attn_layer_norm.", ".norm1."},
+        {".final_layer_norm.", ".norm2."},
+        {".fc1.", ".linear1."},
+        {".fc2.", ".linear2."},
+        {"adapter_1.0.", "adapter_1."},
+        {"adapter_1.1.", "adapter_1.norm."},
+        {"layer_1.0.", "layer_1."},
+        {"layer_1.1.", "layer_1.norm."},
+        {"mask_projection.", "mask_features."},
+    };
+    char t[400];
+    *pack = 0;
+    int i, st;
+    char rest[128];
+    if (!strncmp(k, tm, strlen(tm))) {
+        const char *r = k + strlen(tm);
+        if (sscanf(r, "decoder.layers.%d.%127s", &i, rest) == 2) {
+            static const char *const role[3] = {"q_proj.", "k_proj.", "v_proj."};
+            for (int p = 0; p < 3; p++)
+                if (!strncmp(rest, "self_attn.", 10) && !strncmp(rest + 10, role[p], 7)) {
+                    *pack = p + 1;
+                    snprintf(out, n, "sem_seg_head.predictor.transformer_self_attention_layers."
+                             "%d.self_attn.in_proj_%s", i, rest + 17);
+                    return true;
+                }
+            static const struct {
+                const char *from, *layer, *to;
+            } dl[] = {{"cross_attn_layer_norm.", "cross_attention", "norm."},
+                      {"cross_attn.", "cross_attention", "multihead_attn."},
+                      {"self_attn_layer_norm.", "self_attention", "norm."},
+                      {"self_attn.", "self_attention", "self_attn."},
+                      {"fc1.", "ffn", "linear1."},
+                      {"fc2.", "ffn", "linear2."},
+                      {"final_layer_norm.", "ffn", "norm."}};
+            for (size_t d = 0; d < sizeof dl / sizeof dl[0]; d++)
+                if (!strncmp(rest, dl[d].from, strlen(dl[d].from))) {
+                    snprintf(out, n, "sem_seg_head.predictor.transformer_%s_layers.%d.%s%s",
+                             dl[d].layer, i, dl[d].to, rest + strlen(dl[d].from));
+                    return true;
+                }
+            return false;
+        }
+        if (sscanf(r, "decoder.mask_predictor.mask_embedder.%d.0.%127s", &i, rest) == 2) {
+            snprintf(out, n, "sem_seg_head.predictor.mask_embed.layers.%d.%s", i, rest);
+            return true;
+        }
+        static const struct {
+            const char *from, *to;
+        } top[] = {{"queries_features.", "query_feat."},
+                   {"queries_embedder.", "query_embed."},
+                   {"level_embed.", "level_embed."},
+                   {"decoder.layernorm.", "decoder_norm."}};
+        for (size_t d = 0; d < sizeof top / sizeof top[0]; d++)
+            if (!strncmp(r, top[d].from, strlen(top[d].from))) {
+                snprintf(out, n, "sem_seg_head.predictor.%s%s", top[d].to,
+                         r + strlen(top[d].from));
+                return true;
+            }
+        return false;
+    }
+    if (!strncmp(k, "class_predictor.", 16)) {
+        snprintf(out, n, "sem_seg_head.predictor.class_embed.%s", k + 16);
+        return true;
+    }
+    if (!strcmp(k, "criterion.empty_weight")) {
+        snprintf(out, n, "%s", k);
+        return true;
+    }
+    if (!strncmp(k, bb, strlen(bb))) {
+        const char *r = k + strlen(bb);
+        if (sscanf(r, "hidden_states_norms.stage%d.%127s", &st, rest) == 2) {
+            snprintf(out, n, "backbone.norm%d.%s", st - 1, rest);
+            return true;
+        }
+        put(t, sizeof t, r);
+        static const char *const qkv[3] = {".attention.self.query.", ".attention.self.key.",
+                                           ".attention.self.value."};
+        for (int p = 0; p < 3; p++) {
+            char *at = strstr(t, qkv[p]);
+            if (at) {
+                *pack = p + 1;
+                char buf[900];
+                snprintf(buf, sizeof buf, "%.*s.attn.qkv.%s", (int)(at - t), t,
+                         at + strlen(qkv[p]));
+                put(t, sizeof t, buf);
+                break;
+            }
+        }
+    } else if (!strncmp(k, px, strlen(px))) {
+        snprintf(t, sizeof t, "sem_seg_head.pixel_decoder.%s", k + strlen(px));
+    } else {
+        return false;
+    }
+    bool backbone = !strncmp(k, bb, strlen(bb));
+    size_t ns = backbone ? sizeof sub / sizeof sub[0] : sizeof pxsub / sizeof pxsub[0];
+    for (size_t s = 0; s < ns; s++) {
+        const char *from = backbone ? sub[s].from : pxsub[s].from;
+        const char *to = backbone ? sub[s].to : pxsub[s].to;
+        char *at = strstr(t, from);
+        if (!at)
+            continue;
+        char buf[800];
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - t), t, to, at + strlen(from));
+        put(t, sizeof t, buf);
+    }
+    put(out, n, t);
+    return true;
+}
+
+/* The tiny model's cfg.MODEL (the fields the head and the backbone read;
+ * SEM_SEG_HEAD.DIM_FEEDFORWARD stands for HF's encoder_feedforward_dim,
+ * which detectron2's code fixes at 1024). */
+static const char D2_CONFIG[] =
+    "{\"MODEL\": {\"META_ARCHITECTURE\": \"MaskFormer\", \"PIXEL_MEAN\": [123.675, 116.28, "
+    "103.53], \"PIXEL_STD\": [58.395, 57.12, 57.375], "
+    "\"BACKBONE\": {\"NAME\": \"D2SwinTransformer\", \"FREEZE_AT\": 0}, "
+    "\"SWIN\": {\"PRETRAIN_IMG_SIZE\": 224, \"PATCH_SIZE\": 4, \"EMBED_DIM\": 24, "
+    "\"DEPTHS\": [2, 2, 2, 2], \"NUM_HEADS\": [1, 2, 3, 6], \"WINDOW_SIZE\": 4, "
+    "\"MLP_RATIO\": 4.0, \"QKV_BIAS\": true, \"QK_SCALE\": null, \"DROP_RATE\": 0.0, "
+    "\"ATTN_DROP_RATE\": 0.0, \"DROP_PATH_RATE\": 0.0, \"APE\": false, \"PATCH_NORM\": true, "
+    "\"OUT_FEATURES\": [\"res2\", \"res3\", \"res4\", \"res5\"], \"USE_CHECKPOINT\": false}, "
+    "\"SEM_SEG_HEAD\": {\"NAME\": \"MaskFormerHead\", \"NUM_CLASSES\": 5, \"CONVS_DIM\": 32, "
+    "\"MASK_DIM\": 32, \"NORM\": \"GN\", \"PIXEL_DECODER_NAME\": \"MSDeformAttnPixelDecoder\", "
+    "\"IN_FEATURES\": [\"res2\", \"res3\", \"res4\", \"res5\"], "
+    "\"DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES\": [\"res3\", \"res4\", \"res5\"], "
+    "\"COMMON_STRIDE\": 4, \"TRANSFORMER_ENC_LAYERS\": 2, \"DIM_FEEDFORWARD\": 64}, "
+    "\"MASK_FORMER\": {\"TRANSFORMER_DECODER_NAME\": \"MultiScaleMaskedTransformerDecoder\", "
+    "\"TRANSFORMER_IN_FEATURE\": \"multi_scale_pixel_decoder\", \"DEEP_SUPERVISION\": true, "
+    "\"NO_OBJECT_WEIGHT\": 0.1, \"CLASS_WEIGHT\": 2.0, \"DICE_WEIGHT\": 5.0, "
+    "\"MASK_WEIGHT\": 5.0, \"HIDDEN_DIM\": 32, \"NUM_OBJECT_QUERIES\": 10, \"NHEADS\": 4, "
+    "\"DROPOUT\": 0.0, \"DIM_FEEDFORWARD\": 64, \"DEC_LAYERS\": 3, \"PRE_NORM\": false, "
+    "\"ENFORCE_INPUT_PROJ\": false, \"TRAIN_NUM_POINTS\": 12544, \"OVERSAMPLE_RATIO\": 3.0, "
+    "\"IMPORTANCE_SAMPLE_RATIO\": 0.75}}}\n";
+
+/* dir: a detectron2 checkpoint directory of the tiny model. */
+static void make_d2_ckpt(char *dir, size_t n)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, n, "%s/d2m2f.XXXXXX", tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[4300];
+    snprintf(path, sizeof path, "%s/shared_weights.safetensors", data);
+    vp_st *w;
+    vt_ok(vp_st_open(path, &w));
+    size_t nt = vp_st_count(w), ne = 0;
+    vp_st_entry *e = calloc(nt, sizeof *e);
+    char (*names)[512] = calloc(nt, sizeof *names);
+    void **bufs = calloc(nt, sizeof *bufs);
+    int64_t (*shapes)[VP_ST_MAX_DIMS] = calloc(nt, sizeof *shapes);
+    ck_assert(e && names && bufs && shapes);
+    for (size_t i = 0; i < nt; i++) {
+        const vp_st_tensor *t = vp_st_get(w, i);
+        char name[512];
+        int pack;
+        ck_assert_msg(d2_name(t->name, name, sizeof name, &pack), "no detectron2 name for %s",
+                      t->name);
+        size_t k = 1;
+        for (int j = 0; j < t->ndim; j++)
+            k *= (size_t)t->shape[j];
+        size_t at = ne;
+        for (size_t j = 0; j < ne; j++)
+            if (!strcmp(names[j], name))
+                at = j;
+        if (at == ne) { /* a new tensor; a packed one is 3 parts */
+            snprintf(names[ne], sizeof names[ne], "%s", name);
+            e[ne].name = names[ne];
+            e[ne].ndim = t->ndim;
+            memcpy(shapes[ne], t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+            if (pack)
+                shapes[ne][0] *= 3;
+            e[ne].shape = shapes[ne];
+            e[ne].dtype = t->dtype == VP_ST_I64 ? VP_ST_I64 : VP_ST_F32;
+            bufs[ne] = calloc(k * (pack ? 3 : 1), 8);
+            e[ne].data = bufs[ne];
+            ne++;
+        }
+        if (t->dtype == VP_ST_I64) {
+            ck_assert_int_eq(pack, 0);
+            vt_ok(vp_st_read_i64(w, t->name, bufs[at], k));
+        } else {
+            vt_ok(vp_st_read_f32(w, t->name, (float *)bufs[at] + (pack ? (pack - 1) * k : 0),
+                                 k));
+        }
+    }
+    vp_st_close(w);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    vt_ok(vp_st_write(path, e, ne, NULL, 0));
+    printf("note: the tiny model as a detectron2 checkpoint: %zu tensors (HF's %zu)\n", ne, nt);
+    for (size_t i = 0; i < ne; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(e);
+    free(names);
+    free(shapes);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(D2_CONFIG, f);
+    fclose(f);
+}
+
+/* "model": {"detectron2": DIR} with the tiny model under detectron2's
+ * Mask2Former names: every output HF gave within 1e-4 (under the
+ * repository's names), and the loss with every target pixel a point, with
+ * its nine terms under the criterion's names. */
+START_TEST(test_detectron2)
+{
+    set_data();
+    char dir[4200], json[8600], path[4300];
+    make_d2_ckpt(dir, sizeof dir);
+    snprintf(json, sizeof json, "{\"model\": {\"detectron2\": \"%s\", \"image\": 64}}", dir);
+    vp_model *m;
+    vt_ok(model_from(_i, json, false, &m));
+    snprintf(path, sizeof path, "%s/shared_io.safetensors", data);
+    vp_st *io;
+    vt_ok(vp_st_open(path, &io));
+    write_pixels(m, io);
+    vt_ok(vp_graph_run(vp_model_graph(m)));
+    static const char *const pairs[][2] = {
+        {"backbone.res2", "encoder_hidden_states.0"},
+        {"backbone.res5", "encoder_hidden_states.3"},
+        {"pixel_decoder.multi_scale_features.0", "pixel_decoder_hidden_states.0"},
+        {"pixel_decoder.multi_scale_features.2", "pixel_decoder_hidden_states.2"},
+        {"pixel_decoder.mask_features", "pixel_decoder_last_hidden_state"},
+        {"head.aux_outputs.0.pred_logits", "auxiliary_logits.0.class_queries_logits"},
+        {"head.aux_outputs.1.pred_masks", "auxiliary_logits.1.masks_queries_logits"},
+        {"head.pred_logits", "class_queries_logits"},
+        {"head.pred_masks", "masks_queries_logits"}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        vp_gt *t = vp_model_output(m, pairs[i][0]);
+        ck_assert_msg(t != NULL, "no output %s", pairs[i][0]);
+        size_t n;
+        float *want = read_st(io, pairs[i][1], &n);
+        ck_assert_int_eq((size_t)vp_gt_nelem(t), n);
+        float *got = malloc(n * sizeof *got);
+        vt_ok(vp_graph_read(vp_model_graph(m), t, got, n * sizeof *got));
+        double e = rel_err(got, want, n);
+        printf("note: detectron2 %-36s %.2e\n", pairs[i][0], e);
+        ck_assert_msg(e <= 1e-4, "%s: relative error %.3g", pairs[i][0], e);
+        free(got);
+        free(want);
+    }
+    vp_st_close(io);
+    vp_model_destroy(m);
+
+    /* training: the loss with every target pixel a point */
+    snprintf(json, sizeof json, "{\"model\": {\"detectron2\": \"%s\", \"image\": 64, "
+             "\"max_targets\": 3, \"train_num_points\": \"all\"}}", dir);
+    vt_ok(model_from(_i, json, true, &m));
+    vp_graph *g = vp_model_graph(m);
+    snprintf(path, sizeof path, "%s/shared_io.safetensors", data);
+    vt_ok(vp_st_open(path, &io));
+    write_pixels(m, io);
+    vp_st_close(io);
+    vp_st *ref;
+    snprintf(path, sizeof path, "%s/shared_loss.safetensors", data);
+    vt_ok(vp_st_open(path, &ref));
+    fill_targets(g, ref);
+    vt_ok(vp_graph_run(g));
+    float loss;
+    vt_ok(vp_graph_read(g, vp_model_loss(m), &loss, sizeof loss));
+    size_t n1;
+    float *want = read_st(ref, "loss_allpixels", &n1);
+    printf("note: detectron2 loss %.7g, HF %.7g\n", loss, want[0]);
+    ck_assert_msg(fabs(loss - want[0]) <= 1e-4 * fabs(want[0]), "loss %.7g, HF %.7g", loss,
+                  want[0]);
+    free(want);
+    static const char *const parts[][2] = {{"loss_ce", "loss_cross_entropy"},
+                                           {"loss_mask_0", "loss_mask_0"},
+                                           {"loss_dice_1", "loss_dice_1"}};
+    for (int k = 0; k < 3; k++) {
+        vp_gt *t = vp_model_output(m, parts[k][0]);
+        ck_assert_msg(t != NULL, "no output %s", parts[k][0]);
+        float got;
+        vt_ok(vp_graph_read(g, t, &got, sizeof got));
+        char key[96];
+        snprintf(key, sizeof key, "loss_allpixels_dict.%s", parts[k][1]);
+        float *w1 = read_st(ref, key, &n1);
+        ck_assert_msg(fabs(got - w1[0]) <= 1e-4 * fmax(fabs(w1[0]), 1e-3), "%s %g, HF %g",
+                      parts[k][0], got, w1[0]);
+        free(w1);
+    }
+    vp_st_close(ref);
+    vp_model_destroy(m);
+    vt_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hf_m2f");
@@ -522,6 +852,7 @@ int main(void)
     vt_add_per_device(tc, test_loss_and_grads, NULL);
     vt_add_per_device(tc, test_sampled_loss, NULL);
     tcase_add_test(tc, test_cli_forward);
+    vt_add_per_device(tc, test_detectron2, NULL);
     vt_add_per_device(tc, test_build_error_midway, NULL);
     suite_add_tcase(s, tc);
     return vt_run(s);

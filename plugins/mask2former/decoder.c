@@ -27,6 +27,8 @@
 #define H m2f_H
 /* HF's transformer module */
 #define TM "model.transformer_module"
+/* detectron2's MultiScaleMaskedTransformerDecoder */
+#define D2P "sem_seg_head.predictor"
 
 static vp_gt *norm(vp_build *b, const char *path, vp_gt *x, int64_t d)
 {
@@ -112,16 +114,21 @@ static void make_heads(const m2f_cfg *c, vp_build *b, heads *h)
 {
     int64_t d = c->hidden;
     vp_init one = vp_init_ones(), zero = vp_init_zeros();
-    const char *norm = c->hf ? TM ".decoder.layernorm" : "head.predictor.decoder_norm";
+    const char *norm = c->d2 ? D2P ".decoder_norm"
+                       : c->hf ? TM ".decoder.layernorm" : "head.predictor.decoder_norm";
     char n[160];
     snprintf(n, sizeof n, "%s.weight", norm);
     h->nw = H->param(b, n, 1, &d, &one, true);
     snprintf(n, sizeof n, "%s.bias", norm);
     h->nb = H->param(b, n, 1, &d, &zero, true);
-    linear_params(b, c->hf ? "class_predictor" : "head.predictor.class_embed", d, c->classes + 1,
+    linear_params(b, c->d2 ? D2P ".class_embed" : c->hf ? "class_predictor"
+                                                        : "head.predictor.class_embed",
+                  d, c->classes + 1,
                   &h->cw, &h->cb);
     for (int i = 0; i < 3; i++) {
-        if (c->hf)
+        if (c->d2)
+            snprintf(n, sizeof n, D2P ".mask_embed.layers.%d", i);
+        else if (c->hf)
             snprintf(n, sizeof n, TM ".decoder.mask_predictor.mask_embedder.%d.0", i);
         else
             snprintf(n, sizeof n, "head.predictor.mask_embed.layers.%d", i);
@@ -175,13 +182,17 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
 
     /* nn.Embedding's N(0, 1) for the queries and the level embeddings. */
     vp_init n01 = vp_init_normal(0.0f, 1.0f);
-    vp_gt *qfeat = H->param(b, c->hf ? TM ".queries_features.weight"
-                                     : "head.predictor.query_feat.weight",
+    vp_gt *qfeat = H->param(b, c->d2 ? D2P ".query_feat.weight"
+                               : c->hf ? TM ".queries_features.weight"
+                                       : "head.predictor.query_feat.weight",
                             2, (int64_t[]){Q, d}, &n01, true);
-    vp_gt *qpos = H->param(b, c->hf ? TM ".queries_embedder.weight"
-                                    : "head.predictor.query_embed.weight",
+    vp_gt *qpos = H->param(b, c->d2 ? D2P ".query_embed.weight"
+                              : c->hf ? TM ".queries_embedder.weight"
+                                      : "head.predictor.query_embed.weight",
                            2, (int64_t[]){Q, d}, &n01, true);
-    vp_gt *lvl = H->param(b, c->hf ? TM ".level_embed.weight" : "head.predictor.level_embed.weight",
+    vp_gt *lvl = H->param(b, c->d2 ? D2P ".level_embed.weight"
+                             : c->hf ? TM ".level_embed.weight"
+                                     : "head.predictor.level_embed.weight",
                           2, (int64_t[]){L, d}, &n01, true);
 
     /* The queries' state starts as query_feat for every image. */
@@ -213,6 +224,33 @@ vp_status m2f_decoder(const m2f_cfg *c, vp_build *b, const m2f_pixel_out *px, m2
         vp_gt *q = H->add(g, x, qpos);
 
         char m[160];
+        if (c->d2) {
+            /* the repository's forward_post layers: cross-attention, self-
+             * attention (both nn.MultiheadAttention, packed in_proj), FFN */
+            snprintf(p, sizeof p, D2P ".transformer_cross_attention_layers.%lld", (long long)i);
+            snprintf(m, sizeof m, "%s.multihead_attn", p);
+            vp_gt *a = mha_packed(c, b, m, q, key[l], src[l], mask);
+            a = H->site_output_in(b, m, VP_SITE_ATTN_OUT, x, a);
+            snprintf(m, sizeof m, "%s.norm", p);
+            x = norm(b, m, H->add(g, x, a), d);
+            snprintf(p, sizeof p, D2P ".transformer_self_attention_layers.%lld", (long long)i);
+            snprintf(m, sizeof m, "%s.self_attn", p);
+            q = H->add(g, x, qpos);
+            a = mha_packed(c, b, m, q, q, x, NULL);
+            a = H->site_output_in(b, m, VP_SITE_ATTN_OUT, x, a);
+            snprintf(m, sizeof m, "%s.norm", p);
+            x = norm(b, m, H->add(g, x, a), d);
+            snprintf(p, sizeof p, D2P ".transformer_ffn_layers.%lld", (long long)i);
+            snprintf(m, sizeof m, "%s.linear1", p);
+            vp_gt *f = H->relu(g, xlinear(b, m, x, c->dec_ffn));
+            snprintf(m, sizeof m, "%s.linear2", p);
+            f = xlinear(b, m, f, d);
+            f = H->site_output_in(b, p, VP_SITE_FFN_OUT, x, f);
+            snprintf(m, sizeof m, "%s.norm", p);
+            x = norm(b, m, H->add(g, x, f), d);
+            out->pred[out->n++] = predict(b, &hd, x, mf);
+            continue;
+        }
         if (c->hf) {
             /* Mask2FormerMaskedAttentionDecoderLayer.forward_post */
             snprintf(p, sizeof p, TM ".decoder.layers.%lld", (long long)i);

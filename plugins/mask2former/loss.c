@@ -477,11 +477,12 @@ vp_gt *m2f_loss(const m2f_cfg *c, vp_build *b, const m2f_decoder_out *d, int64_t
         vp_gt *wbce = H->scale(g, bce, (float)c->mask_weight);
         vp_gt *wdice = H->scale(g, dice, (float)c->dice_weight);
         vp_gt *l = H->add(g, wce, H->add(g, wbce, wdice));
-        if (c->hf) { /* HF's loss_dict: weighted, "_<i>" for the auxiliary predictions */
+        if (c->hf) { /* HF's loss_dict (detectron2's names: loss_ce), weighted, "_<i>"
+                      * for the auxiliary predictions */
             char sfx[16] = "";
             if (p + 1 < d->n)
                 snprintf(sfx, sizeof sfx, "_%u", p);
-            snprintf(name, sizeof name, "loss_cross_entropy%s", sfx);
+            snprintf(name, sizeof name, "%s%s", c->d2 ? "loss_ce" : "loss_cross_entropy", sfx);
             H->output(b, name, wce);
             snprintf(name, sizeof name, "loss_mask%s", sfx);
             H->output(b, name, wbce);

@@ -116,6 +116,12 @@ vp_status m2f_loss_weights(const vp_config *c, m2f_cfg *out);
  * num_labels. Errors name the file and key. */
 vp_status m2f_hf_config(const vp_config *entry, const char *path, m2f_cfg *c);
 
+/* Reads a detectron2 Mask2Former checkpoint's config (DIR/config.json,
+ * its "MODEL" or "cfg_MODEL" object: detectron2's resolved cfg.MODEL) into
+ * c: the HF variant's architecture (c->hf) under the repository's names
+ * (c->d2). "classes" of the head's entry overrides NUM_CLASSES. */
+vp_status m2f_d2_config(const vp_config *entry, const char *dir, m2f_cfg *c);
+
 /* The pixel decoder over the backbone's levels f (finest first, as
  * vp_features gives them); uses the cfg->levels coarsest of them. Errors
  * are the graph's (or a returned status with its message). */

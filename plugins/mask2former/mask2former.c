@@ -132,7 +132,8 @@ static vp_status instances(m2f *m, vp_build *b, m2f_pred p, int64_t hm, int64_t 
     scored *s = m2f_own(&m->own, (size_t)(Q * C) * sizeof *s);
     if (!t || !s)
         return H->error(VP_ERR_NOMEM, "mask2former: out of host memory");
-    *t = (hf_inst){B, Q, C, K, m->score_threshold, c->hf, s};
+    /* HF leaves out empty masks; detectron2's instance_inference keeps them */
+    *t = (hf_inst){B, Q, C, K, m->score_threshold, c->hf && !c->d2, s};
     vp_gt *o[3], *f[2];
     vp_status st = H->host(g, "head.instances.topk", hf_topk, t, 1,
                            (vp_gt *[]){H->softmax(g, p.logits)}, 3, (int[]){2, 2, 1},
@@ -185,15 +186,21 @@ typedef struct field {
  * gives. */
 static vp_status m2f_create_hf(const vp_config *cfg, m2f *m)
 {
+    /* "hf" or (the same with its names) "detectron2" */
+    bool d2 = H->cfg_type(cfg, "detectron2") != VP_CFG_ABSENT;
     static const char *const known[] = {"plugin", "hf", "classes", "max_targets", "top_k",
                                         "target_stride", "score_threshold", "train_num_points",
                                         "pretrained"};
-    vp_status st = H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
+    const char *keys[sizeof known / sizeof known[0]];
+    memcpy(keys, known, sizeof known);
+    if (d2)
+        keys[1] = "detectron2";
+    vp_status st = H->cfg_check_keys(cfg, keys, sizeof known / sizeof known[0]);
     const char *path = NULL;
     if (!st)
-        st = H->cfg_file(cfg, "hf", &path);
+        st = H->cfg_file(cfg, d2 ? "detectron2" : "hf", &path);
     if (!st)
-        st = m2f_hf_config(cfg, path, &m->cfg);
+        st = d2 ? m2f_d2_config(cfg, path, &m->cfg) : m2f_hf_config(cfg, path, &m->cfg);
     if (!st)
         st = H->cfg_int(cfg, "max_targets", 50, &m->cfg.max_targets);
     if (!st && (m->cfg.max_targets < 1 || m->cfg.max_targets > 10000))
@@ -258,13 +265,9 @@ static vp_status m2f_create(const vp_config *cfg, void **self)
                                         "encoder_ffn", "decoder_ffn", "mask_dim", "max_targets",
                                         "no_object_weight", "class_weight", "mask_weight",
                                         "dice_weight", "top_k", "hf"};
-    if (H->cfg_type(cfg, "detectron2") != VP_CFG_ABSENT)
-        return H->cfg_fail(cfg, "detectron2", "the mask2former head does not load detectron2 "
-                           "Mask2Former checkpoints yet (META_ARCHITECTURE \"MaskFormer\"); "
-                           "Hugging Face's do (\"hf\"), and Mask DINO's (\"MaskDINO\") load "
-                           "with the maskdino head");
-    /* The HF variant checks its own fields (m2f_create_hf). */
-    bool hf = H->cfg_type(cfg, "hf") != VP_CFG_ABSENT;
+    /* The HF and detectron2 variants check their own fields (m2f_create_hf). */
+    bool hf = H->cfg_type(cfg, "hf") != VP_CFG_ABSENT ||
+              H->cfg_type(cfg, "detectron2") != VP_CFG_ABSENT;
     vp_status st = hf ? VP_OK : H->cfg_check_keys(cfg, known, sizeof known / sizeof known[0]);
     if (st)
         return st;
@@ -335,26 +338,32 @@ static vp_status m2f_build(void *self, vp_build *b, const vp_features *f, bool t
     out->names[1] = "pred_masks";
     out->n_outputs = 2;
     if (c->hf) {
-        /* HF's output names (Mask2FormerForUniversalSegmentationOutput), and
+        /* HF's output names (Mask2FormerForUniversalSegmentationOutput), or
+         * the detectron2 repository's (its SetCriterion's input dict), and
          * the checkpoint keys that are no parameter here. */
-        H->output(b, "class_queries_logits", out->outputs[0]);
-        H->output(b, "masks_queries_logits", out->outputs[1]);
+        H->output(b, c->d2 ? "head.pred_logits" : "class_queries_logits", out->outputs[0]);
+        H->output(b, c->d2 ? "head.pred_masks" : "masks_queries_logits", out->outputs[1]);
         char name[96];
         for (uint32_t p = 0; p + 1 < d.n; p++) {
-            snprintf(name, sizeof name, "auxiliary_logits.%u.class_queries_logits", p);
+            snprintf(name, sizeof name, c->d2 ? "head.aux_outputs.%u.pred_logits"
+                                              : "auxiliary_logits.%u.class_queries_logits", p);
             H->output(b, name, d.pred[p].logits);
-            snprintf(name, sizeof name, "auxiliary_logits.%u.masks_queries_logits", p);
+            snprintf(name, sizeof name, c->d2 ? "head.aux_outputs.%u.pred_masks"
+                                              : "auxiliary_logits.%u.masks_queries_logits", p);
             H->output(b, name, H->reshape(g, d.pred[p].masks, 4,
                                           (int64_t[]){B, c->queries, hm, wm}));
         }
         if ((st = H->buffer_key(b, "criterion.empty_weight")))
             return st;
         if (c->classes != c->num_labels && m->pretrained) {
+            const char *cp = c->d2 ? "sem_seg_head.predictor.class_embed" : "class_predictor";
             H->log(VP_LOG_INFO, "mask2former: the checkpoint has %lld classes, the run %lld: "
-                   "class_predictor starts from random values (as HF's "
-                   "ignore_mismatched_sizes)", (long long)c->num_labels, (long long)c->classes);
-            if ((st = H->buffer_key(b, "class_predictor.weight")) ||
-                (st = H->buffer_key(b, "class_predictor.bias")))
+                   "%s starts from random values (as HF's ignore_mismatched_sizes)",
+                   (long long)c->num_labels, (long long)c->classes, cp);
+            char wn[96], bn[96];
+            snprintf(wn, sizeof wn, "%s.weight", cp);
+            snprintf(bn, sizeof bn, "%s.bias", cp);
+            if ((st = H->buffer_key(b, wn)) || (st = H->buffer_key(b, bn)))
                 return st;
         }
     }

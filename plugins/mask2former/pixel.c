@@ -545,7 +545,7 @@ vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
         for (int64_t l = 0; l < NL; l++) {
             vp_gt *m = H->reshape(g, out->memory[l], 4,
                                   (int64_t[]){B, out->hw[l][0], out->hw[l][1], d});
-            if (c->hf)
+            if (c->hf && !c->d2)
                 snprintf(name, sizeof name, "pixel_decoder_hidden_states.%lld", (long long)l);
             else
                 snprintf(name, sizeof name, "pixel_decoder.multi_scale_features.%lld",
@@ -573,7 +573,8 @@ vp_status m2f_pixel_decoder(const m2f_cfg *c, vp_build *b, const vp_features *f,
         snprintf(name, sizeof name, "%s.%s", nm->root, nm->mask);
         out->mask_features = px_conv1x1(b, name, y, c->mask_dim, true, wi);
         out->mask_stride = f->stride[fl];
-        H->output(b, c->hf ? "pixel_decoder_last_hidden_state" : "pixel_decoder.mask_features",
+        H->output(b, c->hf && !c->d2 ? "pixel_decoder_last_hidden_state"
+                                     : "pixel_decoder.mask_features",
                   px_nchw(g, out->mask_features));
         return H->graph_status(g);
     }
