@@ -33,69 +33,7 @@
 #define VP_SRCDIR "."
 #endif
 
-enum { IMG = 384, STRIDE = 4, T = 4, CLASSES = 80 }; /* T: instance slots per image */
-
-/* A small deterministic generator, so that every method sees the same batch. */
-static uint32_t next(uint64_t *s)
-{
-    *s = *s * 6364136223846793005u + 1442695040888963407u;
-    return (uint32_t)(*s >> 33);
-}
-
-/* Noise images and 1 to T - 1 random ellipses per image, each a random
- * class; the other slots empty (label -1). Sizes from the graph's own
- * tensors: image (B, 3, IMG, IMG), target.masks (B, T, H, W). */
-static vp_status fill(vp_model *m, void *ctx)
-{
-    (void)ctx;
-    vp_graph *g = vp_model_graph(m);
-    vp_gt *img = vp_model_image(m), *lab = vp_graph_find(g, "target.labels"),
-          *msk = vp_graph_find(g, "target.masks");
-    if (!lab || !msk || vp_gt_ndim(msk) != 4) {
-        fprintf(stderr, "bench_hf: the model has no target.labels (B, T) and target.masks "
-                        "(B, T, H, W)\n");
-        exit(1);
-    }
-    const int64_t *s = vp_gt_shape(msk);
-    int64_t b = s[0], t = s[1], h = s[2], w = s[3];
-    size_t n_px = (size_t)vp_gt_nelem(img), n_m = (size_t)vp_gt_nelem(msk);
-    float *px = malloc(n_px * sizeof *px), *masks = calloc(n_m, sizeof *masks);
-    int32_t *labels = malloc((size_t)(b * t) * sizeof *labels);
-    if (!px || !masks || !labels) {
-        fprintf(stderr, "bench_hf: out of host memory\n");
-        exit(1);
-    }
-    uint64_t seed = 1;
-    for (size_t i = 0; i < n_px; i++)
-        px[i] = (float)(next(&seed) % 2001) / 1000.0f - 1.0f;
-    for (int64_t i = 0; i < b; i++) {
-        int64_t n = 1 + (int64_t)(next(&seed) % (uint32_t)(t > 1 ? t - 1 : 1));
-        for (int64_t k = 0; k < t; k++) {
-            labels[i * t + k] = k < n ? (int32_t)(next(&seed) % CLASSES) : -1;
-            if (k >= n)
-                continue;
-            /* centre anywhere, radii 1/16 to 1/4 of the side */
-            double cy = next(&seed) % (uint32_t)h, cx = next(&seed) % (uint32_t)w;
-            double ry = h / 16.0 + next(&seed) % (uint32_t)(h * 3 / 16 + 1);
-            double rx = w / 16.0 + next(&seed) % (uint32_t)(w * 3 / 16 + 1);
-            float *mk = masks + (i * t + k) * h * w;
-            for (int64_t y = 0; y < h; y++)
-                for (int64_t x = 0; x < w; x++) {
-                    double dy = (y - cy) / ry, dx = (x - cx) / rx;
-                    mk[y * w + x] = dy * dy + dx * dx <= 1.0 ? 1.0f : 0.0f;
-                }
-        }
-    }
-    vp_status st = vp_graph_write(g, img, px, n_px * sizeof *px);
-    if (!st)
-        st = vp_graph_write(g, lab, labels, (size_t)(b * t) * sizeof *labels);
-    if (!st)
-        st = vp_graph_write(g, msk, masks, n_m * sizeof *masks);
-    free(px);
-    free(masks);
-    free(labels);
-    return st;
-}
+enum { IMG = 384, STRIDE = 4, T = 4 }; /* T: instance slots per image */
 
 int main(int argc, char **argv)
 {
@@ -106,6 +44,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_hf [--steps N] [--batch B]\n");
             return 2;
         }
+    int classes = 80;
     vp_instance *inst;
     vp_device *dev = pb_open("bench_hf", &inst);
     bool cpu = vp_device_get_info(dev)->type == VK_PHYSICAL_DEVICE_TYPE_CPU;
@@ -146,7 +85,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char text[12288];
         snprintf(text, sizeof text, "{%s%s%s}", model, *rows[i].extra ? ", " : "", rows[i].extra);
-        pb_result r = pb_measure(dev, text, batch, warmup, steps, fill, NULL);
+        pb_result r = pb_measure(dev, text, batch, warmup, steps, pb_fill_ellipses, &classes);
         if (i == 0)
             full = r;
         pb_row(rows[i].name, &r, &full);

@@ -5,6 +5,7 @@
  */
 #include "peftbench.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,4 +150,65 @@ void pb_row(const char *name, const pb_result *r, const pb_result *full)
            mib(r->mem.frozen + r->mem.trainable), mib(r->mem.grads), mib(r->mem.optimizer),
            mib(r->mem.activations), mib(r->mem.total), r->dispatches, r->barriers, r->submits,
            r->ms, ratios);
+}
+
+/* ---- a fixed batch of noise images and random ellipses --------------------------- */
+
+/* A small deterministic generator, so that every method sees the same batch. */
+static uint32_t next(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(*s >> 33);
+}
+
+vp_status pb_fill_ellipses(vp_model *m, void *ctx)
+{
+    const int classes = *(const int *)ctx;
+    vp_graph *g = vp_model_graph(m);
+    vp_gt *img = vp_model_image(m), *lab = vp_graph_find(g, "target.labels"),
+          *msk = vp_graph_find(g, "target.masks");
+    if (!lab || !msk || vp_gt_ndim(msk) != 4) {
+        fprintf(stderr, "%s: the model has no target.labels (B, T) and target.masks "
+                        "(B, T, H, W)\n", prog);
+        exit(1);
+    }
+    const int64_t *s = vp_gt_shape(msk);
+    int64_t b = s[0], t = s[1], h = s[2], w = s[3];
+    size_t n_px = (size_t)vp_gt_nelem(img), n_m = (size_t)vp_gt_nelem(msk);
+    float *px = malloc(n_px * sizeof *px), *masks = calloc(n_m, sizeof *masks);
+    int32_t *labels = malloc((size_t)(b * t) * sizeof *labels);
+    if (!px || !masks || !labels) {
+        fprintf(stderr, "%s: out of host memory\n", prog);
+        exit(1);
+    }
+    uint64_t seed = 1;
+    for (size_t i = 0; i < n_px; i++)
+        px[i] = (float)(next(&seed) % 2001) / 1000.0f - 1.0f;
+    for (int64_t i = 0; i < b; i++) {
+        int64_t n = 1 + (int64_t)(next(&seed) % (uint32_t)(t > 1 ? t - 1 : 1));
+        for (int64_t k = 0; k < t; k++) {
+            labels[i * t + k] = k < n ? (int32_t)(next(&seed) % (uint32_t)classes) : -1;
+            if (k >= n)
+                continue;
+            /* centre anywhere, radii 1/16 to 1/4 of the side */
+            double cy = next(&seed) % (uint32_t)h, cx = next(&seed) % (uint32_t)w;
+            double ry = h / 16.0 + next(&seed) % (uint32_t)(h * 3 / 16 + 1);
+            double rx = w / 16.0 + next(&seed) % (uint32_t)(w * 3 / 16 + 1);
+            float *mk = masks + (i * t + k) * h * w;
+            for (int64_t y = 0; y < h; y++)
+                for (int64_t x = 0; x < w; x++) {
+                    double dy = (y - cy) / ry, dx = (x - cx) / rx;
+                    mk[y * w + x] = dy * dy + dx * dx <= 1.0 ? 1.0f : 0.0f;
+                }
+        }
+    }
+    vp_status st = vp_graph_write(g, img, px, n_px * sizeof *px);
+    if (!st)
+        st = vp_graph_write(g, lab, labels, (size_t)(b * t) * sizeof *labels);
+    if (!st)
+        st = vp_graph_write(g, msk, masks, n_m * sizeof *masks);
+    free(px);
+    free(masks);
+    free(labels);
+    return st;
 }

@@ -53,6 +53,12 @@ bool pb_opt_int(int argc, char **argv, int *i, const char *name, int *value);
 pb_result pb_measure(vp_device *dev, const char *json, int64_t batch, int warmup, int steps,
                      pb_batch_fn fill, void *ctx);
 
+/* A pb_batch_fn: one fixed batch (the same for every method) of noise
+ * images and 1 to T - 1 random ellipses per image, each of a random class
+ * below *(int *)ctx, the other slots empty; sizes from the graph's image
+ * (B, 3, H, W) and target.masks (B, T, h, w). */
+vp_status pb_fill_ellipses(vp_model *m, void *ctx);
+
 /* The table: its two header lines, and a row with ratios to full. */
 void pb_header(void);
 void pb_row(const char *name, const pb_result *r, const pb_result *full);
