@@ -347,7 +347,8 @@ END_TEST
  * tests/data/maskdino-swinl; random weights): the encoder on res2-res5 plus
  * an extra level in "low2high" order, 300 queries, 9 layers. Its parameter
  * count is the paper's 223M (222,799,144: backbone 195,201,204, head
- * 27,597,940). */
+ * 27,597,940), and its names and shapes are those of the repository's own
+ * model of that config. */
 START_TEST(test_released_shape)
 {
     set_data();
@@ -371,6 +372,54 @@ START_TEST(test_released_shape)
            (unsigned long long)total, (unsigned long long)head);
     ck_assert_uint_eq(total, 222799144);
     ck_assert_uint_eq(head, 27597940);
+    /* Every entry of the repository's own state_dict of that model
+     * (state_dict.tsv: its code, built from the same config by
+     * dump_keys.py) is a parameter of this one with its shape, or a key the
+     * plugins declared (the box MLP's and decoder_norm's aliases, the
+     * relative position indices, criterion.empty_weight); and every
+     * parameter is in it: a released checkpoint loads strictly. */
+    char path[4300];
+    snprintf(path, sizeof path, "%s/../maskdino-swinl/state_dict.tsv", data);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    vp_graph *g = vp_model_graph(m);
+    uint32_t np = vp_build_param_count(b);
+    bool *seen = calloc(np, sizeof *seen);
+    char line[1024];
+    int entries = 0, params = 0, declared = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *name = strtok(line, "\t"), *dtype = strtok(NULL, "\t");
+        char *sh = strtok(NULL, "\t\n");
+        ck_assert_ptr_nonnull(dtype);
+        entries++;
+        if (vp_build_is_buffer_key(b, name)) {
+            declared++;
+            continue;
+        }
+        vp_gt *t = vp_graph_find(g, name);
+        uint32_t hit = np;
+        for (uint32_t i = 0; t && i < np; i++)
+            if (vp_build_param_at(b, i)->t == t)
+                hit = i;
+        ck_assert_msg(hit < np, "%s: no such parameter", name);
+        int nd = 0;
+        for (char *q = sh ? strtok(sh, ",") : NULL; q; q = strtok(NULL, ","), nd++) {
+            ck_assert_int_lt(nd, vp_gt_ndim(t));
+            ck_assert_msg(vp_gt_shape(t)[nd] == atoll(q), "%s: dimension %d", name, nd);
+        }
+        ck_assert_int_eq(nd, vp_gt_ndim(t));
+        seen[hit] = true;
+        params++;
+    }
+    fclose(f);
+    for (uint32_t i = 0; i < np; i++)
+        ck_assert_msg(seen[i], "%s is not in the repository's state_dict",
+                      vp_gt_name(vp_build_param_at(b, i)->t));
+    free(seen);
+    printf("note: the repository's state_dict: %d entries, %d parameters with their shapes, %d "
+           "declared\n", entries, params, declared);
+    ck_assert_int_eq(entries, 816);
+    ck_assert_int_eq(params, 681);
     /* the extra level's 3x3 stride-2 projection of res5 (1536 channels) */
     vp_gt *x = vp_graph_find(vp_model_graph(m), "sem_seg_head.pixel_decoder.input_proj.4.0.weight");
     ck_assert_ptr_nonnull(x);
