@@ -78,7 +78,7 @@
     "\"return_dict\": true, \"stage_names\": [\"stem\", \"stage1\", \"stage2\", " \
     "\"stage3\", \"stage4\"], \"torchscript\": false, \"use_absolute_embeddings\": false, " \
     "\"window_size\": 4}, \"backbone_kwargs\": null, \"chunk_size_feed_forward\": 0, " \
-    "\"class_weight\": 2.0, \"common_stride\": 4, \"decoder_layers\": 3, " \
+    "\"class_weight\": 5.0, \"common_stride\": 4, \"decoder_layers\": 3, " \
     "\"dice_weight\": 5.0, \"dim_feedforward\": 64, \"dropout\": 0.0, \"dtype\": null, " \
     "\"encoder_feedforward_dim\": 64, \"encoder_layers\": 2, " \
     "\"enforce_input_projection\": false, \"feature_size\": 32, \"feature_strides\": [4, " \
@@ -231,8 +231,8 @@ static vp_status shapes(const char *dir, char domain, int n, int size, uint64_t 
     char stamp[4200], want[128], *have = NULL;
     size_t len;
     snprintf(stamp, sizeof stamp, "%s/stamp", dir);
-    snprintf(want, sizeof want, "vpeft %s shapes %c n %d size %d seed %llu\n", VP_VERSION_STRING,
-             domain, n, size, (unsigned long long)seed);
+    snprintf(want, sizeof want, "vpeft %s shapes %d %c n %d size %d seed %llu\n",
+             VP_VERSION_STRING, VP_SHAPES_VERSION, domain, n, size, (unsigned long long)seed);
     if (!vp_file_read(stamp, &have, &len) && !strcmp(have, want)) {
         free(have);
         return VP_OK;
@@ -1042,7 +1042,8 @@ int vp_cli_demo(int argc, char **argv)
     }
     cache = cache_abs;
     out = out_abs;
-    snprintf(root, sizeof root, "%s/%s", cache, v->name);
+    /* by generator version: a base model trained on other data is not reused */
+    snprintf(root, sizeof root, "%s/%s-shapes%d", cache, v->name, VP_SHAPES_VERSION);
     double t_start = vp_now_s();
     char a_train[4300], a_val[4300], b_train[4300], b_val[4300], base[4300], base_w[4400],
         ann[4400];

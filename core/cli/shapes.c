@@ -18,9 +18,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: vpeft make-shapes --out DIR --domain A|B [--n N] [--size S] [--seed K]\n\n"
                "Write a synthetic COCO instance-segmentation dataset: DIR/images/000001.png ...\n"
-               "and DIR/annotations.json. Each image holds 1 to 6 shapes that may overlap; an\n"
-               "instance's mask is what stays visible of it. The same options give the same\n"
-               "bytes.\n\n"
+               "and DIR/annotations.json. Each image holds 1 to 6 shapes that may overlap,\n"
+               "each in its own colour with at least 80%% of it left visible; an instance's\n"
+               "mask is what stays visible of it. The same options give the same bytes.\n\n"
                "  domain A: circle (id 1), square (2), triangle (3); flat saturated colours on\n"
                "            a plain light background\n"
                "  domain B: triangle (3), ellipse (10), star (20), ring (35), cross (50);\n"

@@ -156,6 +156,10 @@ vp_status vp_image_to_input(const struct vp_image *img, int size, const float me
 
 /* ---- the synthetic shapes datasets (vpeft make-shapes) ------------------------ */
 
+/* The shapes generator's version: it changes whenever the same options
+ * would give other bytes (the demo's cache keys its datasets by it). */
+#define VP_SHAPES_VERSION 2
+
 typedef struct vp_shapes_opts {
     const char *out;      /* a directory: out/images/<id>.png and out/annotations.json */
     char domain;          /* 'A' or 'B' */
@@ -169,7 +173,9 @@ typedef struct vp_shapes_opts {
  * another class set sharing some shapes (e.g. triangles, ellipses, stars,
  * rings, crosses), muted colours, textured shapes (stripes, checks, noise)
  * and textured backgrounds, category ids not contiguous. Each image holds
- * 1 to 6 shapes that may overlap; an instance's segmentation is its visible
+ * 1 to 6 shapes that may overlap, each in a colour no other shape of the
+ * image has and with at least 80% of its area left visible (a shape that
+ * finds no such place is not drawn); an instance's segmentation is its visible
  * region: a polygon when nothing covers it, else compressed RLE. The same
  * options give the same bytes. Prints nothing; progress is the caller's. */
 vp_status vp_shapes_write(const vp_shapes_opts *o);

@@ -30,7 +30,8 @@
 
 enum { CIRCLE, SQUARE, TRIANGLE, ELLIPSE, STAR, RING, CROSS, N_KINDS };
 enum { FLAT, STRIPES, CHECKS, NOISE };
-enum { MAX_SHAPES = 6, CIRCLE_POINTS = 48 };
+enum { MAX_SHAPES = 6, CIRCLE_POINTS = 48, PLACE_TRIES = 30 };
+#define MAX_HIDDEN 0.2
 
 static const char *const kind_name[N_KINDS] = {"circle", "square", "triangle", "ellipse",
                                                "star",   "ring",   "cross"};
@@ -236,19 +237,44 @@ static vp_status draw(canvas *cv, rng *r, const domain *d, bool b, uint64_t key)
         }
     for (size_t i = 0; i < np; i++)
         cv->owner[i] = -1;
-    cv->n = 1 + pick(r, MAX_SHAPES);
-    for (int k = 0; k < cv->n; k++) {
+    int want = 1 + pick(r, MAX_SHAPES);
+    cv->n = 0;
+    for (int k = 0; k < want; k++) {
         shape *s = &cv->sh[k];
         int c = pick(r, d->n);
         s->cls = c;
         s->kind = d->kind[c];
-        double rad = unif(r, 0.10, 0.60) * size / 2;
-        double cx = unif(r, rad, size - rad), cy = unif(r, rad, size - rad);
-        outline(s, r, cx, cy, rad, size);
-        pick_colours(s, r, b);
-        vp_status st = rasterize(s, size, cv->tmp);
-        if (st)
-            return st;
+        /* A place where every shape under the new one keeps at least
+         * 1 - MAX_HIDDEN of its area, so its outline still names its class;
+         * none found in PLACE_TRIES: the image has fewer shapes. */
+        bool placed = false;
+        for (int t = 0; t < PLACE_TRIES && !placed; t++) {
+            double rad = unif(r, 0.15, 0.60) * size / 2;
+            double cx = unif(r, rad, size - rad), cy = unif(r, rad, size - rad);
+            outline(s, r, cx, cy, rad, size);
+            vp_status st = rasterize(s, size, cv->tmp);
+            if (st)
+                return st;
+            placed = true;
+            for (int j = 0; j < k && placed; j++) {
+                uint64_t left = 0;
+                for (size_t i = 0; i < np; i++)
+                    left += !s->mask[i] && cv->owner[i] == j;
+                placed = (double)left >= (1 - MAX_HIDDEN) * (double)cv->sh[j].area;
+            }
+        }
+        if (!placed)
+            break;
+        /* a colour no other shape of the image has: touching shapes differ */
+        for (int t = 0;; t++) {
+            pick_colours(s, r, b);
+            bool same = false;
+            for (int j = 0; j < k; j++)
+                same |= !memcmp(s->col, cv->sh[j].col, 3);
+            if (!same || t == 64)
+                break;
+        }
+        cv->n = k + 1;
         uint64_t tkey = key ^ mix64((uint64_t)k + 1);
         for (int y = 0; y < size; y++)
             for (int x = 0; x < size; x++) {
