@@ -167,6 +167,11 @@ START_TEST(test_install)
     ck_assert_int_eq(run("test -x %s/opt/vpeft/bin/vpeft && test -f %s/opt/vpeft/lib/libvpeft.so && "
                          "test -f %s/opt/vpeft/include/vpeft/status.h && "
                          "test -d %s/opt/vpeft/lib/vpeft/plugins", dest, dest, dest, dest), 0);
+    /* the demo's base model, where vpeft demo looks once installed */
+    ck_assert_int_eq(run("cmp %s/core/cli/demo-base/model.safetensors "
+                         "%s/opt/vpeft/share/vpeft/demo-base/model.safetensors && "
+                         "test -f %s/opt/vpeft/share/vpeft/demo-base/provenance.json",
+                         srcdir(), dest, dest), 0);
     /* Found through $ORIGIN/../lib, not the build tree. */
     ck_assert_int_eq(run("env -u LD_LIBRARY_PATH %s/opt/vpeft/bin/vpeft --version", dest), 0);
     assert_has(out, "vpeft 0.1.0");
@@ -174,6 +179,7 @@ START_TEST(test_install)
     assert_has(out, dest);
     ck_assert_int_eq(run(MAKE " -s uninstall DESTDIR=%s PREFIX=/opt/vpeft", dest), 0);
     ck_assert_int_eq(run("test -e %s/opt/vpeft/bin/vpeft", dest), 1);
+    ck_assert_int_eq(run("test -e %s/opt/vpeft/share/vpeft/demo-base", dest), 1);
     run("rm -rf %s", dest);
 }
 END_TEST

@@ -631,6 +631,27 @@ START_TEST(test_demo_hf)
 }
 END_TEST
 
+/* dir/provenance.json (as vpeft demo --pretrain writes it), after
+ * checking that its weights' SHA-256 and size are dir/model.safetensors'. */
+static vp_config *provenance_of(const char *dir)
+{
+    char path[1300], hex[65];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    vt_ok(vp_sha256_file(path, hex));
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/provenance.json", dir);
+    vp_config *p;
+    vt_ok(vp_cfg_load(path, &p));
+    const char *sv;
+    vt_ok(vp_cfg_string(vp_cfg_get(p, "weights"), "sha256", NULL, &sv));
+    ck_assert_str_eq(sv, hex);
+    int64_t bytes;
+    vt_ok(vp_cfg_int(vp_cfg_get(p, "weights"), "bytes", 0, &bytes));
+    ck_assert_int_eq(bytes, (int64_t)sb.st_size);
+    return p;
+}
+
 /* `vpeft demo --pretrain --steps 2`: the base model's directory is a
  * checkpoint vpeft loads strictly (config.json with domain A's 3 labels,
  * model.safetensors), and provenance.json names the command, the run
@@ -645,20 +666,10 @@ START_TEST(test_demo_pretrain)
                         bin()) == 0, "%s", vt_err);
     vt_assert_has(vt_out, "vpeft demo --pretrain: mask AP ");
     vt_assert_has(vt_out, "on domain A's 200 validation images after 2 steps");
-    char path[1300], hex[65];
-    snprintf(path, sizeof path, "%s/base/model.safetensors", dir);
-    vt_ok(vp_sha256_file(path, hex));
-    struct stat sb;
-    ck_assert_int_eq(stat(path, &sb), 0);
-    snprintf(path, sizeof path, "%s/base/provenance.json", dir);
-    vp_config *p;
-    vt_ok(vp_cfg_load(path, &p));
+    char path[1300];
+    snprintf(path, sizeof path, "%s/base", dir);
+    vp_config *p = provenance_of(path);
     const char *sv;
-    vt_ok(vp_cfg_string(vp_cfg_get(p, "weights"), "sha256", NULL, &sv));
-    ck_assert_str_eq(sv, hex);
-    int64_t bytes;
-    vt_ok(vp_cfg_int(vp_cfg_get(p, "weights"), "bytes", 0, &bytes));
-    ck_assert_int_eq(bytes, (int64_t)sb.st_size);
     vt_ok(vp_cfg_string(p, "command", NULL, &sv));
     ck_assert_str_eq(sv, "vpeft demo --pretrain --steps 2 --out base --cache cache");
     bool pre = true;
@@ -681,6 +692,39 @@ START_TEST(test_demo_pretrain)
     vp_cfg_free(c);
     ck_assert_int_eq(vt_sh("%s demo --pretrain --quick", bin()), 2);
     vt_assert_has(vt_err, "--pretrain takes --steps, --out and --cache only");
+    vt_rm_rf(dir);
+}
+END_TEST
+
+/* The base model shipped for the built-in demo (core/cli/demo-base/): the
+ * weights are the bytes its provenance.json names (size and SHA-256),
+ * made by `vpeft demo --pretrain` from a committed, clean tree, with its
+ * AP on domain A; the directory loads strictly as a checkpoint. */
+START_TEST(test_demo_base)
+{
+    const char *src = getenv("VPEFT_SRCDIR");
+    char base[1024];
+    snprintf(base, sizeof base, "%s/core/cli/demo-base", src ? src : "..");
+    vp_config *p = provenance_of(base);
+    const char *sv;
+    vt_ok(vp_cfg_string(p, "command", NULL, &sv));
+    ck_assert_msg(!strncmp(sv, "vpeft demo --pretrain", 21), "%s", sv);
+    vt_ok(vp_cfg_string(p, "commit", NULL, &sv));
+    ck_assert_int_eq((int)strlen(sv), 40); /* a commit, not "unknown" or "-dirty" */
+    vt_ok(vp_cfg_string(p, "train_data", NULL, &sv));
+    ck_assert_str_eq(sv, "vpeft make-shapes --domain A --n 1000 --size 128 --seed 1");
+    double ap;
+    vt_ok(vp_cfg_float(vp_cfg_get(p, "A_val"), "AP", -1, &ap));
+    ck_assert(ap > 0 && ap <= 1);
+    vp_cfg_free(p);
+    vp_config *c;
+    char dir[1024];
+    tmpdir(dir, sizeof dir, "demobase");
+    run_config(dir, base, ", \"image\": 128", &c);
+    vp_model *m;
+    vt_ok(create(c, false, &m));
+    vp_model_destroy(m);
+    vp_cfg_free(c);
     vt_rm_rf(dir);
 }
 END_TEST
@@ -1259,6 +1303,7 @@ int main(void)
     tcase_add_test(tc, test_not_pretrained);
     tcase_add_test(tc, test_demo_hf);
     tcase_add_test(tc, test_demo_pretrain);
+    tcase_add_test(tc, test_demo_base);
     tcase_add_test(tc, test_info_swin_tiny);
     tcase_add_test(tc, test_init_and_train);
     suite_add_tcase(s, tc);

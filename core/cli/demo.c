@@ -30,19 +30,10 @@
 #include "util/strbuf.h"
 #include "util/clock.h"
 
-/* The model of docs/configs/demo-model.json, small enough that a 2-core
- * machine without a GPU trains it at about 8 steps a second; "classes" is
- * filled in from the data. The default and --quick differ in data and
- * steps only. */
-#define DEMO_MODEL                                                                                 \
-    "{\"backbone\": {\"plugin\": \"vit\", \"image\": 128, \"patch\": 16, \"width\": 64, "             \
-    "\"depth\": 2, \"heads\": 4, \"out_channels\": 64}, "                                           \
-    "\"head\": {\"plugin\": \"mask2former\", \"classes\": %d, \"queries\": 10, \"hidden\": 64, "       \
-    "\"heads\": 4, \"encoder_layers\": 2, \"decoder_layers\": 3, \"levels\": 3, \"points\": 2, "     \
-    "\"encoder_ffn\": 128, \"decoder_ffn\": 128, \"mask_dim\": 64, \"max_targets\": 8}}"
-
-/* --model maskdino: the same backbone under a small Mask DINO head
- * (docs/maskdino.md) of the same widths: 2 encoder layers, 10 queries, 3
+/* --model maskdino: a small ViT (width 64, 2 layers, 16-pixel patches; a
+ * 2-core machine without a GPU trains the model at about 5 steps a second)
+ * under a small Mask DINO head (docs/maskdino.md) of the same widths: 2
+ * encoder layers, 10 queries, 3
  * decoder layers; its losses on every mask cell (targets at the mask
  * logits' 32x32), without denoising queries (faster; the head has them).
  * Its parameters are named under "sem_seg_head." as Mask DINO's are. */
@@ -100,6 +91,13 @@
 #define PRETRAIN_STEPS 16000
 #define PRETRAIN_SPEED "\"max_targets\": 8, \"target_stride\": 4, \"train_num_points\": \"all\""
 
+/* The built-in demo's fine-tuning on B from the base: steps of 2 images
+ * (--quick's), and the methods' learning rates as method.lr times this. */
+#define DEMO_STEPS 400
+#define DEMO_QUICK_STEPS 60
+#define DEMO_LR_SCALE 1.0
+#define DEMO_DEFAULT_TIME "8 minutes"
+
 typedef struct variant {
     const char *name;
     const char *model; /* the "model" object without classes: %d is classes */
@@ -111,8 +109,8 @@ typedef struct variant {
 } variant;
 
 static const variant variants[2] = {
-    {"default", DEMO_MODEL, 128, 400, 50, 200, 50, 1500, 400, 2, 2e-3, 4, false},
-    {"quick", DEMO_MODEL, 128, 64, 16, 48, 16, 300, 60, 2, 2e-3, 2, false},
+    {"default-maskdino", DEMO_MODEL_MASKDINO, 128, 400, 50, 200, 50, 1500, 400, 2, 2e-3, 4, true},
+    {"quick-maskdino", DEMO_MODEL_MASKDINO, 128, 64, 16, 48, 16, 300, 60, 2, 2e-3, 2, true},
 };
 
 /* The study's embeddings, trained by every PEFT row (as the study did). */
@@ -166,19 +164,23 @@ static const method methods[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vpeft demo [--quick] [--model mask2former|maskdino] [--out DIR]\n"
-               "                  [--cache DIR] [--methods LIST]\n"
+    fprintf(f, "usage: vpeft demo [--quick] [--from-scratch] [--out DIR] [--cache DIR]\n"
+               "                  [--methods LIST]\n"
+               "       vpeft demo --model maskdino [--quick] [--out DIR] [--cache DIR]\n"
+               "                  [--methods LIST]\n"
                "       vpeft demo --pretrain [--steps N] [--out DIR] [--cache DIR]\n"
                "       vpeft demo --hf DIR --train ANN.json --val ANN.json [--steps N]\n"
                "                  [--image N] [--train-images DIR] [--val-images DIR]\n"
                "                  [--out DIR] [--methods LIST]\n\n"
-               "The study's comparison on a machine without a GPU. Generates two synthetic\n"
-               "domains of overlapping shapes (vpeft make-shapes: A, and B with other\n"
-               "colours, textures and classes) into the cache, trains a base vit +\n"
-               "mask2former model on A (cached for later runs), then fine-tunes it on B\n"
-               "with each method:\n");
+               "The study's comparison on a machine without a GPU. Starts from the base\n"
+               "model shipped with vpeft (a small Swin + Mask2Former of the Hugging Face\n"
+               "family, pretrained on domain A of vpeft make-shapes: circles, squares,\n"
+               "triangles; its provenance.json says how), generates domain B (other\n"
+               "colours, textures and classes) into the cache and fine-tunes the base on\n"
+               "B with each method, by Hugging Face module names as --hf does:\n");
     for (size_t i = 0; i < N_METHODS; i++)
-        fprintf(f, "  %-12s %s\n", methods[i].slug, methods[i].name);
+        fprintf(f, "  %-12s %s\n", methods[i].slug,
+                methods[i].hf_name ? methods[i].hf_name : methods[i].name);
     fprintf(f, "and scores each on B's validation split with COCO mask AP. Prints one\n"
                "table (trainable parameters, trainable %%, AP, AP50, AP75, training time,\n"
                "device memory) and writes DIR/results.json, DIR/chart.png (AP against\n"
@@ -186,11 +188,14 @@ static void usage(FILE *f)
                "and DIR/<method>/ (the run: checkpoint, adapter, log,\n"
                "predictions/*.png on validation images). docs/demo.md explains the numbers.\n\n"
                "options:\n"
-               "  --quick        less data and fewer steps (about a minute on 2 CPU cores);\n"
-               "                 the default takes about 7 minutes there\n"
-               "  --model M      the head: mask2former (default) or maskdino, a small Mask\n"
-               "                 DINO head on the same backbone (docs/maskdino.md; its\n"
-               "                 parameters are sem_seg_head.*, the methods' globs follow)\n"
+               "  --quick        less data and fewer steps (under 2 minutes on 2 CPU\n"
+               "                 cores); the default takes about %s there\n"
+               "  --from-scratch train the base model on A first, as --pretrain does (an\n"
+               "                 hour on 2 CPU cores; cached), instead of the shipped one\n"
+               "  --model M      the head: mask2former (default) or maskdino: a small Mask\n"
+               "                 DINO head on a small ViT, trained on A from scratch first\n"
+               "                 (docs/maskdino.md; its parameters are sem_seg_head.*, the\n"
+               "                 methods' globs follow)\n"
                "  --out DIR      outputs (default runs/demo or runs/demo-quick; with\n"
                "                 --model maskdino runs/demo-maskdino[-quick])\n"
                "  --cache DIR    datasets and the base model (default\n"
@@ -221,7 +226,7 @@ static void usage(FILE *f)
                "  -h, --help     this help\n\n"
                "exit status: 0 done, 1 runtime failure (a file that cannot be read or written,\n"
                "memory, the device), 2 bad usage, config or input (a malformed file)\n",
-            PRETRAIN_TRAIN, PRETRAIN_STEPS, PRETRAIN_VAL);
+            DEMO_DEFAULT_TIME, PRETRAIN_TRAIN, PRETRAIN_STEPS, PRETRAIN_VAL);
 }
 
 
@@ -598,6 +603,12 @@ typedef struct hf_demo {
     const char *dir, *train, *val, *train_images, *val_images, *out;
     long steps, image;
     const bool *use;
+    /* the built-in demo's (NULL, 0 for --hf): the variant's name, the
+     * base model's line for the table's title, "model" keys beside
+     * "hf", the learning rates of its methods (method.lr), pictures */
+    const char *variant, *base_line, *model_extra;
+    double lr_scale;
+    int samples;
 } hf_demo;
 
 static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
@@ -606,7 +617,10 @@ static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
     vp_strbuf b = {0};
     vp_strbuf_str(&b, "{\"model\": {\"hf\": ");
     vp_strbuf_json(&b, h->dir);
-    vp_strbuf_printf(&b, ", \"image\": %ld, \"classes\": %u}, ", h->image, classes);
+    vp_strbuf_printf(&b, ", \"image\": %ld, \"classes\": %u", h->image, classes);
+    if (h->model_extra)
+        vp_strbuf_printf(&b, ", %s", h->model_extra);
+    vp_strbuf_str(&b, "}, ");
     if (m->hf_peft)
         vp_strbuf_printf(&b, "\"peft\": %s, ", m->hf_peft);
     vp_strbuf_str(&b, "\"train\": {\"data\": {\"annotations\": ");
@@ -626,7 +640,8 @@ static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
                      "\"warmup\": %ld, \"schedule\": \"cosine\", \"weight_decay\": 0.05, "
                      "\"clip_grad_norm\": 1.0, \"seed\": 5, \"log_every\": %ld, "
                      "\"checkpoint_every\": %ld, \"out\": ",
-                     m->hf_trainable, h->steps, m->hf_lr, h->steps / 10, tenth, h->steps);
+                     m->hf_trainable, h->steps, h->lr_scale ? h->lr_scale * m->lr : m->hf_lr,
+                     h->steps / 10, tenth, h->steps);
     vp_strbuf_json(&b, run_dir);
     vp_strbuf_str(&b, "}}");
     return vp_strbuf_done(&b);
@@ -666,15 +681,21 @@ static int demo_hf(const hf_demo *h)
         if (!st)
             st = run_method(dev, text, run_dir, &methods[i],
                             methods[i].hf_name ? methods[i].hf_name : methods[i].name, h->val,
-                            h->val_images, 4, &rows[i]);
+                            h->val_images, h->samples ? h->samples : 4, &rows[i]);
         free(text);
     }
-    summary sm = {"hf", "the validation split", (int)h->steps, (int)n_val};
+    summary sm = {h->variant ? h->variant : "hf", h->variant ? "domain B" : "the validation split",
+                  (int)h->steps, (int)n_val};
     if (!st)
         st = write_summary(&sm, rows, N_METHODS, h->out,
                            dev ? vp_device_get_info(dev)->name : "?", 0);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
+    } else if (h->variant) {
+        printf("\nvpeft demo (%s, mask2former head): fine-tuning %s on domain B for %ld "
+               "steps, scored on its %u validation images\n", h->variant, h->base_line, h->steps,
+               n_val);
+        print_table(&sm, rows, h->out, t_start);
     } else {
         printf("\nvpeft demo --hf %s: %ld steps on %s, scored on %u validation images\n",
                h->dir, h->steps, h->train, n_val);
@@ -846,6 +867,118 @@ static int demo_pretrain(const char *cache, const char *dir, long steps, int arg
     return st ? vp_cli_exit_code(st) : 0;
 }
 
+/* The base model shipped with vpeft (core/cli/demo-base/, installed to
+ * <prefix>/share/vpeft/demo-base/): the source tree's when this build's
+ * has one, else the installed one. */
+static bool shipped_base(char *dir, size_t n)
+{
+    static const char *const where[2][2] = {{VP_CONFIG_SRCDIR, "/core/cli/demo-base"},
+                                            {VP_CONFIG_PREFIX, "/share/vpeft/demo-base"}};
+    for (int k = 0; k < 2; k++) {
+        char path[4500];
+        snprintf(dir, n, "%s%s", where[k][0], where[k][1]);
+        snprintf(path, sizeof path, "%s/provenance.json", dir);
+        if (!access(path, R_OK))
+            return true;
+    }
+    return false;
+}
+
+/* dir's provenance.json (as --pretrain writes it): the weights' SHA-256
+ * checked against it, and a line for the table's title. */
+static vp_status base_provenance(const char *dir, char *line, size_t n)
+{
+    char path[4500], *text = NULL, hex[65];
+    size_t len;
+    snprintf(path, sizeof path, "%s/provenance.json", dir);
+    vp_status st = vp_file_read(path, &text, &len);
+    if (st)
+        return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(j, "weights");
+    const cJSON *sha = cJSON_GetObjectItemCaseSensitive(w, "sha256");
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "A_val");
+    const cJSON *ap = cJSON_GetObjectItemCaseSensitive(ev, "AP");
+    const cJSON *ci = cJSON_GetObjectItemCaseSensitive(ev, "AP_ci95");
+    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(j, "run_config");
+    const cJSON *steps = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(rc, "train"), "steps");
+    if (!cJSON_IsString(sha) || !cJSON_IsNumber(ap) || cJSON_GetArraySize(ci) != 2 ||
+        !cJSON_IsNumber(steps)) {
+        cJSON_Delete(j);
+        return vp_error_set(VP_ERR_FORMAT, "%s: not a provenance file of vpeft demo --pretrain "
+                            "(weights.sha256, A_val.AP, A_val.AP_ci95, run_config.train.steps)",
+                            path);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    st = vp_sha256_file(path, hex);
+    if (!st && strcmp(hex, sha->valuestring))
+        st = vp_error_set(VP_ERR_FORMAT, "%s: its SHA-256 is %s, %s/provenance.json says %s "
+                          "(a damaged or replaced file)", path, hex, dir, sha->valuestring);
+    if (!st)
+        snprintf(line, n, "the base model %s (%.0f steps on domain A from scratch; mask AP %.1f "
+                 "[%.1f, %.1f] on A's validation split)", dir, steps->valuedouble,
+                 100 * ap->valuedouble, 100 * cJSON_GetArrayItem(ci, 0)->valuedouble,
+                 100 * cJSON_GetArrayItem(ci, 1)->valuedouble);
+    cJSON_Delete(j);
+    return st;
+}
+
+/* The built-in demo with the mask2former head: the base model (shipped,
+ * or with --from-scratch trained into the cache as --pretrain does)
+ * fine-tuned on domain B by every method, by HF module names as --hf.
+ * cache and out are absolute. */
+static int demo_builtin(const char *cache, const char *out, bool quick, bool scratch,
+                        const bool *use, int argc, char **argv)
+{
+    int n_train = quick ? 200 : 1000, n_val = quick ? 50 : 200;
+    char root[4300], b_train[4400], b_val[4400], base[4400], line[4800];
+    char train_ann[4500], val_ann[4500], path[4500];
+    snprintf(root, sizeof root, "%s/%s-shapes%d", cache, quick ? "quick" : "default",
+             VP_SHAPES_VERSION);
+    snprintf(b_train, sizeof b_train, "%s/B-train", root);
+    snprintf(b_val, sizeof b_val, "%s/B-val", root);
+    vp_status st = vp_mkdir_p(root);
+    if (!st)
+        st = shapes(b_train, 'B', n_train, 128, 3);
+    if (!st)
+        st = shapes(b_val, 'B', n_val, 128, 4);
+    if (st) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        return 1;
+    }
+    if (scratch) {
+        snprintf(base, sizeof base, "%s/base-scratch-shapes%d", cache, VP_SHAPES_VERSION);
+        snprintf(path, sizeof path, "%s/provenance.json", base);
+        if (access(path, R_OK)) {
+            int rc = demo_pretrain(cache, base, PRETRAIN_STEPS, argc, argv);
+            if (rc)
+                return rc;
+        } else {
+            fprintf(stderr, "demo: using the base model trained from scratch before, %s\n", base);
+        }
+    } else if (!shipped_base(base, sizeof base)) {
+        fprintf(stderr, "vpeft demo: the shipped base model is in neither %s/core/cli/demo-base "
+                "nor %s/share/vpeft/demo-base; train one with --from-scratch (an hour on 2 CPU "
+                "cores)\n", VP_CONFIG_SRCDIR, VP_CONFIG_PREFIX);
+        return 1;
+    }
+    if ((st = base_provenance(base, line, sizeof line))) {
+        fprintf(stderr, "vpeft: %s\n", vp_error_last());
+        return 1;
+    }
+    fprintf(stderr, "demo: starting from %s\n", line);
+    snprintf(train_ann, sizeof train_ann, "%s/annotations.json", b_train);
+    snprintf(val_ann, sizeof val_ann, "%s/annotations.json", b_val);
+    hf_demo h = {.dir = base, .train = train_ann, .val = val_ann, .out = out,
+                 .steps = quick ? DEMO_QUICK_STEPS : DEMO_STEPS, .image = 128, .use = use,
+                 .variant = quick ? "quick" : "default", .base_line = line,
+                 .model_extra = PRETRAIN_SPEED, .lr_scale = DEMO_LR_SCALE,
+                 .samples = quick ? 2 : 4};
+    return demo_hf(&h);
+}
+
 int vp_cli_demo(int argc, char **argv)
 {
     static const struct option opts[] = {{"quick", no_argument, NULL, 'q'},
@@ -860,6 +993,7 @@ int vp_cli_demo(int argc, char **argv)
                                          {"steps", required_argument, NULL, 's'},
                                          {"image", required_argument, NULL, 'i'},
                                          {"pretrain", no_argument, NULL, 'P'},
+                                         {"from-scratch", no_argument, NULL, 'S'},
                                          {"model", required_argument, NULL, 'M'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -868,7 +1002,7 @@ int vp_cli_demo(int argc, char **argv)
     const char *hf = NULL, *hf_paths[4] = {NULL}; /* train, val, train-images, val-images */
     const char *head = NULL; /* --model */
     long steps = 0, image = 0;
-    bool quick = false, pretrain = false;
+    bool quick = false, pretrain = false, scratch = false;
     int c;
     opterr = 0;
     optind = 1;
@@ -883,6 +1017,8 @@ int vp_cli_demo(int argc, char **argv)
             hf = optarg;
         } else if (c == 'P') {
             pretrain = true;
+        } else if (c == 'S') {
+            scratch = true;
         } else if (c == 'M') {
             if (strcmp(optarg, "mask2former") && strcmp(optarg, "maskdino")) {
                 fprintf(stderr, "vpeft demo: --model '%s': expected mask2former or maskdino (see "
@@ -938,11 +1074,15 @@ int vp_cli_demo(int argc, char **argv)
                                                  "not --hf's"
                       : head && (hf || pretrain) ? "--model is the built-in demo's, not --hf's "
                                                    "or --pretrain's"
-                                                 : NULL;
+                      : scratch && (hf || pretrain || (head && !strcmp(head, "maskdino")))
+                          ? "--from-scratch is the built-in mask2former demo's (--model "
+                            "maskdino always trains its base from scratch)"
+                          : NULL;
     if (bad) {
         fprintf(stderr, "vpeft demo: %s (see vpeft demo --help)\n", bad);
         return 2;
     }
+    bool maskdino = head && !strcmp(head, "maskdino");
     bool use[N_METHODS];
     for (size_t i = 0; i < N_METHODS; i++) {
         use[i] = !only;
@@ -985,17 +1125,9 @@ int vp_cli_demo(int argc, char **argv)
         }
         hf_demo h = {abs_paths[0], abs_paths[1], abs_paths[2],
                      hf_paths[2] ? abs_paths[3] : NULL, hf_paths[3] ? abs_paths[4] : NULL,
-                     abs_paths[5], steps ? steps : 500, image ? image : 384, use};
+                     abs_paths[5], steps ? steps : 500, image ? image : 384, use,
+                     NULL, NULL, NULL, 0, 0};
         return demo_hf(&h);
-    }
-    /* --model maskdino: the same table on a small Mask DINO head */
-    variant vm;
-    if (head && !strcmp(head, "maskdino")) {
-        vm = *v;
-        vm.name = quick ? "quick-maskdino" : "default-maskdino";
-        vm.model = DEMO_MODEL_MASKDINO;
-        vm.maskdino = true;
-        v = &vm;
     }
     char cache_buf[4096], out_buf[4096], root[4200];
     if (pretrain) {
@@ -1042,6 +1174,8 @@ int vp_cli_demo(int argc, char **argv)
     }
     cache = cache_abs;
     out = out_abs;
+    if (!maskdino)
+        return demo_builtin(cache, out, quick, scratch, use, argc, argv);
     /* by generator version: a base model trained on other data is not reused */
     snprintf(root, sizeof root, "%s/%s-shapes%d", cache, v->name, VP_SHAPES_VERSION);
     double t_start = vp_now_s();
