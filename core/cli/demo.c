@@ -91,12 +91,13 @@
 #define PRETRAIN_VAL 200
 #define PRETRAIN_STEPS 8000
 #define PRETRAIN_SPEED "\"max_targets\": 8, \"target_stride\": 4, \"train_num_points\": \"all\""
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* The built-in demo's fine-tuning on B from the base: steps of 2 images
- * (--quick's), and the methods' learning rates as method.lr times this. */
+ * (--quick's). */
 #define DEMO_STEPS 400
 #define DEMO_QUICK_STEPS 60
-#define DEMO_LR_SCALE 1.0
 #define DEMO_DEFAULT_TIME "8 minutes"
 
 typedef struct variant {
@@ -248,6 +249,21 @@ static vp_status shapes(const char *dir, char domain, int n, int size, uint64_t 
     fprintf(stderr, "demo: making %s (%d images of domain %c)\n", dir, n, domain);
     vp_status st = vp_shapes_write(&(vp_shapes_opts){dir, domain, n, size, seed});
     return st ? st : vp_file_write_atomic(stamp, want, strlen(want));
+}
+
+/* A training and a validation set of one domain in the cache: root/X-train
+ * and root/X-val (seeds seed and seed + 1), their directories in train and
+ * val (PAIR_PATH bytes each). */
+#define PAIR_PATH 4400
+static vp_status shapes_pair(const char *root, char domain, int n_train, int n_val, int size,
+                             uint64_t seed, char *train, char *val)
+{
+    snprintf(train, PAIR_PATH, "%s/%c-train", root, domain);
+    snprintf(val, PAIR_PATH, "%s/%c-val", root, domain);
+    vp_status st = vp_mkdir_p(root);
+    if (!st)
+        st = shapes(train, domain, n_train, size, seed);
+    return st ? st : shapes(val, domain, n_val, size, seed + 1);
 }
 
 static uint32_t classes_of(const char *ann)
@@ -606,9 +622,10 @@ typedef struct hf_demo {
     const bool *use;
     /* the built-in demo's (NULL, 0 for --hf): the variant's name, the
      * base model's line for the table's title, "model" keys beside
-     * "hf", the learning rates of its methods (method.lr), pictures */
+     * "hf", whether its methods take method.lr (else method.hf_lr),
+     * pictures */
     const char *variant, *base_line, *model_extra;
-    double lr_scale;
+    bool method_lr;
     int samples;
 } hf_demo;
 
@@ -641,7 +658,7 @@ static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
                      "\"warmup\": %ld, \"schedule\": \"cosine\", \"weight_decay\": 0.05, "
                      "\"clip_grad_norm\": 1.0, \"seed\": 5, \"log_every\": %ld, "
                      "\"checkpoint_every\": %ld, \"out\": ",
-                     m->hf_trainable, h->steps, h->lr_scale ? h->lr_scale * m->lr : m->hf_lr,
+                     m->hf_trainable, h->steps, h->method_lr ? m->lr : m->hf_lr,
                      h->steps / 10, tenth, h->steps);
     vp_strbuf_json(&b, run_dir);
     vp_strbuf_str(&b, "}}");
@@ -734,16 +751,10 @@ static void source_commit(char *out, size_t n)
 static int demo_pretrain(const char *cache, const char *dir, long steps, int argc, char **argv)
 {
     double t_start = vp_now_s();
-    char root[4300], a_train[4400], a_val[4400], run[4400], path[4500];
+    char root[4300], a_train[PAIR_PATH], a_val[PAIR_PATH], run[4400], path[4500];
     snprintf(root, sizeof root, "%s/pretrain", cache);
-    snprintf(a_train, sizeof a_train, "%s/A-train", root);
-    snprintf(a_val, sizeof a_val, "%s/A-val", root);
     snprintf(run, sizeof run, "%s/run", dir);
-    vp_status st = vp_mkdir_p(root);
-    if (!st)
-        st = shapes(a_train, 'A', PRETRAIN_TRAIN, 128, 1);
-    if (!st)
-        st = shapes(a_val, 'A', PRETRAIN_VAL, 128, 2);
+    vp_status st = shapes_pair(root, 'A', PRETRAIN_TRAIN, PRETRAIN_VAL, 128, 1, a_train, a_val);
     if (!st)
         st = vp_mkdir_p(dir);
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -934,30 +945,36 @@ static int demo_builtin(const char *cache, const char *out, bool quick, bool scr
                         const bool *use, int argc, char **argv)
 {
     int n_train = quick ? 200 : 1000, n_val = quick ? 50 : 200;
-    char root[4300], b_train[4400], b_val[4400], base[4400], line[4800];
+    char root[4300], b_train[PAIR_PATH], b_val[PAIR_PATH], base[4400], line[4800];
     char train_ann[4500], val_ann[4500], path[4500];
     snprintf(root, sizeof root, "%s/%s-shapes%d", cache, quick ? "quick" : "default",
              VP_SHAPES_VERSION);
-    snprintf(b_train, sizeof b_train, "%s/B-train", root);
-    snprintf(b_val, sizeof b_val, "%s/B-val", root);
-    vp_status st = vp_mkdir_p(root);
-    if (!st)
-        st = shapes(b_train, 'B', n_train, 128, 3);
-    if (!st)
-        st = shapes(b_val, 'B', n_val, 128, 4);
+    vp_status st = shapes_pair(root, 'B', n_train, n_val, 128, 3, b_train, b_val);
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
         return 1;
     }
     if (scratch) {
+        /* reused only when its stamp says it was trained with this recipe */
+        static const char recipe[] = "vpeft " VP_VERSION_STRING " steps " STR(PRETRAIN_STEPS)
+                                     " config " DEMO_BASE_CONFIG "\n";
+        char *have = NULL;
+        size_t len;
         snprintf(base, sizeof base, "%s/base-scratch-shapes%d", cache, VP_SHAPES_VERSION);
-        snprintf(path, sizeof path, "%s/provenance.json", base);
-        if (access(path, R_OK)) {
+        snprintf(path, sizeof path, "%s/stamp", base);
+        bool cached = !vp_file_read(path, &have, &len) && !strcmp(have, recipe);
+        free(have);
+        vp_error_clear();
+        if (cached) {
+            fprintf(stderr, "demo: using the base model trained from scratch before, %s\n", base);
+        } else {
             int rc = demo_pretrain(cache, base, PRETRAIN_STEPS, argc, argv);
             if (rc)
                 return rc;
-        } else {
-            fprintf(stderr, "demo: using the base model trained from scratch before, %s\n", base);
+            if ((st = vp_file_write_atomic(path, recipe, strlen(recipe)))) {
+                fprintf(stderr, "vpeft: %s\n", vp_error_last());
+                return 1;
+            }
         }
     } else if (!shipped_base(base, sizeof base)) {
         fprintf(stderr, "vpeft demo: the shipped base model is in neither %s/core/cli/demo-base "
@@ -975,7 +992,7 @@ static int demo_builtin(const char *cache, const char *out, bool quick, bool scr
     hf_demo h = {.dir = base, .train = train_ann, .val = val_ann, .out = out,
                  .steps = quick ? DEMO_QUICK_STEPS : DEMO_STEPS, .image = 128, .use = use,
                  .variant = quick ? "quick" : "default", .base_line = line,
-                 .model_extra = PRETRAIN_SPEED, .lr_scale = DEMO_LR_SCALE,
+                 .model_extra = PRETRAIN_SPEED, .method_lr = true,
                  .samples = quick ? 2 : 4};
     return demo_hf(&h);
 }
@@ -1180,23 +1197,13 @@ int vp_cli_demo(int argc, char **argv)
     /* by generator version: a base model trained on other data is not reused */
     snprintf(root, sizeof root, "%s/%s-shapes%d", cache, v->name, VP_SHAPES_VERSION);
     double t_start = vp_now_s();
-    char a_train[4300], a_val[4300], b_train[4300], b_val[4300], base[4300], base_w[4400],
-        ann[4400];
-    snprintf(a_train, sizeof a_train, "%s/A-train", root);
-    snprintf(a_val, sizeof a_val, "%s/A-val", root);
-    snprintf(b_train, sizeof b_train, "%s/B-train", root);
-    snprintf(b_val, sizeof b_val, "%s/B-val", root);
+    char a_train[PAIR_PATH], a_val[PAIR_PATH], b_train[PAIR_PATH], b_val[PAIR_PATH],
+        base[4300], base_w[4400], ann[4500];
     snprintf(base, sizeof base, "%s/base", root);
     snprintf(base_w, sizeof base_w, "%s/model.safetensors", base);
-    st = vp_mkdir_p(root);
+    st = shapes_pair(root, 'A', v->n_a_train, v->n_a_val, v->size, 1, a_train, a_val);
     if (!st)
-        st = shapes(a_train, 'A', v->n_a_train, v->size, 1);
-    if (!st)
-        st = shapes(a_val, 'A', v->n_a_val, v->size, 2);
-    if (!st)
-        st = shapes(b_train, 'B', v->n_b_train, v->size, 3);
-    if (!st)
-        st = shapes(b_val, 'B', v->n_b_val, v->size, 4);
+        st = shapes_pair(root, 'B', v->n_b_train, v->n_b_val, v->size, 3, b_train, b_val);
     uint32_t ca = 0, cb = 0;
     if (!st) {
         snprintf(ann, sizeof ann, "%s/annotations.json", a_train);
@@ -1247,7 +1254,7 @@ int vp_cli_demo(int argc, char **argv)
     for (size_t i = 0; !st && i < N_METHODS; i++) {
         if (!use[i])
             continue;
-        char run_dir[4400], val_ann[4400];
+        char run_dir[4400], val_ann[4500];
         snprintf(run_dir, sizeof run_dir, "%s/%s", out, methods[i].slug);
         snprintf(val_ann, sizeof val_ann, "%s/annotations.json", b_val);
         if (!(text = config_text(v, classes, methods[i].peft, methods[i].trainable, b_train,
