@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "data/data.h"
 #include "graph/graph.h"
 #include "harness.h"
 #include "io/safetensors.h"
@@ -626,6 +627,14 @@ START_TEST(test_demo_hf)
     vt_assert_has(vt_err, "--model 'maskformer': expected mask2former or maskdino");
     ck_assert_int_eq(vt_sh("%s demo --hf %s --train a --val b --model maskdino", bin(), ck), 2);
     vt_assert_has(vt_err, "--model is the built-in demo's, not --hf's or --pretrain's");
+    /* the built-in demo's default output directories, per head: made
+     * before its datasets, which a file in their place stops */
+    ck_assert_int_eq(vt_sh("cd %s && mkdir c && touch c/quick-shapes%d c/quick-maskdino-shapes%d",
+                           dir, VP_SHAPES_VERSION, VP_SHAPES_VERSION), 0);
+    ck_assert_int_eq(vt_sh("cd %s && %s demo --quick --cache c", dir, bin()), 1);
+    ck_assert_int_eq(vt_sh("cd %s && %s demo --quick --model maskdino --cache c", dir, bin()), 1);
+    ck_assert_int_eq(vt_sh("cd %s/runs && ls", dir), 0);
+    ck_assert_str_eq(vt_out, "demo-maskdino-quick\ndemo-quick\n");
     vt_rm_rf(ck);
     vt_rm_rf(dir);
 }

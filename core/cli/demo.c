@@ -192,8 +192,8 @@ static void usage(FILE *f)
                "options:\n"
                "  --quick        less data and fewer steps (under 2 minutes on 2 CPU\n"
                "                 cores); the default takes about %s there\n"
-               "  --from-scratch train the base model on A first, as --pretrain does (an\n"
-               "                 hour on 2 CPU cores; cached), instead of the shipped one\n"
+               "  --from-scratch train the base model on A first, as --pretrain does (35\n"
+               "                 minutes on 2 CPU cores; cached), instead of the shipped one\n"
                "  --model M      the head: mask2former (default) or maskdino: a small Mask\n"
                "                 DINO head on a small ViT, trained on A from scratch first\n"
                "                 (docs/maskdino.md; its parameters are sem_seg_head.*, the\n"
@@ -978,7 +978,7 @@ static int demo_builtin(const char *cache, const char *out, bool quick, bool scr
         }
     } else if (!shipped_base(base, sizeof base)) {
         fprintf(stderr, "vpeft demo: the shipped base model is in neither %s/core/cli/demo-base "
-                "nor %s/share/vpeft/demo-base; train one with --from-scratch (40 minutes on 2 "
+                "nor %s/share/vpeft/demo-base; train one with --from-scratch (35 minutes on 2 "
                 "CPU cores)\n", VP_CONFIG_SRCDIR, VP_CONFIG_PREFIX);
         return 1;
     }
@@ -1167,7 +1167,7 @@ int vp_cli_demo(int argc, char **argv)
         cache = cache_buf;
     }
     if (!out) {
-        snprintf(out_buf, sizeof out_buf, "runs/demo%s%s", v->maskdino ? "-maskdino" : "",
+        snprintf(out_buf, sizeof out_buf, "runs/demo%s%s", maskdino ? "-maskdino" : "",
                  quick ? "-quick" : "");
         out = out_buf;
     }
