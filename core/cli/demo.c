@@ -98,7 +98,7 @@
  * (--quick's). */
 #define DEMO_STEPS 400
 #define DEMO_QUICK_STEPS 60
-#define DEMO_DEFAULT_TIME "8 minutes"
+#define DEMO_DEFAULT_TIME "10 minutes"
 
 typedef struct variant {
     const char *name;
