@@ -100,28 +100,30 @@
 #define DEMO_QUICK_STEPS 60
 #define DEMO_DEFAULT_TIME "10 minutes"
 
+/* The maskdino demo's two sizes (its model is DEMO_MODEL_MASKDINO). */
 typedef struct variant {
     const char *name;
-    const char *model; /* the "model" object without classes: %d is classes */
     int size, n_a_train, n_a_val, n_b_train, n_b_val;
     int base_steps, steps, batch;
     double base_lr;
     int samples;       /* predicted pictures per method */
-    bool maskdino;     /* --model maskdino: the head's names are sem_seg_head.* */
 } variant;
 
 static const variant variants[2] = {
-    {"default-maskdino", DEMO_MODEL_MASKDINO, 128, 400, 50, 200, 50, 1500, 400, 2, 2e-3, 4, true},
-    {"quick-maskdino", DEMO_MODEL_MASKDINO, 128, 64, 16, 48, 16, 300, 60, 2, 2e-3, 2, true},
+    {"default-maskdino", 128, 400, 50, 200, 50, 1500, 400, 2, 2e-3, 4},
+    {"quick-maskdino", 128, 64, 16, 48, 16, 300, 60, 2, 2e-3, 2},
 };
 
-/* The study's embeddings, trained by every PEFT row (as the study did). */
-#define EMBED "\"head.predictor.class_embed.*\", \"head.predictor.mask_embed.*\""
+/* The methods on the maskdino demo's model, by its head's names
+ * (sem_seg_head.*): the study's embeddings, trained by every PEFT row (as
+ * the study did), LoRA on the backbone, lora_deform, adapters in the head. */
+#define EMBED "\"sem_seg_head.predictor.class_embed.*\", " \
+              "\"sem_seg_head.predictor.mask_embed.*\""
 #define LORA "{\"plugin\": \"lora\", \"r\": 8, \"lora_alpha\": 8, \"target_modules\": " \
              "[\"query\", \"value\"]}"
 #define DEFORM "{\"plugin\": \"lora_deform\", \"r\": 8, \"lora_alpha\": 8}"
 #define ADAPTER(k) "{\"plugin\": \"adapter\", \"per_site\": " #k ", \"reduction_factor\": 8, " \
-                   "\"modules\": [\"head.*\"]}"
+                   "\"modules\": [\"sem_seg_head.*\"]}"
 
 /* The same methods on a Hugging Face Mask2Former checkpoint (--hf), by
  * HF module names: LoRA on Swin's and the transformer decoder's query and
@@ -138,9 +140,10 @@ static const variant variants[2] = {
 
 typedef struct method {
     const char *name, *slug;
-    const char *peft;      /* the "peft" list, or NULL */
-    const char *trainable; /* train.trainable */
-    double lr;             /* PEFT parameters start at 0 or near it: a higher rate */
+    const char *peft;      /* the maskdino demo's "peft" list, or NULL */
+    const char *trainable; /* its train.trainable */
+    double lr;             /* the built-in demos' rate (PEFT parameters start at 0
+                            * or near it: a higher one) */
     /* the same for a Hugging Face checkpoint (--hf); hf_name NULL: name */
     const char *hf_name, *hf_peft, *hf_trainable;
     double hf_lr;
@@ -148,7 +151,7 @@ typedef struct method {
 
 static const method methods[] = {
     {"full fine-tuning", "full", NULL, "[\"*\"]", 1e-3, NULL, NULL, "[\"*\"]", 1e-4},
-    {"head only", "head", NULL, "[\"head.*\"]", 1e-3, NULL, NULL, HF_HEAD, 1e-4},
+    {"head only", "head", NULL, "[\"sem_seg_head.*\"]", 1e-3, NULL, NULL, HF_HEAD, 1e-4},
     {"adapters x1", "adapter1", "[" ADAPTER(1) "]", "[" EMBED "]", 3e-3, NULL,
      "[" HF_ADAPTER(1) "]", VP_HF_EMBED_TRAINABLE, 1e-3},
     {"adapters x2", "adapter2", "[" ADAPTER(2) "]", "[" EMBED "]", 3e-3, NULL,
@@ -328,35 +331,12 @@ static vp_status samples(vp_device *dev, const char *text, const char *run_dir, 
     return st;
 }
 
-/* s with every "head. (a quoted name under the mask2former head) as
- * "sem_seg_head. (the maskdino head's); NULL stays NULL. Static storage:
- * one of the two slots by which. */
-static const char *head_names(const char *s, bool maskdino, int which)
-{
-    static char buf[2][4096];
-    if (!s || !maskdino)
-        return s;
-    size_t k = 0;
-    for (const char *p = s; *p && k + 16 < sizeof buf[which]; p++) {
-        if (!strncmp(p, "\"head.", 6)) {
-            k += (size_t)snprintf(buf[which] + k, sizeof buf[which] - k, "\"sem_seg_head.");
-            p += 5;
-        } else {
-            buf[which][k++] = *p;
-        }
-    }
-    buf[which][k] = 0;
-    return buf[which];
-}
-
 static char *config_text(const variant *v, int classes, const char *peft, const char *trainable,
                          const char *train_dir, const char *val_dir, const char *weights,
                          const char *out, int steps, double lr, uint64_t seed)
 {
-    peft = head_names(peft, v->maskdino, 0);
-    trainable = head_names(trainable, v->maskdino, 1);
     char model[2048], wkey[4400] = "";
-    snprintf(model, sizeof model, v->model, classes);
+    snprintf(model, sizeof model, DEMO_MODEL_MASKDINO, classes);
     if (weights) { /* the base model's weights under model */
         model[strlen(model) - 1] = '\0';
         snprintf(wkey, sizeof wkey, ", \"weights\": \"%s\"}", weights);
@@ -1275,9 +1255,8 @@ int vp_cli_demo(int argc, char **argv)
     if (st) {
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
     } else {
-        printf("\nvpeft demo (%s, %s head): fine-tuning on domain B, scored on its %d "
-               "validation images\n", v->name, v->maskdino ? "maskdino" : "mask2former",
-               v->n_b_val);
+        printf("\nvpeft demo (%s, maskdino head): fine-tuning on domain B, scored on its %d "
+               "validation images\n", v->name, v->n_b_val);
         print_table(&sm, rows, out, t_start);
     }
     vp_device_destroy(dev);
