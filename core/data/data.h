@@ -158,7 +158,7 @@ vp_status vp_image_to_input(const struct vp_image *img, int size, const float me
 
 /* The shapes generator's version: it changes whenever the same options
  * would give other bytes (the demo's cache keys its datasets by it). */
-#define VP_SHAPES_VERSION 2
+#define VP_SHAPES_VERSION 3
 
 typedef struct vp_shapes_opts {
     const char *out;      /* a directory: out/images/<id>.png and out/annotations.json */
@@ -169,7 +169,8 @@ typedef struct vp_shapes_opts {
 } vp_shapes_opts;
 
 /* Write a dataset of overlapping shapes. Domain A: circles, squares and
- * triangles, flat saturated colours on a plain light background. Domain B:
+ * triangles in saturated colours, each flat, striped, checked or noisy, on a
+ * light tinted gradient, plain, noisy or striped. Domain B:
  * another class set sharing some shapes (e.g. triangles, ellipses, stars,
  * rings, crosses), muted colours, textured shapes (stripes, checks, noise)
  * and textured backgrounds, category ids not contiguous. Each image holds

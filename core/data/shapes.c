@@ -204,7 +204,7 @@ static void pick_colours(shape *s, rng *r, bool b)
     double f = unif(r, 0.55, 0.75);
     for (int ch = 0; ch < 3; ch++)
         s->col2[ch] = clamp8(s->col[ch] * f);
-    s->texture = b ? 1 + pick(r, 3) : FLAT;
+    s->texture = b ? 1 + pick(r, 3) : pick(r, 4);
     s->period = 2 + pick(r, 5);
     double a = unif(r, 0, M_PI);
     s->tc = cos(a);
@@ -217,13 +217,14 @@ static vp_status draw(canvas *cv, rng *r, const domain *d, bool b, uint64_t key)
 {
     int size = cv->size;
     size_t np = (size_t)size * size;
-    /* Background: A light and plain, B a tinted gradient with noise or stripes. */
+    /* Background: a tinted gradient, plain (A only), noisy or striped; A's is
+     * lighter than B's. */
     double base[3], grad[3];
     for (int ch = 0; ch < 3; ch++) {
-        base[ch] = b ? unif(r, 120, 190) : unif(r, 228, 248);
-        grad[ch] = b ? unif(r, -40, 40) : 0;
+        base[ch] = b ? unif(r, 120, 190) : unif(r, 150, 250);
+        grad[ch] = unif(r, -40, 40);
     }
-    int bg_tex = b ? pick(r, 2) : -1, bg_period = 3 + pick(r, 6);
+    int bg_tex = b ? pick(r, 2) : pick(r, 3) - 1, bg_period = 3 + pick(r, 6);
     for (int y = 0; y < size; y++)
         for (int x = 0; x < size; x++) {
             double t = (double)(x + y) / (2.0 * size), j = 0;
