@@ -13,6 +13,15 @@
 // results with a fixed tree. Nothing depends on timing or atomics, so every
 // result is bitwise reproducible on a given device.
 
+// NN_ROW1: one invocation per row (the host passes T = 1, ops/nn.c says
+// where). The segment reductions then compile to nothing: no shared memory
+// and no barrier left in the kernel. Why (Mesa 22.3 lavapipe, measured): a
+// kernel that holds a barrier runs every invocation as a coroutine, and
+// each barrier switches all of the workgroup's SIMD fibers, so a (2048, 24)
+// layernorm took 4-5x as long with segments of 8 lanes as with one lane
+// per row; a CPU pays a lane's loads the same whichever row they are in.
+layout(constant_id = 4) const bool NN_ROW1 = false;
+
 // Sized for the whole workgroup; the row helpers below use it with a
 // local size of (LOCAL, 1, 1).
 shared vec2 nn_red[gl_WorkGroupSize.x * gl_WorkGroupSize.y];
@@ -49,6 +58,8 @@ float kahan_value(vec2 acc)
 // the same T (it contains barriers).
 vec2 seg_sum2(vec2 v, uint T)
 {
+    if (NN_ROW1)
+        return v;
     uint lid = gl_LocalInvocationID.x;
     barrier();  // earlier readers of nn_red are done
     nn_red[lid] = v;
@@ -68,6 +79,8 @@ float seg_sum(float v, uint T)
 
 float seg_max(float v, uint T)
 {
+    if (NN_ROW1)
+        return v;
     uint lid = gl_LocalInvocationID.x;
     barrier();
     nn_red[lid].x = v;

@@ -10,8 +10,9 @@
 // Rows: segments of T lanes per row (nn.glsl). Columns: a workgroup owns
 // 8 columns; invocation (i, j) = (lid % 8, lid / 8) adds rows j, j + RY, ...
 // (RY = local size / 8) of column i with Kahan compensation, then the RY
-// partial sums of each column are added with a fixed tree. No atomics:
-// deterministic. flags: 1 gamma given (else 1), 2 add into dx (else
+// partial sums of each column are added with a fixed tree; with NN_ROW1
+// (nn.glsl: no barriers) a workgroup owns LOCAL columns, one invocation
+// adds all rows of its column in order. No atomics: deterministic. flags: 1 gamma given (else 1), 2 add into dx (else
 // overwrite, unread), 4 write dgamma, 8 write dbeta, 16 add into them.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -59,8 +60,35 @@ void input_grad(uint grp)
     }
 }
 
+void write_param_grads(uint col, vec2 v)
+{
+    bool acc = (p.flags & 16u) != 0u;
+    if ((p.flags & 4u) != 0u)
+        dgamma[col] = acc ? dgamma[col] + v.x : v.x;
+    if ((p.flags & 8u) != 0u)
+        dbeta[col] = acc ? dbeta[col] + v.y : v.y;
+}
+
+void param_grads_row1(uint grp)
+{
+    uint col = grp * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    if (col >= p.C)
+        return;
+    vec2 a_g = vec2(0.0), a_b = vec2(0.0);
+    for (uint r = 0u, i = col; r < p.rows; r++, i += p.C) {
+        float g = dy[i];
+        kahan_add(a_g, g * ((x[i] - mean[r]) * rstd[r]));
+        kahan_add(a_b, g);
+    }
+    write_param_grads(col, vec2(kahan_value(a_g), kahan_value(a_b)));
+}
+
 void param_grads(uint grp)
 {
+    if (NN_ROW1) {
+        param_grads_row1(grp);
+        return;
+    }
     const uint CX = 8u;
     uint RY = gl_WorkGroupSize.x / CX, lid = gl_LocalInvocationID.x;
     uint lx = lid % CX, ly = lid / CX;
@@ -81,14 +109,8 @@ void param_grads(uint grp)
             nn_red[lid] += nn_red[lid + s * CX];
         barrier();
     }
-    if (ly != 0u || !valid)
-        return;
-    vec2 v = nn_red[lx];
-    bool acc = (p.flags & 16u) != 0u;
-    if ((p.flags & 4u) != 0u)
-        dgamma[col] = acc ? dgamma[col] + v.x : v.x;
-    if ((p.flags & 8u) != 0u)
-        dbeta[col] = acc ? dbeta[col] + v.y : v.y;
+    if (ly == 0u && valid)
+        write_param_grads(col, nn_red[lx]);
 }
 
 void main()

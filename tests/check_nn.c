@@ -5,7 +5,8 @@
  * beforehand; the references' backward against central finite differences
  * of their forward; accumulate on and off; shapes with rows and C of 1, 7,
  * 33, 257 and 1031; fully masked softmax rows; sums of ~1e6 elements;
- * the error messages.
+ * the error messages. The row ops (layernorm, softmax, row sums) in both
+ * of their forms: segments of lanes per row, and one row per invocation.
  *
  * Bounds: NMSE < 1e-7 everywhere, as for every op. GELU is additionally
  * held to a max-abs-error bound over a dense grid of [-10, 10]
@@ -166,8 +167,13 @@ START_TEST(test_act)
                 for (int acc = 0; acc < 2; acc++)
                     run_act((uint32_t)_i, (vp_act)k, sizes[r] > 300 ? 3 : sizes[r], sizes[c],
                             acc, false);
-    for (int k = 0; k < VP_ACT_COUNT; k++)
+    for (int k = 0; k < VP_ACT_COUNT; k++) {
         run_act((uint32_t)_i, (vp_act)k, 33, 7, false, true);
+        /* a multiple of 4 elements: four per invocation (VEC4) */
+        for (int acc = 0; acc < 2; acc++)
+            run_act((uint32_t)_i, (vp_act)k, 4, 33, acc, false);
+        run_act((uint32_t)_i, (vp_act)k, 36, 7, false, true);
+    }
 }
 END_TEST
 
@@ -1121,6 +1127,25 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* The row ops' two forms (vp_nn_force_rows), each on every device: the
+ * tcases below run in a child process each, so the setting stays there. */
+static void rows_segments(void)
+{
+    vp_nn_force_rows(VP_NN_ROWS_SEGMENTS);
+}
+
+static void rows_one(void)
+{
+    vp_nn_force_rows(VP_NN_ROWS_ONE);
+}
+
+static TCase *rows_tcase(const char *name, bool one)
+{
+    TCase *tc = vt_tcase(name);
+    tcase_add_checked_fixture(tc, one ? rows_one : rows_segments, NULL);
+    return tc;
+}
+
 int main(void)
 {
     Suite *s = suite_create("nn");
@@ -1131,24 +1156,30 @@ int main(void)
     vt_add_per_device(tc, test_act, NULL);
     vt_add_per_device(tc, test_gelu_dense, NULL);
     suite_add_tcase(s, tc);
-    tc = vt_tcase("layernorm");
-    vt_add_per_device(tc, test_layernorm, NULL);
-    vt_add_per_device(tc, test_layernorm_variants, NULL);
-    vt_add_per_device(tc, test_layernorm_3d, NULL);
-    vt_add_per_device(tc, test_layernorm_split_acc, NULL);
-    suite_add_tcase(s, tc);
-    tc = vt_tcase("softmax");
-    vt_add_per_device(tc, test_softmax, NULL);
-    vt_add_per_device(tc, test_softmax_masked, NULL);
-    vt_add_per_device(tc, test_logit_mask, NULL);
-    vt_add_per_device(tc, test_dropout, NULL);
-    suite_add_tcase(s, tc);
-    tc = vt_tcase("reductions");
-    vt_add_per_device(tc, test_reduce_rows, NULL);
-    vt_add_per_device(tc, test_reduce_all, NULL);
-    vt_add_per_device(tc, test_rows_large, NULL);
-    vt_add_per_device(tc, test_deterministic, NULL);
-    suite_add_tcase(s, tc);
+    for (int one = 0; one < 2; one++) {
+        tc = rows_tcase(one ? "layernorm, one row per invocation" : "layernorm", one);
+        vt_add_per_device(tc, test_layernorm, NULL);
+        vt_add_per_device(tc, test_layernorm_variants, NULL);
+        vt_add_per_device(tc, test_layernorm_3d, NULL);
+        vt_add_per_device(tc, test_layernorm_split_acc, NULL);
+        suite_add_tcase(s, tc);
+        tc = rows_tcase(one ? "softmax, one row per invocation" : "softmax", one);
+        vt_add_per_device(tc, test_softmax, NULL);
+        vt_add_per_device(tc, test_softmax_masked, NULL);
+        vt_add_per_device(tc, test_logit_mask, NULL);
+        if (!one)
+            vt_add_per_device(tc, test_dropout, NULL);
+        suite_add_tcase(s, tc);
+        tc = rows_tcase(one ? "reductions, one row per invocation" : "reductions", one);
+        vt_add_per_device(tc, test_reduce_rows, NULL);
+        /* one row of 1e6: more loop iterations than lavapipe runs in one
+         * invocation (ops/nn.c keeps such rows in segments) */
+        if (!one)
+            vt_add_per_device(tc, test_reduce_all, NULL);
+        vt_add_per_device(tc, test_rows_large, NULL);
+        vt_add_per_device(tc, test_deterministic, NULL);
+        suite_add_tcase(s, tc);
+    }
     tc = vt_tcase("errors");
     vt_add_per_device(tc, test_errors, NULL);
     suite_add_tcase(s, tc);

@@ -260,13 +260,13 @@ START_TEST(test_gemm_rowsum)
 }
 END_TEST
 
-/* Accumulating elementwise ops: out += a op b, y += alpha x. */
-START_TEST(test_elementwise_acc)
+/* Accumulating elementwise ops: out += a op b, y += alpha x; with C = 36
+ * four elements per invocation (VEC4), with 33 one. */
+static void run_elementwise_acc(uint32_t d, int C)
 {
-    uint32_t d = (uint32_t)_i;
     vp_device *dev = vt_device(d);
-    enum { R = 5, C = 33 };
-    float ha[R * C], hb[C], ho[R * C];
+    enum { R = 5, CMAX = 36 };
+    float ha[R * CMAX], hb[CMAX], ho[R * CMAX];
     vt_rand(ha, R * C, 21);
     vt_rand(hb, C, 22);
     vt_rand(ho, R * C, 23);
@@ -280,7 +280,7 @@ START_TEST(test_elementwise_acc)
     vt_ok(vp_op_binary(cmd, VP_BIN_ADD, a, b, o, true)); /* o += a + b */
     vt_ok(vp_op_axpy(cmd, a, -0.5f, o, true));          /* o += -a/2 */
     vt_ok(vp_cmd_submit(cmd));
-    double want[R * C];
+    double want[R * CMAX];
     for (int i = 0; i < R * C; i++) {
         float w = ho[i] + ha[i] * hb[i % C];
         w = w + (ha[i] + hb[i % C]);
@@ -288,20 +288,28 @@ START_TEST(test_elementwise_acc)
         want[i] = w;
     }
     float *got = vt_download(o);
-    vt_assert_close(got, want, R * C, TOL, "%s: accumulating mul, add, axpy", vt_device_info(d)->name);
+    vt_assert_close(got, want, R * C, TOL, "%s: accumulating mul, add, axpy (5, %d)",
+                    vt_device_info(d)->name, C);
     free(got);
     vp_cmd_destroy(cmd);
     vp_tensor_destroy(a), vp_tensor_destroy(b), vp_tensor_destroy(o);
 }
+
+START_TEST(test_elementwise_acc)
+{
+    run_elementwise_acc((uint32_t)_i, 33);
+    run_elementwise_acc((uint32_t)_i, 36);
+}
 END_TEST
 
-/* Boolean masks to additive ones: nonzero -> -inf, zero -> 0, exactly. */
-START_TEST(test_bool_mask)
+/* Boolean masks to additive ones: nonzero -> -inf, zero -> 0, exactly;
+ * 7 elements (one per invocation) and 8 (four per invocation). */
+static void run_bool_mask(uint32_t d, int n)
 {
-    vp_device *dev = vt_device((uint32_t)_i);
-    float hm[7] = {0.0f, 1.0f, -2.0f, 0.5f, -0.0f, 1e-30f, NAN};
-    vp_tensor *m = vt_tensor(dev, "m", 1, (int64_t[]){7}, hm);
-    vp_tensor *o = vt_tensor(dev, "o", 1, (int64_t[]){7}, NULL);
+    vp_device *dev = vt_device(d);
+    float hm[8] = {0.0f, 1.0f, -2.0f, 0.5f, -0.0f, 1e-30f, NAN, INFINITY};
+    vp_tensor *m = vt_tensor(dev, "m", 1, (int64_t[]){n}, hm);
+    vp_tensor *o = vt_tensor(dev, "o", 1, (int64_t[]){n}, NULL);
     vp_cmd *cmd;
     vt_ok(vp_cmd_create(dev, &cmd));
     vt_ok(vp_cmd_begin(cmd));
@@ -309,7 +317,7 @@ START_TEST(test_bool_mask)
     vt_ok(vp_op_bool_to_additive(cmd, m, m)); /* in place */
     vt_ok(vp_cmd_submit(cmd));
     float *got = vt_download(o), *inplace = vt_download(m);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < n; i++) {
         float want = hm[i] != 0.0f ? -INFINITY : 0.0f; /* NaN != 0: masked */
         ck_assert_msg(got[i] == want && inplace[i] == want, "mask %g -> %g (in place %g), want %g",
                       hm[i], got[i], inplace[i], want);
@@ -317,6 +325,12 @@ START_TEST(test_bool_mask)
     free(got), free(inplace);
     vp_cmd_destroy(cmd);
     vp_tensor_destroy(m), vp_tensor_destroy(o);
+}
+
+START_TEST(test_bool_mask)
+{
+    run_bool_mask((uint32_t)_i, 7);
+    run_bool_mask((uint32_t)_i, 8);
 }
 END_TEST
 

@@ -5,7 +5,9 @@
  *
  * Row ops split a workgroup of `local` invocations into segments of T lanes
  * per row (shaders/nn.glsl); T grows with the row length so that short rows
- * share a workgroup and long rows get the whole of one.
+ * share a workgroup and long rows get the whole of one. On CPU devices rows
+ * of up to ROW1_MAX_C columns take one invocation each instead (T = 1 and
+ * the kernels' NN_ROW1: no barriers, which cost lavapipe dearly).
  */
 #include <math.h>
 #include <stdio.h>
@@ -29,6 +31,34 @@ static const vp_kernel k_logit_mask = {"nn_logit_mask", 2, 0x2, 12, NULL, 0};
 enum { ACT_RELU = VP_ACT_RELU, ACT_GELU = VP_ACT_GELU };
 
 /* ---- launch geometry ------------------------------------------------------ */
+
+/* One invocation per row on CPU devices for rows of at most this many
+ * columns (a lane walks its row three times; lavapipe ends an invocation's
+ * loops after 65535 iterations in all), and for the layernorm backward's
+ * parameter gradients, which walk a column's rows, at most ROW1_MAX_ROWS.
+ * On lavapipe it was 1.7-5x faster than segments from (8, 1024) to (9216,
+ * 96) (bench_rows), but 0.6x on a single row of 4096. */
+#define ROW1_MAX_C 1024
+#define ROW1_MAX_ROWS 60000
+/* Workgroup size of the one-row-per-invocation form: small, so that a few
+ * hundred rows still make several workgroups for the CPU's threads. */
+#define ROW1_LOCAL 64
+
+static vp_nn_rows forced_rows;
+
+vp_nn_rows vp_nn_force_rows(vp_nn_rows form)
+{
+    vp_nn_rows old = forced_rows;
+    forced_rows = form;
+    return old;
+}
+
+bool vp_nn_rows_one(const vp_device_info *d, int64_t C)
+{
+    if (forced_rows != VP_NN_ROWS_AUTO)
+        return forced_rows == VP_NN_ROWS_ONE;
+    return d->type == VK_PHYSICAL_DEVICE_TYPE_CPU && C <= ROW1_MAX_C;
+}
 
 /* Invocations per workgroup: 256 where the device allows it, else the 128
  * every Vulkan device guarantees. */
@@ -65,18 +95,33 @@ static vp_status get_pipeline(vp_cmd *cmd, const vp_kernel *k, uint32_t lx, uint
     return vp_pipeline_get(vp_cmd_device(cmd), k, spec, 4, p);
 }
 
-/* One invocation per element, n elements. */
+/* A row kernel's pipeline, with NN_ROW1 (constant 4) set or not. */
+static vp_status row_pipeline(vp_cmd *cmd, const vp_kernel *k, uint32_t lx, bool one,
+                              vp_pipeline **p)
+{
+    uint32_t spec[5] = {lx, 1, 1, 0, one};
+    return vp_pipeline_get(vp_cmd_device(cmd), k, spec, 5, p);
+}
+
+/* One invocation per element, n elements; with vec4 (the activations, n %
+ * 4 == 0: constant 5, VEC4), one per four. */
+static vp_status ew_dispatch4(vp_cmd *cmd, const vp_kernel *k, uint32_t op, bool vec4,
+                              const vp_range *bind, const void *push, uint32_t n)
+{
+    const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
+    uint32_t local = nn_local(d), gx, gy, spec[6] = {local, 1, 1, op, 0, vec4};
+    vp_pipeline *p;
+    vp_status st = vp_pipeline_get(vp_cmd_device(cmd), k, spec, 6, &p);
+    if (st)
+        return st;
+    vp_grid_1d(d, vec4 ? n / 4 : n, local, &gx, &gy);
+    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+}
+
 static vp_status ew_dispatch(vp_cmd *cmd, const vp_kernel *k, uint32_t op, const vp_range *bind,
                              const void *push, uint32_t n)
 {
-    const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
-    uint32_t local = nn_local(d), gx, gy;
-    vp_pipeline *p;
-    vp_status st = get_pipeline(cmd, k, local, 1, op, &p);
-    if (st)
-        return st;
-    vp_grid_1d(d, n, local, &gx, &gy);
-    return vp_cmd_dispatch(cmd, p, bind, k->n_bindings, push, k->push_size, gx, gy, 1);
+    return ew_dispatch4(cmd, k, op, false, bind, push, n);
 }
 
 /* A row kernel over rows x C; push must start with {rows, C, T}, which this
@@ -85,13 +130,15 @@ static vp_status row_dispatch(vp_cmd *cmd, const vp_kernel *k, const vp_range *b
                               int64_t rows, int64_t C)
 {
     const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
-    uint32_t local = nn_local(d), T = seg_lanes(C, local), per = local / T, gx, gy;
+    bool one = vp_nn_rows_one(d, C);
+    uint32_t local = one ? ROW1_LOCAL : nn_local(d), T = one ? 1 : seg_lanes(C, local);
+    uint32_t per = local / T, gx, gy;
     uint32_t *head = push;
     head[0] = (uint32_t)rows;
     head[1] = (uint32_t)C;
     head[2] = T;
     vp_pipeline *p;
-    vp_status st = get_pipeline(cmd, k, local, 1, 0, &p);
+    vp_status st = row_pipeline(cmd, k, local, one, &p);
     if (st)
         return st;
     grid_groups(d, ((uint64_t)rows + per - 1) / per, &gx, &gy);
@@ -188,7 +235,7 @@ static vp_status act_forward(vp_cmd *cmd, const char *op, uint32_t code, const v
         return st;
     struct { uint32_t n; } push = {(uint32_t)vp_tensor_nelem(x)};
     vp_range r[2] = {vp_tensor_range(x), vp_tensor_range(y)};
-    return ew_dispatch(cmd, &k_act, code, r, &push, push.n);
+    return ew_dispatch4(cmd, &k_act, code, push.n % 4 == 0, r, &push, push.n);
 }
 
 static vp_status act_backward(vp_cmd *cmd, const char *op, uint32_t code, const vp_tensor *x,
@@ -203,7 +250,7 @@ static vp_status act_backward(vp_cmd *cmd, const char *op, uint32_t code, const 
         return st;
     struct { uint32_t n, acc; } push = {(uint32_t)vp_tensor_nelem(x), accumulate};
     vp_range r[3] = {vp_tensor_range(x), vp_tensor_range(dy), vp_tensor_range(dx)};
-    return ew_dispatch(cmd, &k_act_bwd, code, r, &push, push.n);
+    return ew_dispatch4(cmd, &k_act_bwd, code, push.n % 4 == 0, r, &push, push.n);
 }
 
 vp_status vp_op_relu(vp_cmd *cmd, const vp_tensor *x, vp_tensor *y)
@@ -327,11 +374,14 @@ vp_status vp_op_layernorm_backward_ex(vp_cmd *cmd, const vp_tensor *x, const vp_
     vp_range rdy = vp_tensor_range(dy);
 
     /* One dispatch: ga workgroups of rows for dx, then (C + 7) / 8 of
-     * columns for dgamma and dbeta (nn_layernorm_bwd.comp). */
+     * columns for dgamma and dbeta (nn_layernorm_bwd.comp); in the
+     * one-row-per-invocation form, (C + local - 1) / local of them. */
     const vp_device_info *d = vp_device_get_info(vp_cmd_device(cmd));
-    uint32_t local = nn_local(d), T = seg_lanes(C, local), per = local / T, gx, gy;
+    bool one = vp_nn_rows_one(d, C) && rows <= ROW1_MAX_ROWS;
+    uint32_t local = one ? ROW1_LOCAL : nn_local(d), T = one ? 1 : seg_lanes(C, local);
+    uint32_t per = local / T, gx, gy;
     uint64_t ga = ((uint64_t)rows + per - 1) / per;
-    uint64_t gb = dgamma || dbeta ? ((uint64_t)C + 7) / 8 : 0;
+    uint64_t gb = dgamma || dbeta ? ((uint64_t)C + (one ? local : 8) - 1) / (one ? local : 8) : 0;
     struct { uint32_t rows, C, T; float inv_c; uint32_t flags, ga; } push = {
         (uint32_t)rows, (uint32_t)C, T, (float)(1.0 / (double)C),
         (gamma ? 1u : 0u) | (acc_dx ? 2u : 0u) | (dgamma ? 4u : 0u) | (dbeta ? 8u : 0u) |
@@ -341,7 +391,7 @@ vp_status vp_op_layernorm_backward_ex(vp_cmd *cmd, const vp_tensor *x, const vp_
     vp_range r[8] = {rx, gamma ? vp_tensor_range(gamma) : rx, rm, rr, rdy, rd,
                      dgamma ? vp_tensor_range(dgamma) : rd, dbeta ? vp_tensor_range(dbeta) : rd};
     vp_pipeline *p;
-    if ((st = get_pipeline(cmd, &k_ln_bwd, local, 1, 0, &p)))
+    if ((st = row_pipeline(cmd, &k_ln_bwd, local, one, &p)))
         return st;
     grid_groups(d, ga + gb, &gx, &gy);
     return vp_cmd_dispatch(cmd, p, r, k_ln_bwd.n_bindings, &push, k_ln_bwd.push_size, gx, gy, 1);

@@ -144,4 +144,15 @@ vp_status vp_op_broadcast_rows(vp_cmd *cmd, const vp_tensor *dy, vp_tensor *dx, 
 vp_status vp_op_broadcast_all(vp_cmd *cmd, const vp_tensor *dy, vp_tensor *dx, float scale,
                               bool accumulate);
 
+/* ---- how row ops lay rows on invocations (for tests and benchmarks) ------ */
+
+/* SEGMENTS: T lanes per row, sums by a tree in shared memory (GPUs). ONE:
+ * one invocation per row, no shared memory and no barrier (CPU devices,
+ * where rows are short enough: ops/nn.c). AUTO: the device's choice.
+ * Returns the previous setting; results agree within rounding either way. */
+typedef enum vp_nn_rows { VP_NN_ROWS_AUTO = 0, VP_NN_ROWS_SEGMENTS, VP_NN_ROWS_ONE } vp_nn_rows;
+vp_nn_rows vp_nn_force_rows(vp_nn_rows form);
+/* Whether rows of C columns take one invocation each on device d now. */
+bool vp_nn_rows_one(const vp_device_info *d, int64_t C);
+
 #endif
