@@ -12,8 +12,9 @@
 // (RY = local size / 8) of column i with Kahan compensation, then the RY
 // partial sums of each column are added with a fixed tree; with NN_ROW1
 // (nn.glsl: no barriers) a workgroup owns LOCAL columns, one invocation
-// adds all rows of its column in order. No atomics: deterministic. flags: 1 gamma given (else 1), 2 add into dx (else
-// overwrite, unread), 4 write dgamma, 8 write dbeta, 16 add into them.
+// adds all rows of its column in order. No atomics: deterministic.
+// flags: 1 gamma given (else 1), 2 add into dx (else overwrite, unread),
+// 4 write dgamma, 8 write dbeta, 16 add into them.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
