@@ -583,7 +583,8 @@ START_TEST(test_demo_hf)
                            bin(), dir, bin(), dir), 0);
     ck_assert_msg(vt_sh("cd %s && %s demo --hf %s --train tr/annotations.json --val "
                         "va/annotations.json --steps 2 --image 64 --methods full,lora,adapter1,adapter2 "
-                        "--out out", dir, bin(), ck) == 0, "%s", vt_err);
+                        "--out out --jobs 2", dir, bin(), ck) == 0, "%s", vt_err);
+    vt_assert_has(vt_err, "demo: 2 rows at a time, each on a device of its own");
     vt_assert_has(vt_out, "scored on 3 validation images");
     static const char *const rows[] = {"full fine-tuning ", "lora (q, v) ", "adapters x1 ",
                                        "adapters x2 "};
@@ -610,6 +611,27 @@ START_TEST(test_demo_hf)
         vt_ok(vp_cfg_float(vp_cfg_at(ms, i), "AP", 0, &ap));
         ck_assert(lo <= hi && lo >= 0 && hi <= 1);
     }
+    /* one row at a time (lavapipe with its threads): the same results */
+    ck_assert_msg(vt_sh("cd %s && %s demo --hf %s --train tr/annotations.json --val "
+                        "va/annotations.json --steps 2 --image 64 --methods full,lora,adapter1,adapter2 "
+                        "--out out1 --jobs 1", dir, bin(), ck) == 0, "%s", vt_err);
+    ck_assert_ptr_null(strstr(vt_err, "rows at a time"));
+    snprintf(path, sizeof path, "%s/out1/results.json", dir);
+    vp_config *res1;
+    vt_ok(vp_cfg_load(path, &res1));
+    const vp_config *ms1 = vp_cfg_get(res1, "methods");
+    ck_assert_int_eq(vp_cfg_len(ms1), 4);
+    for (int i = 0; i < 4; i++) {
+        static const char *const keys[] = {"AP", "AP50", "final_loss"};
+        for (int k = 0; k < 3; k++) {
+            double a, b;
+            vt_ok(vp_cfg_float(vp_cfg_at(ms, i), keys[k], 0, &a));
+            vt_ok(vp_cfg_float(vp_cfg_at(ms1, i), keys[k], 0, &b));
+            ck_assert_msg(a == b, "method %d %s: %.17g with --jobs 2, %.17g with --jobs 1", i,
+                          keys[k], a, b);
+        }
+    }
+    vp_cfg_free(res1);
     vp_cfg_free(res);
     ck_assert_int_eq(vt_sh("cd %s/out && test -s chart.png && test -s curves.png && "
                            "test -s lora/config.json && ls lora/predictions/*.png && "
@@ -627,6 +649,10 @@ START_TEST(test_demo_hf)
     vt_assert_has(vt_err, "--model 'maskformer': expected mask2former or maskdino");
     ck_assert_int_eq(vt_sh("%s demo --hf %s --train a --val b --model maskdino", bin(), ck), 2);
     vt_assert_has(vt_err, "--model is the built-in demo's, not --hf's or --pretrain's");
+    ck_assert_int_eq(vt_sh("%s demo --jobs 0", bin()), 2);
+    vt_assert_has(vt_err, "--jobs '0': expected a number from 1 to 8");
+    ck_assert_int_eq(vt_sh("%s demo --model maskdino --jobs 2", bin()), 2);
+    vt_assert_has(vt_err, "--jobs is the mask2former demo's and --hf's");
     /* the built-in demo's default output directories, per head: made
      * before its datasets, which a file in their place stops */
     ck_assert_int_eq(vt_sh("cd %s && mkdir c && touch c/quick-shapes%d c/quick-maskdino-shapes%d",

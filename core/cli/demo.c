@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,7 @@
 
 /* The built-in demo's fine-tuning on B from the base: steps of 2 images
  * (--quick's). */
-#define DEMO_STEPS 400
+#define DEMO_STEPS 800
 #define DEMO_QUICK_STEPS 60
 #define DEMO_DEFAULT_TIME "10 minutes"
 
@@ -170,13 +171,13 @@ static const method methods[] = {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vpeft demo [--quick] [--from-scratch] [--out DIR] [--cache DIR]\n"
-               "                  [--methods LIST]\n"
+               "                  [--methods LIST] [--jobs N]\n"
                "       vpeft demo --model maskdino [--quick] [--out DIR] [--cache DIR]\n"
                "                  [--methods LIST]\n"
                "       vpeft demo --pretrain [--steps N] [--out DIR] [--cache DIR]\n"
                "       vpeft demo --hf DIR --train ANN.json --val ANN.json [--steps N]\n"
                "                  [--image N] [--train-images DIR] [--val-images DIR]\n"
-               "                  [--out DIR] [--methods LIST]\n\n"
+               "                  [--out DIR] [--methods LIST] [--jobs N]\n\n"
                "The study's comparison on a machine without a GPU. Starts from the base\n"
                "model shipped with vpeft (a small Swin + Mask2Former of the Hugging Face\n"
                "family, pretrained on domain A of vpeft make-shapes: circles, squares,\n"
@@ -206,7 +207,11 @@ static void usage(FILE *f)
                "  --cache DIR    datasets and the base model (default\n"
                "                 $XDG_CACHE_HOME/vpeft/demo, else ~/.cache/vpeft/demo)\n"
                "  --methods LIST comma-separated method names from the list above\n"
-               "                 (default: all)\n\n"
+               "                 (default: all)\n"
+               "  --jobs N       methods trained at once, each on a device of its own\n"
+               "                 (default: on a CPU device one per core, lavapipe then\n"
+               "                 single-threaded with LP_NUM_THREADS=0; on a GPU 1); not\n"
+               "                 with --model maskdino\n\n"
                "With --pretrain, train the demo's base model of the Hugging Face family (a\n"
                "small Swin + Mask2Former, 1.41 M parameters) from scratch on domain A\n"
                "(%d training images, %d steps by default, long on a CPU), score it on A's\n"
@@ -607,6 +612,7 @@ typedef struct hf_demo {
     const char *variant, *base_line, *model_extra;
     bool method_lr;
     int samples;
+    long jobs; /* --jobs: rows side by side (0: the device's choice) */
 } hf_demo;
 
 static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
@@ -645,6 +651,125 @@ static char *config_text_hf(const hf_demo *h, uint32_t classes, const method *m,
     return vp_strbuf_done(&b);
 }
 
+/* ---- rows side by side ---------------------------------------------------- */
+
+/* On a CPU device a row's small training step gains nothing from a second
+ * core: lavapipe's hand-over of each dispatch to its worker threads costs
+ * more than they save (docs/ops.md). So there the rows run side by side,
+ * one per core, each on a device of its own, with lavapipe running each
+ * dispatch on the calling thread (LP_NUM_THREADS=0). Rows are independent
+ * and each is deterministic, so the table is the same either way. */
+
+typedef struct jobs {
+    const hf_demo *h;
+    uint32_t classes;
+    row *rows;
+    pthread_mutex_t mu;
+    size_t next;          /* the next method to look at */
+    vp_status st;         /* the first failure; then no new row starts */
+    char err[1024];
+} jobs;
+
+typedef struct job_worker {
+    jobs *j;
+    vp_device *dev;
+    pthread_t th;
+} job_worker;
+
+static vp_status demo_row(const hf_demo *h, uint32_t classes, vp_device *dev, size_t i, row *r)
+{
+    char run_dir[4400];
+    snprintf(run_dir, sizeof run_dir, "%s/%s", h->out, methods[i].slug);
+    char *text = config_text_hf(h, classes, &methods[i], run_dir);
+    vp_status st = text ? VP_OK : vp_error_set(VP_ERR_NOMEM, "out of host memory");
+    if (!st)
+        st = run_method(dev, text, run_dir, &methods[i],
+                        methods[i].hf_name ? methods[i].hf_name : methods[i].name, h->val,
+                        h->val_images, h->samples ? h->samples : 4, r);
+    free(text);
+    return st;
+}
+
+static void *job_main(void *arg)
+{
+    job_worker *w = arg;
+    jobs *j = w->j;
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        size_t i = j->next;
+        while (i < N_METHODS && !j->h->use[i])
+            i++;
+        j->next = i + 1;
+        bool stop = j->st || i >= N_METHODS;
+        pthread_mutex_unlock(&j->mu);
+        if (stop)
+            return NULL;
+        vp_status st = demo_row(j->h, j->classes, w->dev, i, &j->rows[i]);
+        if (st) {
+            pthread_mutex_lock(&j->mu);
+            if (!j->st) {
+                j->st = st;
+                snprintf(j->err, sizeof j->err, "%s", vp_error_last());
+            }
+            pthread_mutex_unlock(&j->mu);
+        }
+    }
+}
+
+/* How many rows run at once on dev: --jobs, else on a CPU device where
+ * lavapipe runs single-threaded the online cores, else 1; at most n. */
+static size_t n_jobs(const hf_demo *h, const vp_device *dev, size_t n)
+{
+    size_t k = 1;
+    const char *lp = getenv("LP_NUM_THREADS");
+    if (h->jobs > 0)
+        k = (size_t)h->jobs;
+    else if (vp_device_get_info(dev)->type == VK_PHYSICAL_DEVICE_TYPE_CPU && lp && !strcmp(lp, "0"))
+        k = (size_t)(sysconf(_SC_NPROCESSORS_ONLN) > 1 ? sysconf(_SC_NPROCESSORS_ONLN) : 1);
+    k = k < n ? k : n;
+    return k > 0 ? k : 1;
+}
+
+/* Every row of h->use into rows: on dev and, with more than one job, on
+ * devices of the same kind made for the other jobs, each in a thread. */
+static vp_status run_rows(const hf_demo *h, uint32_t classes, vp_instance *inst, vp_device *dev,
+                          row *rows)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < N_METHODS; i++)
+        n += h->use[i];
+    size_t k = n_jobs(h, dev, n);
+    jobs j = {.h = h, .classes = classes, .rows = rows};
+    job_worker w[N_METHODS] = {{0}};
+    vp_status st = VP_OK;
+    for (size_t t = 1; t < k && !st; t++)
+        st = vp_device_create(inst, vp_device_get_info(dev)->index, NULL, &w[t].dev);
+    if (st) {
+        for (size_t t = 1; t < k; t++)
+            vp_device_destroy(w[t].dev);
+        return st;
+    }
+    if (k > 1)
+        fprintf(stderr, "demo: %zu rows at a time, each on a device of its own\n", k);
+    pthread_mutex_init(&j.mu, NULL);
+    size_t started = 1;
+    for (size_t t = 1; t < k; t++) {
+        w[t].j = &j;
+        if (pthread_create(&w[t].th, NULL, job_main, &w[t]))
+            break; /* the threads started (and this one) do the rows */
+        started++;
+    }
+    w[0].j = &j;
+    w[0].dev = dev;
+    job_main(&w[0]);
+    for (size_t t = 1; t < started; t++)
+        pthread_join(w[t].th, NULL);
+    for (size_t t = 1; t < k; t++) /* one at a time: each saves its pipeline cache */
+        vp_device_destroy(w[t].dev);
+    pthread_mutex_destroy(&j.mu);
+    return j.st ? vp_error_set(j.st, "%s", j.err) : VP_OK;
+}
+
 static int demo_hf(const hf_demo *h)
 {
     double t_start = vp_now_s();
@@ -662,26 +787,20 @@ static int demo_hf(const hf_demo *h)
         fprintf(stderr, "vpeft: %s\n", vp_error_last());
         return vp_cli_exit_code(st);
     }
+    /* lavapipe single-threaded, for rows side by side (before it starts) */
+    size_t n_rows = 0;
+    for (size_t i = 0; i < N_METHODS; i++)
+        n_rows += h->use[i];
+    if (h->jobs != 1 && n_rows > 1 && !getenv("LP_NUM_THREADS"))
+        setenv("LP_NUM_THREADS", "0", 1);
     vp_instance *inst;
     if (vp_cli_instance(&inst))
         return 1;
     vp_device *dev = NULL;
     st = vp_cli_device(inst, &dev);
     row rows[N_METHODS] = {{0}};
-    for (size_t i = 0; !st && i < N_METHODS; i++) {
-        if (!h->use[i])
-            continue;
-        char run_dir[4400];
-        snprintf(run_dir, sizeof run_dir, "%s/%s", h->out, methods[i].slug);
-        char *text = config_text_hf(h, classes, &methods[i], run_dir);
-        if (!text)
-            st = vp_error_set(VP_ERR_NOMEM, "out of host memory");
-        if (!st)
-            st = run_method(dev, text, run_dir, &methods[i],
-                            methods[i].hf_name ? methods[i].hf_name : methods[i].name, h->val,
-                            h->val_images, h->samples ? h->samples : 4, &rows[i]);
-        free(text);
-    }
+    if (!st)
+        st = run_rows(h, classes, inst, dev, rows);
     summary sm = {h->variant ? h->variant : "hf", h->variant ? "domain B" : "the validation split",
                   (int)h->steps, (int)n_val};
     if (!st)
@@ -922,7 +1041,7 @@ static vp_status base_provenance(const char *dir, char *line, size_t n)
  * fine-tuned on domain B by every method, by HF module names as --hf.
  * cache and out are absolute. */
 static int demo_builtin(const char *cache, const char *out, bool quick, bool scratch,
-                        const bool *use, int argc, char **argv)
+                        const bool *use, long jobs, int argc, char **argv)
 {
     int n_train = quick ? 200 : 1000, n_val = quick ? 50 : 200;
     char root[4300], b_train[PAIR_PATH], b_val[PAIR_PATH], base[4400], line[4800];
@@ -973,7 +1092,7 @@ static int demo_builtin(const char *cache, const char *out, bool quick, bool scr
                  .steps = quick ? DEMO_QUICK_STEPS : DEMO_STEPS, .image = 128, .use = use,
                  .variant = quick ? "quick" : "default", .base_line = line,
                  .model_extra = PRETRAIN_SPEED, .method_lr = true,
-                 .samples = quick ? 2 : 4};
+                 .samples = quick ? 2 : 4, .jobs = jobs};
     return demo_hf(&h);
 }
 
@@ -993,13 +1112,14 @@ int vp_cli_demo(int argc, char **argv)
                                          {"pretrain", no_argument, NULL, 'P'},
                                          {"from-scratch", no_argument, NULL, 'S'},
                                          {"model", required_argument, NULL, 'M'},
+                                         {"jobs", required_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const variant *v = &variants[0];
     const char *out = NULL, *cache = NULL, *only = NULL;
     const char *hf = NULL, *hf_paths[4] = {NULL}; /* train, val, train-images, val-images */
     const char *head = NULL; /* --model */
-    long steps = 0, image = 0;
+    long steps = 0, image = 0, n_jobs_opt = 0;
     bool quick = false, pretrain = false, scratch = false;
     int c;
     opterr = 0;
@@ -1026,21 +1146,28 @@ int vp_cli_demo(int argc, char **argv)
             head = optarg;
         } else if (c == 't' || c == 'v' || c == 'T' || c == 'V') {
             hf_paths[c == 't' ? 0 : c == 'v' ? 1 : c == 'T' ? 2 : 3] = optarg;
-        } else if (c == 's' || c == 'i') {
+        } else if (c == 's' || c == 'i' || c == 'j') {
             char *end;
             errno = 0;
             long x = strtol(optarg, &end, 10);
             bool ok = !errno && end != optarg && !*end &&
-                      (c == 's' ? x >= 1 && x <= 10000000 : x >= 32 && x <= 4096 && x % 32 == 0);
+                      (c == 's'   ? x >= 1 && x <= 10000000
+                       : c == 'j' ? x >= 1 && x <= (long)N_METHODS
+                                  : x >= 32 && x <= 4096 && x % 32 == 0);
             if (!ok) {
+                char jobs_range[64];
+                snprintf(jobs_range, sizeof jobs_range, "a number from 1 to %d", (int)N_METHODS);
                 fprintf(stderr, "vpeft demo: %s '%s': expected %s (see vpeft demo --help)\n",
-                        c == 's' ? "--steps" : "--image", optarg,
-                        c == 's' ? "a number of steps from 1 to 10000000"
-                                 : "a multiple of 32 from 32 to 4096");
+                        c == 's' ? "--steps" : c == 'j' ? "--jobs" : "--image", optarg,
+                        c == 's'   ? "a number of steps from 1 to 10000000"
+                        : c == 'j' ? jobs_range
+                                   : "a multiple of 32 from 32 to 4096");
                 return 2;
             }
             if (c == 's')
                 steps = x;
+            else if (c == 'j')
+                n_jobs_opt = x;
             else
                 image = x;
         } else if (c == 'o') {
@@ -1072,6 +1199,9 @@ int vp_cli_demo(int argc, char **argv)
                                                  "not --hf's"
                       : head && (hf || pretrain) ? "--model is the built-in demo's, not --hf's "
                                                    "or --pretrain's"
+                      : n_jobs_opt && (pretrain || (head && !strcmp(head, "maskdino")))
+                          ? "--jobs is the mask2former demo's and --hf's (--pretrain and "
+                            "--model maskdino train one model at a time)"
                       : scratch && (hf || pretrain || (head && !strcmp(head, "maskdino")))
                           ? "--from-scratch is the built-in mask2former demo's (--model "
                             "maskdino always trains its base from scratch)"
@@ -1124,7 +1254,7 @@ int vp_cli_demo(int argc, char **argv)
         hf_demo h = {abs_paths[0], abs_paths[1], abs_paths[2],
                      hf_paths[2] ? abs_paths[3] : NULL, hf_paths[3] ? abs_paths[4] : NULL,
                      abs_paths[5], steps ? steps : 500, image ? image : 384, use,
-                     NULL, NULL, NULL, 0, 0};
+                     NULL, NULL, NULL, 0, 0, n_jobs_opt};
         return demo_hf(&h);
     }
     char cache_buf[4096], out_buf[4096], root[4200];
@@ -1173,7 +1303,7 @@ int vp_cli_demo(int argc, char **argv)
     cache = cache_abs;
     out = out_abs;
     if (!maskdino)
-        return demo_builtin(cache, out, quick, scratch, use, argc, argv);
+        return demo_builtin(cache, out, quick, scratch, use, n_jobs_opt, argc, argv);
     /* by generator version: a base model trained on other data is not reused */
     snprintf(root, sizeof root, "%s/%s-shapes%d", cache, v->name, VP_SHAPES_VERSION);
     double t_start = vp_now_s();
