@@ -672,6 +672,7 @@ typedef struct jobs {
 
 typedef struct job_worker {
     jobs *j;
+    vp_instance *inst; /* the job's own (lavapipe serializes the devices of one) */
     vp_device *dev;
     pthread_t th;
 } job_worker;
@@ -731,9 +732,11 @@ static size_t n_jobs(const hf_demo *h, const vp_device *dev, size_t n)
 }
 
 /* Every row of h->use into rows: on dev and, with more than one job, on
- * devices of the same kind made for the other jobs, each in a thread. */
-static vp_status run_rows(const hf_demo *h, uint32_t classes, vp_instance *inst, vp_device *dev,
-                          row *rows)
+ * devices of the same kind made for the other jobs, each in a thread and
+ * each from an instance of its own: lavapipe runs the compute of all the
+ * devices of one instance under one lock (measured: two jobs on devices of
+ * one instance used one core between them). */
+static vp_status run_rows(const hf_demo *h, uint32_t classes, vp_device *dev, row *rows)
 {
     size_t n = 0;
     for (size_t i = 0; i < N_METHODS; i++)
@@ -742,11 +745,16 @@ static vp_status run_rows(const hf_demo *h, uint32_t classes, vp_instance *inst,
     jobs j = {.h = h, .classes = classes, .rows = rows};
     job_worker w[N_METHODS] = {{0}};
     vp_status st = VP_OK;
-    for (size_t t = 1; t < k && !st; t++)
-        st = vp_device_create(inst, vp_device_get_info(dev)->index, NULL, &w[t].dev);
+    for (size_t t = 1; t < k && !st; t++) {
+        st = vp_cli_instance(&w[t].inst);
+        if (!st)
+            st = vp_device_create(w[t].inst, vp_device_get_info(dev)->index, NULL, &w[t].dev);
+    }
     if (st) {
-        for (size_t t = 1; t < k; t++)
+        for (size_t t = 1; t < k; t++) {
             vp_device_destroy(w[t].dev);
+            vp_instance_destroy(w[t].inst);
+        }
         return st;
     }
     if (k > 1)
@@ -764,8 +772,10 @@ static vp_status run_rows(const hf_demo *h, uint32_t classes, vp_instance *inst,
     job_main(&w[0]);
     for (size_t t = 1; t < started; t++)
         pthread_join(w[t].th, NULL);
-    for (size_t t = 1; t < k; t++) /* one at a time: each saves its pipeline cache */
+    for (size_t t = 1; t < k; t++) { /* one at a time: each saves its pipeline cache */
         vp_device_destroy(w[t].dev);
+        vp_instance_destroy(w[t].inst);
+    }
     pthread_mutex_destroy(&j.mu);
     return j.st ? vp_error_set(j.st, "%s", j.err) : VP_OK;
 }
@@ -800,7 +810,7 @@ static int demo_hf(const hf_demo *h)
     st = vp_cli_device(inst, &dev);
     row rows[N_METHODS] = {{0}};
     if (!st)
-        st = run_rows(h, classes, inst, dev, rows);
+        st = run_rows(h, classes, dev, rows);
     summary sm = {h->variant ? h->variant : "hf", h->variant ? "domain B" : "the validation split",
                   (int)h->steps, (int)n_val};
     if (!st)
