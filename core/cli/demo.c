@@ -721,14 +721,15 @@ static void *job_main(void *arg)
  * lavapipe runs single-threaded the online cores, else 1; at most n. */
 static size_t n_jobs(const hf_demo *h, const vp_device *dev, size_t n)
 {
-    size_t k = 1;
     const char *lp = getenv("LP_NUM_THREADS");
+    long k = 1;
     if (h->jobs > 0)
-        k = (size_t)h->jobs;
+        k = h->jobs;
     else if (vp_device_get_info(dev)->type == VK_PHYSICAL_DEVICE_TYPE_CPU && lp && !strcmp(lp, "0"))
-        k = (size_t)(sysconf(_SC_NPROCESSORS_ONLN) > 1 ? sysconf(_SC_NPROCESSORS_ONLN) : 1);
-    k = k < n ? k : n;
-    return k > 0 ? k : 1;
+        k = sysconf(_SC_NPROCESSORS_ONLN);
+    if (k > (long)n)
+        k = (long)n;
+    return k > 1 ? (size_t)k : 1;
 }
 
 /* Every row of h->use into rows: on dev and, with more than one job, on
